@@ -1,0 +1,29 @@
+# Two entry points, each doing its own set-up: `make run` (the main job) and `make test` (the whole suite).
+# The environment is built from requirements.lock (exact pins) with Python 3.12 and rebuilt when the lock changes.
+
+VENV   := .venv
+BIN    := $(VENV)/bin
+PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/local/bin/python3.12 /usr/bin/python3.12; do \
+            "$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { echo "$$p"; break; }; done)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: run test env clean
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.12 not found: install it (e.g. pyenv install 3.12) or pass PYTHON=/path/to/python3.12"; exit 1; }
+	"$(PYTHON)" -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -c "import metaeval, pymc, arviz"
+	@touch $@
+
+env: $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(BIN)/metaeval run
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) metaeval-out

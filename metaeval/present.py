@@ -1,0 +1,59 @@
+"""Presenting tables: terminal text, CSV and JSON, written so that what a file says is what it holds."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import IO, Any
+
+#: Cells a spreadsheet would run as a formula; prefixed with ' on CSV export (OWASP "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_TERMINAL_COLUMNS = ["estimate_id", "design", "domain", "estimand", "metric", "estimate", "yi", "sei", "poolable", "exclusion_reason"]
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready value: NaN → None, numpy scalars → Python, containers recursively."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def to_json(obj: Any) -> str:
+    """Deterministic JSON: sorted keys, no NaN (null instead)."""
+    return json.dumps(_plain(obj), sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def _defuse(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def write_table(table, fmt: str, stream: IO[str], columns: str | list[str] | None = "core") -> None:
+    """Write a DataFrame as an aligned text table, CSV (formula-safe) or JSON records."""
+    from metaeval.harmonise import COLUMNS
+
+    if columns == "core":
+        columns = ["estimate_id", *COLUMNS]
+    if columns is not None:
+        table = table[[c for c in columns if c in table.columns]]
+    if fmt == "json":
+        stream.write(to_json(table.to_dict("records")))
+    elif fmt == "csv":
+        table = table.copy()
+        for col in table.columns:
+            if table[col].dtype == object or str(table[col].dtype).startswith(("string", "str")):
+                table[col] = table[col].map(_defuse)
+        table.to_csv(stream, index=False, lineterminator="\n")
+    else:
+        view = table[[c for c in _TERMINAL_COLUMNS if c in table.columns]].copy()
+        if "exclusion_reason" in view:
+            view["exclusion_reason"] = view["exclusion_reason"].map(
+                lambda s: s if not isinstance(s, str) or len(s) < 60 else s[:57] + "...")
+        stream.write(view.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="") + "\n")

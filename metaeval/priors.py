@@ -1,0 +1,137 @@
+"""Prior distributions written as text, e.g. ``halfcauchy(5)`` or ``normal(0, 0.5)``.
+
+One small grammar serves the model TOML files, the ``--prior PARAM=DIST(args)``
+option, the MCMC model (``to_pymc``) and the exact engine (``logpdf`` via scipy),
+so a prior means the same thing on every path.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+#: family -> (parameter names, support); parameters follow PyMC's conventions.
+FAMILIES: dict[str, tuple[tuple[str, ...], str]] = {
+    "normal": (("mu", "sigma"), "real"),
+    "studentt": (("nu", "mu", "sigma"), "real"),
+    "flat": ((), "real"),
+    "halfnormal": (("sigma",), "positive"),
+    "halfcauchy": (("beta",), "positive"),
+    "halfstudentt": (("nu", "sigma"), "positive"),
+    "exponential": (("lam",), "positive"),
+    "lognormal": (("mu", "sigma"), "positive"),
+    "uniform": (("lower", "upper"), "interval"),
+}
+_PYMC_NAMES = {
+    "normal": "Normal",
+    "studentt": "StudentT",
+    "flat": "Flat",
+    "halfnormal": "HalfNormal",
+    "halfcauchy": "HalfCauchy",
+    "halfstudentt": "HalfStudentT",
+    "exponential": "Exponential",
+    "lognormal": "LogNormal",
+    "uniform": "Uniform",
+}
+_TEXT = re.compile(r"^\s*([a-z]+)\s*\(\s*([^()]*)\)\s*$")
+_ASSIGN = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*=\s*(.+)$")
+
+
+class PriorError(ValueError):
+    """A prior that cannot be parsed or has invalid parameters."""
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A named distribution family with its parameters (PyMC parameterisation)."""
+
+    family: str
+    params: tuple[float, ...]
+
+    @property
+    def support(self) -> str:
+        return FAMILIES[self.family][1]
+
+    def kwargs(self) -> dict[str, float]:
+        return dict(zip(FAMILIES[self.family][0], self.params))
+
+    def scaled(self, factor: float) -> Prior:
+        """The same prior on a metric ``factor`` times larger (location and scale parameters scale)."""
+        scaled = [
+            p * factor if name in ("mu", "sigma", "beta", "lower", "upper") else (p / factor if name == "lam" else p)
+            for name, p in zip(FAMILIES[self.family][0], self.params)
+        ]
+        if self.family == "lognormal":  # location is on the log scale
+            scaled = [self.params[0] + math.log(factor), self.params[1]]
+        return Prior(self.family, tuple(scaled))
+
+    def __str__(self) -> str:
+        return f"{self.family}({', '.join(f'{p:g}' for p in self.params)})"
+
+    def to_pymc(self, name: str, **kwargs):
+        """Create the PyMC random variable (inside a model context)."""
+        import pymc as pm
+
+        return getattr(pm, _PYMC_NAMES[self.family])(name, **self.kwargs(), **kwargs)
+
+    def logpdf(self, x):
+        """Log density at ``x`` (numpy array), via scipy; the exact engine integrates against it."""
+        import numpy as np
+        from scipy import stats
+
+        x = np.asarray(x, dtype=float)
+        k = self.kwargs()
+        f = self.family
+        if f == "normal":
+            return stats.norm.logpdf(x, k["mu"], k["sigma"])
+        if f == "studentt":
+            return stats.t.logpdf(x, k["nu"], k["mu"], k["sigma"])
+        if f == "flat":
+            return np.zeros_like(x)
+        if f == "halfnormal":
+            return stats.halfnorm.logpdf(x, scale=k["sigma"])
+        if f == "halfcauchy":
+            return stats.halfcauchy.logpdf(x, scale=k["beta"])
+        if f == "halfstudentt":
+            return np.where(x >= 0, math.log(2) + stats.t.logpdf(x, k["nu"], 0, k["sigma"]), -np.inf)
+        if f == "exponential":
+            return stats.expon.logpdf(x, scale=1 / k["lam"])
+        if f == "lognormal":
+            return stats.lognorm.logpdf(x, k["sigma"], scale=math.exp(k["mu"]))
+        if f == "uniform":
+            return stats.uniform.logpdf(x, k["lower"], k["upper"] - k["lower"])
+        raise AssertionError(f)  # unreachable: families are checked on construction
+
+
+def parse_prior(text: str) -> Prior:
+    """Parse ``family(arg, ...)``; raises PriorError naming what was expected."""
+    m = _TEXT.match(str(text).lower())
+    if not m:
+        raise PriorError(f"expected DIST(args) such as halfnormal(0.5), got {text!r}")
+    family, arg_text = m.group(1), m.group(2)
+    if family not in FAMILIES:
+        raise PriorError(f"unknown distribution {family!r}; expected one of {', '.join(FAMILIES)}")
+    names = FAMILIES[family][0]
+    try:
+        params = tuple(float(a) for a in arg_text.split(",")) if arg_text.strip() else ()
+    except ValueError:
+        raise PriorError(f"{text!r}: arguments must be numbers") from None
+    if len(params) != len(names):
+        raise PriorError(f"{family} takes {len(names)} argument(s) ({', '.join(names) or 'none'}), got {len(params)}")
+    for name, value in zip(names, params):
+        if not math.isfinite(value):
+            raise PriorError(f"{family}: {name} must be finite")
+        if name in ("sigma", "beta", "lam", "nu") and value <= 0:
+            raise PriorError(f"{family}: {name} must be positive, got {value:g}")
+    if family == "uniform" and params[0] >= params[1]:
+        raise PriorError("uniform: lower must be below upper")
+    return Prior(family, params)
+
+
+def parse_assignment(text: str) -> tuple[str, Prior]:
+    """Parse a command-line override ``PARAM=DIST(args)``."""
+    m = _ASSIGN.match(text)
+    if not m:
+        raise PriorError(f"expected PARAM=DIST(args) such as tau=halfcauchy(5), got {text!r}")
+    return m.group(1), parse_prior(m.group(2))
