@@ -219,6 +219,7 @@ def raw_table(base: EvidenceBase):
             assumed = _assumptions(project, est)
             row.update(
                 estimate_id=f"{project.id}:{est.id}",
+                record=f"estimate {est.id!r}",
                 project_id=project.id,
                 project_name=project.name,
                 design=project.design,
@@ -237,7 +238,10 @@ def raw_table(base: EvidenceBase):
                 file=str(base.files[project.id]),
             )
             rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    for col in ("n_treatment", "n_control"):
+        table[col] = table[col].astype("Int64")
+    return table
 
 
 # --- metafor-style CSV -----------------------------------------------------------------------------
@@ -337,7 +341,7 @@ def read_csv(path: Path | str):
         extra = row.model_extra or {}
         sei = row.sei if row.sei is not None else math.sqrt(row.vi)
         records.append(dict(
-            estimate_id=row.study, project_id=row.project or row.study, project_name=row.project or row.study,
+            estimate_id=row.study, record=f"row {seen[row.study]} (study {row.study!r})", project_id=row.project or row.study, project_name=row.project or row.study,
             domain=row.domain, design=row.design, estimand="difference", metric="yi", outcome=row.study,
             estimate=row.yi, se=sei, source=path.name, location=f"row {seen[row.study]}", file=str(path),
             curated_poolable=True, curated_reason=None, assumed={}, assumptions=None,

@@ -203,7 +203,9 @@ def harmonise(raw, domains: dict[str, dict[str, Any]] | None = None):
     for rec in raw.to_dict("records"):
         dom = domains.get(rec["domain"]) or _csv_domain(rec["domain"])
         rows.append({**_harmonise_row(_Row(rec), dom), **{f"domain_{k}": dom[k] for k in ("label", "metric", "beneficial", "mid", "scale")}})
-    table = pd.concat([raw.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
+    derived = pd.DataFrame(rows)
+    raw = raw.drop(columns=[c for c in derived.columns if c in raw.columns]).reset_index(drop=True)
+    table = pd.concat([raw, derived], axis=1)
     table["vi"] = table["sei"] ** 2
     return table
 
@@ -314,7 +316,7 @@ def check_consistency(table) -> list[Finding]:
     by_id = {r["estimate_id"]: r for r in records}
     findings = []
     for rec in records:
-        where = dict(file=rec.get("file") or "", record=f"estimate {rec['estimate_id']!r}")
+        where = dict(file=rec.get("file") or "", record=rec.get("record") or rec["estimate_id"])
         acknowledged = rec.get("acknowledged") if isinstance(rec.get("acknowledged"), dict) else {}
         for check, fld, msg in _checks_for_row(rec, by_id):
             if check in acknowledged:

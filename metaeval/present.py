@@ -19,14 +19,16 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         value = value.item()
+    if value is not None and type(value).__name__ in ("NAType", "NaTType"):
+        return None
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
 
 
-def to_json(obj: Any) -> str:
-    """Deterministic JSON: sorted keys, no NaN (null instead)."""
-    return json.dumps(_plain(obj), sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+def to_json(obj: Any, sort_keys: bool = True) -> str:
+    """Deterministic JSON: sorted keys (unless told to keep order), no NaN (null instead)."""
+    return json.dumps(_plain(obj), sort_keys=sort_keys, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def _defuse(value: Any) -> Any:
@@ -44,7 +46,7 @@ def write_table(table, fmt: str, stream: IO[str], columns: str | list[str] | Non
     if columns is not None:
         table = table[[c for c in columns if c in table.columns]]
     if fmt == "json":
-        stream.write(to_json(table.to_dict("records")))
+        stream.write(to_json(table.to_dict("records"), sort_keys=False))
     elif fmt == "csv":
         table = table.copy()
         for col in table.columns:
@@ -55,5 +57,5 @@ def write_table(table, fmt: str, stream: IO[str], columns: str | list[str] | Non
         view = table[[c for c in _TERMINAL_COLUMNS if c in table.columns]].copy()
         if "exclusion_reason" in view:
             view["exclusion_reason"] = view["exclusion_reason"].map(
-                lambda s: s if not isinstance(s, str) or len(s) < 60 else s[:57] + "...")
+                lambda s: "" if not isinstance(s, str) else s if len(s) < 60 else s[:57] + "...")
         stream.write(view.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="") + "\n")

@@ -1,0 +1,130 @@
+"""`metaeval validate` and `metaeval evidence`: exit 0 on good evidence, 2 with a precise message on bad."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from metaeval.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures"
+MINI = FIXTURES / "mini"
+PROJECT = "projects/demo.yaml"
+
+# case -> (record, field, fragment of the message); "" means "not named" (file-level problems).
+BROKEN = {
+    "missing_field": ("project 'demo'", "design", "Field required"),
+    "unknown_field": ("estimate 'hours_itt'", "estimat", "unknown field"),
+    "wrong_type": ("estimate 'hours_itt'", "estimate", "valid number"),
+    "unknown_design": ("project 'demo'", "design", "'quasi_experiment'"),
+    "unknown_domain": ("estimate 'self_support'", "domain", "unknown domain 'happiness'"),
+    "ci_excludes_estimate": ("estimate 'hours_itt'", "estimate", "outside its CI [25, 50]"),
+    "p_value_disagrees_with_ci": ("estimate 'hours_itt'", "p_value", "reported p = 0.01"),
+    "negative_sd": ("estimate 'hours_itt'", "sd_treatment", "greater than 0"),
+    "share_above_100": ("estimate 'self_support'", "mean_treatment", "not a share between 0 and 100"),
+    "duplicate_estimate_id": ("project 'demo'", "", "'hours_itt' is used twice"),
+    "tot_names_missing_itt": ("project 'demo'", "", "tot_of names 'hours_ittt'"),
+    "nan_value": ("estimate 'hours_itt'", "estimate", "finite number"),
+    "infinite_value": ("estimate 'hours_itt'", "ci_high", "finite number"),
+    "yaml_syntax_error": ("line 3", "", "invalid YAML"),
+    "python_object_tag": ("line 2", "", "python/object"),
+    "yaml_alias": ("line 3", "", "aliases"),
+    "duplicate_key": ("line 3", "", "'name' appears twice"),
+    "empty_file": ("", "", "file is empty"),
+    "latin1_encoding": ("", "", "not UTF-8"),
+    "id_not_file_name": ("project 'other_demo'", "id", "must match the file name"),
+    "unpoolable_without_reason": ("estimate 'hours_tot'", "", "needs an exclusion_reason"),
+    "ci_bounds_reversed": ("estimate 'hours_itt'", "", "ci_low (50.0) is above ci_high (-10.0)"),
+    "tot_not_itt_over_take_up": ("estimate 'hours_tot'", "estimate", "is not ITT 20 / take-up 0.500"),
+    "judgement_not_allowed": ("project 'demo'", "risk_of_bias.reporting.judgement", "'moderate'"),
+    "not_a_mapping": ("", "", "expected a mapping"),
+}
+
+
+def _evidence_dir(tmp_path: Path, project_file: Path) -> Path:
+    shutil.copytree(MINI, tmp_path / "data")
+    shutil.copy(project_file, tmp_path / "data" / PROJECT)
+    return tmp_path / "data"
+
+
+def test_corpus_is_complete():
+    assert sorted(p.stem for p in (FIXTURES / "broken").glob("*.yaml")) == sorted(BROKEN)
+
+
+def test_valid_mini_base(capsys):
+    assert main(["validate", "--data", str(MINI)]) == 0
+    out = capsys.readouterr().out
+    assert "1 projects, 4 estimates (2 poolable with an SE, 1 direction-only, 1 not poolable" in out
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_fixture_exits_2_naming_file_record_field(case, tmp_path, capsys):
+    data = _evidence_dir(tmp_path, FIXTURES / "broken" / f"{case}.yaml")
+    assert main(["validate", "--data", str(data)]) == 2
+    err = capsys.readouterr().err
+    record, field, fragment = BROKEN[case]
+    lines = [ln for ln in err.splitlines() if fragment in ln]
+    assert lines, err
+    line = lines[0]
+    assert line.startswith(f"error: {data / PROJECT}:"), line
+    if record:
+        assert f"record {record}" in line, line
+    if field:
+        assert f"field {field}:" in line, line
+    assert "Traceback" not in err
+
+
+def test_all_problems_reported_in_one_run(tmp_path, capsys):
+    data = _evidence_dir(tmp_path, FIXTURES / "broken" / "negative_sd.yaml")
+    text = (data / PROJECT).read_text().replace("design: rct", "design: quasi")
+    (data / PROJECT).write_text(text)
+    assert main(["validate", "--data", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "field design" in err and "field sd_treatment" in err
+
+
+BROKEN_CSV = {
+    "study,yi\nA,1\n": ("header", "vi or sei", "missing column"),
+    "study,yi,sei\nA,1,0\n": ("row 2 (study 'A')", "sei", "greater than 0"),
+    "study,yi,sei\nA,nan,1\n": ("row 2 (study 'A')", "yi", "finite number"),
+    "study,yi,sei\nA,1,1\nA,2,1\n": ("row 3 (study 'A')", "study", "duplicate study id"),
+    "study,yi,vi,sei\nA,1,4,1\n": ("row 2 (study 'A')", "", "disagree"),
+    "study,yi,sei,design\nA,1,1,anecdote\n": ("row 2 (study 'A')", "design", "unknown design 'anecdote'"),
+    "study,yi,sei\n": ("", "", "no data rows"),
+}
+
+
+@pytest.mark.parametrize("text", sorted(BROKEN_CSV))
+def test_broken_csv_exits_2(text, tmp_path, capsys):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    assert main(["validate", "--csv", str(path)]) == 2
+    err = capsys.readouterr().err
+    record, field, fragment = BROKEN_CSV[text]
+    line = next(ln for ln in err.splitlines() if fragment in ln)
+    assert line.startswith(f"error: {path}:")
+    if record:
+        assert f"record {record}" in line
+    if field:
+        assert f"field {field}:" in line
+
+
+def test_csv_with_bom_and_moderators(tmp_path, capsys):
+    path = tmp_path / "m.csv"
+    path.write_bytes("\ufeffstudy,yi,vi,ablat\nA,-0.9,0.3,44\nB,-1.6,0.4,55\n".encode())
+    assert main(["evidence", "--csv", str(path), "--format", "json", "--all-columns"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["estimate_id"] for r in rows] == ["A", "B"]
+    assert rows[0]["sei"] == pytest.approx(0.3**0.5)
+    assert rows[1]["mod_ablat"] == 55
+    assert rows[0]["domain"] == "all"
+
+
+def test_csv_export_defuses_spreadsheet_formulas(tmp_path, capsys):
+    path = tmp_path / "f.csv"
+    path.write_text("study,yi,sei\n=HYPERLINK(\"x\"),1,1\n")
+    assert main(["evidence", "--csv", str(path), "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    assert "'=HYPERLINK" in out
+    assert "\n=HYPERLINK" not in out
