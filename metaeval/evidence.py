@@ -295,14 +295,21 @@ def read_csv(path: Path | str):
     import csv
     import io
 
-    import pandas as pd
-
     path = Path(path)
     text = read_text(path)
     if not text.strip():
         raise InputError(Problem(str(path), "", "", "file is empty; expected a header line with study, yi and vi or sei"))
-    reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip() for h in (reader.fieldnames or [])]
+    try:
+        lines = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as err:
+        raise InputError(Problem(str(path), "", "", f"is not valid CSV: {err}")) from None
+    return _parse_csv(path, lines)
+
+
+def _parse_csv(path: Path, lines: list[list[str]]):
+    import pandas as pd
+
+    header = [h.strip() for h in lines[0]]
     missing = [c for c in ("study", "yi") if c not in header]
     if missing or not ({"vi", "sei"} & set(header)):
         need = missing + ([] if {"vi", "sei"} & set(header) else ["vi or sei"])
@@ -311,11 +318,13 @@ def read_csv(path: Path | str):
     if dupes:
         raise InputError(Problem(str(path), "header", ", ".join(dupes), "column name appears twice"))
     problems, rows, seen = [], [], {}
-    for i, raw in enumerate(reader, start=2):
-        raw = {k.strip(): v for k, v in raw.items() if k is not None}
-        if None in raw.values():
-            problems.append(Problem(str(path), f"row {i}", "", f"has fewer cells than the header's {len(header)}"))
+    for i, cells in enumerate(lines[1:], start=2):
+        if not any(c.strip() for c in cells):
+            continue  # blank line
+        if len(cells) != len(header):
+            problems.append(Problem(str(path), f"row {i}", "", f"has {len(cells)} cells; the header has {len(header)}"))
             continue
+        raw = dict(zip(header, cells))
         label = f"row {i}" + (f" (study {raw.get('study')!r})" if raw.get("study") else "")
         try:
             row = CsvRow.model_validate(raw)
