@@ -39,15 +39,36 @@ def default_data_dir() -> Path:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """Safe YAML without aliases (no alias bombs) and without silently repeated keys."""
+    """Safe YAML that refuses alias bombs and silently repeated keys.
+
+    Aliases (``*name``) are allowed for reuse, but not to a node that itself contains
+    aliases: without nesting, expansion stays linear and a "billion laughs" file fails.
+    """
+
+    MAX_ALIASES = 1000
+
+    def compose_document(self):  # type: ignore[override]
+        self._aliases_seen = 0
+        self._nested: set[int] = set()
+        return super().compose_document()
 
     def compose_node(self, parent, index):  # type: ignore[override]
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.constructor.ConstructorError(
-                None, None, "YAML aliases (*name) are not allowed in evidence files", event.start_mark
-            )
-        return super().compose_node(parent, index)
+            node = self.anchors.get(event.anchor)
+            self._aliases_seen += 1
+            if node is not None and id(node) in self._nested:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"alias *{event.anchor} refers to a node that itself holds aliases (an alias bomb)", event.start_mark
+                )
+            if self._aliases_seen > self.MAX_ALIASES:
+                raise yaml.constructor.ConstructorError(None, None, "too many YAML aliases", event.start_mark)
+            return super().compose_node(parent, index)
+        before = self._aliases_seen
+        node = super().compose_node(parent, index)
+        if self._aliases_seen > before:
+            self._nested.add(id(node))
+        return node
 
     def construct_mapping(self, node, deep=False):  # type: ignore[override]
         seen: set[Any] = set()

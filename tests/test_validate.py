@@ -29,7 +29,7 @@ BROKEN = {
     "infinite_value": ("estimate 'hours_itt'", "ci_high", "finite number"),
     "yaml_syntax_error": ("line 3", "", "invalid YAML"),
     "python_object_tag": ("line 2", "", "python/object"),
-    "yaml_alias": ("line 3", "", "aliases"),
+    "yaml_alias_bomb": ("line 5", "", "alias bomb"),
     "duplicate_key": ("line 3", "", "'name' appears twice"),
     "empty_file": ("", "", "file is empty"),
     "latin1_encoding": ("", "", "not UTF-8"),
