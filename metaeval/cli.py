@@ -51,6 +51,23 @@ def cmd_evidence(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_classic(args: argparse.Namespace) -> int:
+    """Frequentist random-effects meta-analysis per domain (metafor's rma)."""
+    from metaeval.classic import classic_by_domain
+    from metaeval.harmonise import load_evidence
+    from metaeval.present import to_json
+
+    table = classic_by_domain(load_evidence(args.data, csv=args.csv), method=args.method, test=args.test, level=args.level)
+    if args.format == "json":
+        sys.stdout.write(to_json({"method": args.method, "test": args.test, "level": args.level,
+                                  "domains": table.set_index("domain").to_dict("index")}))
+    elif args.format == "csv":
+        table.to_csv(sys.stdout, index=False, lineterminator="\n")
+    else:
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep=""))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """validate → fit → summarise → report on the bundled evidence (or --data/--csv)."""
     return cmd_validate(args)
@@ -72,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     _format_option(p)
     p.add_argument("--all-columns", action="store_true", help="every column, not only the core ones")
     p.set_defaults(func=cmd_evidence)
+
+    p = sub.add_parser("classic", help="classical random-effects meta-analysis per domain (as metafor's rma)")
+    _evidence_options(p)
+    _format_option(p)
+    p.add_argument("--method", default="REML", choices=["FE", "DL", "REML", "PM", "ML", "HS", "SJ", "EB"], help="tau² estimator (default: REML)")
+    p.add_argument("--test", default="z", choices=["z", "knha"], help="Wald (z) or Knapp–Hartung (knha) inference")
+    p.add_argument("--level", type=float, default=0.95, help="confidence level (default: 0.95)")
+    p.set_defaults(func=cmd_classic)
 
     p = sub.add_parser("run", help="the main job: validate, fit, summarise and report")
     _evidence_options(p)
