@@ -87,7 +87,7 @@ def _own_effect(r: _Row) -> tuple[float, float, str]:
             0, r.get("sd_treatment"), r.get("n_treatment"), 0, r.get("sd_control"), r.get("n_control")
         )
         return est, se, how + "; SE from group SDs and sizes"
-    missing = "group sizes" if not r.has("n_treatment") else "a CI, p-value or group sizes"
+    missing = "group sizes" if not r.has("n_treatment") else "CI, p-value or group spread"
     raise CannotPool(f"no standard error: the source reports no {missing} for this figure")
 
 
@@ -104,9 +104,9 @@ def _to_domain(r: _Row, est: float, se: float, target: str) -> tuple[float, floa
     if metric == "dkk" and target == "dkk_1000":
         return est / 1000, se / 1000, "; DKK → 1,000 DKK"
     if target == "smd":
-        if metric in CONTINUOUS or metric == "md":
-            if not r.has("sd_treatment", "sd_control", "n_treatment", "n_control"):
-                raise CannotPool(f"cannot standardise: the source gives no group SDs and sizes for this {metric} outcome")
+        # Reported group SDs standardise any mean difference, percentages of time included;
+        # a binary share without SDs goes through the log odds ratio (Chinn 2000).
+        if r.has("sd_treatment", "sd_control", "n_treatment", "n_control") and metric != "log_or":
             d, sd = effects.smd_from_effect(
                 est, se, r.get("sd_treatment"), r.get("n_treatment"), r.get("sd_control"), r.get("n_control")
             )
@@ -115,6 +115,7 @@ def _to_domain(r: _Row, est: float, se: float, target: str) -> tuple[float, floa
             lor, lse = _log_or(r, est, se)
             d, sd = effects.log_or_to_smd(lor, lse)
             return d, sd, "; SMD from the log odds ratio (Chinn 2000)"
+        raise CannotPool(f"cannot standardise: the source gives no group SDs and sizes for this {metric} outcome")
     if target == "log_or" and metric in BINARY:
         lor, lse = _log_or(r, est, se)
         return lor, lse, "; log odds ratio from group shares"
