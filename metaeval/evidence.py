@@ -219,11 +219,15 @@ def _overall_risk(project: Project) -> str:
     return max(judgements, key=_JUDGEMENT_RANK.__getitem__)
 
 
-def _assumptions(project: Project, est) -> dict[str, Any]:
-    """Assumed values for fields the source leaves empty; estimate-level entries win."""
+def _assumptions(project: Project, est) -> dict[str, tuple[Any, str]]:
+    """The assumptions that bear on one estimate (estimate-level entries win).
+
+    A numeric field is only assumed where the source leaves it empty; other
+    assumptions (e.g. that a finding was significant at 5%) are carried as text.
+    """
     out = {}
     for a in [*project.assumptions, *est.assumptions]:
-        if a.field in ASSUMABLE_FIELDS and getattr(est, a.field) is None:
+        if a.field not in ASSUMABLE_FIELDS or getattr(est, a.field) is None:
             out[a.field] = (a.value, a.rationale)
     return out
 
@@ -254,7 +258,7 @@ def raw_table(base: EvidenceBase):
                 source=est.provenance.source or project.source,
                 location=est.provenance.location,
                 quote=est.provenance.quote,
-                assumed={k: v for k, (v, _) in assumed.items()},
+                assumed={k: v for k, (v, _) in assumed.items() if k in ASSUMABLE_FIELDS},
                 assumptions="; ".join(f"{k} = {v} ({why})" for k, (v, why) in assumed.items()) or None,
                 file=str(base.files[project.id]),
             )
