@@ -1,0 +1,388 @@
+"""The bias-adjusted hierarchical model as a PyMC model (DESIGN.md "The model").
+
+For estimate k of project p in domain d, with design s::
+
+    yi_k     ~ Normal(theta_k + bias_k, sei_k)            (or the censored likelihood below)
+    theta_k  = mu_d + tau_d * z_{p,d} + omega_d * z_k     (omega only where a project has > 1 estimate in d)
+    bias_k   = sign_d * (delta_s + sigma_s * z_{p,d,s})   (no bias term for rct / unspecified designs)
+
+all non-centred. ``sign_d`` is +1 when an increase is beneficial in domain d and -1
+otherwise, so a positive bias mean says "this design flatters the initiative".
+
+A finding reported only as direction and significance enters as the probability
+that its z-statistic fell where the report says, given an unknown SE with its own
+prior: a significant increase is ``z > z_crit``, a significant decrease
+``z < -z_crit``, a non-significant finding with a direction ``0 < z < z_crit`` (or its
+mirror), a finding of "no effect" ``|z| < z_crit``, and a direction of unknown
+significance ``z > 0`` (or ``z < 0``).
+
+``prepare`` turns the evidence table into a :class:`Layout` (what enters, what is
+left out and why, the per-domain priors); ``build_model`` turns that into a
+``pm.Model`` a researcher can extend before sampling.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from metaeval.errors import InputError, Problem
+from metaeval.spec import ALL_DESIGNS, UNBIASED_DESIGNS, ModelSpec
+
+REQUIRED_COLUMNS = ("estimate_id", "project_id", "domain", "design", "yi", "sei", "poolable")
+#: Finite stand-in for an unbounded side of a censoring region, in z units.
+_Z_INF = 40.0
+
+
+@dataclass
+class Layout:
+    """What a model is built from: domains, project cells, estimates, findings, bias terms.
+
+    Plain data (lists of dicts) so it can be stored with the posterior and read by
+    ``summarise`` without the evidence table.
+    """
+
+    domains: list[dict] = field(default_factory=list)
+    projects: list[dict] = field(default_factory=list)
+    estimates: list[dict] = field(default_factory=list)
+    findings: list[dict] = field(default_factory=list)
+    bias_terms: list[dict] = field(default_factory=list)
+    bias_designs: list[str] = field(default_factory=list)
+    omega_domains: list[str] = field(default_factory=list)
+    excluded: list[dict] = field(default_factory=list)
+    priors: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Layout:
+        return cls(**data)
+
+    def domain(self, domain_id: str) -> dict:
+        return next(d for d in self.domains if d["id"] == domain_id)
+
+
+def _flag(value) -> bool | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    try:
+        import pandas as pd
+
+        if value is pd.NA:
+            return None
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pass
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
+def _num(value) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _text(value, default: str | None = None) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return default
+    try:
+        import pandas as pd
+
+        if value is pd.NA:
+            return default
+    except ImportError:  # pragma: no cover
+        pass
+    text = str(value).strip()
+    return text or default
+
+
+def _z_region(direction: str | None, significant: bool | None, z_crit: float) -> tuple[float, float] | str:
+    """The z-statistic region a direction-only finding reports, or why it cannot enter."""
+    if direction == "increase":
+        return {True: (z_crit, _Z_INF), False: (0.0, z_crit), None: (0.0, _Z_INF)}[significant]
+    if direction == "decrease":
+        return {True: (-_Z_INF, -z_crit), False: (-z_crit, 0.0), None: (-_Z_INF, 0.0)}[significant]
+    if direction == "none":
+        if significant:
+            return "direction 'none' reported as significant: contradictory, left out"
+        return (-z_crit, z_crit)
+    return "a direction-only finding without a direction carries no information, left out"
+
+
+def prepare(evidence, spec: ModelSpec) -> Layout:
+    """Decide what enters the model and how; rows left out get a stated reason.
+
+    Rows are ordered by domain, project and estimate id, so the same evidence in
+    any row order gives the same model.
+    """
+    from scipy.stats import norm
+
+    missing = [c for c in REQUIRED_COLUMNS if c not in evidence.columns]
+    if missing:
+        raise InputError([Problem("evidence table", "", c, "required column is missing") for c in missing])
+    rows = evidence.to_dict("records")
+    problems: list[Problem] = []
+    ids = [str(r["estimate_id"]) for r in rows]
+    for dup in sorted({i for i in ids if ids.count(i) > 1}):
+        problems.append(Problem("evidence table", dup, "estimate_id", "estimate ids must be unique"))
+
+    layout = Layout()
+    kept: list[dict] = []
+    domain_meta: dict[str, dict] = {}
+    for r in sorted(rows, key=lambda r: (str(r["domain"]), str(r["project_id"]), str(r["estimate_id"]))):
+        eid, domain, project = str(r["estimate_id"]), str(r["domain"]), str(r["project_id"])
+        design = _text(r.get("design"), "unspecified")
+        if design not in ALL_DESIGNS:
+            problems.append(Problem("evidence table", eid, "design", f"unknown design {design!r}; expected one of {', '.join(ALL_DESIGNS)}"))
+            continue
+        domain_meta.setdefault(domain, r)
+        base = {"estimate_id": eid, "domain": domain, "project": project, "design": design}
+
+        def leave_out(reason: str) -> None:
+            layout.excluded.append({**base, "reason": reason})
+
+        if not _flag(r.get("poolable")):
+            leave_out(_text(r.get("exclusion_reason"), "not poolable (no reason given)"))
+            continue
+        if design not in spec.designs:
+            leave_out(f"design {design!r} is not among the designs model {spec.name!r} admits")
+            continue
+        if _flag(r.get("direction_only")):
+            if spec.direction_only == "exclude":
+                leave_out(f"reported only as direction and significance; model {spec.name!r} leaves such findings out (direction_only.mode = exclude)")
+                continue
+            level = _num(r.get("sig_level")) or 0.05
+            z_crit = float(norm.ppf(1 - level / 2))
+            region = _z_region(_text(r.get("direction")), _flag(r.get("significant")), z_crit)
+            if isinstance(region, str):
+                leave_out(region)
+                continue
+            kept.append({**base, "kind": "finding", "direction": _text(r.get("direction")), "significant": _flag(r.get("significant")), "sig_level": level, "z_low": region[0], "z_high": region[1]})
+            continue
+        yi, sei = _num(r.get("yi")), _num(r.get("sei"))
+        if yi is None or sei is None or sei <= 0:
+            leave_out("no usable estimate and standard error (yi/sei missing)")
+            continue
+        kept.append({**base, "kind": "estimate", "yi": yi, "sei": sei})
+
+    domains = sorted({k["domain"] for k in kept})
+    for d in domains:
+        r = domain_meta[d]
+        beneficial = _text(r.get("domain_beneficial"), "increase")
+        if beneficial not in ("increase", "decrease"):
+            problems.append(Problem("evidence table", d, "domain_beneficial", f"expected increase or decrease, got {beneficial!r}"))
+        scale = _num(r.get("domain_scale"))
+        if scale is not None and scale <= 0:
+            problems.append(Problem("evidence table", d, "domain_scale", f"must be positive, got {scale:g}"))
+        mid = _num(r.get("domain_mid"))
+        layout.domains.append({
+            "id": d,
+            "label": _text(r.get("domain_label"), d),
+            "metric": _text(r.get("domain_metric")),
+            "beneficial": beneficial,
+            "sign": 1.0 if beneficial != "decrease" else -1.0,
+            "mid": mid if mid and mid > 0 else None,
+            "scale": scale if scale and scale > 0 else 1.0,
+        })
+    for key in spec.overrides:
+        head, _, tail = key.partition(".")
+        if head in ("mu", "tau", "omega", "se") and tail and tail not in domains:
+            problems.append(Problem("--prior", key, head, f"no domain {tail!r} in the model; domains: {', '.join(domains) or 'none'}"))
+    if problems:
+        raise InputError(problems)
+    if not kept:
+        raise InputError(Problem("evidence table", "", "", "no estimate can enter the model (every row is excluded)"))
+
+    scale = {d["id"]: d["scale"] for d in layout.domains}
+    sign = {d["id"]: d["sign"] for d in layout.domains}
+    cells: dict[tuple[str, str], list[dict]] = {}
+    for k in kept:
+        cells.setdefault((k["domain"], k["project"]), []).append(k)
+    for i, ((d, p), members) in enumerate(sorted(cells.items())):
+        normal = [m for m in members if m["kind"] == "estimate"]
+        w = [1 / m["sei"] ** 2 for m in normal]
+        raw = sum(wi * m["yi"] for wi, m in zip(w, normal)) / sum(w) if normal else None
+        layout.projects.append({
+            "label": f"{d}/{p}", "domain": d, "project": p,
+            "designs": sorted({m["design"] for m in members}),
+            "n_estimates": len(members), "n_findings": len(members) - len(normal),
+            "raw": raw, "raw_se": math.sqrt(1 / sum(w)) if normal else None,
+        })
+        for m in members:
+            m["project_index"] = i
+    layout.omega_domains = sorted({d for (d, _), members in cells.items() if len(members) > 1})
+
+    # bias terms: one per project cell and biased design (or the design level of a hierarchy)
+    biased = spec.bias_mode in ("additive", "hierarchical")
+    groups: dict[tuple[str, str, str], int] = {}
+    for k in kept:
+        if biased and k["design"] not in UNBIASED_DESIGNS:
+            key = (k["domain"], k["project"], k["design"])
+            if key not in groups:
+                groups[key] = len(groups)
+                cell_designs = layout.projects[k["project_index"]]["designs"]
+                label = f"{key[0]}/{key[1]}" + (f":{key[2]}" if len(cell_designs) > 1 else "")
+                term = {"label": label, "domain": key[0], "project": key[1], "design": key[2], "sign": sign[key[0]], "scale": scale[key[0]]}
+                if spec.bias_mode == "additive":
+                    prior, scaled = spec.bias_prior(key[2], scale[key[0]])
+                    term.update(mean=prior.params[0], sd=prior.params[1], prior=str(prior), scaled=scaled)
+                layout.bias_terms.append(term)
+            k["bias_index"] = groups[key]
+        else:
+            k["bias_index"] = -1
+        k["weight"] = spec.weight(k["design"])
+    layout.bias_designs = sorted({t["design"] for t in layout.bias_terms}, key=ALL_DESIGNS.index) if spec.bias_mode == "hierarchical" else []
+
+    replicated = [k for k in kept if k["domain"] in layout.omega_domains and len(cells[(k["domain"], k["project"])]) > 1]
+    for j, k in enumerate(replicated):
+        k["replicate_index"] = j
+    for k in kept:
+        k.setdefault("replicate_index", -1)
+        (layout.estimates if k["kind"] == "estimate" else layout.findings).append({x: v for x, v in k.items() if x != "kind"})
+
+    params = ["mu", "tau"] + (["omega"] if layout.omega_domains else []) + (["se"] if layout.findings else [])
+    for param in params:
+        per_domain = {}
+        for d in (layout.omega_domains if param == "omega" else domains):
+            prior, scaled = spec.domain_prior(param, d, scale[d])
+            per_domain[d] = str(prior)
+        layout.priors[param] = per_domain
+    return layout
+
+
+def _vector_rv(name: str, priors: list, dims: str, labels: list[str]):
+    """One random variable per label; vectorised when all priors share a family."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    families = {p.family for p in priors}
+    if len(families) == 1:
+        first = priors[0]
+        kwargs = {k: np.array([p.kwargs()[k] for p in priors]) for k in first.kwargs()}
+        from metaeval.priors import _PYMC_NAMES
+
+        return getattr(pm, _PYMC_NAMES[first.family])(name, **kwargs, dims=dims)
+    parts = [p.to_pymc(f"{name}_{label}") for p, label in zip(priors, labels)]
+    return pm.Deterministic(name, pt.stack(parts), dims=dims)
+
+
+def build_model(evidence, spec: ModelSpec):
+    """The PyMC model for ``evidence`` (the harmonised evidence table) under ``spec``.
+
+    Returns the ``pm.Model``; add variables inside ``with model:`` before calling
+    ``metaeval.sampling.fit``. The :class:`Layout` it was built from is ``layout_of(model)``.
+    """
+    return model_from_layout(prepare(evidence, spec), spec)
+
+
+def model_from_layout(layout: Layout, spec: ModelSpec):
+    """Build the PyMC model from a prepared layout (see ``build_model``)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    from metaeval.priors import parse_prior
+
+    domains = [d["id"] for d in layout.domains]
+    d_index = {d: i for i, d in enumerate(domains)}
+    coords = {
+        "domain": domains,
+        "project": [p["label"] for p in layout.projects],
+    }
+    if layout.estimates:
+        coords["estimate"] = [e["estimate_id"] for e in layout.estimates]
+    if layout.findings:
+        coords["finding"] = [f["estimate_id"] for f in layout.findings]
+    if layout.omega_domains:
+        coords["omega_domain"] = layout.omega_domains
+    replicates = sorted((k for k in layout.estimates + layout.findings if k["replicate_index"] >= 0), key=lambda k: k["replicate_index"])
+    if replicates:
+        coords["replicate"] = [k["estimate_id"] for k in replicates]
+    if layout.bias_terms:
+        coords["bias_term"] = [t["label"] for t in layout.bias_terms]
+    if layout.bias_designs:
+        coords["design"] = layout.bias_designs
+
+    with pm.Model(coords=coords) as model:
+        mu = _vector_rv("mu", [parse_prior(layout.priors["mu"][d]) for d in domains], "domain", domains)
+        tau = _vector_rv("tau", [parse_prior(layout.priors["tau"][d]) for d in domains], "domain", domains)
+        project_domain = np.array([d_index[p["domain"]] for p in layout.projects])
+        z_project = pm.Normal("z_project", 0.0, 1.0, dims="project")
+        theta_project = pm.Deterministic("theta_project", mu[project_domain] + tau[project_domain] * z_project, dims="project")
+
+        if replicates:
+            omega = _vector_rv("omega", [parse_prior(layout.priors["omega"][d]) for d in layout.omega_domains], "omega_domain", layout.omega_domains)
+            o_index = {d: i for i, d in enumerate(layout.omega_domains)}
+            z_rep = pm.Normal("z_replicate", 0.0, 1.0, dims="replicate")
+            residual = pt.concatenate([omega[np.array([o_index[k["domain"]] for k in replicates])] * z_rep, pt.zeros(1)])
+        else:
+            residual = pt.zeros(1)
+
+        if layout.bias_terms:
+            t_sign = np.array([t["sign"] for t in layout.bias_terms])
+            z_bias = pm.Normal("z_bias", 0.0, 1.0, dims="bias_term")
+            if spec.bias_mode == "additive":
+                means = np.array([t["mean"] for t in layout.bias_terms])
+                sds = np.array([t["sd"] for t in layout.bias_terms])
+                bias = pm.Deterministic("bias", t_sign * (means + sds * z_bias), dims="bias_term")
+            else:  # hierarchical: a design level (Prevost et al. 2000), in domain-scale units
+                t_scale = np.array([t["scale"] for t in layout.bias_terms])
+                design_of = np.array([layout.bias_designs.index(t["design"]) for t in layout.bias_terms])
+                mean = spec.hierarchy_prior("mean").to_pymc("bias_mean")
+                design_sd = spec.hierarchy_prior("design_sd").to_pymc("bias_design_sd")
+                project_sd = spec.hierarchy_prior("project_sd").to_pymc("bias_project_sd")
+                z_design = pm.Normal("z_design", 0.0, 1.0, dims="design")
+                delta = pm.Deterministic("bias_design", mean + design_sd * z_design, dims="design")
+                bias = pm.Deterministic("bias", t_sign * t_scale * (delta[design_of] + project_sd * z_bias), dims="bias_term")
+            bias_all = pt.concatenate([bias, pt.zeros(1)])
+        else:
+            bias_all = pt.zeros(1)
+
+        def shifted_effect(rows: list[dict]):
+            cell = np.array([k["project_index"] for k in rows])
+            rep = np.array([k["replicate_index"] for k in rows])
+            rep = np.where(rep < 0, len(replicates), rep)
+            b = np.array([k["bias_index"] for k in rows])
+            b = np.where(b < 0, len(layout.bias_terms), b)
+            return theta_project[cell] + residual[rep] + bias_all[b]
+
+        if layout.estimates:
+            yi = np.array([e["yi"] for e in layout.estimates])
+            sei = pm.Data("sei", np.array([e["sei"] for e in layout.estimates]), dims="estimate")
+            weight = np.array([e["weight"] for e in layout.estimates])
+            pm.Normal("y", mu=shifted_effect(layout.estimates), sigma=sei / np.sqrt(weight), observed=yi, dims="estimate")
+
+        if layout.findings:
+            se_priors = [parse_prior(layout.priors["se"][f["domain"]]) for f in layout.findings]
+            se = _vector_rv("se_finding", se_priors, "finding", coords["finding"])
+            weight = np.array([f["weight"] for f in layout.findings])
+            x = shifted_effect(layout.findings) / (se / np.sqrt(weight))
+            z_low = np.array([f["z_low"] for f in layout.findings])
+            z_high = np.array([f["z_high"] for f in layout.findings])
+            std = pm.Normal.dist(0.0, 1.0)
+            logp = pm.math.logdiffexp(pm.logcdf(std, z_high - x), pm.logcdf(std, z_low - x))
+            pm.Potential("direction_only", logp, dims="finding")
+
+    model._metaeval_layout = layout  # noqa: SLF001 - read through layout_of
+    model._metaeval_spec = spec
+    return model
+
+
+def layout_of(model) -> Layout:
+    """The layout a model was built from (raises if the model was not built by ``build_model``)."""
+    layout = getattr(model, "_metaeval_layout", None)
+    if layout is None:
+        raise ValueError("this model was not built by metaeval.build_model; it has no layout")
+    return layout
+
+
+def spec_of(model) -> ModelSpec:
+    spec = getattr(model, "_metaeval_spec", None)
+    if spec is None:
+        raise ValueError("this model was not built by metaeval.build_model; it has no spec")
+    return spec

@@ -1,0 +1,261 @@
+"""Sampling the model, the diagnostics gate, and the on-disk cache of fits.
+
+``fit(model, ...)`` samples a model from ``metaeval.model.build_model`` and returns
+the posterior as an ``xarray.DataTree`` (groups posterior, sample_stats,
+observed_data, constant_data) with the model's layout and spec in its attributes,
+so ``metaeval.summary.summarise`` needs nothing else. ``fit_cached`` keeps fits under
+``<out>/fits/<key>/`` keyed by a hash of the evidence as it enters the model, the
+model spec, the sampler settings, the seed and the library versions.
+
+Sampler: nutpie (PyMC's default when installed) at the spec's target_accept
+(0.995 in the bundled models). Measured on a 13-estimate fixture shaped like
+the bundled evidence (2 shared cores, warm compile cache, 4 x (1000 + 1000),
+target_accept 0.99, one process per fit): nutpie 13 s wall, the PyMC sampler
+with the numba backend 25 s, with the C backend 36 s; most of nutpie's time is
+compilation, which it repeats in every process. ``sampler="pymc"`` remains an
+option (numba backend). Gate results over seeds: ``bench/gate_results.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import warnings
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+
+from metaeval.files import atomic_path, write_atomic
+from metaeval.model import Layout, layout_of, spec_of
+from metaeval.spec import ModelSpec
+
+DEFAULT_SEED = 20261124
+#: The diagnostics gate (Vehtari et al. 2021): every posterior variable.
+RHAT_MAX = 1.01
+ESS_MIN = 400
+SAMPLERS = ("nutpie", "pymc")
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How to sample: chains, draws per chain, tuning steps, seed, sampler, target_accept."""
+
+    chains: int = 4
+    draws: int = 1000
+    tune: int = 1000
+    seed: int = DEFAULT_SEED
+    sampler: str = "nutpie"
+    target_accept: float | None = None  # None: the model spec's value
+
+    def __post_init__(self) -> None:
+        if self.chains < 1 or self.draws < 1 or self.tune < 0:
+            raise ValueError("chains and draws must be at least 1, tune at least 0")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.target_accept is not None and not 0 < self.target_accept < 1:
+            raise ValueError("target_accept must be in (0, 1)")
+
+    def resolved(self, spec: ModelSpec | None) -> SamplerSettings:
+        if self.target_accept is not None:
+            return self
+        from dataclasses import replace
+
+        return replace(self, target_accept=spec.target_accept if spec else 0.99)
+
+
+def fit(
+    model,
+    *,
+    chains: int = 4,
+    draws: int = 1000,
+    tune: int = 1000,
+    seed: int = DEFAULT_SEED,
+    sampler: str = "nutpie",
+    target_accept: float | None = None,
+    progress: bool | None = None,
+):
+    """Sample ``model`` and return the posterior DataTree.
+
+    ``target_accept`` defaults to the model spec's (0.99: lower values left
+    divergences in the feasibility check). ``progress`` shows a progress bar;
+    by default only when stderr is a terminal. The same seed gives the same draws
+    in the same environment (compile cache state included, see DESIGN.md).
+    """
+    import pymc as pm
+
+    try:
+        spec = spec_of(model)
+    except ValueError:
+        spec = None
+    settings = SamplerSettings(chains, draws, tune, seed, sampler, target_accept).resolved(spec)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    kwargs = {}
+    if settings.sampler == "pymc":
+        kwargs["cores"] = 1
+    with model:
+        posterior = pm.sample(
+            draws=settings.draws,
+            tune=settings.tune,
+            chains=settings.chains,
+            random_seed=settings.seed,
+            nuts_sampler=settings.sampler,
+            nuts={"target_accept": settings.target_accept},
+            progressbar=bool(progress),
+            quiet=not progress,
+            **kwargs,
+        )
+    try:
+        layout = layout_of(model)
+    except ValueError:
+        return posterior
+    return annotate(posterior, layout, spec, settings)
+
+
+def annotate(posterior, layout: Layout, spec: ModelSpec | None, settings: SamplerSettings):
+    """Store what ``summarise`` needs with a posterior (layout, spec, settings, seed) and label projects by id and domain."""
+    post = posterior["posterior"].to_dataset()
+    if "project" in post.dims:
+        post = post.assign_coords(
+            project_id=("project", [p["project"] for p in layout.projects]),
+            project_domain=("project", [p["domain"] for p in layout.projects]),
+        )
+        posterior["posterior"] = post
+    posterior.attrs["metaeval_layout"] = json.dumps(layout.to_dict(), sort_keys=True)
+    if spec is not None:
+        posterior.attrs["metaeval_spec"] = json.dumps(spec.to_dict(), sort_keys=True)
+    posterior.attrs["metaeval_settings"] = json.dumps(asdict(settings), sort_keys=True)
+    posterior.attrs["metaeval_seed"] = int(settings.seed)
+    return posterior
+
+
+def diagnose(posterior) -> dict:
+    """The diagnostics gate over every posterior variable: R-hat, bulk/tail ESS, divergences.
+
+    Returns rhat_max, ess_bulk_min, ess_tail_min, divergences, passed and, when
+    the gate fails, ``failures``: one plain sentence per failed criterion naming
+    the worst variable.
+    """
+    import arviz as az
+    import numpy as np
+
+    def extreme(ds, pick):
+        best_value, best_name = None, None
+        for name, da in ds.data_vars.items():
+            values = np.asarray(da.values, dtype=float)
+            finite = np.isfinite(values)  # a variable constant across draws has no R-hat / ESS
+            if not finite.any():
+                continue
+            flat = np.where(finite, values, np.nan).ravel()
+            i = int(np.nanargmax(flat) if pick == "max" else np.nanargmin(flat))
+            value = float(flat[i])
+            if best_value is None or (value > best_value if pick == "max" else value < best_value):
+                index = np.unravel_index(i, values.shape)
+                labels = [str(da.coords[d].values[j]) for d, j in zip(da.dims, index)]
+                best_value, best_name = value, name + (f"[{', '.join(labels)}]" if labels else "")
+        return best_value, best_name
+
+    post = posterior["posterior"].to_dataset()
+    with warnings.catch_warnings():  # constant variables give NaN, handled above
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rhat, rhat_at = extreme(az.rhat(post), "max")
+        ess_bulk, bulk_at = extreme(az.ess(post, method="bulk"), "min")
+        ess_tail, tail_at = extreme(az.ess(post, method="tail"), "min")
+    divergences = int(posterior["sample_stats"]["diverging"].sum()) if "diverging" in posterior["sample_stats"] else 0
+    failures = []
+    if rhat is None or rhat > RHAT_MAX:
+        failures.append(f"R-hat {rhat:.3f} for {rhat_at} is above {RHAT_MAX}" if rhat is not None else "R-hat could not be computed")
+    if ess_bulk is None or ess_bulk < ESS_MIN:
+        failures.append(f"bulk ESS {ess_bulk:.0f} for {bulk_at} is below {ESS_MIN}" if ess_bulk is not None else "bulk ESS could not be computed")
+    if ess_tail is None or ess_tail < ESS_MIN:
+        failures.append(f"tail ESS {ess_tail:.0f} for {tail_at} is below {ESS_MIN}" if ess_tail is not None else "tail ESS could not be computed")
+    if divergences:
+        failures.append(f"{divergences} divergent transition(s)")
+    return {
+        "rhat_max": rhat,
+        "ess_bulk_min": ess_bulk,
+        "ess_tail_min": ess_tail,
+        "divergences": divergences,
+        "passed": not failures,
+        "failures": failures,
+        "thresholds": {"rhat_max": RHAT_MAX, "ess_min": ESS_MIN, "divergences": 0},
+    }
+
+
+# --- the cache ---------------------------------------------------------------------------
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for package in ("metaeval", "pymc", "pytensor", "nutpie", "numpy"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = "unknown"
+    return out
+
+
+def cache_key(layout: Layout, spec: ModelSpec, settings: SamplerSettings) -> str:
+    """Hash of what determines a fit: the evidence as it enters, spec, settings, seed, versions."""
+    content = {
+        "layout": layout.to_dict(),
+        "spec": spec.to_dict(),
+        "settings": asdict(settings.resolved(spec)),
+        "versions": _versions(),
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def fit_dir(out: str | Path, key: str) -> Path:
+    return Path(out) / "fits" / key
+
+
+def write_posterior(posterior, path: str | Path) -> None:
+    """Save the posterior as netCDF, atomically."""
+    with atomic_path(path) as tmp:
+        posterior.to_netcdf(tmp, engine="netcdf4")
+
+
+def load_posterior(path: str | Path):
+    """Read a saved posterior back as a DataTree (fully loaded, file closed)."""
+    import arviz as az
+
+    tree = az.from_netcdf(str(path))
+    loaded = tree.load()
+    tree.close()
+    return loaded
+
+
+@dataclass
+class CachedFit:
+    """A fit on disk: its folder, key, whether it was reused, and the posterior (read on first use)."""
+
+    key: str
+    directory: Path
+    cached: bool
+    _posterior: object = None
+
+    @property
+    def posterior(self):
+        if self._posterior is None:
+            self._posterior = load_posterior(self.directory / "posterior.nc")
+        return self._posterior
+
+
+def fit_cached(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerSettings | None = None, refit: bool = False, progress: bool | None = None) -> CachedFit:
+    """Fit unless ``<out>/fits/<key>/posterior.nc`` exists for the same inputs."""
+    from metaeval.model import model_from_layout, prepare
+
+    settings = (settings or SamplerSettings()).resolved(spec)
+    layout = prepare(evidence, spec)
+    key = cache_key(layout, spec, settings)
+    directory = fit_dir(out, key)
+    path = directory / "posterior.nc"
+    if path.is_file() and not refit:
+        return CachedFit(key, directory, True)
+    model = model_from_layout(layout, spec)
+    posterior = fit(model, chains=settings.chains, draws=settings.draws, tune=settings.tune, seed=settings.seed, sampler=settings.sampler, target_accept=settings.target_accept, progress=progress)
+    write_posterior(posterior, path)
+    write_atomic(directory / "fit.json", json.dumps({"key": key, "settings": asdict(settings), "versions": _versions(), "spec": spec.to_dict(), "diagnostics": diagnose(posterior)}, sort_keys=True, indent=2) + "\n")
+    return CachedFit(key, directory, False, posterior)
