@@ -1,9 +1,13 @@
 """metaeval: Bayesian evidence synthesis for social and employment policy evaluations.
 
-The public API follows the flow evidence → harmonise → model → fit → summarise → present:
+The public API follows the flow evidence → harmonise → model → sampling (fit) → summary → present:
 
 >>> import metaeval
 >>> evidence = metaeval.load_evidence()          # tidy pandas DataFrame, one row per estimate
+>>> spec = metaeval.load_spec("default")         # priors and bias priors from models/default.toml
+>>> model = metaeval.build_model(evidence, spec) # a pymc.Model you can extend
+>>> posterior = metaeval.fit(model, seed=1)      # xarray.DataTree (ArviZ)
+>>> summary = metaeval.summarise(posterior)      # per-domain dict, the JSON of `metaeval fit`
 
 Submodules are imported on first use, so ``import metaeval`` stays cheap.
 """
@@ -16,8 +20,20 @@ __version__ = "0.1.0"
 
 _API = {
     "load_evidence": "metaeval.harmonise",
+    "load_spec": "metaeval.spec",
+    "build_model": "metaeval.model",
+    "fit": "metaeval.sampling",
+    "fit_cached": "metaeval.sampling",
+    "SamplerSettings": "metaeval.sampling",
+    "summarise": "metaeval.summary",
+    "summary_frame": "metaeval.summary",
+    "fit_exact": "metaeval.exact",
+    "exact_posterior": "metaeval.exact",
+    "rma": "metaeval.classic",
+    "classic_by_domain": "metaeval.classic",
+    "forest_plot": "metaeval.plots",
+    "write_report": "metaeval.report",
     "validate": "metaeval.harmonise",
-    "harmonise": "metaeval.harmonise",
     "read_csv": "metaeval.evidence",
     "InputError": "metaeval.errors",
 }
