@@ -25,3 +25,7 @@ class InputError(Exception):
     def __init__(self, problems: list[Problem] | Problem):
         self.problems = [problems] if isinstance(problems, Problem) else list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class SamplingFailed(RuntimeError):
+    """The sampler itself failed (not bad input): no result is written; the CLI says so and exits 1."""

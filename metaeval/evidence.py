@@ -355,7 +355,7 @@ def _parse_csv(path: Path, lines: list[list[str]]):
             row = CsvRow.model_validate(raw)
         except ValidationError as err:
             for e in err.errors():
-                field = ".".join(str(x) for x in e["loc"]) or "row"
+                field = ".".join(str(x) for x in e["loc"]) or "vi, sei"  # the one row-level check: vi and sei
                 msg = e["msg"].removeprefix("Value error, ")
                 if e["type"] != "missing" and not isinstance(e.get("input"), dict):
                     msg += f" (got {e.get('input')!r})"

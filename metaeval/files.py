@@ -26,10 +26,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield Path(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        _test_pause(path, Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _test_pause(path: Path, tmp: Path) -> None:
+    """Test hook (tests/test_faults.py): freeze between writing the temporary file and the rename.
+
+    With ``METAEVAL_TEST_PAUSE_BEFORE_RENAME=<file name>`` and ``METAEVAL_TEST_PAUSE_MARKER=<path>``, the
+    first write of a file with that name writes the temporary file's path to the marker and sleeps, so a
+    test can SIGKILL the process at the worst moment. Unset (always, outside tests), this does nothing.
+    """
+    name = os.environ.get("METAEVAL_TEST_PAUSE_BEFORE_RENAME")
+    marker = os.environ.get("METAEVAL_TEST_PAUSE_MARKER")
+    if not name or not marker or path.name != name or Path(marker).exists():
+        return
+    import time
+
+    Path(marker).write_text(str(tmp))
+    time.sleep(600)
 
 
 def write_atomic(path: str | Path, data: bytes | str) -> Path:
@@ -37,3 +55,23 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     return Path(path)
+
+
+#: Text cells a spreadsheet would run as a formula (OWASP "CSV injection"); exported with a leading '.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def defuse_cell(value):
+    """A text cell that cannot act as a spreadsheet formula; other values unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def safe_csv(frame) -> str:
+    """A DataFrame as CSV text with every text cell defused (numbers, negative ones included, untouched)."""
+    frame = frame.copy()
+    for col in frame.columns:
+        if not any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in frame[col].dropna()):
+            frame[col] = frame[col].map(defuse_cell)
+    return frame.to_csv(index=False, lineterminator="\n")

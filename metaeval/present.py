@@ -6,8 +6,6 @@ import json
 import math
 from typing import IO, Any
 
-#: Cells a spreadsheet would run as a formula; prefixed with ' on CSV export (OWASP "CSV injection").
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _TERMINAL_COLUMNS = ["estimate_id", "design", "domain", "estimand", "metric", "estimate", "yi", "sei", "poolable", "exclusion_reason"]
 
 
@@ -31,12 +29,6 @@ def to_json(obj: Any, sort_keys: bool = True) -> str:
     return json.dumps(_plain(obj), sort_keys=sort_keys, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def _defuse(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
 def write_table(table, fmt: str, stream: IO[str], columns: str | list[str] | None = "core") -> None:
     """Write a DataFrame as an aligned text table, CSV (formula-safe) or JSON records."""
     from metaeval.harmonise import COLUMNS
@@ -48,11 +40,9 @@ def write_table(table, fmt: str, stream: IO[str], columns: str | list[str] | Non
     if fmt == "json":
         stream.write(to_json(table.to_dict("records"), sort_keys=False))
     elif fmt == "csv":
-        table = table.copy()
-        for col in table.columns:
-            if table[col].dtype == object or str(table[col].dtype).startswith(("string", "str")):
-                table[col] = table[col].map(_defuse)
-        table.to_csv(stream, index=False, lineterminator="\n")
+        from metaeval.files import safe_csv
+
+        stream.write(safe_csv(table))
     else:
         view = table[[c for c in _TERMINAL_COLUMNS if c in table.columns]].copy()
         if "exclusion_reason" in view:

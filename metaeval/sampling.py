@@ -94,18 +94,30 @@ def fit(
     kwargs = {}
     if settings.sampler == "pymc":
         kwargs["cores"] = 1
-    with model:
-        posterior = pm.sample(
-            draws=settings.draws,
-            tune=settings.tune,
-            chains=settings.chains,
-            random_seed=settings.seed,
-            nuts_sampler=settings.sampler,
-            nuts={"target_accept": settings.target_accept},
-            progressbar=bool(progress),
-            quiet=not progress,
-            **kwargs,
-        )
+    try:
+        with model:
+            posterior = pm.sample(
+                draws=settings.draws,
+                tune=settings.tune,
+                chains=settings.chains,
+                random_seed=settings.seed,
+                nuts_sampler=settings.sampler,
+                nuts={"target_accept": settings.target_accept},
+                progressbar=bool(progress),
+                quiet=not progress,
+                **kwargs,
+            )
+    except Exception as err:  # compilation, initial-point or sampler errors: a failure, never a result
+        from metaeval.errors import SamplingFailed
+
+        raise SamplingFailed(f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else 'no message'}") from err
+    import numpy as np
+
+    bad = [name for name, da in posterior["posterior"].to_dataset().data_vars.items() if not np.isfinite(np.asarray(da.values, dtype=float)).all()]
+    if bad:
+        from metaeval.errors import SamplingFailed
+
+        raise SamplingFailed(f"non-finite draws (NaN or infinity) in {', '.join(bad)}; the model cannot be sampled on this evidence as it stands")
     try:
         layout = layout_of(model)
     except ValueError:
@@ -127,6 +139,7 @@ def annotate(posterior, layout: Layout, spec: ModelSpec | None, settings: Sample
         posterior.attrs["metaeval_spec"] = json.dumps(spec.to_dict(), sort_keys=True)
     posterior.attrs["metaeval_settings"] = json.dumps(asdict(settings), sort_keys=True)
     posterior.attrs["metaeval_seed"] = int(settings.seed)
+    posterior.attrs["metaeval_versions"] = json.dumps(package_versions(), sort_keys=True)
     return posterior
 
 
@@ -196,6 +209,19 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def package_versions() -> dict[str, str]:
+    """Python and the packages a result depends on, recorded in every summary (``provenance``)."""
+    import platform
+
+    out = {"python": platform.python_version()}
+    for package in ("metaeval", "pymc", "pytensor", "nutpie", "arviz", "numpy", "scipy", "pandas", "xarray"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = "unknown"
+    return out
+
+
 def cache_key(layout: Layout, spec: ModelSpec, settings: SamplerSettings) -> str:
     """Hash of what determines a fit: the evidence as it enters, spec, settings, seed, versions."""
     content = {
@@ -253,9 +279,76 @@ def fit_cached(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerS
     directory = fit_dir(out, key)
     path = directory / "posterior.nc"
     if path.is_file() and not refit:
-        return CachedFit(key, directory, True)
+        problem = verify_fit(directory, key)
+        if problem is None:
+            return CachedFit(key, directory, True)
+        print(f"note: the cached fit in {directory} cannot be trusted ({problem}); fitting again", file=sys.stderr)
     model = model_from_layout(layout, spec)
     posterior = fit(model, chains=settings.chains, draws=settings.draws, tune=settings.tune, seed=settings.seed, sampler=settings.sampler, target_accept=settings.target_accept, progress=progress)
+    posterior.attrs["metaeval_evidence_sha256"] = evidence_digest(evidence)
+    (directory / "fit.json").unlink(missing_ok=True)  # a posterior without its record is never trusted
     write_posterior(posterior, path)
-    write_atomic(directory / "fit.json", json.dumps({"key": key, "settings": asdict(settings), "versions": _versions(), "spec": spec.to_dict(), "diagnostics": diagnose(posterior)}, sort_keys=True, indent=2) + "\n")
+    record = {"key": key, "settings": asdict(settings), "versions": _versions(), "spec": spec.to_dict(), "diagnostics": diagnose(posterior),
+              "posterior_sha256": file_sha256(path), "evidence_sha256": posterior.attrs["metaeval_evidence_sha256"], "model_sha256": spec.digest()}
+    write_atomic(directory / "fit.json", json.dumps(record, sort_keys=True, indent=2) + "\n")
     return CachedFit(key, directory, False, posterior)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+#: The evidence-table columns a model reads (``metaeval.model.prepare``): what the evidence hash covers.
+EVIDENCE_COLUMNS = ("estimate_id", "project_id", "domain", "design", "yi", "sei", "poolable", "exclusion_reason", "direction_only",
+                    "direction", "significant", "sig_level", "domain_label", "domain_metric", "domain_beneficial", "domain_mid", "domain_scale")
+
+
+def evidence_digest(evidence) -> str:
+    """SHA-256 of the evidence as a model reads it: the columns in ``EVIDENCE_COLUMNS``, rows by estimate id.
+
+    Independent of the model spec, of row order and of where the files live (paths, quotes and
+    other text a model does not read are left out).
+    """
+    import math
+
+    def plain(v):
+        if v is None or (isinstance(v, float) and math.isnan(v)) or type(v).__name__ in ("NAType", "NaTType"):
+            return None
+        if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+            v = v.item()
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v if isinstance(v, (bool, int, float, str)) else str(v)
+
+    columns = [c for c in EVIDENCE_COLUMNS if c in evidence.columns]
+    rows = sorted(([plain(v) for v in row] for row in evidence[columns].itertuples(index=False, name=None)), key=lambda r: str(r[0]))
+    return hashlib.sha256(json.dumps({"columns": columns, "rows": rows}, sort_keys=True).encode()).hexdigest()
+
+
+def read_fit_record(directory: str | Path) -> dict | None:
+    """``fit.json`` of a cached fit, or None when it is missing or unreadable."""
+    try:
+        record = json.loads((Path(directory) / "fit.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def verify_fit(directory: str | Path, key: str) -> str | None:
+    """Why the cached posterior in ``directory`` cannot be trusted, or None when it matches its recorded hash."""
+    record = read_fit_record(directory)
+    if record is None:
+        return "fit.json is missing or unreadable"
+    if record.get("key") != key:
+        return f"fit.json belongs to key {record.get('key')!r}, not {key!r}"
+    try:
+        actual = file_sha256(Path(directory) / "posterior.nc")
+    except OSError as err:
+        return f"posterior.nc cannot be read: {err.strerror}"
+    if record.get("posterior_sha256") != actual:
+        return "posterior.nc does not match the hash recorded in fit.json (corrupt, truncated or stale)"
+    return None

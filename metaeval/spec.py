@@ -225,12 +225,17 @@ def _check_family(param: str, prior: Prior) -> str | None:
 
 def _read_toml(path: Path) -> dict:
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as err:
-        raise InputError(Problem(str(path), "", "", f"not valid TOML: {err}")) from None
+        raw = path.read_bytes()
     except OSError as err:
         raise InputError(Problem(str(path), "", "", f"cannot read: {err.strerror}")) from None
+    try:
+        text = raw.decode("utf-8-sig")  # a BOM is tolerated, as in evidence files
+    except UnicodeDecodeError as err:
+        raise InputError(Problem(str(path), "", "", f"is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); save it as UTF-8")) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(Problem(str(path), "", "", f"not valid TOML: {err}")) from None
 
 
 def _from_dict(raw: dict, source: str) -> ModelSpec:

@@ -28,12 +28,11 @@ Definitions:
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
 
-from metaeval.files import write_atomic
+from metaeval.files import safe_csv, write_atomic
 from metaeval.sampling import CachedFit, SamplerSettings, diagnose, fit_cached
 from metaeval.model import Layout
 from metaeval.spec import ModelSpec
@@ -172,8 +171,22 @@ def summarise(posterior, *, hdi_prob: float | None = None) -> dict:
         "model": model,
         "excluded": layout.excluded,
         "seed": seed,
+        "provenance": {
+            "versions": json.loads(attrs["metaeval_versions"]) if "metaeval_versions" in attrs else None,
+            "evidence_sha256": attrs.get("metaeval_evidence_sha256"),  # set by fit_cached; None for a bare fit(model)
+            "model_sha256": spec_digest(spec) if spec else None,
+            "seed": seed,
+        },
     }
     return _rounded(summary)
+
+
+def spec_digest(spec: dict) -> str:
+    """``ModelSpec.digest()`` of a spec stored as plain data (its file path left out)."""
+    import hashlib
+
+    content = {k: v for k, v in spec.items() if k != "source"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def _notes(layout: Layout, spec: dict, meta: dict, cells: list[dict], members: list[dict]) -> list[str]:
@@ -225,17 +238,11 @@ def summary_frame(summary: dict):
 
 
 #: Text cells a spreadsheet would run as a formula get a leading ' (OWASP "CSV injection").
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def summary_csv(summary: dict) -> str:
     """The long table as CSV; names from the evidence cannot act as spreadsheet formulas."""
-    frame = summary_frame(summary)
-    for column in ("domain", "quantity", "project", "design"):
-        frame[column] = frame[column].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v)
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False, lineterminator="\n")
-    return buffer.getvalue()
+    return safe_csv(summary_frame(summary))
 
 
 def _g(x, digits: int = 3) -> str:
@@ -323,11 +330,33 @@ def write_summary(summary: dict, directory: str | Path) -> None:
     write_atomic(directory / "summary.csv", summary_csv(summary))
 
 
-def load_summary(directory: str | Path) -> dict | None:
+def load_summary(directory: str | Path, *, verify: bool = False) -> dict | None:
+    """``summary.json`` in ``directory``; None when missing, unreadable, or (``verify``, a fit folder)
+    when its SHA-256 differs from the one recorded in the folder's ``fit.json``."""
+    from metaeval.sampling import file_sha256, read_fit_record
+
     path = Path(directory) / "summary.json"
     if not path.is_file():
         return None
-    return json.loads(path.read_text())
+    if verify:
+        record = read_fit_record(directory) or {}
+        if record.get("summary_sha256") != file_sha256(path):
+            return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) and isinstance(summary.get("domains"), dict) else None
+
+
+def _record_summary(directory: Path) -> None:
+    """Add the hash of the fit folder's summary.json to its fit.json, so a changed summary is detected."""
+    from metaeval.sampling import file_sha256, read_fit_record
+
+    record = read_fit_record(directory)
+    if record is not None:
+        record["summary_sha256"] = file_sha256(directory / "summary.json")
+        write_atomic(directory / "fit.json", json.dumps(record, sort_keys=True, indent=2) + "\n")
 
 
 def fit_and_summarise(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerSettings | None = None, refit: bool = False, progress: bool | None = None) -> tuple[dict, CachedFit]:
@@ -336,10 +365,11 @@ def fit_and_summarise(evidence, spec: ModelSpec, *, out: str | Path, settings: S
     The latest summary is also copied to ``<out>/summary.json`` and ``<out>/summary.csv``.
     """
     result = fit_cached(evidence, spec, out=out, settings=settings, refit=refit, progress=progress)
-    summary = load_summary(result.directory) if result.cached else None
+    summary = load_summary(result.directory, verify=True) if result.cached else None
     if summary is None:
         summary = summarise(result.posterior)
         write_summary(summary, result.directory)
+        _record_summary(result.directory)
     write_summary(summary, out)
     write_atomic(Path(out) / "latest.txt", f"{result.key}\n")
     return summary, result
@@ -347,13 +377,23 @@ def fit_and_summarise(evidence, spec: ModelSpec, *, out: str | Path, settings: S
 
 def cached_summary(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerSettings | None = None) -> dict | None:
     """The summary of an existing fit for these inputs, without refitting (None if never fitted)."""
-    from metaeval.sampling import cache_key, fit_dir, load_posterior
+    import sys
+
+    from metaeval.sampling import cache_key, fit_dir, load_posterior, verify_fit
     from metaeval.model import prepare
 
     settings = (settings or SamplerSettings()).resolved(spec)
-    directory = fit_dir(out, cache_key(prepare(evidence, spec), spec, settings))
-    summary = load_summary(directory)
-    if summary is None and (directory / "posterior.nc").is_file():
+    key = cache_key(prepare(evidence, spec), spec, settings)
+    directory = fit_dir(out, key)
+    if not (directory / "posterior.nc").is_file():
+        return None
+    problem = verify_fit(directory, key)
+    if problem is not None:
+        print(f"note: the cached fit in {directory} cannot be trusted ({problem}); `metaeval fit` will fit it again", file=sys.stderr)
+        return None
+    summary = load_summary(directory, verify=True)
+    if summary is None:
         summary = summarise(load_posterior(directory / "posterior.nc"))
         write_summary(summary, directory)
+        _record_summary(directory)
     return summary
