@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from metaeval.errors import InputError, Problem
+from metaeval.errors import InputError, Problem, SamplingFailed
 
 
 def _evidence_options(p: argparse.ArgumentParser) -> None:
@@ -57,12 +57,16 @@ def cmd_classic(args: argparse.Namespace) -> int:
     from metaeval.harmonise import load_evidence
     from metaeval.present import to_json
 
+    if not 0 < args.level < 1:  # also refuses nan
+        raise InputError(Problem("command line", "", "--level", f"must be a probability strictly between 0 and 1 (e.g. 0.95), got {args.level}"))
     table = classic_by_domain(load_evidence(args.data, csv=args.csv), method=args.method, test=args.test, level=args.level)
     if args.format == "json":
         sys.stdout.write(to_json({"method": args.method, "test": args.test, "level": args.level,
                                   "domains": table.set_index("domain").to_dict("index")}))
     elif args.format == "csv":
-        table.to_csv(sys.stdout, index=False, lineterminator="\n")
+        from metaeval.present import write_table
+
+        write_table(table, "csv", sys.stdout, columns=None)  # formula-safe: domain names come from the input
     else:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep=""))
     return 0
@@ -82,14 +86,25 @@ def _sampler_settings(args: argparse.Namespace):
             raise InputError(Problem("command line", "", f"--{name}", "must be at least 1"))
     if args.tune < 0:
         raise InputError(Problem("command line", "", "--tune", "must be at least 0"))
+    if not 0 <= args.seed < 2**32:
+        raise InputError(Problem("command line", "", "--seed", f"must be an integer from 0 to {2**32 - 1}, got {args.seed}"))
     return SamplerSettings(chains=args.chains, draws=args.draws, tune=args.tune, seed=args.seed, sampler=args.sampler)
 
 
 def _exact_summary(args: argparse.Namespace, evidence, spec) -> dict:
     from metaeval.exact import fit_exact
 
+    domains = sorted(set(evidence["domain"].astype(str)))
+    unknown = [(k, k.partition(".")[0], k.partition(".")[2]) for k in spec.overrides
+               if k.partition(".")[0] in ("mu", "tau", "omega", "se") and k.partition(".")[2] and k.partition(".")[2] not in domains]
+    if unknown:  # as the MCMC path (metaeval.model.prepare) does: an override for no domain is a mistake, not a no-op
+        raise InputError([Problem("--prior", key, head, f"no domain {tail!r} in the model; domains: {', '.join(domains) or 'none'}") for key, head, tail in unknown])
     summary = fit_exact(evidence, priors=spec.priors, hdi_prob=spec.hdi_prob, overrides=spec.overrides)
     summary.setdefault("seed", args.seed)
+    from metaeval.sampling import evidence_digest, package_versions
+
+    summary.setdefault("provenance", {"versions": package_versions(), "evidence_sha256": evidence_digest(evidence),
+                                      "model_sha256": spec.digest(), "seed": summary["seed"]})
     return summary
 
 
@@ -194,7 +209,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                 print(f"error: no fit in {args.out} for this evidence, model, sampler settings and seed; "
                       "run `metaeval fit` with the same options first, or pass --summary FILE", file=sys.stderr)
                 return 1
-    print(write_report(args.output or args.out / "report.html", evidence, summary))
+    print(write_report(args.output or args.out / "report.html", evidence, summary, extras=_sensitivity_extras(args, evidence)))  # hook: issue 6
     return 0
 
 
@@ -216,6 +231,71 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    """Fit the sensitivity grid (+ leave-one-project-out, power-scaling) on Dask; write table, figures, report."""
+    from metaeval.sensitivity import load_grid, report_extras, run_sensitivity, write_outputs
+
+    grid = load_grid(args.grid)
+    grid = grid.with_levels(tau=args.tau, bias=args.bias, inclusion=args.inclusion, estimand=args.estimand,
+                            direction_only=args.direction_only)
+    from dataclasses import replace
+
+    changes = {}
+    if args.model != "default":  # --model replaces the grid's baseline model
+        changes["baseline"] = {**grid.baseline, "bias": args.model}
+    if args.factorial:
+        changes["mode"] = "factorial"
+    if args.no_loo:
+        changes["leave_one_out"] = False
+    if args.no_power_scaling:
+        changes["power_scaling"] = False
+    grid = replace(grid, **changes)
+    settings = _sampler_settings(args)
+    from dataclasses import asdict
+
+    out = args.out / "sensitivity"
+    result = run_sensitivity(grid=grid, data_dir=args.data, csv=args.csv, settings=asdict(settings), overrides=args.prior,
+                             out=args.out, scheduler=args.scheduler, workers=args.workers, progress=None, refit=args.refit)
+    paths = write_outputs(result, out)
+    table = result.table()
+    if args.format == "json":
+        import json
+
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
+    elif args.format == "csv":
+        from metaeval.files import safe_csv
+
+        sys.stdout.write(safe_csv(table))
+    else:
+        shown = table[["scenario", "domain", "mu_mean", "mu_hdi_low", "mu_hdi_high", "p_beneficial", "tau_mean", "gate_passed", "error"]]
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep=""))
+        print("\nverdicts:")
+        for d, v in result.verdicts().items():
+            print(f"  {d}: {v}")
+    chatter = sys.stdout if args.format == "table" else sys.stderr
+    baseline = result.baseline()
+    if baseline is not None and not args.no_report:
+        from metaeval.harmonise import load_evidence
+        from metaeval.report import write_report
+        from metaeval.summary import cached_summary
+        from metaeval.sensitivity import scenario_spec
+
+        evidence = load_evidence(args.data, csv=args.csv, estimand=result.scenarios[0]["estimand"])
+        summary = cached_summary(evidence, scenario_spec(result.scenarios[0], grid, args.prior), out=args.out, settings=settings)
+        if summary is not None:
+            paths["report"] = write_report(out / "report.html", evidence, summary, extras={"sensitivity": report_extras(result)})
+    print(f"\nwritten to {out}: " + ", ".join(sorted({p.name for p in paths.values()})), file=chatter)
+    return 0 if all(r["ok"] for r in result.results) else 1
+
+
+def _sensitivity_extras(args: argparse.Namespace, evidence) -> dict | None:
+    """Hook (issue 6): the sensitivity section of the report, from `metaeval sensitivity`'s saved run for this evidence."""
+    from metaeval.sensitivity import saved_extras
+
+    section = saved_extras(args.out / "sensitivity", evidence)
+    return {"sensitivity": section} if section else None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """validate → fit → summarise → report on the bundled evidence (or --data/--csv); ends with the report's path."""
     import contextlib
@@ -229,7 +309,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print()
     evidence, summary = _fit(args)
     status = _emit_summary(args, summary)
-    path = write_report(args.out / "report.html", evidence, summary)
+    path = write_report(args.out / "report.html", evidence, summary, extras=_sensitivity_extras(args, evidence))  # hook: issue 6
     print(f"\nreport: {path}", file=chatter)
     return status
 
@@ -288,6 +368,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, metavar="FILE", help="the HTML file to write (default: OUT/report.html)")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("sensitivity", help="sensitivity grid, leave-one-project-out and power-scaling, fitted on Dask")
+    _evidence_options(p)
+    _model_options(p)
+    _format_option(p)
+    p.add_argument("--sampler", choices=["nutpie", "pymc"], default="nutpie", help="NUTS implementation (default: nutpie)")
+    p.add_argument("--refit", action="store_true", help="fit again even when cached fits exist")
+    p.add_argument("--grid", default="sensitivity", metavar="NAME|PATH", help="grid file: a name under models/ or a TOML path (default: sensitivity)")
+    p.add_argument("--tau", nargs="*", metavar="PRIOR", help="tau priors to try, in domain-scale units, e.g. halfnormal(0.2) halfcauchy(0.2)")
+    p.add_argument("--bias", nargs="*", metavar="MODEL", help="bias models (model files) to try: no_bias variance_inflation design_hierarchy ...")
+    p.add_argument("--inclusion", nargs="*", metavar="RULE", help="inclusion rules to try (defined in the grid file)")
+    p.add_argument("--estimand", nargs="*", metavar="E", help="estimands to try: itt tot")
+    p.add_argument("--direction-only", nargs="*", metavar="IN|OUT", help="direction-only findings in or out")
+    p.add_argument("--factorial", action="store_true", help="every combination of the levels, not one factor at a time")
+    p.add_argument("--no-loo", action="store_true", help="skip the leave-one-project-out refits")
+    p.add_argument("--no-power-scaling", action="store_true", help="skip the power-scaling diagnostics")
+    p.add_argument("--no-report", action="store_true", help="do not write OUT/sensitivity/report.html")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler (tcp://HOST:PORT), or 'serial'; default: a local cluster")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes of the local cluster (default: one per core)")
+    p.set_defaults(func=cmd_sensitivity)
+
     p = sub.add_parser("plot", help="export a figure on its own (PNG, SVG or PDF)")
     kinds = p.add_subparsers(dest="figure", required=True, metavar="FIGURE")
     q = kinds.add_parser("forest", help="a domain's forest plot: raw and shrunken project effects, pooled and predictive")
@@ -301,14 +401,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_output_paths(args: argparse.Namespace) -> None:
+    """Refuse output paths that would write where no command may write.
+
+    - Never under an evidence directory: the bundled ``data/`` (or ``$METAEVAL_DATA``) nor ``--data DIR``.
+    - A relative path must stay inside the working folder once ``..`` and symlinks are resolved
+      (``--out ../../x`` is refused); an absolute path is the user's explicit choice and is used as given.
+    - An output folder must not be an existing file, nor an output file an existing folder.
+    """
+    from metaeval.evidence import default_data_dir
+
+    outputs = [(name, getattr(args, attr), kind) for name, attr, kind in
+               (("--out", "out", "dir" if args.func is not cmd_plot else "file"), ("--output", "output", "file"))
+               if getattr(args, attr, None) is not None]
+    if not outputs:
+        return
+    protected = [default_data_dir()] + ([args.data] if getattr(args, "data", None) is not None else [])
+    cwd = Path.cwd().resolve()
+    problems = []
+    for name, path, kind in outputs:
+        resolved = Path(path).resolve()
+        guarded = next((d for d in protected if _inside(resolved, Path(d).resolve())), None)
+        if guarded is not None:
+            problems.append(Problem(str(path), "", name, f"refused: it lies inside the evidence directory {guarded}, and no command writes under data/; choose an output folder elsewhere"))
+        elif not Path(path).is_absolute() and not _inside(resolved, cwd):
+            problems.append(Problem(str(path), "", name, f"refused: this relative path resolves to {resolved}, outside the working folder {cwd}; nothing was written. Give an absolute path if you mean a folder elsewhere"))
+        elif kind == "dir" and resolved.exists() and not resolved.is_dir():
+            problems.append(Problem(str(path), "", name, "is an existing file; expected an output folder"))
+        elif kind == "file" and resolved.is_dir():
+            problems.append(Problem(str(path), "", name, "is an existing folder; expected an output file"))
+    if problems:
+        raise InputError(problems)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_output_paths(args)
         return args.func(args)
     except InputError as err:
         for problem in err.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
+    except SamplingFailed as err:
+        print(f"error: the sampler failed, so there is no result (nothing was written or cached): {err}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         return 0
 

@@ -144,7 +144,7 @@ def _log_or(r: _Row, est: float, se: float) -> tuple[float, float]:
 # --- the table ------------------------------------------------------------------------------------
 
 
-def _harmonise_row(r: _Row, dom: dict[str, Any]) -> dict[str, Any]:
+def _harmonise_row(r: _Row, dom: dict[str, Any], estimand_wanted: str = "itt") -> dict[str, Any]:
     out: dict[str, Any] = dict(yi=math.nan, sei=math.nan, poolable=False, direction_only=False,
                                exclusion_reason=None, harmonisation=None)
     flip = (r.get("beneficial") or dom["beneficial"]) != dom["beneficial"]
@@ -158,7 +158,7 @@ def _harmonise_row(r: _Row, dom: dict[str, Any]) -> dict[str, Any]:
             raise CannotPool(r.get("curated_reason"))
         if r.get("outcome_type") == "process":
             raise CannotPool("process measure: describes how the service was delivered, not an outcome for people")
-        if estimand == "tot":
+        if estimand == "tot" and estimand_wanted != "tot":
             raise CannotPool(
                 f"participation (Bloom) effect: the ITT estimate {r.get('tot_of')!r} rescaled by take-up; "
                 "the ITT is pooled, so pooling this too would count the same evidence twice"
@@ -191,19 +191,38 @@ def _csv_domain(name: str) -> dict[str, Any]:
     return dict(id=name, label=name, metric="yi", beneficial="increase", mid=math.nan, scale=1.0)
 
 
-def harmonise(raw, domains: dict[str, dict[str, Any]] | None = None):
+ESTIMANDS = ("itt", "tot")
+
+
+def harmonise(raw, domains: dict[str, dict[str, Any]] | None = None, *, estimand: str = "itt"):
     """Add ``yi, sei, vi, poolable, direction_only, exclusion_reason`` and the domain metadata columns.
 
     ``domains`` maps domain id to ``{label, metric, beneficial, mid, scale}``; a domain not
     in it (a CSV's) is taken as given on the ``yi`` scale with an increase beneficial.
+    ``estimand="tot"`` (participation, a sensitivity analysis): each participation (Bloom)
+    effect is harmonised instead of being left out, and the ITT it rescales is then left
+    out, so an ITT and its TOT are still never pooled together; an ITT whose TOT cannot
+    be pooled, and every estimate without a TOT, stays as it is.
     """
     import pandas as pd
 
+    if estimand not in ESTIMANDS:
+        raise ValueError(f"estimand must be one of {', '.join(ESTIMANDS)}, got {estimand!r}")
     domains = domains or {}
     rows = []
-    for rec in raw.to_dict("records"):
+    records = raw.to_dict("records")
+    for rec in records:
         dom = domains.get(rec["domain"]) or _csv_domain(rec["domain"])
-        rows.append({**_harmonise_row(_Row(rec), dom), **{f"domain_{k}": dom[k] for k in ("label", "metric", "beneficial", "mid", "scale")}})
+        rows.append({**_harmonise_row(_Row(rec), dom, estimand), **{f"domain_{k}": dom[k] for k in ("label", "metric", "beneficial", "mid", "scale")}})
+    if estimand == "tot":
+        position = {rec.get("estimate_id"): i for i, rec in enumerate(records)}
+        for rec, row in zip(records, rows):
+            if rec.get("estimand") == "tot" and row["poolable"] and rec.get("tot_of"):
+                i = position.get(f"{rec['project_id']}:{rec['tot_of']}")
+                if i is not None and rows[i]["poolable"]:
+                    rows[i].update(poolable=False, direction_only=False, yi=math.nan, sei=math.nan, exclusion_reason=(
+                        f"ITT replaced by its participation (Bloom) effect {rec.get('estimate_id')!r} (estimand = tot); "
+                        "the two are never pooled together"))
     derived = pd.DataFrame(rows)
     raw = raw.drop(columns=[c for c in derived.columns if c in raw.columns]).reset_index(drop=True)
     table = pd.concat([raw, derived], axis=1)
@@ -222,8 +241,11 @@ COLUMNS = [
 ]
 
 
-def load_evidence(data_dir: Path | str | None = None, *, csv: Path | str | None = None):
+def load_evidence(data_dir: Path | str | None = None, *, csv: Path | str | None = None, estimand: str = "itt"):
     """The harmonised evidence table: one row per estimate, ``yi``/``sei`` on each domain's metric.
+
+    ``estimand="tot"`` pools participation (Bloom) effects in place of their ITTs (see
+    :func:`harmonise`); the default, ``"itt"``, is the main analysis.
 
     Reads the bundled evidence base (or ``data_dir``), or a metafor-style CSV; raises
     :class:`~metaeval.errors.InputError` listing every problem when the input is invalid
@@ -231,13 +253,13 @@ def load_evidence(data_dir: Path | str | None = None, *, csv: Path | str | None 
     """
     if csv is not None:
         raw = read_csv(csv)
-        table = harmonise(raw)
+        table = harmonise(raw, estimand=estimand)
         for col in COLUMNS:
             if col not in table:
                 table[col] = None
     else:
         base = read_evidence_base(data_dir)
-        table = harmonise(raw_table(base), _domain_dicts(base))
+        table = harmonise(raw_table(base), _domain_dicts(base), estimand=estimand)
     errors = [f for f in check_consistency(table) if f.severity == "error"]
     if errors:
         raise InputError([f.problem for f in errors])
