@@ -63,7 +63,11 @@ def _draw(prior, rng: np.random.Generator) -> float:
 
 
 def simulate(spec, rng: np.random.Generator) -> tuple[pd.DataFrame, dict[str, float]]:
-    """One evidence base drawn from the default model's generative story, and its true domain means."""
+    """One evidence base from the default model's generative story, with every true parameter.
+
+    Truth keys are named like the posterior variables: ``mu[d]``, ``tau[d]``,
+    ``omega[d]`` (only where a project has > 1 estimate), ``bias[d/p]``.
+    """
     rows, truth = [], {}
     z_crit = 1.959963984540054
     for domain, (beneficial, scale, mid, projects, rel_se) in DOMAINS.items():
@@ -71,13 +75,16 @@ def simulate(spec, rng: np.random.Generator) -> tuple[pd.DataFrame, dict[str, fl
         mu = _draw(spec.priors["mu"].scaled(scale), rng)
         tau = _draw(spec.priors["tau"].scaled(scale), rng)
         omega = _draw(spec.priors["omega"].scaled(scale), rng)
-        truth[domain] = mu
+        truth[f"mu[{domain}]"], truth[f"tau[{domain}]"] = mu, tau
+        if any(n > 1 for _, _, n, _ in projects):
+            truth[f"omega[{domain}]"] = omega
         for project, design, n_est, direction_only in projects:
             theta = mu + tau * rng.standard_normal()
             bias = 0.0
             if design != "rct":
                 b = spec.bias_designs[design].scaled(scale)
                 bias = sign * (b.params[0] + b.params[1] * rng.standard_normal())
+                truth[f"bias[{domain}/{project}]"] = bias
             for k in range(n_est):
                 effect = theta + (omega * rng.standard_normal() if n_est > 1 else 0.0) + bias
                 row = {"estimate_id": f"{domain}:{project}:{k}", "project_id": project, "project_name": project, "domain": domain,
@@ -144,6 +151,7 @@ def main() -> int:
     started = time.time()
     for rep in range(args.reps):
         evidence, truth = simulate(spec, rng)
+        truth = {key[3:-1]: value for key, value in truth.items() if key.startswith("mu[")}
         t0 = time.time()
         posterior = fit(build_model(evidence, spec), draws=args.draws, tune=1000, chains=4, seed=args.seed + rep, progress=False)
         summary = summarise(posterior, hdi_prob=HDI_PROB)

@@ -12,10 +12,8 @@ for each tracked parameter, the rank of the true value among L thinned posterior
 draws. If the sampler and the model agree with the simulator, every rank is
 uniform on 0..L.
 
-Why not ``coverage_study.simulate``: it returns only the true domain means; SBC
-needs tau, omega and the bias terms as well. ``simulate_full`` follows the same
-generative story and the same evidence shape (it imports ``DOMAINS`` and
-``_draw`` from there), drawing in the same order.
+The simulator is ``coverage_study.simulate``, which returns every true parameter
+named like the posterior variables (``mu[d]``, ``tau[d]``, ``omega[d]``, ``bias[d/p]``).
 
 The inner loop is one function per replication (``run_replication``); the
 replications go through ``metaeval.executor`` when that module exists, else a
@@ -36,13 +34,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from coverage_study import DOMAINS, _draw
+from coverage_study import simulate
 
 RESULTS = HERE / "sbc_results.json"
 FIGURE = HERE / "sbc_ranks.png"
@@ -54,47 +51,6 @@ PRIMARY = ["mu[jobs]", "mu[support]", "mu[pension]", "mu[grades]",
            "tau[jobs]", "tau[support]", "tau[pension]", "tau[grades]",
            "bias[jobs/comparison]"]
 ALPHA = 0.01
-
-
-def simulate_full(spec, rng: np.random.Generator) -> tuple[pd.DataFrame, dict[str, float]]:
-    """One evidence base from the default model's generative story, with every true parameter.
-
-    Truth keys are named like the posterior variables: ``mu[d]``, ``tau[d]``,
-    ``omega[d]`` (only where a project has > 1 estimate), ``bias[d/p]``.
-    """
-    rows, truth = [], {}
-    z_crit = 1.959963984540054
-    for domain, (beneficial, scale, mid, projects, rel_se) in DOMAINS.items():
-        sign = 1.0 if beneficial == "increase" else -1.0
-        mu = _draw(spec.priors["mu"].scaled(scale), rng)
-        tau = _draw(spec.priors["tau"].scaled(scale), rng)
-        omega = _draw(spec.priors["omega"].scaled(scale), rng)
-        truth[f"mu[{domain}]"], truth[f"tau[{domain}]"] = mu, tau
-        if any(n > 1 for _, _, n, _ in projects):
-            truth[f"omega[{domain}]"] = omega
-        for project, design, n_est, direction_only in projects:
-            theta = mu + tau * rng.standard_normal()
-            bias = 0.0
-            if design != "rct":
-                b = spec.bias_designs[design].scaled(scale)
-                bias = sign * (b.params[0] + b.params[1] * rng.standard_normal())
-                truth[f"bias[{domain}/{project}]"] = bias
-            for k in range(n_est):
-                effect = theta + (omega * rng.standard_normal() if n_est > 1 else 0.0) + bias
-                row = {"estimate_id": f"{domain}:{project}:{k}", "project_id": project, "project_name": project, "domain": domain,
-                       "design": design, "estimand": "itt", "outcome": domain, "poolable": True, "direction_only": False,
-                       "direction": None, "significant": None, "sig_level": 0.05, "exclusion_reason": None,
-                       "domain_label": domain, "domain_metric": "sim", "domain_beneficial": beneficial, "domain_mid": mid, "domain_scale": scale}
-                if direction_only:
-                    se = _draw(spec.direction_only_se.scaled(scale), rng)
-                    z = (effect + se * rng.standard_normal()) / se
-                    row.update(yi=math.nan, sei=math.nan, direction_only=True, direction="increase" if z > 0 else "decrease",
-                               significant=bool(abs(z) > z_crit))
-                else:
-                    se = rel_se * scale * (0.6 + 0.8 * rng.random())
-                    row.update(yi=effect + se * rng.standard_normal(), sei=se)
-                rows.append(row)
-    return pd.DataFrame(rows), truth
 
 
 def _thinned(values: np.ndarray, size: int) -> np.ndarray:
@@ -114,7 +70,7 @@ def run_replication(*, model: str, seed: int, rep: int, chains: int, draws: int,
     t0 = time.time()
     spec = load_spec(task["model"])
     rng = np.random.default_rng([task["seed"], task["rep"]])
-    evidence, truth = simulate_full(spec, rng)
+    evidence, truth = simulate(spec, rng)
     posterior = fit(build_model(evidence, spec), chains=task["chains"], draws=task["draws"], tune=task["tune"],
                     seed=task["seed"] + 1000 * task["rep"] + 1, progress=False)
     gate = diagnose(posterior)
