@@ -78,3 +78,29 @@ def test_importing_the_executor_does_not_import_dask():
     code = "import sys, metaeval.executor; print(any(m.split('.')[0] in ('dask', 'distributed') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def dies_once(seed: int, n: int, marker: str) -> dict:
+    """Kill the worker process the first time this task runs; succeed when it is retried."""
+    if seed == 1 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return draw(seed, n)
+
+
+def always_dies(seed: int, n: int, marker: str) -> dict:
+    if seed == 1:
+        os._exit(1)
+    return draw(seed, n)
+
+
+def test_a_lost_worker_is_retried_and_a_task_that_keeps_killing_workers_is_reported(tmp_path):
+    tasks = [{"seed": s, "n": 100, "marker": str(tmp_path / "died")} for s in range(3)]
+    retried = run_tasks(dies_once, tasks, workers=2, progress=False)
+    assert (tmp_path / "died").exists()  # the worker really died once
+    assert all(r.ok for r in retried)
+    assert retried[1].value["sum"] == float(np.random.default_rng(1).standard_normal(100).sum())
+
+    lost = run_tasks(always_dies, tasks, workers=2, progress=False)
+    assert [r.ok for r in lost] == [True, False, True]
+    assert "KilledWorker" in lost[1].error
