@@ -10,8 +10,9 @@ Stat Med 19:3127; Bloom (1984) Eval Rev 8:225.
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
-from scipy.stats import norm
+_NORMAL = NormalDist()  # the standard normal; stdlib, so importing this module stays cheap
 
 
 def _positive(name: str, value: float) -> float:
@@ -30,7 +31,7 @@ def z_crit(level: float = 0.95) -> float:
     """Two-sided standard-normal critical value for a confidence level (1.96 for 95%)."""
     if not 0 < level < 1:
         raise ValueError(f"confidence level must be in (0, 1), got {level!r}")
-    return float(norm.ppf(0.5 + level / 2))
+    return _NORMAL.inv_cdf(0.5 + level / 2)
 
 
 def se_from_ci(ci_low: float, ci_high: float, level: float = 0.95) -> float:
@@ -49,12 +50,12 @@ def se_from_p(estimate: float, p_value: float) -> float:
     if not 0 < p_value < 1:
         raise ValueError(f"p-value must be strictly between 0 and 1 to recover an SE, got {p_value!r}")
     _positive("|estimate|", abs(estimate))
-    return abs(estimate) / float(norm.isf(p_value / 2))
+    return abs(estimate) / -_NORMAL.inv_cdf(p_value / 2)
 
 
 def p_from_z(z: float) -> float:
     """Two-sided p-value of a z statistic."""
-    return float(2 * norm.sf(abs(z)))
+    return math.erfc(abs(z) / math.sqrt(2))
 
 
 def risk_difference(p1: float, n1: float, p2: float, n2: float) -> tuple[float, float]:

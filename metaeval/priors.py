@@ -76,31 +76,51 @@ class Prior:
         return getattr(pm, _PYMC_NAMES[self.family])(name, **self.kwargs(), **kwargs)
 
     def logpdf(self, x):
-        """Log density at ``x`` (numpy array), via scipy; the exact engine integrates against it."""
+        """Log density at ``x`` (numpy array); the exact engine integrates against it.
+
+        Closed forms with numpy and ``scipy.special`` rather than ``scipy.stats``, whose
+        import alone costs more than an exact fit of 1,000 studies.
+        """
         import numpy as np
-        from scipy import stats
+        from scipy.special import gammaln
 
         x = np.asarray(x, dtype=float)
         k = self.kwargs()
         f = self.family
+        half_log_2pi = 0.5 * math.log(2 * math.pi)
+
+        def normal(mu: float, sigma: float):
+            return -0.5 * ((x - mu) / sigma) ** 2 - math.log(sigma) - half_log_2pi
+
+        def student(nu: float, mu: float, sigma: float):
+            const = gammaln((nu + 1) / 2) - gammaln(nu / 2) - 0.5 * math.log(nu * math.pi) - math.log(sigma)
+            return const - (nu + 1) / 2 * np.log1p(((x - mu) / sigma) ** 2 / nu)
+
+        def positive(values):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.where(x >= 0, values, -np.inf)
+
         if f == "normal":
-            return stats.norm.logpdf(x, k["mu"], k["sigma"])
+            return normal(k["mu"], k["sigma"])
         if f == "studentt":
-            return stats.t.logpdf(x, k["nu"], k["mu"], k["sigma"])
+            return student(k["nu"], k["mu"], k["sigma"])
         if f == "flat":
             return np.zeros_like(x)
         if f == "halfnormal":
-            return stats.halfnorm.logpdf(x, scale=k["sigma"])
+            return positive(math.log(2) + normal(0.0, k["sigma"]))
         if f == "halfcauchy":
-            return stats.halfcauchy.logpdf(x, scale=k["beta"])
+            return positive(math.log(2 / (math.pi * k["beta"])) - np.log1p((x / k["beta"]) ** 2))
         if f == "halfstudentt":
-            return np.where(x >= 0, math.log(2) + stats.t.logpdf(x, k["nu"], 0, k["sigma"]), -np.inf)
+            return positive(math.log(2) + student(k["nu"], 0.0, k["sigma"]))
         if f == "exponential":
-            return stats.expon.logpdf(x, scale=1 / k["lam"])
+            return positive(math.log(k["lam"]) - k["lam"] * x)
         if f == "lognormal":
-            return stats.lognorm.logpdf(x, k["sigma"], scale=math.exp(k["mu"]))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                logx = np.log(x)
+                dens = -logx - math.log(k["sigma"]) - half_log_2pi - 0.5 * ((logx - k["mu"]) / k["sigma"]) ** 2
+            return np.where(x > 0, dens, -np.inf)
         if f == "uniform":
-            return stats.uniform.logpdf(x, k["lower"], k["upper"] - k["lower"])
+            return np.where((x >= k["lower"]) & (x <= k["upper"]), -math.log(k["upper"] - k["lower"]), -np.inf)
         raise AssertionError(f)  # unreachable: families are checked on construction
 
 
