@@ -209,7 +209,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                 print(f"error: no fit in {args.out} for this evidence, model, sampler settings and seed; "
                       "run `metaeval fit` with the same options first, or pass --summary FILE", file=sys.stderr)
                 return 1
-    print(write_report(args.output or args.out / "report.html", evidence, summary, extras=_sensitivity_extras(args, evidence)))  # hook: issue 6
+    print(write_report(args.output or args.out / "report.html", evidence, summary, extras=_report_extras(args, evidence)))
     return 0
 
 
@@ -288,12 +288,43 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     return 0 if all(r["ok"] for r in result.results) else 1
 
 
-def _sensitivity_extras(args: argparse.Namespace, evidence) -> dict | None:
-    """Hook (issue 6): the sensitivity section of the report, from `metaeval sensitivity`'s saved run for this evidence."""
+def _report_extras(args: argparse.Namespace, evidence) -> dict | None:
+    """The report's optional sections: the saved sensitivity run for this evidence, and the calibration study."""
     from metaeval.sensitivity import saved_extras
 
+    extras = {}
     section = saved_extras(args.out / "sensitivity", evidence)
-    return {"sensitivity": section} if section else None
+    if section:
+        extras["sensitivity"] = section
+    if str(args.model) == "default" and not args.prior and getattr(args, "engine", "mcmc") == "mcmc":
+        calibration = _calibration_section()
+        if calibration:
+            extras["calibration"] = calibration
+    return extras or None
+
+
+def _calibration_section() -> dict | None:
+    """The simulation-based calibration of the default model (bench/sbc.py), as the report cites it."""
+    import json
+
+    from metaeval.evidence import PACKAGE_ROOT
+
+    results, picture = PACKAGE_ROOT / "bench" / "sbc_results.json", PACKAGE_ROOT / "bench" / "sbc_ranks.png"
+    try:
+        record = json.loads(results.read_text(encoding="utf-8"))
+        analysis, settings = record["analysis"], record["settings"]
+    except (OSError, ValueError, KeyError):
+        return None
+    text = (
+        f"Simulation-based calibration (Talts et al. 2018) of the default model: {analysis['replications_completed']} "
+        f"evidence bases drawn from the model's own priors, each fitted ({settings['chains']} chains × "
+        f"{settings['draws']} draws); the rank of each true parameter among {analysis['L']} thinned posterior draws "
+        f"should be uniform. Verdict: {analysis['verdict']} (smallest Bonferroni-adjusted p = "
+        f"{analysis['min_primary_p_bonferroni']:.2f}). Source: bench/sbc.md."
+    )
+    table = [{"parameter": k, "chi-square p": v} for k, v in sorted(analysis["primary_p_values"].items())]
+    figures = [{"caption": "Rank histograms and ECDF differences with 99% bands", "figure": picture.read_bytes()}] if picture.is_file() else []
+    return {"title": "Calibration of the model", "text": text, "table": table, "figures": figures}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -309,7 +340,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print()
     evidence, summary = _fit(args)
     status = _emit_summary(args, summary)
-    path = write_report(args.out / "report.html", evidence, summary, extras=_sensitivity_extras(args, evidence))  # hook: issue 6
+    path = write_report(args.out / "report.html", evidence, summary, extras=_report_extras(args, evidence))
     print(f"\nreport: {path}", file=chatter)
     return status
 

@@ -366,3 +366,20 @@ def test_metafor_csv_report_has_no_invented_units_or_designs(tmp_path):
     for study in "ABCDEFGH":
         assert f"<code>{study}</code>" in text  # each study in the project and estimate tables
     assert len(Page(text).all("img")) == 1
+
+
+def test_report_cites_the_committed_calibration_study_of_the_default_model(tmp_path):
+    from metaeval.cli import _calibration_section, _report_extras, build_parser
+    from metaeval.harmonise import load_evidence
+
+    record = json.loads((Path(__file__).resolve().parents[1] / "bench" / "sbc_results.json").read_text())
+    section = _calibration_section()
+    assert section["text"].count(record["analysis"]["verdict"]) == 1
+    assert {row["parameter"]: row["chi-square p"] for row in section["table"]} == record["analysis"]["primary_p_values"]
+    evidence = load_evidence()
+    mcmc = build_parser().parse_args(["report", "--out", str(tmp_path)])
+    assert _report_extras(mcmc, evidence)["calibration"] == section
+    # the study calibrates the default MCMC model only: not cited for the exact engine or another prior
+    for argv in (["--engine", "exact"], ["--prior", "tau=halfnormal(1)"], ["--model", "no_bias"]):
+        other = build_parser().parse_args(["report", "--out", str(tmp_path), *argv])
+        assert "calibration" not in (_report_extras(other, evidence) or {})
