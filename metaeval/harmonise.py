@@ -335,7 +335,10 @@ def _checks_for_row(rec: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> li
 
 def check_consistency(table) -> list[Finding]:
     """Run every consistency check on a harmonised table; acknowledged source inconsistencies are kept as such."""
-    records = table.to_dict("records")
+    needed = ("estimate_id", "project_id", "file", "record", "acknowledged", "estimate", "ci_low", "ci_high",
+              "ci_level", "p_value", "metric", "mean_treatment", "mean_control", "target", "estimand", "tot_of",
+              "take_up", "poolable")
+    records = table[[c for c in needed if c in table.columns]].to_dict("records")
     by_id = {r["estimate_id"]: r for r in records}
     findings = []
     for rec in records:
