@@ -383,6 +383,15 @@ def _stars(p: float) -> str:
 # Input checks
 
 
+def _check_options(method, test, level) -> tuple[str, float]:
+    """The estimator name (upper case) and confidence level, or a ValueError naming what was expected."""
+    if not isinstance(method, str) or method.upper() not in set(METHODS) | _FE_ALIASES:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if test not in TESTS:
+        raise ValueError(f"unknown test {test!r}; choose 'z' (Wald) or 'knha' (Knapp-Hartung)")
+    return method.upper(), _check_level(level)
+
+
 def _check_level(level: float) -> float:
     level = float(level)
     if not (0.0 < level < 1.0):
@@ -701,12 +710,7 @@ def rma(yi, vi=None, *, sei=None, method: str = "REML", test: str = "z", mods=No
     Raises ValueError for unusable input (NaN, non-positive variances, mismatched lengths, fewer than 2
     studies for a random-effects estimator, rank-deficient moderators, non-convergence).
     """
-    if not isinstance(method, str) or method.upper() not in set(METHODS) | _FE_ALIASES:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    method = method.upper()
-    if test not in TESTS:
-        raise ValueError(f"unknown test {test!r}; choose 'z' (Wald) or 'knha' (Knapp-Hartung)")
-    level = _check_level(level)
+    method, level = _check_options(method, test, level)
     con = _control(control)
 
     yi = _as_vector(yi, "yi")
@@ -819,12 +823,7 @@ def classic_by_domain(evidence: pd.DataFrame, method: str = "REML", test: str = 
     missing = [c for c in required if c not in evidence.columns]
     if missing:
         raise ValueError(f"evidence table lacks column(s) {missing}; needs {required}")
-    if not isinstance(method, str) or method.upper() not in set(METHODS) | _FE_ALIASES:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    method = method.upper()
-    if test not in TESTS:
-        raise ValueError(f"unknown test {test!r}; choose 'z' (Wald) or 'knha' (Knapp-Hartung)")
-    level = _check_level(level)
+    method, level = _check_options(method, test, level)
 
     yi = pd.to_numeric(evidence["yi"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     sei = pd.to_numeric(evidence["sei"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
