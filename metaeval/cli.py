@@ -209,7 +209,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                 print(f"error: no fit in {args.out} for this evidence, model, sampler settings and seed; "
                       "run `metaeval fit` with the same options first, or pass --summary FILE", file=sys.stderr)
                 return 1
-    print(write_report(args.output or args.out / "report.html", evidence, summary, extras=_report_extras(args, evidence)))
+    print(write_report(args.output or args.out / "report.html", evidence, summary, extras=_report_extras(args, evidence, summary)))
     return 0
 
 
@@ -288,15 +288,17 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     return 0 if all(r["ok"] for r in result.results) else 1
 
 
-def _report_extras(args: argparse.Namespace, evidence) -> dict | None:
-    """The report's optional sections: the saved sensitivity run for this evidence, and the calibration study."""
+def _report_extras(args: argparse.Namespace, evidence, summary: dict) -> dict | None:
+    """The report's optional sections: the saved sensitivity run for this evidence, and the calibration study
+    when the summary comes from the model it calibrated (the default MCMC model, no prior overrides)."""
     from metaeval.sensitivity import saved_extras
 
     extras = {}
     section = saved_extras(args.out / "sensitivity", evidence)
     if section:
         extras["sensitivity"] = section
-    if str(args.model) == "default" and not args.prior and getattr(args, "engine", "mcmc") == "mcmc":
+    model = summary.get("model") or {}
+    if summary.get("engine") == "mcmc" and model.get("name") == "default" and not model.get("overrides"):
         calibration = _calibration_section()
         if calibration:
             extras["calibration"] = calibration
@@ -340,7 +342,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print()
     evidence, summary = _fit(args)
     status = _emit_summary(args, summary)
-    path = write_report(args.out / "report.html", evidence, summary, extras=_report_extras(args, evidence))
+    path = write_report(args.out / "report.html", evidence, summary, extras=_report_extras(args, evidence, summary))
     print(f"\nreport: {path}", file=chatter)
     return status
 

@@ -316,6 +316,10 @@ def test_cli_report(case, tmp_path, capsys):
     assert main(["report", "--data", str(data), "--summary", str(summary_file), "--out", str(out)]) == 0
     path = Path(capsys.readouterr().out.strip())
     assert path == out / "report.html"
+    if summary["engine"] == "mcmc" and summary["model"]["name"] == "default":  # the calibration study is cited
+        from metaeval.cli import _calibration_section
+
+        text = report.render_report(evidence, summary, extras={"calibration": _calibration_section()})
     assert path.read_text(encoding="utf-8") == text
     # the exact engine needs no earlier fit
     assert main(["report", "--data", str(data), "--engine", "exact", "--output", str(tmp_path / "exact.html")]) == 0
@@ -376,10 +380,10 @@ def test_report_cites_the_committed_calibration_study_of_the_default_model(tmp_p
     section = _calibration_section()
     assert section["text"].count(record["analysis"]["verdict"]) == 1
     assert {row["parameter"]: row["chi-square p"] for row in section["table"]} == record["analysis"]["primary_p_values"]
-    evidence = load_evidence()
-    mcmc = build_parser().parse_args(["report", "--out", str(tmp_path)])
-    assert _report_extras(mcmc, evidence)["calibration"] == section
-    # the study calibrates the default MCMC model only: not cited for the exact engine or another prior
-    for argv in (["--engine", "exact"], ["--prior", "tau=halfnormal(1)"], ["--model", "no_bias"]):
-        other = build_parser().parse_args(["report", "--out", str(tmp_path), *argv])
-        assert "calibration" not in (_report_extras(other, evidence) or {})
+    evidence, args = load_evidence(), build_parser().parse_args(["report", "--out", str(tmp_path)])
+    default = {"engine": "mcmc", "model": {"name": "default", "overrides": {}}, "domains": {}}
+    assert _report_extras(args, evidence, default)["calibration"] == section
+    # the study calibrates the default MCMC model only: not cited for the exact engine, another model or prior
+    for other in ({**default, "engine": "exact"}, {**default, "model": {"name": "no_bias", "overrides": {}}},
+                  {**default, "model": {"name": "default", "overrides": {"tau": "halfnormal(1)"}}}):
+        assert "calibration" not in (_report_extras(args, evidence, other) or {})
