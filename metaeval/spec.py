@@ -280,8 +280,9 @@ def _from_dict(raw: dict, source: str) -> ModelSpec:
     designs: dict[str, Prior] = {}
     weights: dict[str, float] = {}
     hierarchy: dict[str, Prior] = {}
-    if mode not in BIAS_MODES:
+    if not isinstance(mode, str) or mode not in BIAS_MODES:
         bad("bias", "mode", f"expected one of {', '.join(BIAS_MODES)}, got {mode!r}")
+        mode = None
     elif mode == "additive":
         table = bias.get("designs")
         if not isinstance(table, dict):
@@ -323,14 +324,15 @@ def _from_dict(raw: dict, source: str) -> ModelSpec:
                     hierarchy[key] = p
     for sub in ("designs", "weights", "hierarchy"):
         wanted = {"additive": "designs", "variance_inflation": "weights", "hierarchical": "hierarchy"}.get(mode)
-        if sub in bias and sub != wanted:
+        if mode is not None and sub in bias and sub != wanted:
             bad("bias", sub, f"not used with bias mode {mode!r}")
 
     do = raw.get("direction_only", {}) if isinstance(raw.get("direction_only"), dict) else {}
     do_mode = do.get("mode", "exclude")
     se_prior = None
-    if do_mode not in DIRECTION_ONLY_MODES:
+    if not isinstance(do_mode, str) or do_mode not in DIRECTION_ONLY_MODES:
         bad("direction_only", "mode", f"expected one of {', '.join(DIRECTION_ONLY_MODES)}, got {do_mode!r}")
+        do_mode = None
     elif do_mode == "censored":
         se_prior = prior("direction_only", "se", do.get("se"), "se")
 

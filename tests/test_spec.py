@@ -163,3 +163,15 @@ def test_digest_is_stable_and_sensitive():
     assert load_spec("default").digest() == load_spec("default").digest()
     assert load_spec("default").digest() != load_spec("default", ["tau=halfnormal(0.3)"]).digest()
     assert load_spec("default").digest() != load_spec("no_bias").digest()
+
+
+def test_a_mode_that_is_not_text_is_refused_not_crashed_on(tmp_path):
+    # found by hypothesis: `mode = []` used to raise TypeError (unhashable) instead of an InputError
+    from metaeval.errors import InputError
+    from metaeval.spec import load_spec
+
+    path = tmp_path / "m.toml"
+    path.write_text('[bias]\nmode = []\n[direction_only]\nmode = {a = 1}\n')
+    with pytest.raises(InputError) as err:
+        load_spec(path)
+    assert {(p.record, p.field) for p in err.value.problems} >= {("bias", "mode"), ("direction_only", "mode")}
