@@ -372,26 +372,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", type=float, default=0.95, help="confidence level (default: 0.95)")
     p.set_defaults(func=cmd_classic)
 
-    p = sub.add_parser("run", help="the main job: validate, fit, summarise and report")
-    _evidence_options(p)
-    _model_options(p)
-    _format_option(p)
-    _fit_options(p)
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("fit", help="fit the Bayesian model (cached by evidence, model, settings and seed) and print per-domain summaries")
-    _evidence_options(p)
-    _model_options(p)
-    _format_option(p)
-    _fit_options(p)
-    p.set_defaults(func=cmd_fit)
-
-    p = sub.add_parser("summary", help="print the per-domain summary of an existing fit (never refits)")
-    _evidence_options(p)
-    _model_options(p)
-    _format_option(p)
-    _fit_options(p)
-    p.set_defaults(func=cmd_summary)
+    for name, func, text in (
+        ("run", cmd_run, "the main job: validate, fit, summarise and report"),
+        ("fit", cmd_fit, "fit the Bayesian model (cached by evidence, model, settings and seed) and print per-domain summaries"),
+        ("summary", cmd_summary, "print the per-domain summary of an existing fit (never refits)"),
+    ):
+        p = sub.add_parser(name, help=text)
+        _evidence_options(p)
+        _model_options(p)
+        _format_option(p)
+        _fit_options(p)
+        p.set_defaults(func=func)
 
     p = sub.add_parser("report", help="write the self-contained HTML report of a fit (never refits)")
     _evidence_options(p)

@@ -27,12 +27,11 @@ import hashlib
 import itertools
 import json
 import math
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from metaeval.errors import InputError, Problem
-from metaeval.spec import ALL_DESIGNS, MODELS_DIR
+from metaeval.spec import ALL_DESIGNS, MODELS_DIR, read_toml
 
 FACTORS = ("tau", "bias", "inclusion", "estimand", "direction_only")
 ESTIMANDS = ("itt", "tot")
@@ -144,10 +143,7 @@ def load_grid(path: str | Path = "sensitivity") -> Grid:
         p = MODELS_DIR / f"{path}.toml"
     if not p.is_file():
         raise InputError(Problem(str(p), "", "", "no such sensitivity grid file"))
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise InputError(Problem(str(p), "", "", f"not valid TOML: {err}")) from None
+    raw = read_toml(p)
     base = raw.get("baseline", {})
     grid_raw = raw.get("grid", {})
     baseline = {

@@ -146,10 +146,10 @@ def load_spec(model: str | Path = "default", overrides: list[str] | tuple[str, .
     except that a ``[bias]`` table, when given, replaces the default one whole.
     """
     path = resolve_model_path(model)
-    raw = _read_toml(path)
+    raw = read_toml(path)
     default_path = MODELS_DIR / "default.toml"
     if path.resolve() != default_path.resolve():
-        base = _read_toml(default_path)
+        base = read_toml(default_path)
         merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
         for key, value in raw.items():
             if isinstance(value, dict) and key != "bias" and isinstance(merged.get(key), dict):
@@ -223,17 +223,12 @@ def _check_family(param: str, prior: Prior) -> str | None:
     return None
 
 
-def _read_toml(path: Path) -> dict:
+def read_toml(path: Path) -> dict:
+    """A TOML file as a dict; unreadable, non-UTF-8 or invalid TOML is an InputError naming the file."""
+    from metaeval.evidence import read_text  # UTF-8 (a BOM tolerated), as for evidence files
+
     try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise InputError(Problem(str(path), "", "", f"cannot read: {err.strerror}")) from None
-    try:
-        text = raw.decode("utf-8-sig")  # a BOM is tolerated, as in evidence files
-    except UnicodeDecodeError as err:
-        raise InputError(Problem(str(path), "", "", f"is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); save it as UTF-8")) from None
-    try:
-        return tomllib.loads(text)
+        return tomllib.loads(read_text(Path(path)))
     except tomllib.TOMLDecodeError as err:
         raise InputError(Problem(str(path), "", "", f"not valid TOML: {err}")) from None
 
