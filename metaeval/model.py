@@ -8,6 +8,8 @@ For estimate k of project p in domain d, with design s::
 
 all non-centred. ``sign_d`` is +1 when an increase is beneficial in domain d and -1
 otherwise, so a positive bias mean says "this design flatters the initiative".
+The estimate-level effects ``omega_d * z_k`` are integrated out analytically: given
+the project effect and bias, ``yi_k ~ Normal(theta_{p,d} + bias_k, sqrt(sei_k^2 + omega_d^2))``.
 
 A finding reported only as direction and significance enters as the probability
 that its z-statistic fell where the report says, given an unknown SE with its own
@@ -257,16 +259,20 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
 
 
 def _vector_rv(name: str, priors: list, dims: str, labels: list[str]):
-    """One random variable per label; vectorised when all priors share a family."""
+    """One random variable per label; vectorised when all priors share a family.
+
+    A shared family's parameters are data containers (``<name>_prior_<param>``), so
+    a refit with other values of them reuses the compiled model.
+    """
     import pymc as pm
     import pytensor.tensor as pt
+
+    from metaeval.priors import _PYMC_NAMES
 
     families = {p.family for p in priors}
     if len(families) == 1:
         first = priors[0]
-        kwargs = {k: np.array([p.kwargs()[k] for p in priors]) for k in first.kwargs()}
-        from metaeval.priors import _PYMC_NAMES
-
+        kwargs = {k: pm.Data(f"{name}_prior_{k}", np.array([p.kwargs()[k] for p in priors], dtype=float), dims=dims) for k in first.kwargs()}
         return getattr(pm, _PYMC_NAMES[first.family])(name, **kwargs, dims=dims)
     parts = [p.to_pymc(f"{name}_{label}") for p, label in zip(priors, labels)]
     return pm.Deterministic(name, pt.stack(parts), dims=dims)
@@ -282,7 +288,15 @@ def build_model(evidence, spec: ModelSpec):
 
 
 def model_from_layout(layout: Layout, spec: ModelSpec):
-    """Build the PyMC model from a prepared layout (see ``build_model``)."""
+    """Build the PyMC model from a prepared layout (see ``build_model``).
+
+    Every number that comes from the evidence or a prior's parameters enters as a
+    ``pm.Data`` container, so two models of the same shape differ only in data and
+    ``metaeval.sampling.fit`` can reuse one compiled sampler for both. The within-project
+    estimate effects (omega) are Gaussian and integrated out analytically: they add
+    omega^2 to an estimate's variance, which removes one funnel and one latent per
+    replicated estimate.
+    """
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -300,39 +314,39 @@ def model_from_layout(layout: Layout, spec: ModelSpec):
         coords["finding"] = [f["estimate_id"] for f in layout.findings]
     if layout.omega_domains:
         coords["omega_domain"] = layout.omega_domains
-    replicates = sorted((k for k in layout.estimates + layout.findings if k["replicate_index"] >= 0), key=lambda k: k["replicate_index"])
-    if replicates:
-        coords["replicate"] = [k["estimate_id"] for k in replicates]
     if layout.bias_terms:
         coords["bias_term"] = [t["label"] for t in layout.bias_terms]
     if layout.bias_designs:
         coords["design"] = layout.bias_designs
 
+    def index(rows: list[dict], key: str, missing: int) -> np.ndarray:
+        """Per-row index into a parameter vector; ``missing`` (one past its end) where the row has none."""
+        return np.array([r[key] if r[key] >= 0 else missing for r in rows], dtype=np.int64)
+
     with pm.Model(coords=coords) as model:
         mu = _vector_rv("mu", [parse_prior(layout.priors["mu"][d]) for d in domains], "domain", domains)
         tau = _vector_rv("tau", [parse_prior(layout.priors["tau"][d]) for d in domains], "domain", domains)
-        project_domain = np.array([d_index[p["domain"]] for p in layout.projects])
+        project_domain = pm.Data("project_domain", np.array([d_index[p["domain"]] for p in layout.projects], dtype=np.int64), dims="project")
         z_project = pm.Normal("z_project", 0.0, 1.0, dims="project")
         theta_project = pm.Deterministic("theta_project", mu[project_domain] + tau[project_domain] * z_project, dims="project")
 
-        if replicates:
+        if layout.omega_domains:
             omega = _vector_rv("omega", [parse_prior(layout.priors["omega"][d]) for d in layout.omega_domains], "omega_domain", layout.omega_domains)
-            o_index = {d: i for i, d in enumerate(layout.omega_domains)}
-            z_rep = pm.Normal("z_replicate", 0.0, 1.0, dims="replicate")
-            residual = pt.concatenate([omega[np.array([o_index[k["domain"]] for k in replicates])] * z_rep, pt.zeros(1)])
+            omega_all = pt.concatenate([omega, pt.zeros(1)])
         else:
-            residual = pt.zeros(1)
+            omega_all = pt.zeros(1)
+        o_index = {d: i for i, d in enumerate(layout.omega_domains)}
 
         if layout.bias_terms:
-            t_sign = np.array([t["sign"] for t in layout.bias_terms])
+            t_sign = pm.Data("bias_sign", np.array([t["sign"] for t in layout.bias_terms]), dims="bias_term")
             z_bias = pm.Normal("z_bias", 0.0, 1.0, dims="bias_term")
             if spec.bias_mode == "additive":
-                means = np.array([t["mean"] for t in layout.bias_terms])
-                sds = np.array([t["sd"] for t in layout.bias_terms])
+                means = pm.Data("bias_prior_mean", np.array([t["mean"] for t in layout.bias_terms]), dims="bias_term")
+                sds = pm.Data("bias_prior_sd", np.array([t["sd"] for t in layout.bias_terms]), dims="bias_term")
                 bias = pm.Deterministic("bias", t_sign * (means + sds * z_bias), dims="bias_term")
             else:  # hierarchical: a design level (Prevost et al. 2000), in domain-scale units
-                t_scale = np.array([t["scale"] for t in layout.bias_terms])
-                design_of = np.array([layout.bias_designs.index(t["design"]) for t in layout.bias_terms])
+                t_scale = pm.Data("bias_scale", np.array([t["scale"] for t in layout.bias_terms]), dims="bias_term")
+                design_of = pm.Data("bias_design_index", np.array([layout.bias_designs.index(t["design"]) for t in layout.bias_terms], dtype=np.int64), dims="bias_term")
                 mean = spec.hierarchy_prior("mean").to_pymc("bias_mean")
                 design_sd = spec.hierarchy_prior("design_sd").to_pymc("bias_design_sd")
                 project_sd = spec.hierarchy_prior("project_sd").to_pymc("bias_project_sd")
@@ -343,29 +357,34 @@ def model_from_layout(layout: Layout, spec: ModelSpec):
         else:
             bias_all = pt.zeros(1)
 
-        def shifted_effect(rows: list[dict]):
-            cell = np.array([k["project_index"] for k in rows])
-            rep = np.array([k["replicate_index"] for k in rows])
-            rep = np.where(rep < 0, len(replicates), rep)
-            b = np.array([k["bias_index"] for k in rows])
-            b = np.where(b < 0, len(layout.bias_terms), b)
-            return theta_project[cell] + residual[rep] + bias_all[b]
+        def effect_and_extra_sd(rows: list[dict], dim: str):
+            """Each row's expected effect (project effect + design bias) and its within-project SD (omega or 0)."""
+            cell = pm.Data(f"{dim}_project", np.array([k["project_index"] for k in rows], dtype=np.int64), dims=dim)
+            b = pm.Data(f"{dim}_bias_term", index(rows, "bias_index", len(layout.bias_terms)), dims=dim)
+            rep = np.array([o_index[k["domain"]] if k["replicate_index"] >= 0 else len(o_index) for k in rows], dtype=np.int64)
+            o = pm.Data(f"{dim}_omega_domain", rep, dims=dim)
+            return theta_project[cell] + bias_all[b], omega_all[o]
 
         if layout.estimates:
-            yi = np.array([e["yi"] for e in layout.estimates])
+            yi = pm.Data("yi", np.array([e["yi"] for e in layout.estimates]), dims="estimate")
             sei = pm.Data("sei", np.array([e["sei"] for e in layout.estimates]), dims="estimate")
-            weight = np.array([e["weight"] for e in layout.estimates])
-            pm.Normal("y", mu=shifted_effect(layout.estimates), sigma=sei / np.sqrt(weight), observed=yi, dims="estimate")
+            weight = pm.Data("estimate_weight", np.array([e["weight"] for e in layout.estimates]), dims="estimate")
+            effect, extra_sd = effect_and_extra_sd(layout.estimates, "estimate")
+            pm.Normal("y", mu=effect, sigma=pt.sqrt(sei**2 / weight + extra_sd**2), observed=yi, dims="estimate")
 
         if layout.findings:
             se_priors = [parse_prior(layout.priors["se"][f["domain"]]) for f in layout.findings]
             se = _vector_rv("se_finding", se_priors, "finding", coords["finding"])
-            weight = np.array([f["weight"] for f in layout.findings])
-            x = shifted_effect(layout.findings) / (se / np.sqrt(weight))
-            z_low = np.array([f["z_low"] for f in layout.findings])
-            z_high = np.array([f["z_high"] for f in layout.findings])
+            weight = pm.Data("finding_weight", np.array([f["weight"] for f in layout.findings]), dims="finding")
+            effect, extra_sd = effect_and_extra_sd(layout.findings, "finding")
+            z_low = pm.Data("z_low", np.array([f["z_low"] for f in layout.findings]), dims="finding")
+            z_high = pm.Data("z_high", np.array([f["z_high"] for f in layout.findings]), dims="finding")
+            # the reported z = yhat / s with yhat ~ N(effect, s^2 + omega^2): z ~ N(effect / s, 1 + omega^2 / s^2)
+            s = se / pt.sqrt(weight)
+            spread = pt.sqrt(1 + (extra_sd / s) ** 2)
+            x = effect / s
             std = pm.Normal.dist(0.0, 1.0)
-            logp = pm.math.logdiffexp(pm.logcdf(std, z_high - x), pm.logcdf(std, z_low - x))
+            logp = pm.math.logdiffexp(pm.logcdf(std, (z_high - x) / spread), pm.logcdf(std, (z_low - x) / spread))
             pm.Potential("direction_only", logp, dims="finding")
 
     model._metaeval_layout = layout  # noqa: SLF001 - read through layout_of

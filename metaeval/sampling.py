@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import threading
 import warnings
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -91,22 +92,13 @@ def fit(
     settings = SamplerSettings(chains, draws, tune, seed, sampler, target_accept).resolved(spec)
     if progress is None:
         progress = sys.stderr.isatty()
-    kwargs = {}
-    if settings.sampler == "pymc":
-        kwargs["cores"] = 1
     try:
-        with model:
-            posterior = pm.sample(
-                draws=settings.draws,
-                tune=settings.tune,
-                chains=settings.chains,
-                random_seed=settings.seed,
-                nuts_sampler=settings.sampler,
-                nuts={"target_accept": settings.target_accept},
-                progressbar=bool(progress),
-                quiet=not progress,
-                **kwargs,
-            )
+        if settings.sampler == "nutpie":
+            posterior = _sample_nutpie(model, settings, bool(progress))
+        else:
+            with model:
+                posterior = pm.sample(draws=settings.draws, tune=settings.tune, chains=settings.chains, cores=1, random_seed=settings.seed,
+                                      nuts_sampler="pymc", nuts={"target_accept": settings.target_accept}, progressbar=bool(progress), quiet=not progress)
     except Exception as err:  # compilation, initial-point or sampler errors: a failure, never a result
         from metaeval.errors import SamplingFailed
 
@@ -123,6 +115,92 @@ def fit(
     except ValueError:
         return posterior
     return annotate(posterior, layout, spec, settings)
+
+
+# --- compiled samplers, reused within a process --------------------------------------------
+
+#: nutpie samplers compiled in this process, newest last: (signature, outputs, inputs, compiled, template model).
+_COMPILED: list[tuple] = []
+_COMPILED_MAX = 8
+_COMPILED_LOCK = threading.Lock()
+
+
+def _structure(model):
+    """What identifies a model's compiled sampler up to its data, or None when it cannot be reused.
+
+    Returns (signature, outputs, inputs): the log density and deterministics written in the
+    model's value variables and ``pm.Data`` containers, those inputs, and a cheap signature
+    (their names, types and data shapes) to filter candidates before comparing graphs. A graph
+    that reads a shared variable which is not one of the model's named data containers is
+    not reused: its value could not be carried over.
+    """
+    from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.graph.traversal import graph_inputs
+
+    outputs = [model.logp(), *model.replace_rvs_by_values(model.deterministics)]
+    shared = [v for v in graph_inputs(outputs) if isinstance(v, SharedVariable)]
+    dims = {v for v in shared if model.dim_lengths.get(v.name) is v}
+    data = sorted((v for v in shared if v not in dims), key=lambda v: v.name or "")
+    names = [v.name for v in data]
+    if len(set(names)) != len(names) or any(name is None or model.named_vars.get(name) is not v for name, v in zip(names, data)):
+        return None
+    signature = (
+        tuple((v.name, str(v.type)) for v in model.value_vars),
+        tuple(sorted((v.name, int(v.get_value())) for v in dims)),
+        tuple((v.name, str(v.type), v.get_value(borrow=True).shape) for v in data),
+        tuple(d.name for d in model.deterministics),
+    )
+    return signature, outputs, [*model.value_vars, *sorted(dims, key=lambda v: v.name), *data]
+
+
+def _sample_nutpie(model, settings: SamplerSettings, progress: bool):
+    """Sample with nutpie, compiling the model once per structure in this process.
+
+    A model equal to an earlier one up to the values of its data containers (the same
+    evidence shape and prior families, say, with other estimates or prior scales) reuses
+    that model's compiled sampler with the new data, so a notebook refit skips the
+    compilation that dominates a fit. Draws are the same as from a fresh compilation: the
+    template's initial-point function is given the new data while the chains start.
+    """
+    import time
+
+    import nutpie
+    from pymc.backends.arviz import patch_nutpie_idata
+    from pytensor.graph.basic import equal_computations
+
+    structure = _structure(model)
+    with _COMPILED_LOCK:
+        entry = None
+        if structure is not None:
+            signature, outputs, inputs = structure
+            entry = next((e for e in _COMPILED if e[0] == signature and equal_computations(e[1], outputs, e[2], inputs)), None)
+        if entry is None:
+            compiled, template, values = nutpie.compile_pymc_model(model), model, {}
+            if structure is not None:
+                _COMPILED.append((*structure, compiled, model))
+                del _COMPILED[:-_COMPILED_MAX]
+        else:
+            template = entry[4]
+            values = {v.name: v.get_value() for v in structure[2] if v.name in model.named_vars and v.name not in model.dim_lengths and v not in model.value_vars}
+            compiled = entry[3].with_data(**values)
+        saved = {name: template[name].get_value() for name in values}
+        for name, value in values.items():
+            template[name].set_value(value)
+        try:
+            start = time.time()
+            posterior = nutpie.sample(compiled, draws=settings.draws, tune=max(settings.tune, 1),  # nuts-rs needs one tuning step
+                                      chains=settings.chains, seed=settings.seed,
+                                      target_accept=settings.target_accept, save_warmup=False, progress_bar=progress)
+            elapsed = time.time() - start
+        finally:
+            for name, value in saved.items():
+                template[name].set_value(value)
+    patch_nutpie_idata(posterior, model, sampling_time=elapsed)
+    if template is not model:  # the compiled sampler carries the template's labels
+        for group in ("posterior", "sample_stats"):
+            ds = posterior[group].to_dataset()
+            posterior[group] = ds.assign_coords({dim: list(model.coords[dim]) for dim in ds.dims if dim in model.coords})
+    return posterior
 
 
 def annotate(posterior, layout: Layout, spec: ModelSpec | None, settings: SamplerSettings):

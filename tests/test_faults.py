@@ -212,12 +212,12 @@ def test_tampered_cached_summary_is_recomputed_from_the_posterior(fitted, tmp_pa
 
 
 def test_sampler_failure_is_an_error_not_a_result(tmp_path, monkeypatch, capsys):
-    import pymc
+    import nutpie
 
     def broken(*args, **kwargs):
         raise RuntimeError("Initial evaluation of model at starting point failed!")
 
-    monkeypatch.setattr(pymc, "sample", broken)
+    monkeypatch.setattr(nutpie, "sample", broken)
     out = tmp_path / "out"
     write_atomic(out / "summary.json", '{"previous": true}\n')
     rc = main(["fit", "--csv", str(_csv(tmp_path / "s.csv")), "--out", str(out), "--chains", "1", "--draws", "10", "--tune", "10", "--format", "json"])
@@ -231,8 +231,9 @@ def test_sampler_failure_is_an_error_not_a_result(tmp_path, monkeypatch, capsys)
 
 def test_non_finite_draws_are_a_sampler_failure(monkeypatch):
     import numpy as np
-    import pymc
     import xarray as xr
+
+    from metaeval import sampling
 
     from metaeval.model import build_model
     from metaeval.harmonise import load_evidence as _load  # noqa: F401
@@ -241,7 +242,7 @@ def test_non_finite_draws_are_a_sampler_failure(monkeypatch):
         post = xr.Dataset({"mu": (("chain", "draw"), np.array([[0.1, np.nan]]))})
         return xr.DataTree.from_dict({"posterior": post})
 
-    monkeypatch.setattr(pymc, "sample", nan_draws)
+    monkeypatch.setattr(sampling, "_sample_nutpie", nan_draws)
     table = load_evidence(csv=_csv(Path(os.environ.get("TMPDIR", "/tmp")) / f"nan_{os.getpid()}.csv"))
     with pytest.raises(SamplingFailed, match="non-finite draws .* mu"):
         fit(build_model(table, load_spec("default")), chains=1, draws=2, tune=0, progress=False)

@@ -75,6 +75,71 @@ def test_fit_returns_an_annotated_datatree():
     assert settings["target_accept"] == spec.target_accept and settings["seed"] == 1
 
 
+@pytest.fixture
+def compile_count(monkeypatch):
+    """An empty compiled-sampler cache and a counter of nutpie compilations."""
+    import nutpie
+
+    from metaeval import sampling
+
+    calls = []
+    original = nutpie.compile_pymc_model
+    monkeypatch.setattr(nutpie, "compile_pymc_model", lambda model, **kw: calls.append(model) or original(model, **kw))
+    monkeypatch.setattr(sampling, "_COMPILED", [])
+    return calls
+
+
+def test_a_refit_with_other_data_and_prior_values_reuses_the_compiled_sampler_and_gives_fresh_draws(compile_count):
+    from metaeval import sampling
+
+    small = dict(chains=2, draws=100, tune=100, seed=5, progress=False)
+    fit(build_model(csv_like([0.1, 0.3, 0.2], [0.1, 0.2, 0.15]), load_spec("default")), **small)
+    other = lambda: build_model(csv_like([0.5, -0.2, 0.9], [0.3, 0.1, 0.2], studies=["X", "Y", "Z"]), load_spec("default", ["tau=halfnormal(2)"]))  # noqa: E731
+    reused = fit(other(), **small)
+    assert len(compile_count) == 1  # the second model differs only in its data containers
+    sampling._COMPILED.clear()
+    fresh = fit(other(), **small)
+    assert len(compile_count) == 2
+    a, b = reused["posterior"].to_dataset(), fresh["posterior"].to_dataset()
+    assert set(a.data_vars) == set(b.data_vars)
+    for name in a.data_vars:  # the new estimates, prior and initial point all took effect
+        np.testing.assert_array_equal(a[name].values, b[name].values)
+    assert list(a["theta_project"].coords["project"].values) == ["all/X", "all/Y", "all/Z"]
+    np.testing.assert_array_equal(reused["observed_data"]["y"].values, [0.5, -0.2, 0.9])
+
+
+def test_a_model_of_another_structure_is_compiled_anew(compile_count):
+    import pymc as pm
+
+    small = dict(chains=2, draws=100, tune=100, seed=5, progress=False)
+    table = csv_like([0.1, 0.3, 0.2], [0.1, 0.2, 0.15])
+    fit(build_model(table, load_spec("default")), **small)
+    fit(build_model(table, load_spec("default", ["tau=halfcauchy(1)"])), **small)  # another prior family
+    assert len(compile_count) == 2
+    extended = build_model(table, load_spec("default"))
+    with extended:  # a researcher's extension is part of the structure
+        pm.Normal("extra", 0.0, 1.0)
+    posterior = fit(extended, **small)
+    assert len(compile_count) == 3 and "extra" in posterior["posterior"]
+
+
+def test_a_graph_reading_an_unnamed_shared_variable_is_never_reused():
+    import pymc as pm
+    import pytensor
+
+    from metaeval.sampling import _structure
+
+    hidden = pytensor.shared(np.array([1.0, 2.0]))
+    with pm.Model() as model:
+        x = pm.Normal("x", 0.0, 1.0, shape=2)
+        pm.Normal("y", x * hidden, 1.0, observed=np.zeros(2))
+    assert _structure(model) is None
+    with pm.Model() as named:
+        x = pm.Normal("x", 0.0, 1.0, shape=2)
+        pm.Normal("y", x * pm.Data("scale", np.array([1.0, 2.0])), 1.0, observed=np.zeros(2))
+    assert _structure(named) is not None
+
+
 def test_known_domain_mean_is_recovered():
     """Simulated evidence with known truth: 40 projects around mu = 0.3 (tau 0.1, SE 0.05)."""
     rng = np.random.default_rng(42)
