@@ -92,7 +92,9 @@ def _sampler_settings(args: argparse.Namespace):
 
 
 def _exact_summary(args: argparse.Namespace, evidence, spec) -> dict:
+    """The exact engine's summary as plain JSON data (NaN as null): what is printed is what is written."""
     from metaeval.exact import fit_exact
+    from metaeval.present import plain
 
     domains = sorted(set(evidence["domain"].astype(str)))
     unknown = [(k, k.partition(".")[0], k.partition(".")[2]) for k in spec.overrides
@@ -105,14 +107,14 @@ def _exact_summary(args: argparse.Namespace, evidence, spec) -> dict:
 
     summary.setdefault("provenance", {"versions": package_versions(), "evidence_sha256": evidence_digest(evidence),
                                       "model_sha256": spec.digest(), "seed": summary["seed"]})
-    return summary
+    return plain(summary)
 
 
 def _emit_summary(args: argparse.Namespace, summary: dict) -> int:
     """Print a summary; say plainly when the diagnostics gate failed (exit 1 with --strict)."""
     from metaeval.summary import render
 
-    sys.stdout.write(_plain_json(summary) if args.format == "json" and summary.get("engine") != "mcmc" else render(summary, args.format))
+    sys.stdout.write(render(summary, args.format))
     diagnostics = summary.get("diagnostics") or {}
     if diagnostics.get("passed") is False:
         reasons = "; ".join(diagnostics.get("failures", [])) or "see diagnostics"
@@ -122,12 +124,6 @@ def _emit_summary(args: argparse.Namespace, summary: dict) -> int:
     return 0
 
 
-def _plain_json(summary: dict) -> str:
-    from metaeval.present import to_json
-
-    return to_json(summary)
-
-
 def _fit(args: argparse.Namespace):
     """The evidence and its summary: fitted (or reused from the cache) with the chosen engine."""
     from metaeval.harmonise import load_evidence
@@ -135,8 +131,12 @@ def _fit(args: argparse.Namespace):
 
     spec = load_spec(args.model, args.prior)
     evidence = load_evidence(args.data, csv=args.csv)
-    if args.engine == "exact":
-        return evidence, _exact_summary(args, evidence, spec)
+    if args.engine == "exact":  # computed afresh every time (no cache); its summary is written as the MCMC one is
+        from metaeval.summary import write_summary
+
+        summary = _exact_summary(args, evidence, spec)
+        write_summary(summary, args.out)
+        return evidence, summary
     from metaeval.summary import fit_and_summarise
 
     summary, _ = fit_and_summarise(evidence, spec, out=args.out, settings=_sampler_settings(args), refit=args.refit)

@@ -317,6 +317,14 @@ class CsvRow(BaseModel):
 
 def read_csv(path: Path | str):
     """Read a metafor-style CSV into the raw table (``study, yi, vi|sei`` + optional columns)."""
+    import pandas as pd
+
+    return pd.DataFrame(csv_records(path))
+
+
+def csv_records(path: Path | str) -> list[dict[str, Any]]:
+    """The rows of :func:`read_csv` as plain dicts, so a caller that keeps working row by row
+    (:func:`metaeval.harmonise.load_evidence`) makes one DataFrame at the end, not several."""
     import csv
     import io
 
@@ -331,9 +339,7 @@ def read_csv(path: Path | str):
     return _parse_csv(path, lines)
 
 
-def _parse_csv(path: Path, lines: list[list[str]]):
-    import pandas as pd
-
+def _parse_csv(path: Path, lines: list[list[str]]) -> list[dict[str, Any]]:
     header = [h.strip() for h in lines[0]]
     missing = [c for c in ("study", "yi") if c not in header]
     if missing or not ({"vi", "sei"} & set(header)):
@@ -381,7 +387,7 @@ def _parse_csv(path: Path, lines: list[list[str]]):
             curated_poolable=True, curated_reason=None, assumed={}, assumptions=None,
             **{f"mod_{k}": _number_or_text(v) for k, v in extra.items()},
         ))
-    return pd.DataFrame(records)
+    return records
 
 
 def _number_or_text(value: Any) -> Any:

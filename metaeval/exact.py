@@ -520,7 +520,7 @@ def _domain_meta(table, rows: list[int], domain: str) -> dict:
     def one(column, default):
         if column not in table.columns:
             return default
-        values = {v for v in (table[column].iloc[i] for i in rows) if _present(v)}
+        values = set(table[column].take(rows).dropna().tolist())  # one column slice, not a lookup per row
         if len(values) > 1:
             raise ValueError(f"domain {domain!r}: rows disagree on {column} ({', '.join(sorted(map(str, values)))})")
         return values.pop() if values else default

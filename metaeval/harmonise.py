@@ -14,7 +14,7 @@ from typing import Any
 
 from metaeval import effects
 from metaeval.errors import InputError, Problem
-from metaeval.evidence import EvidenceBase, raw_table, read_csv, read_evidence_base
+from metaeval.evidence import EvidenceBase, csv_records, raw_table, read_evidence_base
 
 BINARY = {"pp": 100.0, "share": 1.0}  # metric -> value of "everyone"
 CONTINUOUS = {"hours", "grade", "score", "count", "dkk", "dkk_1000", "md"}
@@ -206,11 +206,17 @@ def harmonise(raw, domains: dict[str, dict[str, Any]] | None = None, *, estimand
     """
     import pandas as pd
 
+    derived = pd.DataFrame(_harmonised(raw.to_dict("records"), domains, estimand))
+    raw = raw.drop(columns=[c for c in derived.columns if c in raw.columns]).reset_index(drop=True)
+    return pd.concat([raw, derived], axis=1)
+
+
+def _harmonised(records: list[dict[str, Any]], domains: dict[str, dict[str, Any]] | None, estimand: str) -> list[dict[str, Any]]:
+    """The columns :func:`harmonise` adds, one dict per raw record (same order)."""
     if estimand not in ESTIMANDS:
         raise ValueError(f"estimand must be one of {', '.join(ESTIMANDS)}, got {estimand!r}")
     domains = domains or {}
     rows = []
-    records = raw.to_dict("records")
     for rec in records:
         dom = domains.get(rec["domain"]) or _csv_domain(rec["domain"])
         rows.append({**_harmonise_row(_Row(rec), dom, estimand), **{f"domain_{k}": dom[k] for k in ("label", "metric", "beneficial", "mid", "scale")}})
@@ -223,11 +229,9 @@ def harmonise(raw, domains: dict[str, dict[str, Any]] | None = None, *, estimand
                     rows[i].update(poolable=False, direction_only=False, yi=math.nan, sei=math.nan, exclusion_reason=(
                         f"ITT replaced by its participation (Bloom) effect {rec.get('estimate_id')!r} (estimand = tot); "
                         "the two are never pooled together"))
-    derived = pd.DataFrame(rows)
-    raw = raw.drop(columns=[c for c in derived.columns if c in raw.columns]).reset_index(drop=True)
-    table = pd.concat([raw, derived], axis=1)
-    table["vi"] = table["sei"] ** 2
-    return table
+    for row in rows:
+        row["vi"] = row["sei"] * row["sei"]
+    return rows
 
 
 def _domain_dicts(base: EvidenceBase) -> dict[str, dict[str, Any]]:
@@ -251,16 +255,21 @@ def load_evidence(data_dir: Path | str | None = None, *, csv: Path | str | None 
     :class:`~metaeval.errors.InputError` listing every problem when the input is invalid
     or inconsistent.
     """
-    if csv is not None:
-        raw = read_csv(csv)
-        table = harmonise(raw, estimand=estimand)
-        for col in COLUMNS:
-            if col not in table:
-                table[col] = None
+    if csv is not None:  # harmonised and checked row by row, then one DataFrame (no round trips)
+        import pandas as pd
+
+        raw = csv_records(csv)
+        records = [{**rec, **row} for rec, row in zip(raw, _harmonised(raw, None, estimand))]
+        for rec in records:
+            for col in COLUMNS:
+                rec.setdefault(col, None)
+        findings = _findings(records)
+        table = pd.DataFrame(records)
     else:
         base = read_evidence_base(data_dir)
         table = harmonise(raw_table(base), _domain_dicts(base), estimand=estimand)
-    errors = [f for f in check_consistency(table) if f.severity == "error"]
+        findings = check_consistency(table)
+    errors = [f for f in findings if f.severity == "error"]
     if errors:
         raise InputError([f.problem for f in errors])
     first = ["estimate_id", *COLUMNS]
@@ -338,7 +347,11 @@ def check_consistency(table) -> list[Finding]:
     needed = ("estimate_id", "project_id", "file", "record", "acknowledged", "estimate", "ci_low", "ci_high",
               "ci_level", "p_value", "metric", "mean_treatment", "mean_control", "target", "estimand", "tot_of",
               "take_up", "poolable")
-    records = table[[c for c in needed if c in table.columns]].to_dict("records")
+    return _findings(table[[c for c in needed if c in table.columns]].to_dict("records"))
+
+
+def _findings(records: list[dict[str, Any]]) -> list[Finding]:
+    """:func:`check_consistency` on the table's rows as dicts."""
     by_id = {r["estimate_id"]: r for r in records}
     findings = []
     for rec in records:

@@ -9,12 +9,12 @@ from typing import IO, Any
 _TERMINAL_COLUMNS = ["estimate_id", "design", "domain", "estimand", "metric", "estimate", "yi", "sei", "poolable", "exclusion_reason"]
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """A JSON-ready value: NaN → None, numpy scalars → Python, containers recursively."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         value = value.item()
     if value is not None and type(value).__name__ in ("NAType", "NaTType"):
@@ -26,7 +26,7 @@ def _plain(value: Any) -> Any:
 
 def to_json(obj: Any, sort_keys: bool = True) -> str:
     """Deterministic JSON: sorted keys (unless told to keep order), no NaN (null instead)."""
-    return json.dumps(_plain(obj), sort_keys=sort_keys, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    return json.dumps(plain(obj), sort_keys=sort_keys, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def write_table(table, fmt: str, stream: IO[str], columns: str | list[str] | None = "core") -> None:

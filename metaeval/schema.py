@@ -39,9 +39,13 @@ Slug = Field(pattern=r"^[a-z0-9][a-z0-9_]*$", max_length=64)
 
 
 class _Strict(BaseModel):
-    """Base: unknown fields are errors, strings are stripped, NaN and infinities are refused."""
+    """Base: unknown fields are errors, strings are stripped, NaN and infinities are refused.
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
+    Validators are built on first use (``defer_build``): every command imports this module
+    (through :mod:`metaeval.spec`), and one that reads no project file should not pay for them.
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False, defer_build=True)
 
 
 class Provenance(_Strict):

@@ -720,6 +720,16 @@ def test_fit_exact_domain_edge_cases():
     assert pension["notes"]
 
 
+def test_fit_exact_domain_rows_must_agree_on_its_metadata():
+    table = _table()
+    table.loc[1, "domain_label"] = "Jobs"
+    with pytest.raises(ValueError, match=r"domain 'employment': rows disagree on domain_label \(Employment, Jobs\)"):
+        fit_exact(table, priors=PRIORS)
+    table = _table().astype({"domain_mid": object})
+    table.loc[0, "domain_mid"], table.loc[2, "domain_mid"] = math.nan, None  # missing in some rows: the others' value holds
+    assert fit_exact(table, priors=PRIORS)["domains"]["employment"]["mid"] == 2.0
+
+
 def test_fit_exact_bad_input():
     with pytest.raises(ValueError, match="empty"):
         fit_exact(_table().iloc[:0], priors=PRIORS)

@@ -83,7 +83,7 @@ def test_hashes_follow_the_evidence_and_the_model_not_the_file_location(tmp_path
     from metaeval.cli import main
 
     def provenance(*args: str) -> dict:
-        assert main(["fit", "--engine", "exact", "--format", "json", *args]) == 0
+        assert main(["fit", "--engine", "exact", "--format", "json", "--out", str(tmp_path / "out"), *args]) == 0
         return json.loads(capsys.readouterr().out)["provenance"]
 
     base = provenance("--csv", str(_csv(tmp_path / "a.csv")))
@@ -102,7 +102,7 @@ def test_report_records_seed_and_version(tmp_path, capsys):
     from metaeval.cli import main
 
     csv = str(_csv(tmp_path / "a.csv"))
-    assert main(["fit", "--engine", "exact", "--csv", csv, "--format", "json"]) == 0
+    assert main(["fit", "--engine", "exact", "--csv", csv, "--format", "json", "--out", str(tmp_path / "out")]) == 0
     summary = json.loads(capsys.readouterr().out)
     summary["seed"] = 11  # as an MCMC fit's summary would carry it
     (tmp_path / "s.json").write_text(json.dumps(summary))

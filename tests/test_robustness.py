@@ -135,8 +135,9 @@ def _csv_text_cells(text: str) -> list[str]:
 
 
 @pytest.mark.parametrize("command", [["evidence", "--format", "csv", "--all-columns"], ["fit", "--engine", "exact", "--format", "csv"], ["classic", "--format", "csv"]])
-def test_formula_cells_are_defused_in_every_csv_export(command, capsys):
+def test_formula_cells_are_defused_in_every_csv_export(command, tmp_path, monkeypatch, capsys):
     """=, +, -, @ at the start of a name would run as a spreadsheet formula; exports prefix them with '."""
+    monkeypatch.chdir(tmp_path)  # fit writes its summary to ./metaeval-out
     rc, out, err = run([*command, "--csv", FIXTURES / "bad_csv" / "ok_formula_cells.csv"], capsys)
     assert rc == 0, err
     text_cells = _csv_text_cells(out)
@@ -249,7 +250,8 @@ def test_bad_model_file_exits_2_naming_file_table_key(case, tmp_path, capsys):
 def test_model_file_with_bom_is_read(tmp_path, capsys):
     import json
 
-    rc, out, err = run(["fit", "--engine", "exact", "--csv", EIGHT, "--model", FIXTURES / "bad_models" / "ok_bom.toml", "--format", "json"], capsys)
+    rc, out, err = run(["fit", "--engine", "exact", "--csv", EIGHT, "--model", FIXTURES / "bad_models" / "ok_bom.toml", "--format", "json",
+                        "--out", tmp_path], capsys)
     assert rc == 0, err
     model = json.loads(out)["model"]
     assert model["priors"]["mu"] == "normal(0, 2)"
@@ -551,7 +553,7 @@ def test_edge_exact_engine(case, tmp_path, capsys):
     ys, ses = EDGES[case]
     csv = tmp_path / "e.csv"
     csv.write_text("study,yi,sei\n" + "".join(f"s{i},{y!r},{s!r}\n" for i, (y, s) in enumerate(zip(ys, ses))))
-    rc, out, err = run(["fit", "--engine", "exact", "--csv", csv, "--format", "json"], capsys)
+    rc, out, err = run(["fit", "--engine", "exact", "--csv", csv, "--format", "json", "--out", tmp_path], capsys)
     assert rc == 0, err
     summary = json.loads(out)  # json.loads would keep NaN; check every number is finite
     _finite_summary(summary["domains"]["all"])

@@ -128,3 +128,19 @@ def test_csv_export_defuses_spreadsheet_formulas(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "'=HYPERLINK" in out
     assert "\n=HYPERLINK" not in out
+
+
+def test_every_bad_csv_row_is_reported_once_in_row_order(tmp_path, capsys):
+    path = tmp_path / "bad.csv"
+    path.write_text("study,yi,sei\nA,1,0.5\nB,x,0.2\nC,0.3,-1\nA,0.2,0.1\nD,0.1\nE,0.1,0.1\n\nE,0.2,0.3\n,0.1,0.1\nF,nan,0.1\nG,1,\n")
+    assert main(["validate", "--csv", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: {path}: {line}" for line in (
+        "record row 3 (study 'B'), field yi: Input should be a valid number, unable to parse string as a number (got 'x')",
+        "record row 4 (study 'C'), field sei: Input should be greater than 0 (got '-1')",
+        "record row 5 (study 'A'), field study: duplicate study id; first used on row 2",
+        "record row 6: has 2 cells; the header has 3",
+        "record row 9 (study 'E'), field study: duplicate study id; first used on row 7",
+        "record row 10, field study: String should have at least 1 character (got '')",
+        "record row 11 (study 'F'), field yi: Input should be a finite number (got 'nan')",
+        "record row 12 (study 'G'), field vi, sei: needs vi or sei",
+    )]
