@@ -131,7 +131,9 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
     rows = evidence.to_dict("records")
     problems: list[Problem] = []
     ids = [str(r["estimate_id"]) for r in rows]
-    for dup in sorted({i for i in ids if ids.count(i) > 1}):
+    from collections import Counter
+
+    for dup in sorted(i for i, n in Counter(ids).items() if n > 1):
         problems.append(Problem("evidence table", dup, "estimate_id", "estimate ids must be unique"))
 
     layout = Layout()
@@ -287,6 +289,48 @@ def build_model(evidence, spec: ModelSpec):
     return model_from_layout(prepare(evidence, spec), spec)
 
 
+def _collapse(y, v, index, n, segsum, log):
+    """Integrate out a Gaussian level: rows ``y ~ N(theta[index], v)`` given per-group ``theta``.
+
+    Returns each group's precision ``P`` and precision-weighted mean ``ybar`` (so that
+    ``ybar ~ N(theta, 1/P)``) and each row's share of the remaining log-likelihood,
+    ``-0.5 (log 2 pi v + (y - ybar)^2 / v)``; a group adds ``0.5 log(2 pi / P)``.
+    Written once for numpy and PyTensor: ``segsum(values, index, n)`` sums by group.
+    """
+    precision = segsum(1 / v, index, n)
+    mean = segsum(y / v, index, n) / precision
+    return precision, mean, -0.5 * (_LOG_2PI + log(v) + (y - mean[..., index]) ** 2 / v)
+
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def cell_groups(layout: Layout, spec: ModelSpec) -> dict:
+    """Which project cells are integrated out (``effects = "marginal"``) and how their estimates group.
+
+    A cell is integrated out when it holds only estimates (a direction-only finding is not
+    Gaussian); within it, estimates group by bias term (one group for those without).
+    Returns ``latent`` (project indices sampled), ``marginal`` (project indices integrated
+    out), ``rows`` (estimate indices in marginal cells), ``row_group``, ``group_cell``
+    (position in ``marginal``) and ``group_bias`` (bias-term index, -1 for none).
+    """
+    marginal = [i for i, p in enumerate(layout.projects) if spec.effects == "marginal" and p["n_findings"] == 0]
+    position = {i: j for j, i in enumerate(marginal)}
+    rows = [k for k, e in enumerate(layout.estimates) if e["project_index"] in position]
+    groups: dict[tuple[int, int], int] = {}
+    for k in rows:
+        e = layout.estimates[k]
+        groups.setdefault((e["project_index"], e["bias_index"]), len(groups))
+    return {
+        "latent": [i for i in range(len(layout.projects)) if i not in position],
+        "marginal": marginal,
+        "rows": rows,
+        "row_group": [groups[(layout.estimates[k]["project_index"], layout.estimates[k]["bias_index"])] for k in rows],
+        "group_cell": [position[c] for c, _ in groups],
+        "group_bias": [b for _, b in groups],
+    }
+
+
 def model_from_layout(layout: Layout, spec: ModelSpec):
     """Build the PyMC model from a prepared layout (see ``build_model``).
 
@@ -296,18 +340,34 @@ def model_from_layout(layout: Layout, spec: ModelSpec):
     estimate effects (omega) are Gaussian and integrated out analytically: they add
     omega^2 to an estimate's variance, which removes one funnel and one latent per
     replicated estimate.
+
+    With ``effects = "marginal"`` the project effects and bias terms of cells holding only
+    estimates are integrated out too (``_collapse``, twice): the sampler sees the domain
+    parameters alone, and ``fit`` draws those effects afterwards from their exact
+    conditional posterior (``draw_marginal_effects``). Sampled effects then live on the
+    ``latent_project`` and ``latent_bias_term`` dims, and every likelihood is a
+    ``pm.Potential`` (no pointwise log-likelihood for LOO).
     """
     import pymc as pm
     import pytensor.tensor as pt
 
     from metaeval.priors import parse_prior
 
+    marginal_mode = spec.effects == "marginal"
+    split = cell_groups(layout, spec)
+    latent = split["latent"]
+    latent_pos = {i: j for j, i in enumerate(latent)}
+    labels = [p["label"] for p in layout.projects]
+    label_pos = {label: i for i, label in enumerate(labels)}
+    term_cell = [label_pos[f"{t['domain']}/{t['project']}"] for t in layout.bias_terms]
+    latent_terms = [j for j, c in enumerate(term_cell) if c in latent_pos]
+    term_pos = {j: i for i, j in enumerate(latent_terms)}
+
     domains = [d["id"] for d in layout.domains]
     d_index = {d: i for i, d in enumerate(domains)}
-    coords = {
-        "domain": domains,
-        "project": [p["label"] for p in layout.projects],
-    }
+    project_dim = "latent_project" if marginal_mode else "project"
+    term_dim = "latent_bias_term" if marginal_mode else "bias_term"
+    coords = {"domain": domains, "project": labels}
     if layout.estimates:
         coords["estimate"] = [e["estimate_id"] for e in layout.estimates]
     if layout.findings:
@@ -318,17 +378,27 @@ def model_from_layout(layout: Layout, spec: ModelSpec):
         coords["bias_term"] = [t["label"] for t in layout.bias_terms]
     if layout.bias_designs:
         coords["design"] = layout.bias_designs
+    if marginal_mode:
+        coords["latent_project"] = [labels[i] for i in latent]
+        coords["latent_bias_term"] = [layout.bias_terms[j]["label"] for j in latent_terms]
+        coords["marginal_project"] = [labels[i] for i in split["marginal"]]
 
     def index(rows: list[dict], key: str, missing: int) -> np.ndarray:
         """Per-row index into a parameter vector; ``missing`` (one past its end) where the row has none."""
         return np.array([r[key] if r[key] >= 0 else missing for r in rows], dtype=np.int64)
 
+    def ints(values) -> np.ndarray:
+        return np.array(values, dtype=np.int64)
+
     with pm.Model(coords=coords) as model:
         mu = _vector_rv("mu", [parse_prior(layout.priors["mu"][d]) for d in domains], "domain", domains)
         tau = _vector_rv("tau", [parse_prior(layout.priors["tau"][d]) for d in domains], "domain", domains)
-        project_domain = pm.Data("project_domain", np.array([d_index[p["domain"]] for p in layout.projects], dtype=np.int64), dims="project")
-        z_project = pm.Normal("z_project", 0.0, 1.0, dims="project")
-        theta_project = pm.Deterministic("theta_project", mu[project_domain] + tau[project_domain] * z_project, dims="project")
+        project_domain = pm.Data("project_domain", ints([d_index[p["domain"]] for p in layout.projects]), dims="project")
+        theta_latent = None
+        if latent:
+            cell_domain = project_domain[pm.Data("latent_projects", ints(latent))] if marginal_mode else project_domain
+            z_project = pm.Normal("z_project", 0.0, 1.0, dims=project_dim)
+            theta_latent = pm.Deterministic("theta_latent" if marginal_mode else "theta_project", mu[cell_domain] + tau[cell_domain] * z_project, dims=project_dim)
 
         if layout.omega_domains:
             omega = _vector_rv("omega", [parse_prior(layout.priors["omega"][d]) for d in layout.omega_domains], "omega_domain", layout.omega_domains)
@@ -337,40 +407,52 @@ def model_from_layout(layout: Layout, spec: ModelSpec):
             omega_all = pt.zeros(1)
         o_index = {d: i for i, d in enumerate(layout.omega_domains)}
 
+        bias_latent = pt.zeros(1)
         if layout.bias_terms:
             t_sign = pm.Data("bias_sign", np.array([t["sign"] for t in layout.bias_terms]), dims="bias_term")
-            z_bias = pm.Normal("z_bias", 0.0, 1.0, dims="bias_term")
             if spec.bias_mode == "additive":
                 means = pm.Data("bias_prior_mean", np.array([t["mean"] for t in layout.bias_terms]), dims="bias_term")
                 sds = pm.Data("bias_prior_sd", np.array([t["sd"] for t in layout.bias_terms]), dims="bias_term")
-                bias = pm.Deterministic("bias", t_sign * (means + sds * z_bias), dims="bias_term")
-            else:  # hierarchical: a design level (Prevost et al. 2000), in domain-scale units
+                if latent_terms:
+                    pick = pm.Data("latent_bias_terms", ints(latent_terms)) if marginal_mode else slice(None)
+                    z_bias = pm.Normal("z_bias", 0.0, 1.0, dims=term_dim)
+                    bias = pm.Deterministic("bias_latent" if marginal_mode else "bias", t_sign[pick] * (means[pick] + sds[pick] * z_bias), dims=term_dim)
+                    bias_latent = pt.concatenate([bias, pt.zeros(1)])
+            else:  # hierarchical: a design level (Prevost et al. 2000), in domain-scale units (latent effects only)
                 t_scale = pm.Data("bias_scale", np.array([t["scale"] for t in layout.bias_terms]), dims="bias_term")
-                design_of = pm.Data("bias_design_index", np.array([layout.bias_designs.index(t["design"]) for t in layout.bias_terms], dtype=np.int64), dims="bias_term")
+                design_of = pm.Data("bias_design_index", ints([layout.bias_designs.index(t["design"]) for t in layout.bias_terms]), dims="bias_term")
                 mean = spec.hierarchy_prior("mean").to_pymc("bias_mean")
                 design_sd = spec.hierarchy_prior("design_sd").to_pymc("bias_design_sd")
                 project_sd = spec.hierarchy_prior("project_sd").to_pymc("bias_project_sd")
+                z_bias = pm.Normal("z_bias", 0.0, 1.0, dims="bias_term")
                 z_design = pm.Normal("z_design", 0.0, 1.0, dims="design")
                 delta = pm.Deterministic("bias_design", mean + design_sd * z_design, dims="design")
                 bias = pm.Deterministic("bias", t_sign * t_scale * (delta[design_of] + project_sd * z_bias), dims="bias_term")
-            bias_all = pt.concatenate([bias, pt.zeros(1)])
-        else:
-            bias_all = pt.zeros(1)
+                bias_latent = pt.concatenate([bias, pt.zeros(1)])
 
         def effect_and_extra_sd(rows: list[dict], dim: str):
             """Each row's expected effect (project effect + design bias) and its within-project SD (omega or 0)."""
-            cell = pm.Data(f"{dim}_project", np.array([k["project_index"] for k in rows], dtype=np.int64), dims=dim)
-            b = pm.Data(f"{dim}_bias_term", index(rows, "bias_index", len(layout.bias_terms)), dims=dim)
-            rep = np.array([o_index[k["domain"]] if k["replicate_index"] >= 0 else len(o_index) for k in rows], dtype=np.int64)
-            o = pm.Data(f"{dim}_omega_domain", rep, dims=dim)
-            return theta_project[cell] + bias_all[b], omega_all[o]
+            cell = pm.Data(f"{dim}_project", ints([latent_pos[k["project_index"]] for k in rows]), dims=dim)
+            b = pm.Data(f"{dim}_bias_term", ints([term_pos[k["bias_index"]] if k["bias_index"] >= 0 else len(latent_terms) for k in rows]), dims=dim)
+            o = pm.Data(f"{dim}_omega_domain", ints([o_index[k["domain"]] if k["replicate_index"] >= 0 else len(o_index) for k in rows]), dims=dim)
+            return theta_latent[cell] + bias_latent[b], omega_all[o]
 
         if layout.estimates:
             yi = pm.Data("yi", np.array([e["yi"] for e in layout.estimates]), dims="estimate")
             sei = pm.Data("sei", np.array([e["sei"] for e in layout.estimates]), dims="estimate")
             weight = pm.Data("estimate_weight", np.array([e["weight"] for e in layout.estimates]), dims="estimate")
-            effect, extra_sd = effect_and_extra_sd(layout.estimates, "estimate")
-            pm.Normal("y", mu=effect, sigma=pt.sqrt(sei**2 / weight + extra_sd**2), observed=yi, dims="estimate")
+            if not marginal_mode:
+                effect, extra_sd = effect_and_extra_sd(layout.estimates, "estimate")
+                pm.Normal("y", mu=effect, sigma=pt.sqrt(sei**2 / weight + extra_sd**2), observed=yi, dims="estimate")
+            else:
+                on_latent = [k for k, e in enumerate(layout.estimates) if e["project_index"] in latent_pos]
+                if on_latent:
+                    effect, extra_sd = effect_and_extra_sd([layout.estimates[k] for k in on_latent], "latent_estimate")
+                    rows = pm.Data("latent_estimate_rows", ints(on_latent))
+                    pm.Potential("latent_estimates", pm.logp(pm.Normal.dist(effect, pt.sqrt(sei[rows] ** 2 / weight[rows] + extra_sd**2)), yi[rows]))
+                if split["rows"]:
+                    _marginal_likelihood(layout, split, mu, tau, omega_all, o_index, yi, sei, weight, project_domain, means if layout.bias_terms else None,
+                                         sds if layout.bias_terms else None, t_sign if layout.bias_terms else None)
 
         if layout.findings:
             se_priors = [parse_prior(layout.priors["se"][f["domain"]]) for f in layout.findings]
@@ -390,6 +472,103 @@ def model_from_layout(layout: Layout, spec: ModelSpec):
     model._metaeval_layout = layout  # noqa: SLF001 - read through layout_of
     model._metaeval_spec = spec
     return model
+
+
+def _segsum_pt(values, index, n):
+    import pytensor.tensor as pt
+
+    return pt.inc_subtensor(pt.zeros(n)[index], values)
+
+
+def _segsum_np(values, index, n):
+    """Sum the last axis of ``values`` by ``index`` into ``n`` slots."""
+    out = np.zeros((n, *values.shape[:-1]))
+    np.add.at(out, index, np.moveaxis(values, -1, 0))
+    return np.moveaxis(out, 0, -1)
+
+
+def _marginal_likelihood(layout, split, mu, tau, omega_all, o_index, yi, sei, weight, project_domain, means, sds, t_sign):
+    """Add the integrated likelihood of the cells holding only estimates, one term per cell."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    rows = pm.Data("marginal_rows", np.array(split["rows"], dtype=np.int64))
+    n_groups, n_cells = len(split["group_cell"]), len(split["marginal"])
+    row_group = pm.Data("marginal_row_group", np.array(split["row_group"], dtype=np.int64))
+    group_cell = pm.Data("marginal_group_cell", np.array(split["group_cell"], dtype=np.int64))
+    group_bias = pm.Data("marginal_group_bias", np.array([b if b >= 0 else len(layout.bias_terms) for b in split["group_bias"]], dtype=np.int64))
+    row_omega = pm.Data("marginal_row_omega", np.array([o_index[layout.estimates[k]["domain"]] if layout.estimates[k]["replicate_index"] >= 0 else len(o_index) for k in split["rows"]], dtype=np.int64))
+    if means is not None:
+        m_g = pt.concatenate([t_sign * means, pt.zeros(1)])[group_bias]
+        s_g = pt.concatenate([sds, pt.zeros(1)])[group_bias]
+    else:
+        m_g, s_g = pt.zeros(n_groups), pt.zeros(n_groups)
+    v = sei[rows] ** 2 / weight[rows] + omega_all[row_omega] ** 2
+    p_g, ybar_g, l_rows = _collapse(yi[rows], v, row_group, n_groups, _segsum_pt, pt.log)
+    p_c, xbar_c, l_groups = _collapse(ybar_g - m_g, 1 / p_g + s_g**2, group_cell, n_cells, _segsum_pt, pt.log)
+    cell_domain = project_domain[pm.Data("marginal_projects", np.array(split["marginal"], dtype=np.int64))]
+    l_cells = 0.5 * (_LOG_2PI - pt.log(p_c)) + pm.logp(pm.Normal.dist(mu[cell_domain], pt.sqrt(1 / p_c + tau[cell_domain] ** 2)), xbar_c)
+    per_cell = (_segsum_pt(l_rows, group_cell[row_group], n_cells) + _segsum_pt(0.5 * (_LOG_2PI - pt.log(p_g)) + l_groups, group_cell, n_cells) + l_cells)
+    pm.Potential("marginal_likelihood", per_cell, dims="marginal_project")
+
+
+def draw_marginal_effects(posterior, layout: Layout, spec: ModelSpec, seed: int):
+    """Add ``theta_project`` and ``bias`` draws to a posterior fitted with ``effects = "marginal"``.
+
+    For each posterior draw of the domain parameters, the integrated-out project effects
+    and bias terms are drawn from their exact Gaussian conditional posterior: first
+    ``theta_c | data`` (the cell's collapsed estimate against ``N(mu, tau)``), then each
+    bias term given ``theta_c``. Sampled (latent) cells keep their MCMC draws. Seeded, so
+    the same fit gives the same draws.
+    """
+    import xarray as xr
+
+    split = cell_groups(layout, spec)
+    post = posterior["posterior"].to_dataset()
+    n_chain, n_draw = post.sizes["chain"], post.sizes["draw"]
+    n_cells, n_groups = len(split["marginal"]), len(split["group_cell"])
+    theta = np.empty((n_chain, n_draw, len(layout.projects)))
+    bias = np.empty((n_chain, n_draw, len(layout.bias_terms)))
+    if "theta_latent" in post:
+        theta[:, :, split["latent"]] = post["theta_latent"].values
+    if "bias_latent" in post:
+        sampled = set(post["bias_latent"].coords["latent_bias_term"].values)
+        bias[:, :, [j for j, t in enumerate(layout.bias_terms) if t["label"] in sampled]] = post["bias_latent"].values
+    if n_cells:
+        rows = [layout.estimates[k] for k in split["rows"]]
+        y = np.array([e["yi"] for e in rows])
+        sampling_var = np.array([e["sei"] ** 2 / e["weight"] for e in rows])
+        row_group, group_cell = np.array(split["row_group"]), np.array(split["group_cell"])
+        terms = [layout.bias_terms[b] if b >= 0 else None for b in split["group_bias"]]
+        m_g = np.array([t["sign"] * t["mean"] if t else 0.0 for t in terms])
+        s2_g = np.array([t["sd"] ** 2 if t else 0.0 for t in terms])
+        d_of = {d["id"]: i for i, d in enumerate(layout.domains)}
+        cell_domain = [d_of[layout.projects[i]["domain"]] for i in split["marginal"]]
+        replicated = [j for j, e in enumerate(rows) if e["replicate_index"] >= 0]
+        o_of = {d: i for i, d in enumerate(layout.omega_domains)}
+        omega_of_row = [o_of[rows[j]["domain"]] for j in replicated]
+        with_term = [g for g, t in enumerate(split["group_bias"]) if t >= 0]
+        term_of_group = [split["group_bias"][g] for g in with_term]
+        rng = np.random.default_rng([seed, 7])
+        for chain in range(n_chain):  # one chain at a time: the per-row arrays are draws x estimates
+            mu, tau = post["mu"].values[chain][:, cell_domain], post["tau"].values[chain][:, cell_domain]
+            v = np.broadcast_to(sampling_var, (n_draw, len(rows))).copy()
+            if replicated:
+                v[:, replicated] += post["omega"].values[chain][:, omega_of_row] ** 2
+            p_g, ybar_g, _ = _collapse(y, v, row_group, n_groups, _segsum_np, np.log)
+            p_c, xbar_c, _ = _collapse(ybar_g - m_g, 1 / p_g + s2_g, group_cell, n_cells, _segsum_np, np.log)
+            shrink = tau**2 / (tau**2 + 1 / p_c)
+            theta_c = mu + shrink * (xbar_c - mu) + np.sqrt(shrink / p_c) * rng.standard_normal(mu.shape)
+            theta[chain][:, split["marginal"]] = theta_c
+            gain = s2_g / (s2_g + 1 / p_g)
+            b_g = m_g + gain * (ybar_g - theta_c[:, group_cell] - m_g) + np.sqrt(gain / p_g) * rng.standard_normal(ybar_g.shape)
+            bias[chain][:, term_of_group] = b_g[:, with_term]
+    post = post.drop_vars([v for v in ("theta_latent", "bias_latent") if v in post])
+    post["theta_project"] = xr.DataArray(theta, dims=("chain", "draw", "project"), coords={"project": [p["label"] for p in layout.projects]})
+    if layout.bias_terms:
+        post["bias"] = xr.DataArray(bias, dims=("chain", "draw", "bias_term"), coords={"bias_term": [t["label"] for t in layout.bias_terms]})
+    posterior["posterior"] = post
+    return posterior
 
 
 def layout_of(model) -> Layout:

@@ -105,16 +105,20 @@ def fit(
         raise SamplingFailed(f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else 'no message'}") from err
     import numpy as np
 
+    try:
+        layout = layout_of(model)
+    except ValueError:
+        layout = None
+    if layout is not None and spec is not None and spec.effects == "marginal":
+        from metaeval.model import draw_marginal_effects
+
+        posterior = draw_marginal_effects(posterior, layout, spec, settings.seed)
     bad = [name for name, da in posterior["posterior"].to_dataset().data_vars.items() if not np.isfinite(np.asarray(da.values, dtype=float)).all()]
     if bad:
         from metaeval.errors import SamplingFailed
 
         raise SamplingFailed(f"non-finite draws (NaN or infinity) in {', '.join(bad)}; the model cannot be sampled on this evidence as it stands")
-    try:
-        layout = layout_of(model)
-    except ValueError:
-        return posterior
-    return annotate(posterior, layout, spec, settings)
+    return posterior if layout is None else annotate(posterior, layout, spec, settings)
 
 
 # --- compiled samplers, reused within a process --------------------------------------------
@@ -339,6 +343,7 @@ class CachedFit:
     directory: Path
     cached: bool
     _posterior: object = None
+    diagnostics: dict | None = None  # the gate, when this call fitted
 
     @property
     def posterior(self):
@@ -369,7 +374,7 @@ def fit_cached(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerS
     record = {"key": key, "settings": asdict(settings), "versions": _versions(), "spec": spec.to_dict(), "diagnostics": diagnose(posterior),
               "posterior_sha256": file_sha256(path), "evidence_sha256": posterior.attrs["metaeval_evidence_sha256"], "model_sha256": spec.digest()}
     write_atomic(directory / "fit.json", json.dumps(record, sort_keys=True, indent=2) + "\n")
-    return CachedFit(key, directory, False, posterior)
+    return CachedFit(key, directory, False, posterior, record["diagnostics"])
 
 
 def file_sha256(path: str | Path) -> str:

@@ -34,6 +34,8 @@ UNBIASED_DESIGNS = ("rct", "unspecified")
 ALL_DESIGNS = (*DESIGN_LADDER, "unspecified")
 BIAS_MODES = ("none", "additive", "variance_inflation", "hierarchical")
 DIRECTION_ONLY_MODES = ("censored", "exclude")
+#: latent: project effects and bias terms are sampled; marginal: integrated out where a cell has only estimates.
+EFFECTS_MODES = ("latent", "marginal")
 DOMAIN_PARAMS = ("mu", "tau", "omega", "se")
 HIERARCHY_PARAMS = ("mean", "design_sd", "project_sd")
 _POSITIVE = ("tau", "omega", "se", "design_sd", "project_sd")
@@ -42,6 +44,7 @@ _TABLES: dict[str, tuple[str, ...]] = {
     "priors": ("mu", "tau", "omega"),
     "bias": ("mode", "designs", "weights", "hierarchy"),
     "direction_only": ("mode", "se"),
+    "effects": ("mode",),
     "data": ("designs",),
     "sampler": ("target_accept",),
     "summary": ("hdi_prob",),
@@ -62,6 +65,7 @@ class ModelSpec:
     bias_hierarchy: dict[str, Prior] = field(default_factory=dict)
     direction_only: str = "censored"
     direction_only_se: Prior | None = None
+    effects: str = "latent"
     designs: tuple[str, ...] = ALL_DESIGNS
     target_accept: float = 0.99
     hdi_prob: float = 0.95
@@ -108,6 +112,7 @@ class ModelSpec:
                 "hierarchy": {k: str(v) for k, v in sorted(self.bias_hierarchy.items())},
             },
             "direction_only": {"mode": self.direction_only, "se": str(self.direction_only_se)},
+            "effects": self.effects,
             "designs": list(self.designs),
             "target_accept": self.target_accept,
             "hdi_prob": self.hdi_prob,
@@ -331,6 +336,12 @@ def _from_dict(raw: dict, source: str) -> ModelSpec:
     elif do_mode == "censored":
         se_prior = prior("direction_only", "se", do.get("se"), "se")
 
+    effects = (raw.get("effects") if isinstance(raw.get("effects"), dict) else {}).get("mode", "latent")
+    if not isinstance(effects, str) or effects not in EFFECTS_MODES:
+        bad("effects", "mode", f"expected one of {', '.join(EFFECTS_MODES)}, got {effects!r}")
+    elif effects == "marginal" and mode == "hierarchical":
+        bad("effects", "mode", "'marginal' needs fixed bias priors (bias mode additive, variance_inflation or none), not 'hierarchical'")
+
     data = raw.get("data", {}) if isinstance(raw.get("data"), dict) else {}
     included = data.get("designs", list(ALL_DESIGNS))
     if not isinstance(included, list) or not included or any(d not in ALL_DESIGNS for d in included):
@@ -359,6 +370,7 @@ def _from_dict(raw: dict, source: str) -> ModelSpec:
         bias_hierarchy=hierarchy,
         direction_only=do_mode,
         direction_only_se=se_prior,
+        effects=effects,
         designs=tuple(d for d in ALL_DESIGNS if d in included),
         target_accept=float(target_accept),
         hdi_prob=float(hdi_prob),

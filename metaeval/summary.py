@@ -65,8 +65,12 @@ def _rounded(obj):
         return obj
 
 
-def summarise(posterior, *, hdi_prob: float | None = None) -> dict:
-    """The per-domain summary of a posterior made by ``metaeval.sampling.fit``."""
+def summarise(posterior, *, hdi_prob: float | None = None, diagnostics: dict | None = None) -> dict:
+    """The per-domain summary of a posterior made by ``metaeval.sampling.fit``.
+
+    ``diagnostics``: the gate already computed for this posterior (``diagnose`` takes
+    seconds on large ones); computed here when not given.
+    """
     import arviz as az
     import numpy as np
     import xarray as xr
@@ -96,6 +100,13 @@ def summarise(posterior, *, hdi_prob: float | None = None) -> dict:
     z_new = rng.standard_normal((n_chain, n_draw, len(domain_ids)))
     hyper_project_sd = post["bias_project_sd"] if "bias_project_sd" in post else None
 
+    estimates_of: dict[int, list[dict]] = {}  # project cell -> its estimates / bias terms (one pass, not one per cell)
+    terms_of: dict[int, set[int]] = {}
+    for k in layout.estimates:
+        estimates_of.setdefault(k["project_index"], []).append(k)
+    for k in layout.estimates + layout.findings:
+        if k["bias_index"] >= 0:
+            terms_of.setdefault(k["project_index"], set()).add(k["bias_index"])
     domains: dict[str, dict] = {}
     for i, meta in enumerate(layout.domains):
         d, sign, mid = meta["id"], meta["sign"], meta["mid"]
@@ -104,17 +115,17 @@ def summarise(posterior, *, hdi_prob: float | None = None) -> dict:
         mu_stats = stats(mu, sign)
         mu_stats["p_mid"] = float(np.mean(sign * mu.values > mid)) if mid else None
         theta_new = xr.DataArray(mu.values + tau.values * z_new[:, :, i], dims=("chain", "draw"))
-        cells = [p for p in layout.projects if p["domain"] == d]
+        cells = [(j, p) for j, p in enumerate(layout.projects) if p["domain"] == d]
         members = [k for k in layout.estimates + layout.findings if k["domain"] == d]
 
         projects: dict[str, dict] = {}
         draws: dict[str, np.ndarray] = {}
-        for cell in cells:
-            theta = post["theta_project"].sel(project=cell["label"])
+        for j, cell in cells:
+            theta = post["theta_project"].isel(project=j)
             draws[cell["project"]] = sign * np.asarray(theta.values, dtype=float).ravel()
             entry = {"raw": cell["raw"], "raw_se": cell["raw_se"], **stats(theta), "pooling": None, "design": "+".join(cell["designs"])}
             del entry["hdi_prob"]
-            own = [e for e in layout.estimates if e["project_index"] == layout.projects.index(cell)]
+            own = estimates_of.get(j, [])
             if own:
                 v_sampling = 1 / sum(e["weight"] / e["sei"] ** 2 for e in own)
                 terms = [layout.bias_terms[e["bias_index"]] for e in own if e["bias_index"] >= 0]
@@ -125,9 +136,9 @@ def summarise(posterior, *, hdi_prob: float | None = None) -> dict:
                     v_bias = (meta["scale"] * hyper_project_sd.values) ** 2
                 v = v_sampling + v_bias
                 entry["pooling"] = float(np.mean(v / (v + tau.values**2)))
-            bias_labels = sorted({layout.bias_terms[k["bias_index"]]["label"] for k in layout.estimates + layout.findings if k["project_index"] == layout.projects.index(cell) and k["bias_index"] >= 0})
-            if bias_labels and "bias" in post:
-                b = post["bias"].sel(bias_term=bias_labels)
+            bias_terms = sorted(terms_of.get(j, ()))
+            if bias_terms and "bias" in post:
+                b = post["bias"].isel(bias_term=bias_terms)
                 entry["bias"] = {"mean": float(b.values.mean()), "sd": float(b.values.std(ddof=1))}
             projects[cell["project"]] = entry
 
@@ -156,10 +167,10 @@ def summarise(posterior, *, hdi_prob: float | None = None) -> dict:
             "projects": projects,
             "rank_first": rank_first,
             "pairwise": pairwise,
-            "notes": _notes(layout, spec, meta, cells, members),
+            "notes": _notes(layout, spec, meta, [p for _, p in cells], members),
         }
 
-    diagnostics = diagnose(posterior)
+    diagnostics = diagnostics if diagnostics is not None else diagnose(posterior)
     model = dict(spec)
     model["per_domain_priors"] = layout.priors
     model["bias_terms"] = [{k: t[k] for k in ("label", "design", "prior", "scaled") if k in t} for t in layout.bias_terms]
@@ -367,7 +378,7 @@ def fit_and_summarise(evidence, spec: ModelSpec, *, out: str | Path, settings: S
     result = fit_cached(evidence, spec, out=out, settings=settings, refit=refit, progress=progress)
     summary = load_summary(result.directory, verify=True) if result.cached else None
     if summary is None:
-        summary = summarise(result.posterior)
+        summary = summarise(result.posterior, diagnostics=result.diagnostics)
         write_summary(summary, result.directory)
         _record_summary(result.directory)
     write_summary(summary, out)
