@@ -383,10 +383,6 @@ def model_from_layout(layout: Layout, spec: ModelSpec):
         coords["latent_bias_term"] = [layout.bias_terms[j]["label"] for j in latent_terms]
         coords["marginal_project"] = [labels[i] for i in split["marginal"]]
 
-    def index(rows: list[dict], key: str, missing: int) -> np.ndarray:
-        """Per-row index into a parameter vector; ``missing`` (one past its end) where the row has none."""
-        return np.array([r[key] if r[key] >= 0 else missing for r in rows], dtype=np.int64)
-
     def ints(values) -> np.ndarray:
         return np.array(values, dtype=np.int64)
 

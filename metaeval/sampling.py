@@ -12,8 +12,11 @@ Sampler: nutpie (PyMC's default when installed) at the spec's target_accept
 the bundled evidence (2 shared cores, warm compile cache, 4 x (1000 + 1000),
 target_accept 0.99, one process per fit): nutpie 13 s wall, the PyMC sampler
 with the numba backend 25 s, with the C backend 36 s; most of nutpie's time is
-compilation, which it repeats in every process. ``sampler="pymc"`` remains an
-option (numba backend). Gate results over seeds: ``bench/gate_results.json``.
+compilation, which it repeats in every process (its numba wrappers cannot be cached
+on disk). Within a process a compiled sampler is reused for every model of the same
+structure (``_sample_nutpie``), so a notebook refit with other data or prior values
+pays only for sampling. ``sampler="pymc"`` remains an option (numba backend). Gate
+results over seeds: ``bench/gate_results.json``.
 """
 
 from __future__ import annotations
