@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from metaeval.effects import finite as _finite
 from metaeval.errors import InputError, Problem
 from metaeval.spec import ALL_DESIGNS, UNBIASED_DESIGNS, ModelSpec
 
@@ -80,14 +81,6 @@ def _flag(value) -> bool | None:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes")
     return bool(value)
-
-
-def _num(value) -> float | None:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 def _text(value, default: str | None = None) -> str | None:
@@ -161,7 +154,7 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
             if spec.direction_only == "exclude":
                 leave_out(f"reported only as direction and significance; model {spec.name!r} leaves such findings out (direction_only.mode = exclude)")
                 continue
-            level = _num(r.get("sig_level")) or 0.05
+            level = _finite(r.get("sig_level")) or 0.05
             z_crit = NormalDist().inv_cdf(1 - level / 2)
             region = _z_region(_text(r.get("direction")), _flag(r.get("significant")), z_crit)
             if isinstance(region, str):
@@ -169,7 +162,7 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
                 continue
             kept.append({**base, "kind": "finding", "direction": _text(r.get("direction")), "significant": _flag(r.get("significant")), "sig_level": level, "z_low": region[0], "z_high": region[1]})
             continue
-        yi, sei = _num(r.get("yi")), _num(r.get("sei"))
+        yi, sei = _finite(r.get("yi")), _finite(r.get("sei"))
         if yi is None or sei is None or sei <= 0:
             leave_out("no usable estimate and standard error (yi/sei missing)")
             continue
@@ -181,10 +174,10 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
         beneficial = _text(r.get("domain_beneficial"), "increase")
         if beneficial not in ("increase", "decrease"):
             problems.append(Problem("evidence table", d, "domain_beneficial", f"expected increase or decrease, got {beneficial!r}"))
-        scale = _num(r.get("domain_scale"))
+        scale = _finite(r.get("domain_scale"))
         if scale is not None and scale <= 0:
             problems.append(Problem("evidence table", d, "domain_scale", f"must be positive, got {scale:g}"))
-        mid = _num(r.get("domain_mid"))
+        mid = _finite(r.get("domain_mid"))
         layout.domains.append({
             "id": d,
             "label": _text(r.get("domain_label"), d),
@@ -404,11 +397,13 @@ def model_from_layout(layout: Layout, spec: ModelSpec):
         o_index = {d: i for i, d in enumerate(layout.omega_domains)}
 
         bias_latent = pt.zeros(1)
+        bias_prior = None  # each bias term's prior mean (signed) and SD on the metric, when they are fixed
         if layout.bias_terms:
             t_sign = pm.Data("bias_sign", np.array([t["sign"] for t in layout.bias_terms]), dims="bias_term")
             if spec.bias_mode == "additive":
                 means = pm.Data("bias_prior_mean", np.array([t["mean"] for t in layout.bias_terms]), dims="bias_term")
                 sds = pm.Data("bias_prior_sd", np.array([t["sd"] for t in layout.bias_terms]), dims="bias_term")
+                bias_prior = (t_sign * means, sds)
                 if latent_terms:
                     pick = pm.Data("latent_bias_terms", ints(latent_terms)) if marginal_mode else slice(None)
                     z_bias = pm.Normal("z_bias", 0.0, 1.0, dims=term_dim)
@@ -447,8 +442,7 @@ def model_from_layout(layout: Layout, spec: ModelSpec):
                     rows = pm.Data("latent_estimate_rows", ints(on_latent))
                     pm.Potential("latent_estimates", pm.logp(pm.Normal.dist(effect, pt.sqrt(sei[rows] ** 2 / weight[rows] + extra_sd**2)), yi[rows]))
                 if split["rows"]:
-                    _marginal_likelihood(layout, split, mu, tau, omega_all, o_index, yi, sei, weight, project_domain, means if layout.bias_terms else None,
-                                         sds if layout.bias_terms else None, t_sign if layout.bias_terms else None)
+                    _marginal_likelihood(layout, split, mu, tau, omega_all, o_index, yi, sei, weight, project_domain, bias_prior)
 
         if layout.findings:
             se_priors = [parse_prior(layout.priors["se"][f["domain"]]) for f in layout.findings]
@@ -483,7 +477,7 @@ def _segsum_np(values, index, n):
     return np.moveaxis(out, 0, -1)
 
 
-def _marginal_likelihood(layout, split, mu, tau, omega_all, o_index, yi, sei, weight, project_domain, means, sds, t_sign):
+def _marginal_likelihood(layout, split, mu, tau, omega_all, o_index, yi, sei, weight, project_domain, bias_prior):
     """Add the integrated likelihood of the cells holding only estimates, one term per cell."""
     import pymc as pm
     import pytensor.tensor as pt
@@ -494,9 +488,9 @@ def _marginal_likelihood(layout, split, mu, tau, omega_all, o_index, yi, sei, we
     group_cell = pm.Data("marginal_group_cell", np.array(split["group_cell"], dtype=np.int64))
     group_bias = pm.Data("marginal_group_bias", np.array([b if b >= 0 else len(layout.bias_terms) for b in split["group_bias"]], dtype=np.int64))
     row_omega = pm.Data("marginal_row_omega", np.array([o_index[layout.estimates[k]["domain"]] if layout.estimates[k]["replicate_index"] >= 0 else len(o_index) for k in split["rows"]], dtype=np.int64))
-    if means is not None:
-        m_g = pt.concatenate([t_sign * means, pt.zeros(1)])[group_bias]
-        s_g = pt.concatenate([sds, pt.zeros(1)])[group_bias]
+    if bias_prior is not None:
+        m_g = pt.concatenate([bias_prior[0], pt.zeros(1)])[group_bias]
+        s_g = pt.concatenate([bias_prior[1], pt.zeros(1)])[group_bias]
     else:
         m_g, s_g = pt.zeros(n_groups), pt.zeros(n_groups)
     v = sei[rows] ** 2 / weight[rows] + omega_all[row_omega] ** 2

@@ -18,6 +18,7 @@ import math
 from contextlib import contextmanager
 from pathlib import Path
 
+from metaeval.effects import finite as _finite
 from metaeval.files import write_atomic
 from metaeval.schema import DESIGN_LADDER
 
@@ -114,14 +115,6 @@ def _plain_text(value, limit: int = _MAX_LABEL) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def _num(value) -> float | None:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
 def _flag(value) -> bool:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return False
@@ -152,7 +145,7 @@ def _interval(x, se, z=1.959963984540054) -> dict:
 def _shrunken(p: dict | None) -> dict:
     if p is None:
         return {"x": None, "low": None, "high": None}
-    return {"x": _num(p.get("mean")), "low": _num(p.get("hdi_low")), "high": _num(p.get("hdi_high"))}
+    return {"x": _finite(p.get("mean")), "low": _finite(p.get("hdi_low")), "high": _finite(p.get("hdi_high"))}
 
 
 def forest_rows(evidence, summary: dict, domain: str) -> list[dict]:
@@ -191,7 +184,7 @@ def forest_rows(evidence, summary: dict, domain: str) -> list[dict]:
             items.setdefault(pid, []).append({**base, "kind": "direction", "direction": _get(r, "direction"),
                                               "significant": _flag_or_none(_get(r, "significant"))})
             continue
-        yi, sei = _num(_get(r, "yi")), _num(_get(r, "sei"))
+        yi, sei = _finite(_get(r, "yi")), _finite(_get(r, "sei"))
         if _flag(_get(r, "poolable")) and yi is not None and sei is not None:
             items.setdefault(pid, []).append({**base, "kind": "estimate", **_interval(yi, sei)})
 
@@ -202,10 +195,10 @@ def forest_rows(evidence, summary: dict, domain: str) -> list[dict]:
             continue
         names.setdefault(key, key)
         designs.setdefault(key, "unspecified")
-        raw = _num(p.get("raw"))
+        raw = _finite(p.get("raw"))
         if raw is not None:
             items[key] = [{"kind": "estimate", "label": "raw estimate", "design": designs[key], "project": key,
-                           "estimate_id": None, **_interval(raw, _num(p.get("raw_se")))}]
+                           "estimate_id": None, **_interval(raw, _finite(p.get("raw_se")))}]
         else:
             items[key] = []
 
@@ -232,9 +225,9 @@ def forest_rows(evidence, summary: dict, domain: str) -> list[dict]:
             rows.append({**e, "in_model": in_model(pid, e["estimate_id"]), **_shrunken(projects.get(e["estimate_id"]))})
         rows.extend({**o, "in_model": in_model(pid, o["estimate_id"])} for o in others)
     mu, new = dom.get("mu") or {}, dom.get("theta_new") or {}
-    if _num(mu.get("mean")) is not None:
+    if _finite(mu.get("mean")) is not None:
         rows.append({"kind": "pooled", "label": "Pooled effect (μ)", "design": None, **_shrunken(mu)})
-    if _num(new.get("mean")) is not None:
+    if _finite(new.get("mean")) is not None:
         rows.append({"kind": "predictive", "label": "A new project (predictive)", "design": None, **_shrunken(new)})
     return rows
 
@@ -326,7 +319,7 @@ def forest_plot(evidence, summary: dict, domain: str):
 
         # No effect, the minimal important difference, the separator above the pooled rows.
         ax.axvline(0, color="#555555", lw=0.9, zorder=0)
-        mid = _num(info.get("mid"))
+        mid = _finite(info.get("mid"))
         benefit = str(info.get("beneficial") or "")
         if mid and benefit in ("increase", "decrease"):
             edge = mid if benefit == "increase" else -mid

@@ -29,6 +29,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import NamedTuple
 
 from metaeval.files import atomic_path, write_atomic
 from metaeval.model import Layout, layout_of, spec_of
@@ -126,17 +127,26 @@ def fit(
 
 # --- compiled samplers, reused within a process --------------------------------------------
 
-#: nutpie samplers compiled in this process, newest last: (signature, outputs, inputs, compiled, template model).
-_COMPILED: list[tuple] = []
+class _Structure(NamedTuple):
+    """A model's graph up to the values of its data: see ``_structure``."""
+
+    signature: tuple
+    outputs: list
+    inputs: list
+    data: list[str]  # names of the data containers whose values a reuse carries over
+
+
+#: nutpie samplers compiled in this process, newest last: (structure, compiled sampler, template model).
+_COMPILED: list[tuple[_Structure, object, object]] = []
 _COMPILED_MAX = 8
 _COMPILED_LOCK = threading.Lock()
 
 
-def _structure(model):
+def _structure(model) -> _Structure | None:
     """What identifies a model's compiled sampler up to its data, or None when it cannot be reused.
 
-    Returns (signature, outputs, inputs): the log density and deterministics written in the
-    model's value variables and ``pm.Data`` containers, those inputs, and a cheap signature
+    The log density and deterministics written in the model's value variables and
+    ``pm.Data`` containers, those inputs, the containers' names, and a cheap signature
     (their names, types and data shapes) to filter candidates before comparing graphs. A graph
     that reads a shared variable which is not one of the model's named data containers is
     not reused: its value could not be carried over.
@@ -157,7 +167,7 @@ def _structure(model):
         tuple((v.name, str(v.type), v.get_value(borrow=True).shape) for v in data),
         tuple(d.name for d in model.deterministics),
     )
-    return signature, outputs, [*model.value_vars, *sorted(dims, key=lambda v: v.name), *data]
+    return _Structure(signature, outputs, [*model.value_vars, *sorted(dims, key=lambda v: v.name), *data], names)
 
 
 def _sample_nutpie(model, settings: SamplerSettings, progress: bool):
@@ -179,17 +189,17 @@ def _sample_nutpie(model, settings: SamplerSettings, progress: bool):
     with _COMPILED_LOCK:
         entry = None
         if structure is not None:
-            signature, outputs, inputs = structure
-            entry = next((e for e in _COMPILED if e[0] == signature and equal_computations(e[1], outputs, e[2], inputs)), None)
+            entry = next((e for e in _COMPILED if e[0].signature == structure.signature
+                          and equal_computations(e[0].outputs, structure.outputs, e[0].inputs, structure.inputs)), None)
         if entry is None:
             compiled, template, values = nutpie.compile_pymc_model(model), model, {}
             if structure is not None:
-                _COMPILED.append((*structure, compiled, model))
+                _COMPILED.append((structure, compiled, model))
                 del _COMPILED[:-_COMPILED_MAX]
         else:
-            template = entry[4]
-            values = {v.name: v.get_value() for v in structure[2] if v.name in model.named_vars and v.name not in model.dim_lengths and v not in model.value_vars}
-            compiled = entry[3].with_data(**values)
+            _, reusable, template = entry
+            values = {name: model[name].get_value() for name in structure.data}
+            compiled = reusable.with_data(**values)
         saved = {name: template[name].get_value() for name in values}
         for name, value in values.items():
             template[name].set_value(value)
