@@ -92,18 +92,23 @@ def _sampler_settings(args: argparse.Namespace):
 
 
 def _exact_summary(args: argparse.Namespace, evidence, spec) -> dict:
-    """The exact engine's summary as plain JSON data (NaN as null): what is printed is what is written."""
+    """The exact engine's summary as plain JSON data (NaN as null): what is printed is what is written.
+
+    ``evidence``: the table or its rows (``evidence_records``; the fit and summary commands
+    pass rows, so this path never imports pandas).
+    """
     from metaeval.exact import fit_exact
+    from metaeval.harmonise import evidence_digest
     from metaeval.present import plain
 
-    domains = sorted(set(evidence["domain"].astype(str)))
+    summary = fit_exact(evidence, priors=spec.priors, hdi_prob=spec.hdi_prob, overrides=spec.overrides)
+    domains = sorted(summary["domains"])
     unknown = [(k, k.partition(".")[0], k.partition(".")[2]) for k in spec.overrides
                if k.partition(".")[0] in ("mu", "tau", "omega", "se") and k.partition(".")[2] and k.partition(".")[2] not in domains]
     if unknown:  # as the MCMC path (metaeval.model.prepare) does: an override for no domain is a mistake, not a no-op
         raise InputError([Problem("--prior", key, head, f"no domain {tail!r} in the model; domains: {', '.join(domains) or 'none'}") for key, head, tail in unknown])
-    summary = fit_exact(evidence, priors=spec.priors, hdi_prob=spec.hdi_prob, overrides=spec.overrides)
     summary.setdefault("seed", args.seed)
-    from metaeval.sampling import evidence_digest, package_versions
+    from metaeval.sampling import package_versions
 
     summary.setdefault("provenance", {"versions": package_versions(), "evidence_sha256": evidence_digest(evidence),
                                       "model_sha256": spec.digest(), "seed": summary["seed"]})
@@ -125,22 +130,23 @@ def _emit_summary(args: argparse.Namespace, summary: dict) -> int:
 
 
 def _fit(args: argparse.Namespace):
-    """The evidence and its summary: fitted (or reused from the cache) with the chosen engine."""
-    from metaeval.harmonise import load_evidence
+    """The evidence rows (``evidence_records``) and their summary: fitted (or reused from the cache) with the chosen engine."""
+    from metaeval.harmonise import evidence_records
     from metaeval.spec import load_spec
 
     spec = load_spec(args.model, args.prior)
-    evidence = load_evidence(args.data, csv=args.csv)
+    records = evidence_records(args.data, csv=args.csv)
     if args.engine == "exact":  # computed afresh every time (no cache); its summary is written as the MCMC one is
         from metaeval.summary import write_summary
 
-        summary = _exact_summary(args, evidence, spec)
+        summary = _exact_summary(args, records, spec)
         write_summary(summary, args.out)
-        return evidence, summary
+        return records, summary
+    from metaeval.harmonise import evidence_frame
     from metaeval.summary import fit_and_summarise
 
-    summary, _ = fit_and_summarise(evidence, spec, out=args.out, settings=_sampler_settings(args), refit=args.refit)
-    return evidence, summary
+    summary, _ = fit_and_summarise(evidence_frame(records), spec, out=args.out, settings=_sampler_settings(args), refit=args.refit)
+    return records, summary
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -151,16 +157,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     """Print the summary of an existing fit for the same inputs; never refits."""
-    from metaeval.harmonise import load_evidence
+    from metaeval.harmonise import evidence_records, load_evidence
     from metaeval.spec import load_spec
 
     spec = load_spec(args.model, args.prior)
-    evidence = load_evidence(args.data, csv=args.csv)
     if args.engine == "exact":
-        return _emit_summary(args, _exact_summary(args, evidence, spec))
+        return _emit_summary(args, _exact_summary(args, evidence_records(args.data, csv=args.csv), spec))
     from metaeval.summary import cached_summary
 
-    summary = cached_summary(evidence, spec, out=args.out, settings=_sampler_settings(args))
+    summary = cached_summary(load_evidence(args.data, csv=args.csv), spec, out=args.out, settings=_sampler_settings(args))
     if summary is None:
         print(f"error: no fit in {args.out} for this evidence, model, sampler settings and seed; "
               "run `metaeval fit` with the same options first", file=sys.stderr)
@@ -333,6 +338,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """validate → fit → summarise → report on the bundled evidence (or --data/--csv); ends with the report's path."""
     import contextlib
 
+    from metaeval.harmonise import evidence_frame
     from metaeval.report import write_report
 
     # Only the summary goes to stdout with --format csv|json, so scripts can parse it.
@@ -340,8 +346,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(chatter):
         cmd_validate(args)
         print()
-    evidence, summary = _fit(args)
+    records, summary = _fit(args)
     status = _emit_summary(args, summary)
+    evidence = evidence_frame(records)
     path = write_report(args.out / "report.html", evidence, summary, extras=_report_extras(args, evidence, summary))
     print(f"\nreport: {path}", file=chatter)
     return status

@@ -24,6 +24,16 @@ def finite(value) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def present(value) -> bool:
+    """Whether a cell holds a value: not None, NaN, or pandas' NA/NaT (in a DataFrame or a plain row)."""
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):
+        return False
+    try:
+        return not math.isnan(value)
+    except (TypeError, ValueError):
+        return True
+
+
 def _positive(name: str, value: float) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")

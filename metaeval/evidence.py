@@ -232,10 +232,22 @@ def _assumptions(project: Project, est) -> dict[str, tuple[Any, str]]:
     return out
 
 
+#: Integer columns that may be missing (pandas' nullable Int64 in a table).
+COUNT_COLUMNS = ("n_treatment", "n_control")
+
+
 def raw_table(base: EvidenceBase):
     """One row per estimate with the source's figures and the project's design metadata."""
     import pandas as pd
 
+    table = pd.DataFrame(raw_records(base))
+    for col in COUNT_COLUMNS:
+        table[col] = table[col].astype("Int64")
+    return table
+
+
+def raw_records(base: EvidenceBase) -> list[dict[str, Any]]:
+    """The rows of :func:`raw_table` as plain dicts."""
     rows = []
     for project in base.projects:
         take_up = project.take_up.n_participating / project.take_up.n_offered if project.take_up else math.nan
@@ -263,10 +275,7 @@ def raw_table(base: EvidenceBase):
                 file=str(base.files[project.id]),
             )
             rows.append(row)
-    table = pd.DataFrame(rows)
-    for col in ("n_treatment", "n_control"):
-        table[col] = table[col].astype("Int64")
-    return table
+    return rows
 
 
 # --- metafor-style CSV -----------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import special
 
+from metaeval.effects import finite, present
 from metaeval.priors import Prior
 
 #: Prior tail exponents of tau's density (p(tau) ~ tau^-e); absent: lighter than any power.
@@ -365,7 +366,8 @@ def fit_exact(
     hdi_prob: float = 0.95,
     overrides: Mapping[str, Prior] | None = None,
 ) -> dict:
-    """The summary JSON (engine "exact") for every domain of a harmonised evidence table.
+    """The summary JSON (engine "exact") for every domain of the harmonised evidence: the table
+    (:func:`metaeval.load_evidence`) or its rows (:func:`metaeval.harmonise.evidence_records`).
 
     Priors, as in the MCMC engine's model spec: ``priors["mu"]`` and ``priors["tau"]`` are in
     units of each domain's ``domain_scale`` (the model TOML's convention) and are multiplied
@@ -380,44 +382,37 @@ def fit_exact(
     each project has one estimate there, else by estimate (the one-level model then treats
     a project's estimates as independent studies, and a note says so).
     """
-    import pandas as pd
-
-    if not isinstance(evidence, pd.DataFrame):
-        raise ValueError("evidence must be a pandas DataFrame (see metaeval.load_evidence)")
-    if len(evidence) == 0:
+    rows = evidence.to_dict("records") if hasattr(evidence, "to_dict") else evidence
+    if not isinstance(rows, Sequence) or not all(isinstance(r, Mapping) for r in rows):
+        raise ValueError("evidence must be a DataFrame (metaeval.load_evidence) or a list of row dicts "
+                         "(metaeval.harmonise.evidence_records)")
+    if len(rows) == 0:
         raise ValueError("the evidence table is empty")
-    missing = [c for c in ("domain", "yi", "sei", "poolable") if c not in evidence.columns]
+    missing = [c for c in ("domain", "yi", "sei", "poolable") if any(c not in r for r in rows)]
     if missing:
         raise ValueError(f"the evidence table lacks column(s) {', '.join(missing)}")
     overrides = dict(overrides or {})
     if "tau" not in priors and not any(key.partition(".")[0] == "tau" for key in overrides):
         raise ValueError("fit_exact needs a tau prior (priors['tau'])")
 
-    table = evidence.reset_index(drop=True)
-    n = len(table)
-
-    def column(name, default):
-        return table[name].tolist() if name in table.columns else [default] * n
-
-    estimate_ids = [str(x) for x in column("estimate_id", None)]
-    if "estimate_id" not in table.columns:
-        estimate_ids = [str(i + 1) for i in range(n)]
-    project_ids = [str(x) if _present(x) else estimate_ids[i] for i, x in enumerate(column("project_id", None))]
-    yi = pd.to_numeric(table["yi"], errors="coerce").to_numpy(dtype=float)
-    sei = pd.to_numeric(table["sei"], errors="coerce").to_numpy(dtype=float)
-    poolable = [_truthy(x) for x in table["poolable"].tolist()]
-    direction_only = [_truthy(x) for x in column("direction_only", False)]
-    reasons = column("exclusion_reason", None)
-    designs = [str(x) if _present(x) else "unspecified" for x in column("design", None)]
-    domains = [str(x) for x in table["domain"].tolist()]
+    estimate_ids = [str(r["estimate_id"]) if "estimate_id" in r else str(i + 1) for i, r in enumerate(rows)]
+    project_ids = [str(r["project_id"]) if present(r.get("project_id")) else estimate_ids[i] for i, r in enumerate(rows)]
+    yi = np.array([_float(r["yi"]) for r in rows])
+    sei = np.array([_float(r["sei"]) for r in rows])
+    poolable = [_truthy(r["poolable"]) for r in rows]
+    direction_only = [_truthy(r.get("direction_only")) for r in rows]
+    reasons = [r.get("exclusion_reason") for r in rows]
+    designs = [str(r["design"]) if present(r.get("design")) else "unspecified" for r in rows]
+    domains = [str(r["domain"]) for r in rows]
+    n = len(rows)
 
     out_domains: dict[str, dict] = {}
     used_priors: dict[str, dict] = {}
     for domain in dict.fromkeys(domains):  # first-appearance order
-        rows = [i for i in range(n) if domains[i] == domain]
-        meta = _domain_meta(table, rows, domain)
+        members = [i for i in range(n) if domains[i] == domain]
+        meta = _domain_meta([rows[i] for i in members], domain)
         used, excluded = [], []
-        for i in rows:
+        for i in members:
             if poolable[i] and math.isfinite(yi[i]) and math.isfinite(sei[i]):
                 if sei[i] <= 0:
                     raise ValueError(f"estimate {estimate_ids[i]!r} (domain {domain!r}): sei must be positive, got {sei[i]:g}")
@@ -426,7 +421,7 @@ def fit_exact(
             if direction_only[i]:
                 why = "direction and significance only: the exact engine has no censored likelihood for it"
             elif not poolable[i]:
-                why = str(reasons[i]) if _present(reasons[i]) and str(reasons[i]).strip() else "not poolable"
+                why = str(reasons[i]) if present(reasons[i]) and str(reasons[i]).strip() else "not poolable"
             else:
                 why = "yi or sei missing"
             excluded.append({"estimate_id": estimate_ids[i], "project_id": project_ids[i], "reason": why})
@@ -498,29 +493,21 @@ def fit_exact(
 # ---------------------------------------------------------------------------- fit_exact helpers
 
 
-def _present(x) -> bool:
-    """Not None, NaN or pandas.NA."""
-    import pandas as pd
-
-    if x is None:
-        return False
-    try:
-        return not bool(pd.isna(x))
-    except (TypeError, ValueError):
-        return True
+def _float(x) -> float:
+    """A cell as a float; NaN when it is missing or not a number."""
+    value = finite(x)
+    return math.nan if value is None else value
 
 
 def _truthy(x) -> bool:
-    return bool(x) if _present(x) else False
+    return bool(x) if present(x) else False
 
 
-def _domain_meta(table, rows: list[int], domain: str) -> dict:
+def _domain_meta(rows: list[Mapping], domain: str) -> dict:
     """The domain's label, metric, direction, MID and scale, which every row of it must agree on."""
 
     def one(column, default):
-        if column not in table.columns:
-            return default
-        values = set(table[column].take(rows).dropna().tolist())  # one column slice, not a lookup per row
+        values = {r[column] for r in rows if present(r.get(column))}
         if len(values) > 1:
             raise ValueError(f"domain {domain!r}: rows disagree on {column} ({', '.join(sorted(map(str, values)))})")
         return values.pop() if values else default

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from metaeval import effects
+from metaeval.effects import present
 from metaeval.errors import InputError, Problem
-from metaeval.evidence import EvidenceBase, csv_records, raw_table, read_evidence_base
+from metaeval.evidence import COUNT_COLUMNS, EvidenceBase, csv_records, raw_records, read_evidence_base
 
 BINARY = {"pp": 100.0, "share": 1.0}  # metric -> value of "everyone"
 CONTINUOUS = {"hours", "grade", "score", "count", "dkk", "dkk_1000", "md"}
@@ -35,7 +36,7 @@ class _Row:
 
     def get(self, name: str) -> Any:
         value = self.data.get(name)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if not present(value):
             value = (self.data.get("assumed") or {}).get(name)
         return value
 
@@ -255,25 +256,72 @@ def load_evidence(data_dir: Path | str | None = None, *, csv: Path | str | None 
     :class:`~metaeval.errors.InputError` listing every problem when the input is invalid
     or inconsistent.
     """
-    if csv is not None:  # harmonised and checked row by row, then one DataFrame (no round trips)
-        import pandas as pd
+    return evidence_frame(evidence_records(data_dir, csv=csv, estimand=estimand))
 
-        raw = csv_records(csv)
-        records = [{**rec, **row} for rec, row in zip(raw, _harmonised(raw, None, estimand))]
-        for rec in records:
-            for col in COLUMNS:
-                rec.setdefault(col, None)
-        findings = _findings(records)
-        table = pd.DataFrame(records)
+
+def evidence_records(data_dir: Path | str | None = None, *, csv: Path | str | None = None,
+                     estimand: str = "itt") -> list[dict[str, Any]]:
+    """The rows of :func:`load_evidence` as plain dicts, read, harmonised and checked without pandas
+    (so ``metaeval fit --engine exact`` does not import it); :func:`evidence_frame` makes the table."""
+    if csv is not None:
+        raw, domains = csv_records(csv), None
     else:
         base = read_evidence_base(data_dir)
-        table = harmonise(raw_table(base), _domain_dicts(base), estimand=estimand)
-        findings = check_consistency(table)
-    errors = [f for f in findings if f.severity == "error"]
+        raw, domains = raw_records(base), _domain_dicts(base)
+    records = [{**rec, **row} for rec, row in zip(raw, _harmonised(raw, domains, estimand))]
+    for rec in records:
+        for col in COLUMNS:
+            rec.setdefault(col, None)
+    errors = [f for f in _findings(records) if f.severity == "error"]
     if errors:
         raise InputError([f.problem for f in errors])
+    return records
+
+
+def evidence_frame(records: list[dict[str, Any]]):
+    """The evidence table from :func:`evidence_records`: identifying and reported columns first."""
+    import pandas as pd
+
+    table = pd.DataFrame(records)
+    for col in COUNT_COLUMNS:
+        if col in table.columns:
+            table[col] = table[col].astype("Int64")
     first = ["estimate_id", *COLUMNS]
     return table[first + [c for c in table.columns if c not in first]]
+
+
+#: What a model reads of the evidence (``metaeval.model.prepare``); :func:`evidence_digest` hashes these columns.
+EVIDENCE_COLUMNS = ("estimate_id", "project_id", "domain", "design", "yi", "sei", "poolable", "exclusion_reason", "direction_only",
+                    "direction", "significant", "sig_level", "domain_label", "domain_metric", "domain_beneficial", "domain_mid", "domain_scale")
+
+
+def evidence_digest(evidence) -> str:
+    """SHA-256 of the evidence as a model reads it: the columns in ``EVIDENCE_COLUMNS``, rows by estimate id.
+
+    ``evidence`` is the table (:func:`load_evidence`) or its rows (:func:`evidence_records`);
+    both give the same digest. Independent of the model spec, of row order and of where the
+    files live (paths, quotes and other text a model does not read are left out).
+    """
+    import hashlib
+    import json
+
+    def plain(v):
+        if not present(v):
+            return None
+        if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+            v = v.item()
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v if isinstance(v, (bool, int, float, str)) else str(v)
+
+    if hasattr(evidence, "columns"):
+        columns = [c for c in EVIDENCE_COLUMNS if c in evidence.columns]
+        rows = evidence[columns].itertuples(index=False, name=None)
+    else:
+        columns = [c for c in EVIDENCE_COLUMNS if any(c in rec for rec in evidence)]
+        rows = ([rec.get(c) for c in columns] for rec in evidence)
+    rows = sorted(([plain(v) for v in row] for row in rows), key=lambda r: str(r[0]))
+    return hashlib.sha256(json.dumps({"columns": columns, "rows": rows}, sort_keys=True).encode()).hexdigest()
 
 
 # --- consistency -------------------------------------------------------------------------------
@@ -311,7 +359,6 @@ def _checks_for_row(rec: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> li
     """(check, field, message) for each inconsistency in one raw record."""
     out = []
     est, low, high, p = (rec.get(k) for k in ("estimate", "ci_low", "ci_high", "p_value"))
-    present = lambda v: v is not None and not (isinstance(v, float) and math.isnan(v))  # noqa: E731
     level = rec.get("ci_level") if present(rec.get("ci_level")) else 0.95
     if present(est) and present(low) and present(high) and not (low <= est <= high):
         out.append(("ci_contains_estimate", "estimate", f"{est:g} lies outside its CI [{low:g}, {high:g}]"))

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from metaeval.files import atomic_path, write_atomic
+from metaeval.harmonise import evidence_digest
 from metaeval.model import Layout, layout_of, spec_of
 from metaeval.spec import ModelSpec
 
@@ -396,33 +397,6 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-#: The evidence-table columns a model reads (``metaeval.model.prepare``): what the evidence hash covers.
-EVIDENCE_COLUMNS = ("estimate_id", "project_id", "domain", "design", "yi", "sei", "poolable", "exclusion_reason", "direction_only",
-                    "direction", "significant", "sig_level", "domain_label", "domain_metric", "domain_beneficial", "domain_mid", "domain_scale")
-
-
-def evidence_digest(evidence) -> str:
-    """SHA-256 of the evidence as a model reads it: the columns in ``EVIDENCE_COLUMNS``, rows by estimate id.
-
-    Independent of the model spec, of row order and of where the files live (paths, quotes and
-    other text a model does not read are left out).
-    """
-    import math
-
-    def plain(v):
-        if v is None or (isinstance(v, float) and math.isnan(v)) or type(v).__name__ in ("NAType", "NaTType"):
-            return None
-        if hasattr(v, "item") and not isinstance(v, (str, bytes)):
-            v = v.item()
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        return v if isinstance(v, (bool, int, float, str)) else str(v)
-
-    columns = [c for c in EVIDENCE_COLUMNS if c in evidence.columns]
-    rows = sorted(([plain(v) for v in row] for row in evidence[columns].itertuples(index=False, name=None)), key=lambda r: str(r[0]))
-    return hashlib.sha256(json.dumps({"columns": columns, "rows": rows}, sort_keys=True).encode()).hexdigest()
 
 
 def read_fit_record(directory: str | Path) -> dict | None:

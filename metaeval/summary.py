@@ -28,11 +28,14 @@ Definitions:
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from pathlib import Path
 
-from metaeval.files import safe_csv, write_atomic
+from metaeval.effects import present
+from metaeval.files import defuse_cell, write_atomic
 from metaeval.sampling import CachedFit, SamplerSettings, diagnose, fit_cached
 from metaeval.model import Layout
 from metaeval.spec import ModelSpec
@@ -233,27 +236,38 @@ def summary_json(summary: dict) -> str:
     return json.dumps(summary, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def summary_frame(summary: dict):
-    """The summary as a long table: one row per domain and quantity (mu, tau, theta_new, project)."""
-    import pandas as pd
+#: The columns of the long table (:func:`summary_frame`, ``summary.csv``).
+SUMMARY_COLUMNS = ("domain", "quantity", "project", "mean", "sd", "hdi_low", "hdi_high", "hdi_prob", "p_beneficial",
+                   "p_mid", "raw", "raw_se", "pooling", "rank_first", "design")
 
+
+def summary_rows(summary: dict) -> list[dict]:
+    """The long table's rows: one per domain and quantity (mu, tau, theta_new, project), keyed by ``SUMMARY_COLUMNS``."""
     rows = []
     for d, dom in sorted(summary["domains"].items()):
         for q in ("mu", "tau", "theta_new"):
             if q in dom:
-                rows.append({"domain": d, "quantity": q, "project": None, **dom[q]})
+                rows.append({"domain": d, "quantity": q, **dom[q]})
         for p, entry in sorted(dom.get("projects", {}).items()):
-            rows.append({"domain": d, "quantity": "project", "project": p, **{k: v for k, v in entry.items() if k != "bias"}, "hdi_prob": dom["mu"]["hdi_prob"], "rank_first": dom.get("rank_first", {}).get(p)})
-    columns = ["domain", "quantity", "project", "mean", "sd", "hdi_low", "hdi_high", "hdi_prob", "p_beneficial", "p_mid", "raw", "raw_se", "pooling", "rank_first", "design"]
-    return pd.DataFrame(rows).reindex(columns=columns)
+            rows.append({"domain": d, "quantity": "project", "project": p, **entry, "hdi_prob": dom["mu"]["hdi_prob"],
+                         "rank_first": dom.get("rank_first", {}).get(p)})
+    return [{c: row.get(c) for c in SUMMARY_COLUMNS} for row in rows]
 
 
-#: Text cells a spreadsheet would run as a formula get a leading ' (OWASP "CSV injection").
+def summary_frame(summary: dict):
+    """The summary as a long table (pandas): one row per domain and quantity (mu, tau, theta_new, project)."""
+    import pandas as pd
+
+    return pd.DataFrame(summary_rows(summary), columns=list(SUMMARY_COLUMNS))
 
 
 def summary_csv(summary: dict) -> str:
-    """The long table as CSV; names from the evidence cannot act as spreadsheet formulas."""
-    return safe_csv(summary_frame(summary))
+    """The long table as CSV (written without pandas); names from the evidence cannot act as spreadsheet formulas."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SUMMARY_COLUMNS)
+    writer.writerows([defuse_cell(v) if present(v) else "" for v in row.values()] for row in summary_rows(summary))
+    return buffer.getvalue()
 
 
 def _g(x, digits: int = 3) -> str:

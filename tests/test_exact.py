@@ -741,6 +741,12 @@ def test_fit_exact_bad_input():
         fit_exact(_table(), priors={"mu": PRIORS["mu"]})
     with pytest.raises(ValueError, match="lacks column"):
         fit_exact(_table().drop(columns=["sei"]), priors=PRIORS)
+    rows = _table().to_dict("records")
+    del rows[3]["poolable"]
+    with pytest.raises(ValueError, match="lacks column.*poolable"):
+        fit_exact(rows, priors=PRIORS)
+    with pytest.raises(ValueError, match="DataFrame .* or a list of row dicts"):
+        fit_exact("evidence.csv", priors=PRIORS)
 
 
 def test_fit_exact_minimal_csv_table():

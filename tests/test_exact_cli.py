@@ -15,17 +15,26 @@ import pandas as pd
 import pytest
 
 from metaeval.cli import main
-from metaeval.evidence import read_csv
-from metaeval.harmonise import harmonise, load_evidence
+from metaeval.evidence import raw_table, read_csv, read_evidence_base
+from metaeval.exact import fit_exact
+from metaeval.harmonise import (
+    _domain_dicts,
+    evidence_digest,
+    evidence_frame,
+    evidence_records,
+    harmonise,
+    load_evidence,
+)
+from metaeval.spec import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
 EIGHT = Path(__file__).parent / "fixtures" / "eight_schools.csv"
-#: Never needed by the exact engine. (scipy.linalg is not listed: scipy.special, whose ndtr the engine
-#: uses, imports it itself.)
-HEAVY = ("pymc", "pytensor", "nutpie", "arviz", "xarray", "matplotlib", "scipy.stats", "dask")
+#: Never needed by the exact engine on a CSV. (scipy.linalg is not listed: scipy.special, whose ndtr the
+#: engine uses, imports it itself.)
+HEAVY = ("pandas", "pymc", "pytensor", "nutpie", "arviz", "xarray", "matplotlib", "scipy.stats", "dask")
 
 
-def test_exact_fit_imports_no_sampler_plotting_or_scipy_stats(tmp_path):
+def test_exact_fit_imports_no_pandas_sampler_plotting_or_scipy_stats(tmp_path):
     code = ("import sys\nfrom metaeval.cli import main\nrc = main(sys.argv[1:])\n"
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\nsys.exit(rc)")
     proc = subprocess.run(
@@ -78,3 +87,30 @@ def test_csv_evidence_is_read_csv_then_harmonise(estimand, tmp_path):
         steps = harmonise(read_csv(path), estimand=estimand)
         pd.testing.assert_frame_equal(table[list(steps.columns)], steps)
         assert table[[c for c in table.columns if c not in steps.columns]].isna().all().all()  # the core columns a CSV lacks
+
+
+@pytest.mark.parametrize("estimand", ["itt", "tot"])
+def test_bundled_evidence_is_raw_table_then_harmonise(estimand):
+    """The bundled evidence, read as rows and made a table once, equals the public DataFrame steps."""
+    base = read_evidence_base()
+    steps = harmonise(raw_table(base), _domain_dicts(base), estimand=estimand)
+    table = load_evidence(estimand=estimand)
+    pd.testing.assert_frame_equal(table[list(steps.columns)], steps)
+    assert sorted(table.columns) == sorted(steps.columns)
+
+
+@pytest.mark.parametrize("source", ["bundled", "csv"])
+def test_rows_and_table_give_the_same_digest_and_exact_summary(source):
+    """The exact CLI path works on rows (no pandas); the notebook passes the table: same digest, same numbers."""
+    csv = EIGHT if source == "csv" else None
+    records = evidence_records(csv=csv)
+    table = load_evidence(csv=csv)
+    pd.testing.assert_frame_equal(evidence_frame(records), table)
+    assert evidence_digest(records) == evidence_digest(table)
+    assert evidence_digest(records[::-1]) == evidence_digest(table)  # row order does not matter
+    changed = [dict(r) for r in records]
+    first = next(r for r in changed if r["poolable"])
+    first["yi"] += 1.0
+    assert evidence_digest(changed) != evidence_digest(records)
+    spec = load_spec("default")
+    assert fit_exact(records, priors=spec.priors) == fit_exact(table, priors=spec.priors)

@@ -16,7 +16,7 @@ from _model_fixtures import csv_like
 from metaeval.sampling import SamplerSettings, annotate, diagnose
 from metaeval.model import prepare
 from metaeval.spec import load_spec
-from metaeval.summary import render, summarise, summary_csv, summary_json, summary_table
+from metaeval.summary import render, summarise, summary_csv, summary_frame, summary_json, summary_table
 
 CHAINS, DRAWS = 4, 2500
 TAU_JOBS = 0.5
@@ -202,6 +202,8 @@ def test_csv_and_table_renderings(summary):
     assert len(frame) == 3 * 3 + 6  # mu, tau, theta_new per domain, plus one row per project
     row = frame[(frame.domain == "jobs") & (frame.quantity == "mu")].iloc[0]
     assert row["mean"] == summary["domains"]["jobs"]["mu"]["mean"]
+    # written without pandas, read back by pandas: the same long table as summary_frame (missing cells empty)
+    pd.testing.assert_frame_equal(frame, summary_frame(summary).infer_objects(), check_dtype=False)
     table = render(summary, "table")
     for domain in ("jobs", "absence", "grades"):
         assert f"{domain}:" in table
