@@ -16,18 +16,17 @@ min and max wall and CPU time of the runs after one warm-up run.
 
 Whole command, 1,000 studies (2 cores; medians of fresh processes, min-max in brackets):
 
-- before (commit 885b984), idle machine, 9 runs: 0.762 s (0.759-0.768).
-- after, re-measured interleaved with the code before this change (commit 9601105) on a
-  machine shared with other jobs, 11 runs each: 0.882 s (0.840-0.890) before, 0.820 s
-  (0.817-0.827) after, so about 0.71 s idle.
-  This includes writing summary.json and summary.csv under --out, which it did not before.
-- Where the time goes: imports, about 0.5 s: pandas 0.25 s, plus about 0.05 s more
-  interpreter teardown (pandas 3 also loads pyarrow); scipy.special 0.14 s (it imports
-  scipy.linalg itself); numpy 0.07 s; pydantic and yaml 0.06 s. The work itself is about
-  0.15 s, and the engine is 33 ms of that. ``python -c "import numpy, pandas, scipy.special,
-  pydantic, yaml"`` alone takes 0.49 s (0.29 s without pandas). So the command cannot get
-  well under 0.5 s while pandas is on its path: a prototype without pandas took 0.544 s
-  against 0.882 s in the same interleaved runs (about 0.47 s idle).
+- commit 885b984, idle machine, 9 runs: 0.762 s (0.759-0.768).
+- commit 7b2d770 (the exact path read the CSV as rows, then made one DataFrame): about 0.71 s idle.
+  Imports were about 0.5 s of it, pandas 0.25 s (plus about 0.05 s of interpreter teardown);
+  scipy.special 0.14 s (it imports scipy.linalg itself); numpy 0.07 s; pydantic and yaml 0.06 s.
+- pandas off the path (the evidence as rows from ``evidence_records``, their digest and the
+  exact engine on rows, summary.csv written with the csv module), idle, 9 runs each,
+  back to back with 7b2d770, bytecode compiled for both: 0.479 s (0.476-0.487) against
+  0.685 s (0.673-0.699) before. What is left: imports of numpy, scipy.special, pydantic and
+  yaml (about 0.3 s) and about 0.13 s of work, of which the engine is 33 ms and rendering the
+  indented JSON twice (stdout and summary.json; the standard library's encoder is pure
+  Python when indenting) about 40 ms.
 """
 
 from __future__ import annotations
