@@ -16,11 +16,13 @@ The simulator is ``coverage_study.simulate``, which returns every true parameter
 named like the posterior variables (``mu[d]``, ``tau[d]``, ``omega[d]``, ``bias[d/p]``).
 
 The inner loop is one function per replication (``run_replication``); the
-replications go through ``metaeval.executor`` when that module exists, else a
-plain serial loop that rewrites the results file after every replication, so an
-interrupted run still leaves numbers (rerun with the same arguments to resume).
+replications go through ``metaeval.executor`` (a local Dask cluster, or a serial
+loop with ``--workers 0``), and the results file is rewritten after every
+replication, so an interrupted run still leaves numbers (rerun with the same
+arguments to resume). Each worker process compiles the sampler once and reuses it
+for every replication (``metaeval.sampling``: same model structure, new data).
 
-Run:      .venv/bin/python bench/sbc.py --reps 200            (about 7-15 s per fit on 2 shared cores)
+Run:      .venv/bin/python bench/sbc.py                       (1,000 fits at 4 x (1000 + 1000); about 1.3 s a fit)
 Analyse:  .venv/bin/python bench/sbc.py --analyse             (tests, bench/sbc_ranks.png, no refitting)
 """
 
@@ -87,23 +89,11 @@ def run_replication(*, model: str, seed: int, rep: int, chains: int, draws: int,
 
 
 def _run_tasks(tasks: list[dict], on_result, workers: int | None) -> None:
-    """Through ``metaeval.executor.run_tasks`` (a local Dask cluster; ``workers=0``: serial), ``on_result`` per finished task.
-
-    Falls back on a plain serial loop if the executor module is absent.
-    """
+    """Through ``metaeval.executor.run_tasks`` (a local Dask cluster; ``workers=0``: serial), ``on_result`` per finished task."""
     import os
 
-    try:
-        from metaeval.executor import run_tasks
-    except ImportError:
-        run_tasks = None
-    if run_tasks is None:
-        for task in tasks:
-            try:
-                on_result(run_replication(**task))
-            except Exception as exc:  # noqa: BLE001 - a failed replication is recorded, not fatal
-                on_result({"rep": task["rep"], "error": f"{type(exc).__name__}: {exc}"})
-        return
+    from metaeval.executor import run_tasks
+
     # worker processes must import this module by name (not as __main__)
     os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), str(HERE), os.environ.get("PYTHONPATH", "")])
     import sbc
@@ -115,13 +105,24 @@ def _run_tasks(tasks: list[dict], on_result, workers: int | None) -> None:
               progress=record, description="SBC fits")
 
 
+def _code() -> dict:
+    """The commit and package versions the fits ran with (a run is only resumed with the same settings)."""
+    import subprocess
+
+    from metaeval.sampling import package_versions
+
+    git = subprocess.run(["git", "-C", str(HERE), "describe", "--always", "--dirty", "--abbrev=40"],
+                         capture_output=True, text=True, check=False)
+    return {"commit": git.stdout.strip() or None, "versions": package_versions()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=200)
+    parser.add_argument("--reps", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=20261125)
-    parser.add_argument("--chains", type=int, default=2)
+    parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--tune", type=int, default=500)
+    parser.add_argument("--tune", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=None, help="executor workers (0: serial loop)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--analyse", action="store_true", help="only analyse an existing results file")
@@ -130,10 +131,11 @@ def main() -> int:
         return analyse(args.out)
 
     settings = {"model": "default", "seed": args.seed, "chains": args.chains, "draws": args.draws, "tune": args.tune, "L": L}
+    code = _code()
     done: dict[int, dict] = {}
     if args.out.is_file():
         old = json.loads(args.out.read_text())
-        if old.get("settings") == settings:
+        if old.get("settings") == settings and old.get("code") == code:  # resume only fits of the same code
             done = {r["rep"]: r for r in old.get("replications", []) if "error" not in r}
     tasks = [{**settings, "rep": rep} for rep in range(args.reps) if rep not in done]
     started = time.time()
@@ -145,7 +147,7 @@ def main() -> int:
             print(f"rep {result['rep']}: " + (f"gate {'passed' if result['gate']['passed'] else 'FAILED'}, {result['seconds']} s" if ok else result["error"])
                   + f" ({len(done)}/{args.reps}, {time.time() - started:.0f} s)", flush=True)
         payload = {"what": "simulation-based calibration (Talts et al. 2018) of models/default.toml", "settings": settings,
-                   "status": "complete" if final else "partial", "replications": [done[k] for k in sorted(done)]}
+                   "code": code, "status": "complete" if final else "partial", "replications": [done[k] for k in sorted(done)]}
         args.out.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
 
     _run_tasks(tasks, save, args.workers)
