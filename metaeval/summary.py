@@ -20,10 +20,12 @@ Definitions:
 - ``raw``/``raw_se``: the inverse-variance combination of a project's numeric
   estimates in the domain (null when it has only direction-only findings).
 - ``pooling`` (as in baggr): the posterior mean of ``v / (v + tau^2)`` where ``v``
-  is the raw estimate's variance as the model sees it: the squared SE (divided by
-  the design weight under variance inflation) plus the variance of the project's
-  bias term. 1 means fully pooled (the project's own data count for nothing), 0
-  not pooled at all. Estimate-level residuals (omega) are not included.
+  is the variance of the project's data as one estimate of its effect, as the model
+  sees it: ``1 / sum_k 1 / (sei_k^2 / weight_k + omega^2)`` over its estimates (the
+  design weight under variance inflation; omega, the within-project SD, only where
+  the project has several estimates in the domain) plus the variance of the
+  project's bias term. 1 means fully pooled (the project's own data count for
+  nothing), 0 not pooled at all.
 """
 
 from __future__ import annotations
@@ -130,7 +132,14 @@ def summarise(posterior, *, hdi_prob: float | None = None, diagnostics: dict | N
             del entry["hdi_prob"]
             own = estimates_of.get(j, [])
             if own:
-                v_sampling = 1 / sum(e["weight"] / e["sei"] ** 2 for e in own)
+                # the project's data as one estimate of its effect: the precision of its estimates, each with
+                # its sampling variance (over the design weight) plus omega^2 where the project has several
+                variances = np.array([e["sei"] ** 2 / e["weight"] for e in own])
+                if any(e["replicate_index"] >= 0 for e in own) and "omega" in post:
+                    omega = post["omega"].sel(omega_domain=d).values[..., None]
+                    v_sampling = 1 / np.sum(1 / (variances + omega**2), axis=-1)
+                else:
+                    v_sampling = 1 / np.sum(1 / variances)
                 terms = [layout.bias_terms[e["bias_index"]] for e in own if e["bias_index"] >= 0]
                 v_bias = 0.0
                 if terms and "sd" in terms[0]:

@@ -139,6 +139,41 @@ def test_pooling_factors_with_a_known_tau(summary):
     assert projects["a"]["raw"] == 0.5 and projects["a"]["raw_se"] == 0.3
 
 
+def test_pooling_counts_omega_where_a_project_has_several_estimates():
+    """Pooling is the weight on mu in E[theta_p | y_p, mu, tau, omega]: checked by Gaussian conditioning
+    with matrix algebra, draw by draw (cov(y_p) = tau^2 11' + diag(sei^2 + omega^2))."""
+    evidence = csv_like([0.4, 0.1, 0.3], [0.2, 0.3, 0.25], studies=["a1", "a2", "b"], domain="jobs")
+    evidence["project_id"] = ["a", "a", "b"]
+    spec = load_spec("default")
+    layout = prepare(evidence, spec)
+    assert layout.omega_domains == ["jobs"]
+    rng = np.random.default_rng(3)
+    shape = (2, 300)
+    tau, omega = np.abs(rng.normal(0, 0.3, shape)), np.abs(rng.normal(0, 0.4, shape))
+    coords = {"chain": np.arange(shape[0]), "draw": np.arange(shape[1])}
+    post = xr.Dataset(
+        {"mu": (("chain", "draw", "domain"), rng.normal(0.2, 0.1, (*shape, 1))),
+         "tau": (("chain", "draw", "domain"), tau[..., None]),
+         "omega": (("chain", "draw", "omega_domain"), omega[..., None]),
+         "theta_project": (("chain", "draw", "project"), rng.normal(0.2, 0.1, (*shape, 2)))},
+        coords={**coords, "domain": ["jobs"], "omega_domain": ["jobs"], "project": [p["label"] for p in layout.projects]},
+    )
+    stats_ = xr.Dataset({"diverging": (("chain", "draw"), np.zeros(shape, bool))}, coords=coords)
+    tree = xr.DataTree.from_dict({"posterior": post, "sample_stats": stats_})
+    projects = summarise(annotate(tree, layout, spec, SamplerSettings()))["domains"]["jobs"]["projects"]
+
+    def weight_on_mu(sei, t, o):
+        cov = t**2 * np.ones((len(sei), len(sei))) + np.diag(np.square(sei) + o**2)
+        return 1 - t**2 * np.ones(len(sei)) @ np.linalg.solve(cov, np.ones(len(sei)))
+
+    a = [weight_on_mu([0.2, 0.3], t, o) for t, o in zip(tau.ravel(), omega.ravel())]
+    assert projects["a"]["pooling"] == pytest.approx(np.mean(a), rel=1e-4)  # the summary keeps 5 significant digits
+    # one estimate: no omega in its likelihood
+    assert projects["b"]["pooling"] == pytest.approx(np.mean(0.25**2 / (0.25**2 + tau**2)), rel=1e-4)
+    without_omega = np.mean([weight_on_mu([0.2, 0.3], t, 0.0) for t in tau.ravel()])
+    assert projects["a"]["pooling"] > without_omega + 0.05  # omega makes the project's own data count for less
+
+
 def test_single_project_domain_says_tau_is_its_prior(summary):
     notes = " ".join(summary["domains"]["grades"]["notes"])
     assert "tau's posterior equals its prior" in notes
