@@ -364,9 +364,15 @@ def write_summary(summary: dict, directory: str | Path) -> None:
     write_atomic(directory / "summary.csv", summary_csv(summary))
 
 
+#: What :func:`summarise` computes, versioned: a cached fit's summary of another version is made
+#: again from its posterior (no refit). Raise it whenever a summarised number changes meaning.
+#: 2: pooling factors count omega.
+SUMMARY_VERSION = 2
+
+
 def load_summary(directory: str | Path, *, verify: bool = False) -> dict | None:
     """``summary.json`` in ``directory``; None when missing, unreadable, or (``verify``, a fit folder)
-    when its SHA-256 differs from the one recorded in the folder's ``fit.json``."""
+    when its SHA-256 or summary version differs from the one recorded in the folder's ``fit.json``."""
     from metaeval.sampling import file_sha256, read_fit_record
 
     path = Path(directory) / "summary.json"
@@ -374,7 +380,7 @@ def load_summary(directory: str | Path, *, verify: bool = False) -> dict | None:
         return None
     if verify:
         record = read_fit_record(directory) or {}
-        if record.get("summary_sha256") != file_sha256(path):
+        if record.get("summary_sha256") != file_sha256(path) or record.get("summary_version") != SUMMARY_VERSION:
             return None
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
@@ -389,7 +395,7 @@ def _record_summary(directory: Path) -> None:
 
     record = read_fit_record(directory)
     if record is not None:
-        record["summary_sha256"] = file_sha256(directory / "summary.json")
+        record.update(summary_sha256=file_sha256(directory / "summary.json"), summary_version=SUMMARY_VERSION)
         write_atomic(directory / "fit.json", json.dumps(record, sort_keys=True, indent=2) + "\n")
 
 

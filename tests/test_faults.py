@@ -23,9 +23,9 @@ from metaeval.cli import main
 from metaeval.errors import SamplingFailed
 from metaeval.files import atomic_path, write_atomic
 from metaeval.harmonise import load_evidence
-from metaeval.sampling import SamplerSettings, fit, load_posterior, verify_fit
+from metaeval.sampling import SamplerSettings, file_sha256, fit, load_posterior, verify_fit
 from metaeval.spec import load_spec
-from metaeval.summary import cached_summary, fit_and_summarise, summary_json, summary_table
+from metaeval.summary import SUMMARY_VERSION, cached_summary, fit_and_summarise, summary_json, summary_table
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = SamplerSettings(chains=1, draws=50, tune=50, seed=5)
@@ -206,6 +206,22 @@ def test_tampered_cached_summary_is_recomputed_from_the_posterior(fitted, tmp_pa
     assert result.cached  # the posterior was fine: no refit
     assert again["domains"]["all"]["mu"]["mean"] != 99.0 and summary_json(again) == summary_json(summary)
     assert cached_summary(table, spec, out=directory.parent.parent, settings=TINY) == summary
+
+
+def test_summary_of_an_older_summary_version_is_recomputed_without_refitting(fitted, tmp_path):
+    """A fit cached before summarise changed (SUMMARY_VERSION): its posterior is reused, its summary made again."""
+    table, spec, summary, directory = _copy(fitted, tmp_path)
+    old = json.loads((directory / "summary.json").read_text())
+    old["domains"]["all"]["projects"]["A"]["pooling"] = 0.123  # what an older summarise might have said
+    (directory / "summary.json").write_text(json.dumps(old))
+    record = json.loads((directory / "fit.json").read_text())
+    assert record["summary_version"] == SUMMARY_VERSION
+    record.update(summary_sha256=file_sha256(directory / "summary.json"), summary_version=SUMMARY_VERSION - 1)
+    (directory / "fit.json").write_text(json.dumps(record))
+    again, result = fit_and_summarise(table, spec, out=directory.parent.parent, settings=TINY, progress=False)
+    assert result.cached  # no refit
+    assert summary_json(again) == summary_json(summary)
+    assert json.loads((directory / "fit.json").read_text())["summary_version"] == SUMMARY_VERSION
 
 
 # --- failures are reported as failures ------------------------------------------------------------------------
