@@ -102,9 +102,21 @@ def test_report_killed_before_rename_leaves_the_previous_report(tmp_path):
     tmp = _kill_when_paused(_start(["report", "--engine", "exact", "--csv", str(second), "--output", str(report)], tmp_path, "report.html", marker), marker)
     assert report.read_bytes() == before  # the previous report, byte for byte
     assert tmp.is_file() and tmp.parent == report.parent and tmp.read_bytes() != before  # the new one was complete but never renamed
-    # the next run is not disturbed by the orphaned temporary file
+    # the next run is not disturbed by the orphaned temporary file, and removes it (its writer is dead)
+    new = tmp.read_bytes()
     done = _finish(_start(["report", "--engine", "exact", "--csv", str(second), "--output", str(report)], tmp_path))
-    assert done.returncode == 0 and report.read_bytes() == tmp.read_bytes()
+    assert done.returncode == 0 and report.read_bytes() == new
+    assert not tmp.exists() and not list(report.parent.glob(".*.tmp"))
+
+
+def test_temporary_files_of_live_writers_are_left_alone(tmp_path):
+    """Only a dead writer's temporary file is an orphan: one of a running process (this one) stays."""
+    target = tmp_path / "summary.json"
+    with atomic_path(target) as mine:
+        mine.write_text("in progress")
+        write_atomic(target, "another writer")  # cleans orphans of summary.json while `mine` is being written
+        assert mine.read_text() == "in progress"
+    assert target.read_text() == "in progress"
 
 
 def test_fit_killed_mid_write_leaves_the_previous_result_intact_and_loadable(tmp_path):
