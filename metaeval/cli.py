@@ -327,7 +327,8 @@ def _calibration_section() -> dict | None:
         f"evidence bases drawn from the model's own priors, each fitted ({settings['chains']} chains × "
         f"{settings['draws']} draws); the rank of each true parameter among {analysis['L']} thinned posterior draws "
         f"should be uniform. Verdict: {analysis['verdict']} (smallest Bonferroni-adjusted p = "
-        f"{analysis['min_primary_p_bonferroni']:.2f}). Source: bench/sbc.md."
+        f"{analysis['min_primary_p_bonferroni']:.2f}). Source: bench/sbc.md"
+        + (f", fitted with metaeval at commit {record['code']['commit'][:12]}." if (record.get("code") or {}).get("commit") else ".")
     )
     table = [{"parameter": k, "chi-square p": v} for k, v in sorted(analysis["primary_p_values"].items())]
     figures = [{"caption": "Rank histograms and ECDF differences with 99% bands", "figure": picture.read_bytes()}] if picture.is_file() else []

@@ -379,6 +379,7 @@ def test_report_cites_the_committed_calibration_study_of_the_default_model(tmp_p
     record = json.loads((Path(__file__).resolve().parents[1] / "bench" / "sbc_results.json").read_text())
     section = _calibration_section()
     assert section["text"].count(record["analysis"]["verdict"]) == 1
+    assert f"at commit {record['code']['commit'][:12]}" in section["text"]  # which code was calibrated
     assert {row["parameter"]: row["chi-square p"] for row in section["table"]} == record["analysis"]["primary_p_values"]
     evidence, args = load_evidence(), build_parser().parse_args(["report", "--out", str(tmp_path)])
     default = {"engine": "mcmc", "model": {"name": "default", "overrides": {}}, "domains": {}}
