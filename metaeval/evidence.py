@@ -332,8 +332,8 @@ def read_csv(path: Path | str):
 
 
 def csv_records(path: Path | str) -> list[dict[str, Any]]:
-    """The rows of :func:`read_csv` as plain dicts, so a caller that keeps working row by row
-    (:func:`metaeval.harmonise.load_evidence`) makes one DataFrame at the end, not several."""
+    """The rows of :func:`read_csv` as plain dicts, for a caller that keeps working row by row
+    (:func:`metaeval.harmonise.evidence_records`)."""
     import csv
     import io
 

@@ -10,6 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+#: Part of every temporary file's name (with the writer's pid), so orphans are told from live writers' files.
+_HOST = socket.gethostname()
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -36,9 +39,6 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-_HOST = socket.gethostname()
 
 
 def _remove_orphans(path: Path) -> None:
