@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from metaeval.cells import present
+
 __all__ = [
     "METHODS",
     "TESTS",
@@ -797,7 +799,7 @@ def _truthy(series: pd.Series) -> np.ndarray:
     """Interpret a poolable column (bool, 0/1, or 'true'/'false' text) as booleans; missing counts as False."""
     out = np.zeros(len(series), dtype=bool)
     for i, v in enumerate(series.tolist()):
-        if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        if not present(v):
             continue
         if isinstance(v, (bool, np.bool_)):
             out[i] = bool(v)

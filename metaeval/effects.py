@@ -15,25 +15,6 @@ from statistics import NormalDist
 _NORMAL = NormalDist()  # the standard normal; stdlib, so importing this module stays cheap
 
 
-def finite(value) -> float | None:
-    """``value`` as a float, or None when it is missing, not a number, or not finite."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
-def present(value) -> bool:
-    """Whether a cell holds a value: not None, NaN, or pandas' NA/NaT (in a DataFrame or a plain row)."""
-    if value is None or type(value).__name__ in ("NAType", "NaTType"):
-        return False
-    try:
-        return not math.isnan(value)
-    except (TypeError, ValueError):
-        return True
-
-
 def _positive(name: str, value: float) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import special
 
-from metaeval.effects import finite, present
+from metaeval.cells import finite, present
 from metaeval.priors import Prior
 
 #: Prior tail exponents of tau's density (p(tau) ~ tau^-e); absent: lighter than any power.

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from metaeval import effects
-from metaeval.effects import present
+from metaeval.cells import present
 from metaeval.errors import InputError, Problem
 from metaeval.evidence import COUNT_COLUMNS, EvidenceBase, csv_records, raw_records, read_evidence_base
 

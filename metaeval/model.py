@@ -26,11 +26,12 @@ left out and why, the per-domain priors); ``build_model`` turns that into a
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from metaeval.effects import finite as _finite
+from metaeval.cells import finite, flag, present
 from metaeval.errors import InputError, Problem
 from metaeval.spec import ALL_DESIGNS, UNBIASED_DESIGNS, ModelSpec
 
@@ -68,31 +69,9 @@ class Layout:
         return next(d for d in self.domains if d["id"] == domain_id)
 
 
-def _flag(value) -> bool | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    try:
-        import pandas as pd
-
-        if value is pd.NA:
-            return None
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pass
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    return bool(value)
-
-
 def _text(value, default: str | None = None) -> str | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if not present(value):
         return default
-    try:
-        import pandas as pd
-
-        if value is pd.NA:
-            return default
-    except ImportError:  # pragma: no cover
-        pass
     text = str(value).strip()
     return text or default
 
@@ -124,8 +103,6 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
     rows = evidence.to_dict("records")
     problems: list[Problem] = []
     ids = [str(r["estimate_id"]) for r in rows]
-    from collections import Counter
-
     for dup in sorted(i for i, n in Counter(ids).items() if n > 1):
         problems.append(Problem("evidence table", dup, "estimate_id", "estimate ids must be unique"))
 
@@ -144,25 +121,25 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
         def leave_out(reason: str) -> None:
             layout.excluded.append({**base, "reason": reason})
 
-        if not _flag(r.get("poolable")):
+        if not flag(r.get("poolable")):
             leave_out(_text(r.get("exclusion_reason"), "not poolable (no reason given)"))
             continue
         if design not in spec.designs:
             leave_out(f"design {design!r} is not among the designs model {spec.name!r} admits")
             continue
-        if _flag(r.get("direction_only")):
+        if flag(r.get("direction_only")):
             if spec.direction_only == "exclude":
                 leave_out(f"reported only as direction and significance; model {spec.name!r} leaves such findings out (direction_only.mode = exclude)")
                 continue
-            level = _finite(r.get("sig_level")) or 0.05
+            level = finite(r.get("sig_level")) or 0.05
             z_crit = NormalDist().inv_cdf(1 - level / 2)
-            region = _z_region(_text(r.get("direction")), _flag(r.get("significant")), z_crit)
+            region = _z_region(_text(r.get("direction")), flag(r.get("significant")), z_crit)
             if isinstance(region, str):
                 leave_out(region)
                 continue
-            kept.append({**base, "kind": "finding", "direction": _text(r.get("direction")), "significant": _flag(r.get("significant")), "sig_level": level, "z_low": region[0], "z_high": region[1]})
+            kept.append({**base, "kind": "finding", "direction": _text(r.get("direction")), "significant": flag(r.get("significant")), "sig_level": level, "z_low": region[0], "z_high": region[1]})
             continue
-        yi, sei = _finite(r.get("yi")), _finite(r.get("sei"))
+        yi, sei = finite(r.get("yi")), finite(r.get("sei"))
         if yi is None or sei is None or sei <= 0:
             leave_out("no usable estimate and standard error (yi/sei missing)")
             continue
@@ -174,10 +151,10 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
         beneficial = _text(r.get("domain_beneficial"), "increase")
         if beneficial not in ("increase", "decrease"):
             problems.append(Problem("evidence table", d, "domain_beneficial", f"expected increase or decrease, got {beneficial!r}"))
-        scale = _finite(r.get("domain_scale"))
+        scale = finite(r.get("domain_scale"))
         if scale is not None and scale <= 0:
             problems.append(Problem("evidence table", d, "domain_scale", f"must be positive, got {scale:g}"))
-        mid = _finite(r.get("domain_mid"))
+        mid = finite(r.get("domain_mid"))
         layout.domains.append({
             "id": d,
             "label": _text(r.get("domain_label"), d),
@@ -282,6 +259,16 @@ def build_model(evidence, spec: ModelSpec):
     return model_from_layout(prepare(evidence, spec), spec)
 
 
+def _ints(values) -> np.ndarray:
+    """Indices for a ``pm.Data`` container (int64 even when empty)."""
+    return np.array(values, dtype=np.int64)
+
+
+def _omega_slot(row: dict, o_index: dict[str, int]) -> int:
+    """A row's index into ``omega_all``: its domain's omega if its project has several rows there, else the trailing 0."""
+    return o_index[row["domain"]] if row["replicate_index"] >= 0 else len(o_index)
+
+
 def _collapse(y, v, index, n, segsum, log):
     """Integrate out a Gaussian level: rows ``y ~ N(theta[index], v)`` given per-group ``theta``.
 
@@ -376,16 +363,13 @@ def model_from_layout(layout: Layout, spec: ModelSpec):
         coords["latent_bias_term"] = [layout.bias_terms[j]["label"] for j in latent_terms]
         coords["marginal_project"] = [labels[i] for i in split["marginal"]]
 
-    def ints(values) -> np.ndarray:
-        return np.array(values, dtype=np.int64)
-
     with pm.Model(coords=coords) as model:
         mu = _vector_rv("mu", [parse_prior(layout.priors["mu"][d]) for d in domains], "domain", domains)
         tau = _vector_rv("tau", [parse_prior(layout.priors["tau"][d]) for d in domains], "domain", domains)
-        project_domain = pm.Data("project_domain", ints([d_index[p["domain"]] for p in layout.projects]), dims="project")
+        project_domain = pm.Data("project_domain", _ints([d_index[p["domain"]] for p in layout.projects]), dims="project")
         theta_latent = None
         if latent:
-            cell_domain = project_domain[pm.Data("latent_projects", ints(latent))] if marginal_mode else project_domain
+            cell_domain = project_domain[pm.Data("latent_projects", _ints(latent))] if marginal_mode else project_domain
             z_project = pm.Normal("z_project", 0.0, 1.0, dims=project_dim)
             theta_latent = pm.Deterministic("theta_latent" if marginal_mode else "theta_project", mu[cell_domain] + tau[cell_domain] * z_project, dims=project_dim)
 
@@ -405,13 +389,13 @@ def model_from_layout(layout: Layout, spec: ModelSpec):
                 sds = pm.Data("bias_prior_sd", np.array([t["sd"] for t in layout.bias_terms]), dims="bias_term")
                 bias_prior = (t_sign * means, sds)
                 if latent_terms:
-                    pick = pm.Data("latent_bias_terms", ints(latent_terms)) if marginal_mode else slice(None)
+                    pick = pm.Data("latent_bias_terms", _ints(latent_terms)) if marginal_mode else slice(None)
                     z_bias = pm.Normal("z_bias", 0.0, 1.0, dims=term_dim)
                     bias = pm.Deterministic("bias_latent" if marginal_mode else "bias", t_sign[pick] * (means[pick] + sds[pick] * z_bias), dims=term_dim)
                     bias_latent = pt.concatenate([bias, pt.zeros(1)])
             else:  # hierarchical: a design level (Prevost et al. 2000), in domain-scale units (latent effects only)
                 t_scale = pm.Data("bias_scale", np.array([t["scale"] for t in layout.bias_terms]), dims="bias_term")
-                design_of = pm.Data("bias_design_index", ints([layout.bias_designs.index(t["design"]) for t in layout.bias_terms]), dims="bias_term")
+                design_of = pm.Data("bias_design_index", _ints([layout.bias_designs.index(t["design"]) for t in layout.bias_terms]), dims="bias_term")
                 mean = spec.hierarchy_prior("mean").to_pymc("bias_mean")
                 design_sd = spec.hierarchy_prior("design_sd").to_pymc("bias_design_sd")
                 project_sd = spec.hierarchy_prior("project_sd").to_pymc("bias_project_sd")
@@ -423,9 +407,9 @@ def model_from_layout(layout: Layout, spec: ModelSpec):
 
         def effect_and_extra_sd(rows: list[dict], dim: str):
             """Each row's expected effect (project effect + design bias) and its within-project SD (omega or 0)."""
-            cell = pm.Data(f"{dim}_project", ints([latent_pos[k["project_index"]] for k in rows]), dims=dim)
-            b = pm.Data(f"{dim}_bias_term", ints([term_pos[k["bias_index"]] if k["bias_index"] >= 0 else len(latent_terms) for k in rows]), dims=dim)
-            o = pm.Data(f"{dim}_omega_domain", ints([o_index[k["domain"]] if k["replicate_index"] >= 0 else len(o_index) for k in rows]), dims=dim)
+            cell = pm.Data(f"{dim}_project", _ints([latent_pos[k["project_index"]] for k in rows]), dims=dim)
+            b = pm.Data(f"{dim}_bias_term", _ints([term_pos[k["bias_index"]] if k["bias_index"] >= 0 else len(latent_terms) for k in rows]), dims=dim)
+            o = pm.Data(f"{dim}_omega_domain", _ints([_omega_slot(k, o_index) for k in rows]), dims=dim)
             return theta_latent[cell] + bias_latent[b], omega_all[o]
 
         if layout.estimates:
@@ -439,7 +423,7 @@ def model_from_layout(layout: Layout, spec: ModelSpec):
                 on_latent = [k for k, e in enumerate(layout.estimates) if e["project_index"] in latent_pos]
                 if on_latent:
                     effect, extra_sd = effect_and_extra_sd([layout.estimates[k] for k in on_latent], "latent_estimate")
-                    rows = pm.Data("latent_estimate_rows", ints(on_latent))
+                    rows = pm.Data("latent_estimate_rows", _ints(on_latent))
                     pm.Potential("latent_estimates", pm.logp(pm.Normal.dist(effect, pt.sqrt(sei[rows] ** 2 / weight[rows] + extra_sd**2)), yi[rows]))
                 if split["rows"]:
                     _marginal_likelihood(layout, split, mu, tau, omega_all, o_index, yi, sei, weight, project_domain, bias_prior)
@@ -482,12 +466,12 @@ def _marginal_likelihood(layout, split, mu, tau, omega_all, o_index, yi, sei, we
     import pymc as pm
     import pytensor.tensor as pt
 
-    rows = pm.Data("marginal_rows", np.array(split["rows"], dtype=np.int64))
+    rows = pm.Data("marginal_rows", _ints(split["rows"]))
     n_groups, n_cells = len(split["group_cell"]), len(split["marginal"])
-    row_group = pm.Data("marginal_row_group", np.array(split["row_group"], dtype=np.int64))
-    group_cell = pm.Data("marginal_group_cell", np.array(split["group_cell"], dtype=np.int64))
-    group_bias = pm.Data("marginal_group_bias", np.array([b if b >= 0 else len(layout.bias_terms) for b in split["group_bias"]], dtype=np.int64))
-    row_omega = pm.Data("marginal_row_omega", np.array([o_index[layout.estimates[k]["domain"]] if layout.estimates[k]["replicate_index"] >= 0 else len(o_index) for k in split["rows"]], dtype=np.int64))
+    row_group = pm.Data("marginal_row_group", _ints(split["row_group"]))
+    group_cell = pm.Data("marginal_group_cell", _ints(split["group_cell"]))
+    group_bias = pm.Data("marginal_group_bias", _ints([b if b >= 0 else len(layout.bias_terms) for b in split["group_bias"]]))
+    row_omega = pm.Data("marginal_row_omega", _ints([_omega_slot(layout.estimates[k], o_index) for k in split["rows"]]))
     if bias_prior is not None:
         m_g = pt.concatenate([bias_prior[0], pt.zeros(1)])[group_bias]
         s_g = pt.concatenate([bias_prior[1], pt.zeros(1)])[group_bias]
@@ -496,7 +480,7 @@ def _marginal_likelihood(layout, split, mu, tau, omega_all, o_index, yi, sei, we
     v = sei[rows] ** 2 / weight[rows] + omega_all[row_omega] ** 2
     p_g, ybar_g, l_rows = _collapse(yi[rows], v, row_group, n_groups, _segsum_pt, pt.log)
     p_c, xbar_c, l_groups = _collapse(ybar_g - m_g, 1 / p_g + s_g**2, group_cell, n_cells, _segsum_pt, pt.log)
-    cell_domain = project_domain[pm.Data("marginal_projects", np.array(split["marginal"], dtype=np.int64))]
+    cell_domain = project_domain[pm.Data("marginal_projects", _ints(split["marginal"]))]
     l_cells = 0.5 * (_LOG_2PI - pt.log(p_c)) + pm.logp(pm.Normal.dist(mu[cell_domain], pt.sqrt(1 / p_c + tau[cell_domain] ** 2)), xbar_c)
     per_cell = (_segsum_pt(l_rows, group_cell[row_group], n_cells) + _segsum_pt(0.5 * (_LOG_2PI - pt.log(p_g)) + l_groups, group_cell, n_cells) + l_cells)
     pm.Potential("marginal_likelihood", per_cell, dims="marginal_project")

@@ -18,7 +18,7 @@ import math
 from contextlib import contextmanager
 from pathlib import Path
 
-from metaeval.effects import finite as _finite
+from metaeval.cells import finite, flag, present
 from metaeval.files import write_atomic
 from metaeval.schema import DESIGN_LADDER
 
@@ -115,23 +115,9 @@ def _plain_text(value, limit: int = _MAX_LABEL) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def _flag(value) -> bool:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return False
-    if type(value).__name__ == "NAType":
-        return False
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    return bool(value)
-
-
 def _get(row, column, default=None):
     value = row.get(column, default) if hasattr(row, "get") else default
-    if value is None or type(value).__name__ == "NAType":
-        return default
-    if isinstance(value, float) and math.isnan(value):
-        return default
-    return value
+    return value if present(value) else default
 
 
 def _design_rank(design) -> int:
@@ -145,7 +131,7 @@ def _interval(x, se, z=1.959963984540054) -> dict:
 def _shrunken(p: dict | None) -> dict:
     if p is None:
         return {"x": None, "low": None, "high": None}
-    return {"x": _finite(p.get("mean")), "low": _finite(p.get("hdi_low")), "high": _finite(p.get("hdi_high"))}
+    return {"x": finite(p.get("mean")), "low": finite(p.get("hdi_low")), "high": finite(p.get("hdi_high"))}
 
 
 def forest_rows(evidence, summary: dict, domain: str) -> list[dict]:
@@ -180,12 +166,12 @@ def forest_rows(evidence, summary: dict, domain: str) -> list[dict]:
         estimand = _get(r, "estimand")
         label = f"{outcome} [{estimand}]" if estimand else str(outcome)
         base = {"label": label, "design": design, "project": pid, "estimate_id": eid}
-        if _flag(_get(r, "direction_only")):
+        if flag(_get(r, "direction_only")):
             items.setdefault(pid, []).append({**base, "kind": "direction", "direction": _get(r, "direction"),
-                                              "significant": _flag_or_none(_get(r, "significant"))})
+                                              "significant": flag(_get(r, "significant"))})
             continue
-        yi, sei = _finite(_get(r, "yi")), _finite(_get(r, "sei"))
-        if _flag(_get(r, "poolable")) and yi is not None and sei is not None:
+        yi, sei = finite(_get(r, "yi")), finite(_get(r, "sei"))
+        if flag(_get(r, "poolable")) and yi is not None and sei is not None:
             items.setdefault(pid, []).append({**base, "kind": "estimate", **_interval(yi, sei)})
 
     by_estimate = {i["estimate_id"]: pid for pid, rows in items.items() for i in rows}
@@ -195,10 +181,10 @@ def forest_rows(evidence, summary: dict, domain: str) -> list[dict]:
             continue
         names.setdefault(key, key)
         designs.setdefault(key, "unspecified")
-        raw = _finite(p.get("raw"))
+        raw = finite(p.get("raw"))
         if raw is not None:
             items[key] = [{"kind": "estimate", "label": "raw estimate", "design": designs[key], "project": key,
-                           "estimate_id": None, **_interval(raw, _finite(p.get("raw_se")))}]
+                           "estimate_id": None, **_interval(raw, finite(p.get("raw_se")))}]
         else:
             items[key] = []
 
@@ -225,9 +211,9 @@ def forest_rows(evidence, summary: dict, domain: str) -> list[dict]:
             rows.append({**e, "in_model": in_model(pid, e["estimate_id"]), **_shrunken(projects.get(e["estimate_id"]))})
         rows.extend({**o, "in_model": in_model(pid, o["estimate_id"])} for o in others)
     mu, new = dom.get("mu") or {}, dom.get("theta_new") or {}
-    if _finite(mu.get("mean")) is not None:
+    if finite(mu.get("mean")) is not None:
         rows.append({"kind": "pooled", "label": "Pooled effect (μ)", "design": None, **_shrunken(mu)})
-    if _finite(new.get("mean")) is not None:
+    if finite(new.get("mean")) is not None:
         rows.append({"kind": "predictive", "label": "A new project (predictive)", "design": None, **_shrunken(new)})
     return rows
 
@@ -319,7 +305,7 @@ def forest_plot(evidence, summary: dict, domain: str):
 
         # No effect, the minimal important difference, the separator above the pooled rows.
         ax.axvline(0, color="#555555", lw=0.9, zorder=0)
-        mid = _finite(info.get("mid"))
+        mid = finite(info.get("mid"))
         benefit = str(info.get("beneficial") or "")
         if mid and benefit in ("increase", "decrease"):
             edge = mid if benefit == "increase" else -mid
@@ -385,12 +371,6 @@ def direction_text(row: dict) -> str:
         return "no effect reported, no number"
     sig = {True: "significant ", False: "non-significant "}.get(significant, "")
     return f"{sig}{direction or 'no direction'}, no number"
-
-
-def _flag_or_none(value) -> bool | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or type(value).__name__ == "NAType":
-        return None
-    return _flag(value)
 
 
 def figure_bytes(fig, fmt: str = "png", dpi: int = 110) -> bytes:

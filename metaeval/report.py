@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from metaeval.cells import flag, present
 from metaeval.files import write_atomic
 from metaeval.plots import (
     DESIGN_ORDER,
@@ -62,7 +63,7 @@ def esc(value: Any) -> Html:
     """Escaped text (``Html`` passes through unchanged); None and NaN become an empty string."""
     if isinstance(value, Html):
         return value
-    if _missing(value):
+    if not present(value):
         return Html("")
     return Html(html.escape(str(value), quote=True))
 
@@ -101,14 +102,8 @@ def join(children: Iterable[Any], sep: str = "") -> Html:
 # ---------------------------------------------------------------------------- values and numbers
 
 
-def _missing(value: Any) -> bool:
-    if value is None or type(value).__name__ in ("NAType", "NaTType"):
-        return True
-    return isinstance(value, float) and math.isnan(value)
-
-
 def _num(value: Any) -> float | None:
-    if _missing(value) or isinstance(value, bool):
+    if not present(value) or isinstance(value, bool):
         return None
     try:
         x = float(value)
@@ -117,16 +112,8 @@ def _num(value: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _flag(value: Any) -> bool:
-    if _missing(value):
-        return False
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    return bool(value)
-
-
 def _text(value: Any) -> str:
-    if _missing(value):
+    if not present(value):
         return ""
     if isinstance(value, dict):
         return "; ".join(f"{k} = {v}" for k, v in value.items())
@@ -138,7 +125,7 @@ def fmt_num(x: Any, metric: Any = None) -> str:
     value = _num(x)
     if value is None:
         return "–"
-    decimals = _DECIMALS.get(str(metric)) if not _missing(metric) else None
+    decimals = _DECIMALS.get(str(metric)) if present(metric) else None
     if decimals is None:
         text = f"{value:.3g}"
     else:
@@ -167,7 +154,7 @@ def fmt_interval(low: Any, high: Any, metric: Any = None) -> str:
 
 def unit_text(metric: Any) -> str:
     """The unit a number in this metric is read in ('' when the number speaks for itself or is unknown)."""
-    if _missing(metric):
+    if not present(metric):
         return ""
     return _UNIT_SHORT.get(str(metric), "")
 
@@ -206,7 +193,7 @@ def _rows(evidence) -> list[dict]:
 
 
 def _pooled_rows(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if _flag(r.get("poolable")) and not _flag(r.get("direction_only"))
+    return [r for r in rows if flag(r.get("poolable")) and not flag(r.get("direction_only"))
             and _num(r.get("yi")) is not None and _num(r.get("sei")) is not None]
 
 
@@ -233,7 +220,7 @@ def evidence_basis(evidence, summary: Mapping, domain: str) -> dict:
         counts = {str(k): int(v) for k, v in dom["designs"].items()}
     total_w = sum(weights.values())
     share = {d: w / total_w for d, w in weights.items()} if total_w > 0 else {}
-    direction_only = [r for r in rows if _flag(r.get("direction_only"))]
+    direction_only = [r for r in rows if flag(r.get("direction_only"))]
     n = sum(counts.values())
     return {
         "counts": dict(sorted(counts.items(), key=lambda kv: _rank(kv[0]))),
@@ -456,7 +443,7 @@ def _value(value: Any) -> Html:
         return tag("ul", [tag("li", _value(v)) for v in value])
     if isinstance(value, float):
         return esc(f"{value:.4g}")
-    if _missing(value):
+    if not present(value):
         return tag("span", "–", class_="na")
     return esc(value)
 
@@ -504,10 +491,10 @@ def _records_table(records: list[dict]) -> Html:
             return f"{v:.4g}" if math.isfinite(v) else "–"
         if isinstance(v, (Mapping, list, tuple)):
             return _value(v)
-        return "–" if _missing(v) else v
+        return "–" if not present(v) else v
 
     numeric = [i for i, c in enumerate(columns) if all(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool)
-                                                      for r in records if not _missing(r.get(c)))]
+                                                      for r in records if present(r.get(c)))]
     return _table([str(c) for c in columns], [[cell(r.get(c)) for c in columns] for r in records], numeric=numeric)
 
 
@@ -711,7 +698,7 @@ class _Report:
             pid = _text(r.get("project_id")) or _text(r.get("estimate_id"))
             p = projects.setdefault(pid, {"row": r, "n": 0, "pooled": 0})
             p["n"] += 1
-            p["pooled"] += int(_flag(r.get("poolable")) and _num(r.get("yi")) is not None)
+            p["pooled"] += int(bool(flag(r.get("poolable"))) and _num(r.get("yi")) is not None)
         ladder = [d for d in DESIGN_ORDER if d != "unspecified"]
         project_rows = []
         for pid, p in sorted(projects.items(), key=lambda kv: (_rank(_text(kv[1]["row"].get("design"))), kv[0])):
@@ -777,7 +764,7 @@ class _Report:
             reported.append(f"p = {fmt_num(r.get('p_value'), None)}")
         if _text(r.get("direction")):
             sig = {True: "significant", False: "not significant"}.get(
-                None if _missing(r.get("significant")) else _flag(r.get("significant")), "significance not stated")
+                flag(r.get("significant")), "significance not stated")
             reported.append(f"direction: {_text(r.get('direction'))}, {sig}")
         n_t, n_c = _num(r.get("n_treatment")), _num(r.get("n_control"))
         if n_t is not None or n_c is not None:
@@ -789,9 +776,9 @@ class _Report:
             harmonised = ["–"]
         if _text(r.get("harmonisation")):
             harmonised.append(tag("span", _text(r.get("harmonisation")), class_="muted"))
-        if _flag(r.get("direction_only")):
+        if flag(r.get("direction_only")):
             pooled = "direction only"
-        elif _flag(r.get("poolable")) and _num(r.get("yi")) is not None:
+        elif flag(r.get("poolable")) and _num(r.get("yi")) is not None:
             pooled = "yes"
         else:
             pooled = join(["no: ", _text(r.get("exclusion_reason")) or "no usable effect size"])
@@ -817,9 +804,9 @@ class _Report:
         rows: list[list[Any]] = []
         seen: set[str] = set()
         for r in self.rows:
-            if _flag(r.get("direction_only")):
+            if flag(r.get("direction_only")):
                 continue
-            if not _flag(r.get("poolable")) or _num(r.get("yi")) is None or _num(r.get("sei")) is None:
+            if not flag(r.get("poolable")) or _num(r.get("yi")) is None or _num(r.get("sei")) is None:
                 eid = _text(r.get("estimate_id"))
                 seen.add(eid)
                 rows.append([tag("code", eid), self.project_name(r.get("project_id")), self.domain_link(r.get("domain")),
@@ -866,7 +853,7 @@ class _Report:
             else self.model.get("direction_only")
         rows = []
         for r in self.rows:
-            if not _flag(r.get("direction_only")):
+            if not flag(r.get("direction_only")):
                 continue
             d = _text(r.get("domain"))
             dom = self.domains.get(d) or {}
@@ -875,7 +862,7 @@ class _Report:
             eid = _text(r.get("estimate_id"))
             direction = _text(r.get("direction"))
             sig = {True: "significant", False: "not significant"}.get(
-                None if _missing(r.get("significant")) else _flag(r.get("significant")), "significance not stated")
+                flag(r.get("significant")), "significance not stated")
             excluded_ids = {_text(x.get("estimate_id")) for _, x in self.model_exclusions()}
             if not dom:
                 used = "no: the domain was not fitted"
@@ -998,7 +985,7 @@ class _Report:
                 limits["ess_bulk_min"] = limits["ess_tail_min"] = f"≥ {thresholds['ess_min']:g}"
             if _num(thresholds.get("divergences")) is not None:
                 limits["divergences"] = "0" if thresholds["divergences"] == 0 else f"≤ {thresholds['divergences']:g}"
-        if any(not _missing(v) for v in values.values()):
+        if any(present(v) for v in values.values()):
             rows = [[GATE[k][0], _value(v), limits[k]] for k, v in values.items()]
             body.append(_table(["Check", "Value", "Gate"], rows, numeric=[1]))
         passed = diag.pop("passed", None)

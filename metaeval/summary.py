@@ -36,7 +36,7 @@ import json
 import math
 from pathlib import Path
 
-from metaeval.effects import present
+from metaeval.cells import present
 from metaeval.files import defuse_cell, write_atomic
 from metaeval.sampling import CachedFit, SamplerSettings, diagnose, fit_cached
 from metaeval.model import Layout
