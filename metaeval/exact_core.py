@@ -18,20 +18,20 @@ mu, as in the one-level model of :mod:`metaeval.exact`. What is left:
   log omega), centred on the posterior mode with a the posterior SD in z, reaching until the density has
   fallen by e^-DROP (the one-level engine's grid, in one or two dimensions);
 - per (tau, omega) node, the censored observations. They see the latent Gaussian vector only through
-  eta_h = theta_c + b_t, one per (cluster, offset) group holding censored observations. Given the other
-  observations, eta is Normal(E, S) (H dimensions, H the number of such groups); its likelihood is a
-  product of one-dimensional factors, each P(region | eta) = E_se[Phi(.) - Phi(.)], closed form given the
-  SE and integrated over the SE's prior by a trapezoid rule in log se. The tilted density Normal(E, S) x
-  likelihood is integrated around its mode, scaled by its curvature: a trapezoid rule on x = sinh(t) in
-  one dimension, product Gauss-Hermite in two or three. This gives the marginal likelihood and nodes on eta;
+  eta = theta_c + b_t, the effect of the (cluster, offset) group holding them (one such group a block:
+  more are not integrated here, and say so). Given the other observations, eta is Normal(E, S); each
+  censored observation's likelihood P(region | eta) = E_se[Phi(.) - Phi(.)] is closed form given the SE
+  and is integrated over the SE's prior by a trapezoid rule in log se. The tilted density Normal(E, S) x
+  likelihood is integrated around its mode, scaled by its curvature, by a trapezoid rule on
+  x = sinh(t): this gives the marginal likelihood and nodes on eta;
 - every latent quantity (mu, theta_c, b_t, a new cluster's effect) is then a mixture of normals over the
   (tau, omega, eta) nodes with closed-form component means (linear in eta) and variances: moments and
   tail probabilities are sums; shortest intervals come from the mixture CDF.
 
 Numerical error. Everything is computed twice: with the default rules and with rules 1.5 times coarser
-in every dimension (steps in t of the (tau, omega) grid, of the log-SE rule and of the eta rule; fewer
-Gauss-Hermite points). The rules converge geometrically, so the difference is, in practice, an upper bound
-on the default rules' error; it is reported per quantity.
+in every dimension (steps in t of the (tau, omega) grid, of the log-SE rule and of the eta rule). The
+rules converge geometrically, so the difference is, in practice, an upper bound on the default rules'
+error; it is reported per quantity (tests/test_exact_full.py holds it against brute-force quadrature).
 """
 
 from __future__ import annotations
@@ -50,8 +50,7 @@ _LOG_2PI = math.log(2 * math.pi)
 STEP = 0.2  # t-step of the (tau, omega) grid (1e-4 SD or better on the tests' cases)
 SE_STEP = 0.3  # t-step of the rule over a censored observation's SE, in log se
 ETA_STEP = 0.2  # t-step of the trapezoid rule on one eta dimension, x = sinh(t)
-ETA_POINTS = {2: 14, 3: 8}  # Gauss-Hermite points per eta dimension for two or three
-COARSE = 1.5  # the coarse rules' steps are this much larger (Gauss-Hermite: this many times fewer points)
+COARSE = 1.5  # the coarse rules' steps are this much larger
 DROP = 25.0  # nodes where the log density is this far below its maximum are negligible (e^-25 ~ 1e-11)
 REACH = 60.0  # furthest a grid goes from its centre, in log units (a heavier tail is cut here, and said so)
 NARROW = 0.7  # cdf: a component narrower than this times eta's spread (c u_scale) takes the narrow branch
@@ -319,9 +318,9 @@ class _Prepared:
         cuniq, self.c_group = np.unique(ckey, return_inverse=True)
         self.h_cluster, self.h_offset = cuniq // (T + 1), cuniq % (T + 1) - 1
         self.H = cuniq.size
-        if self.H > max(ETA_POINTS):
+        if self.H > 1:
             raise NoExactForm(f"censored observations in {self.H} (cluster, offset) groups of one block: the exact engine "
-                              f"integrates at most {max(ETA_POINTS)} such groups jointly")
+                              "integrates them in one group only")
         self.prec0, self.m0 = (1 / block.mu_prior.params[1] ** 2, block.mu_prior.params[0]) if block.mu_prior.family == "normal" else (0.0, 0.0)
         self._rules: dict = {}
 
@@ -400,32 +399,23 @@ class _Prepared:
         if H == 0:
             return _Nodes(tau, omega, log_post, mean, var, np.zeros((N, 1 + C + T, 0)), cov_mu, np.zeros((N, 1, 0)), np.ones((N, 1)),
                           np.zeros(N), np.ones(N))
-        # censored groups: eta_h = lam + kap theta_c + eps, eps ~ N(0, gam)
-        hc, ho = self.h_cluster, self.h_offset
-        with_off = ho >= 0
-        pick = np.where(with_off, ho, 0)
-        kap = np.where(with_off, 1 + beta[:, pick], 1.0) if T else np.ones((N, H))
-        lam = np.where(with_off, alpha[:, pick], 0.0) if T else np.zeros((N, H))
-        gam = np.where(with_off, gamma[:, pick], 0.0) if T else np.zeros((N, H))
-        E = lam + kap * Et[:, hc]
-        # Cov(theta_c, theta_c') = r_c r_c' V + [c = c'] q_c
-        cov_th_h = r[:, :, None] * r[:, hc][:, None, :] * V[:, None, None]  # (N, C, H)
-        cov_th_h[:, hc, np.arange(H)] += q[:, hc]
-        cov_th_h *= kap[:, None, :]
-        cov_b_h = beta[:, :, None] * cov_th_h[:, oc, :]
-        for h in np.flatnonzero(with_off):
-            cov_b_h[:, ho[h], h] += gam[:, h]
-        cov_h = np.concatenate([(kap * r[:, hc] * V[:, None])[:, None, :], cov_th_h, cov_b_h], 1)  # (N, Q, H)
-        S = cov_th_h[:, hc, :] * kap[:, :, None]
-        S[:, np.arange(H), np.arange(H)] += gam
-        lam_s, vec = np.linalg.eigh(S)
-        keep = lam_s > 1e-12 * np.maximum(lam_s.max(-1, keepdims=True), 1e-300)
-        root = vec * np.sqrt(np.where(keep, lam_s, 0.0))[:, None, :]  # eta = E + root u, u ~ N(0, I)
-        cov_u = np.einsum("nqh,nhk->nqk", cov_h, vec * np.where(keep, 1 / np.sqrt(np.where(keep, lam_s, 1.0)), 0.0)[:, None, :])
-        ok = np.isfinite(log_post) & (log_post >= floor) & np.isfinite(E).all(1) & np.isfinite(root).all((1, 2))
+        # the censored group: eta = lam + kap theta_c + eps, eps ~ N(0, gam), with c and t its cluster and offset
+        c, t = int(self.h_cluster[0]), int(self.h_offset[0])
+        kap, lam, gam = (1 + beta[:, t], alpha[:, t], gamma[:, t]) if t >= 0 else (np.ones(N), np.zeros(N), np.zeros(N))
+        E = lam + kap * Et[:, c]
+        cov_theta = r * (r[:, c] * V)[:, None]  # Cov(theta_c', theta_c) = r_c' r_c V + [c' = c] q_c
+        cov_theta[:, c] += q[:, c]
+        cov_theta *= kap[:, None]  # now Cov(theta_c', eta)
+        cov_offset = beta * cov_theta[:, oc]
+        if t >= 0:
+            cov_offset[:, t] += gam
+        root = np.sqrt(kap * cov_theta[:, c] + gam)  # eta = E + root u, u ~ N(0, 1)
+        cov_eta = np.concatenate([(kap * r[:, c] * V)[:, None], cov_theta, cov_offset], 1)
+        cov_u = (cov_eta / np.where(root > 0, root, np.inf)[:, None])[..., None]
+        ok = np.isfinite(log_post) & (log_post >= floor) & np.isfinite(E) & np.isfinite(root)
         u_ok, w_ok, z_ok, centre_ok, scale_ok = self._eta_quadrature(E[ok], root[ok], omega[ok], coarse)
-        u, u_w = np.zeros((N, u_ok.shape[1], H)), np.zeros((N, u_ok.shape[1]))
-        u[ok], u_w[ok], u_w[~ok, u_ok.shape[1] // 2] = u_ok, w_ok, 1.0
+        u, u_w = np.zeros((N, u_ok.shape[1], 1)), np.zeros((N, u_ok.shape[1]))
+        u[ok, :, 0], u_w[ok], u_w[~ok, u_ok.shape[1] // 2] = u_ok, w_ok, 1.0
         centre, scale = np.zeros(N), np.ones(N)
         centre[ok], scale[ok] = centre_ok, scale_ok
         log_post = np.where(ok, log_post, -np.inf)
@@ -433,88 +423,73 @@ class _Prepared:
         return _Nodes(tau, omega, log_post, mean, var, cov_u, cov_mu, u, u_w, centre, scale)
 
     def _log_lik(self, eta: np.ndarray, omega: np.ndarray, coarse: bool, derivatives: bool):
-        """The censored observations' log likelihood at eta (N, P, H); with ``derivatives`` also its
-        gradient and (diagonal) Hessian in eta."""
+        """The censored observations' log likelihood at eta (N, P); with ``derivatives`` also its first
+        and second derivatives in eta."""
         b = self.b
-        total = np.zeros(eta.shape[:2])
-        d1, d2 = np.zeros(eta.shape), np.zeros(eta.shape)
+        total, d1, d2 = np.zeros(eta.shape), np.zeros(eta.shape), np.zeros(eta.shape)
         for f in range(b.lo.size):
-            h = self.c_group[f]
             s, log_w = self.se_rule(f, coarse)
             om2 = omega**2 if b.c_residual[f] else np.zeros_like(omega)
-            lf, g1, g2 = _censored_terms(eta[..., h], b.lo[f], b.hi[f], s, log_w, om2, derivatives)
+            lf, g1, g2 = _censored_terms(eta, b.lo[f], b.hi[f], s, log_w, om2, derivatives)
             total += lf
             if derivatives:
-                d1[..., h] += g1
-                d2[..., h] += g2
+                d1 += g1
+                d2 += g2
         return total, d1, d2
 
     def _eta_quadrature(self, E, root, omega, coarse):
-        """Nodes u (N, P, H) on eta = E + root u with u ~ N(0, I), their normalised weights under the
-        tilted density N(u; 0, I) L(eta), and log E[L(eta)], per (tau, omega) node."""
-        N, H = E.shape
-        u = np.zeros((N, H))
+        """Per (tau, omega) node, the rule over u (eta = E + root u, u ~ N(0, 1)) for the tilted density
+        N(u; 0, 1) L(eta): nodes u = u* + C sinh(t) (t on a lattice, step ETA_STEP) around the mode u*,
+        scaled by the curvature there, reaching until the density has fallen by e^-DROP; a trapezoid rule
+        in t converges geometrically for skewed and sharp likelihoods alike. Returns the nodes (N, P),
+        their normalised weights, log E[L(eta)], u* and C."""
+        N = E.size
         if N == 0:
-            return np.zeros((0, 1, H)), np.zeros((0, 1)), np.zeros(0), np.zeros(0), np.zeros(0)
+            return np.zeros((0, 1)), np.zeros((0, 1)), np.zeros(0), np.zeros(0), np.ones(0)
 
         def objective(u, idx=slice(None), derivatives=True):  # log of the tilted density (unnormalised)
-            eta = E[idx, None, :] + np.einsum("nhk,npk->nph", root[idx], u)
-            ll, g, d2 = self._log_lik(eta, omega[idx], coarse, derivatives)
-            return -0.5 * (u * u).sum(-1) + ll, g, d2
+            ll, g, d2 = self._log_lik(E[idx, None] + root[idx, None] * u, omega[idx], coarse, derivatives)
+            return -0.5 * u * u + ll, g, d2
 
-        f, g, d2 = (x[:, 0] for x in objective(u[:, None, :]))
-        eye = np.eye(H)
+        u = np.zeros(N)
+        f, g, d2 = (x[:, 0] for x in objective(u[:, None]))
         active = np.arange(N)
-        for _ in range(100):  # Newton, the Hessian kept negative definite, steps halved until f rises
+        for _ in range(100):  # Newton, the curvature kept negative, steps halved until f rises
             if not active.size:
                 break
-            ua, ra = u[active], root[active]
-            grad = -ua + np.einsum("nhk,nh->nk", ra, g[active])
-            hess = eye + np.einsum("nhk,nh,nhl->nkl", ra, np.maximum(-d2[active], 0.0), ra)
-            step = np.linalg.solve(hess, grad[..., None])[..., 0]
+            ra = root[active]
+            step = (-u[active] + ra * g[active]) / (1 + ra * ra * np.maximum(-d2[active], 0.0))
             todo, scale = np.arange(active.size), np.ones(active.size)
             for _ in range(50):
                 idx = active[todo]
-                trial = ua[todo] + scale[todo, None] * step[todo]
-                f_new, g_new, d2_new = (x[:, 0] for x in objective(trial[:, None, :], idx))
+                trial = u[idx] + scale[todo] * step[todo]
+                f_new, g_new, d2_new = (x[:, 0] for x in objective(trial[:, None], idx))
                 ok = f_new >= f[idx] - 1e-12 * np.abs(f[idx])
                 u[idx[ok]], f[idx[ok]], g[idx[ok]], d2[idx[ok]] = trial[ok], f_new[ok], g_new[ok], d2_new[ok]
                 todo = todo[~ok]
                 scale[todo] *= 0.5
                 if not todo.size:
                     break
-            active = active[np.abs(scale[:, None] * step).max(1) >= 1e-9]
-        g, d2 = g[:, None], d2[:, None]
-        hess = eye + np.einsum("nhk,nh,nhl->nkl", root, -d2[:, 0], root)
-        flat = np.linalg.eigvalsh(hess)[:, 0] <= 1e-6  # not curved down at the mode: keep the concave part
-        hess[flat] = eye + np.einsum("nhk,nh,nhl->nkl", root[flat], np.maximum(-d2[flat, 0], 0.0), root[flat])
-        chol = np.linalg.cholesky(hess)
-        C = np.linalg.inv(np.swapaxes(chol, -1, -2))  # C C' = hess^-1: u = u* + C x, x ~ N(0, I) near the mode
-        log_det = -np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(-1)
-        if H == 1:  # trapezoid on x = sinh(t): geometric convergence for skewed and sharp factors alike
-            h = ETA_STEP * (COARSE if coarse else 1)
-            far = np.minimum((np.abs(u[:, 0]) + math.sqrt(2 * DROP) + 1) / C[:, 0, 0], 1e12)
-            reach = np.ceil(np.arcsinh(np.where(np.isfinite(far), far, 10.0)) / h).astype(int)
-            rules = {k: (np.sinh(np.arange(-k, k + 1) * h)[:, None], np.log(h * np.cosh(np.arange(-k, k + 1) * h)) - 0.5 * _LOG_2PI)
-                     for k in np.unique(reach)}  # one rule per reach, so a far-reaching node costs only itself
-        else:  # product Gauss-Hermite around the mode
-            n = ETA_POINTS[H]
-            x1, w1 = _gh(max(2, round(n / COARSE)) if coarse else n)
-            x = np.stack([g.ravel() for g in np.meshgrid(*([x1] * H), indexing="ij")], -1)
-            w = np.prod([g.ravel() for g in np.meshgrid(*([w1] * H), indexing="ij")], 0)
-            reach, rules = np.zeros(N, dtype=int), {0: (x, np.log(w) + 0.5 * (x * x).sum(-1))}
-        P = max(x.shape[0] for x, _ in rules.values())
-        nodes, log_w = np.zeros((N, P, H)), np.full((N, P), -np.inf)
-        for k, (x, log_rule) in rules.items():
+            active = active[np.abs(scale * step) >= 1e-9]
+        curvature = 1 - root * root * d2
+        curvature = np.where(curvature > 1e-6, curvature, 1 + root * root * np.maximum(-d2, 0.0))
+        C = 1 / np.sqrt(curvature)
+        h = ETA_STEP * (COARSE if coarse else 1)
+        far = np.minimum((np.abs(u) + math.sqrt(2 * DROP) + 1) / C, 1e12)
+        reach = np.ceil(np.arcsinh(np.where(np.isfinite(far), far, 10.0)) / h).astype(int)
+        P = 2 * reach.max() + 1
+        nodes, log_w = np.zeros((N, P)), np.full((N, P), -np.inf)
+        for k in np.unique(reach):  # one rule per reach, so a far-reaching node costs only itself
             idx = np.flatnonzero(reach == k)
-            at = slice((P - x.shape[0]) // 2, (P + x.shape[0]) // 2)  # centred: position p is t = (p - (P-1)/2) h
-            nodes[idx, at] = u[idx, None, :] + np.einsum("nhk,pk->nph", C[idx], x)
-            log_w[idx, at] = log_rule[None, :] + objective(nodes[idx, at], idx, False)[0]
+            t = np.arange(-k, k + 1) * h
+            at = slice((P - t.size) // 2, (P + t.size) // 2)  # centred: position p is t = (p - (P-1)/2) h
+            nodes[idx, at] = u[idx, None] + C[idx, None] * np.sinh(t)
+            log_w[idx, at] = np.log(h * np.cosh(t)) - 0.5 * _LOG_2PI + objective(nodes[idx, at], idx, False)[0]
         log_w = np.where(np.isnan(log_w), -np.inf, log_w)
         top = log_w.max(1, keepdims=True)
         weights = np.exp(log_w - top)
         total = weights.sum(1)
-        return nodes, weights / total[:, None], np.log(total) + top[:, 0] + log_det, u[:, 0] if H == 1 else np.zeros(N), C[:, 0, 0] if H == 1 else np.zeros(N)
+        return nodes, weights / total[:, None], np.log(total) + top[:, 0] + np.log(C), u, C
 
 
 # ---------------------------------------------------------------------------- the grid
