@@ -49,7 +49,7 @@ from metaeval.priors import Prior
 _LOG_2PI = math.log(2 * math.pi)
 STEP = 0.2  # t-step of the (tau, omega) grid (1e-4 SD or better on the tests' cases)
 SE_STEP = 0.3  # t-step of the rule over a censored observation's SE, in log se
-ETA_STEP = 0.2  # t-step of the trapezoid rule on one eta dimension, x = sinh(t)
+ETA_STEP = 0.15  # t-step of the trapezoid rule on one eta dimension, x = sinh(t)
 COARSE = 1.5  # the coarse rules' steps are this much larger
 DROP = 25.0  # nodes where the log density is this far below its maximum are negligible (e^-25 ~ 1e-11)
 REACH = 60.0  # furthest a grid goes from its centre, in log units (a heavier tail is cut here, and said so)
@@ -235,19 +235,20 @@ def _censored_terms(eta, lo, hi, s, log_w, omega2, derivatives: bool):
     sigma = np.sqrt(s[None, None, :] ** 2 + omega2[:, None, None])
     a = (lo * s[None, None, :] - eta[..., None]) / sigma
     b = (hi * s[None, None, :] - eta[..., None]) / sigma
-    log_d = _log_ndtr_diff(a, b)
-    lw = log_w + log_d
-    top = np.maximum(lw.max(-1, keepdims=True), -1e300)  # -inf everywhere: total stays -inf, not nan
-    total = np.log(np.exp(lw - top).sum(-1)) + top[..., 0]
-    if not derivatives:
-        return total, None, None
-    pi = np.exp(lw - total[..., None])
-    half = 0.5 * _LOG_2PI
-    ra = np.exp(np.minimum(-0.5 * a * a - half - log_d, 700.0))  # phi(a) / (Phi(b) - Phi(a))
-    rb = np.exp(np.minimum(-0.5 * b * b - half - log_d, 700.0))
-    d1 = ((ra - rb) / sigma * pi).sum(-1)
-    d2 = ((a * ra - b * rb) / sigma**2 * pi).sum(-1)
-    return total, d1, d2 - d1 * d1
+    with np.errstate(all="ignore"):  # far nodes give -inf; they weigh nothing and are cleaned below
+        log_d = _log_ndtr_diff(a, b)
+        lw = log_w + log_d
+        top = np.maximum(lw.max(-1, keepdims=True), -1e300)  # -inf everywhere: total stays -inf, not nan
+        total = np.log(np.exp(lw - top).sum(-1)) + top[..., 0]
+        if not derivatives:
+            return total, None, None
+        pi = np.exp(lw - total[..., None])
+        half = 0.5 * _LOG_2PI
+        ra = np.exp(np.minimum(-0.5 * a * a - half - log_d, 700.0))  # phi(a) / (Phi(b) - Phi(a))
+        rb = np.exp(np.minimum(-0.5 * b * b - half - log_d, 700.0))
+        d1 = np.nan_to_num(np.where(pi > 0, (ra - rb) / sigma * pi, 0.0).sum(-1))
+        d2 = np.nan_to_num(np.where(pi > 0, (a * ra - b * rb) / sigma**2 * pi, 0.0).sum(-1) - d1 * d1)
+    return total, d1, d2
 
 
 # ---------------------------------------------------------------------------- the Gaussian algebra
@@ -671,7 +672,7 @@ def _hdi(evaluate, mean: np.ndarray, sd: np.ndarray, p: float):
     for _ in range(60):
         F, f, df = evaluate(np.stack([a, b], 1))
         g1, g2 = F[:, 1] - F[:, 0] - p, f[:, 1] - f[:, 0]
-        done = (np.abs(g1) < 1e-11) & (np.abs(g2) <= 1e-8 * np.maximum(f[:, 0], f[:, 1]))
+        done = (np.abs(g1) < 1e-10) & (np.abs(g2) <= 1e-6 * np.maximum(f[:, 0], f[:, 1]))
         if done.all():
             break
         fa, fb, da, db = f[:, 0], f[:, 1], df[:, 0], df[:, 1]
@@ -679,8 +680,8 @@ def _hdi(evaluate, mean: np.ndarray, sd: np.ndarray, p: float):
         ok = det > 0
         step_a = np.where(ok, -(db * g1 - fb * g2) / np.where(ok, det, 1.0), 0.0)
         step_b = np.where(ok, -(da * g1 - fa * g2) / np.where(ok, det, 1.0), 0.0)
-        cap = np.maximum(np.abs(step_a), np.abs(step_b)) / (0.5 * sd)  # at most half an SD a step
-        scale = np.where(cap > 1, 1 / cap, 1.0)
+        cap = np.maximum(np.abs(step_a), np.abs(step_b)) / np.maximum(0.5 * sd, 1e-300)  # at most half an SD a step
+        scale = 1 / np.maximum(cap, 1.0)
         a, b = a + scale * step_a, b + scale * step_b
     # a unimodal density stays above its value at the ends inside the interval
     _, f, _ = evaluate(np.concatenate([np.stack([a, b], 1), a[:, None] + (b - a)[:, None] * np.linspace(0.1, 0.9, 9)], 1))
@@ -710,6 +711,7 @@ class _Level:
         self.edge_density = float(max(np.max(e) for e in edges))  # relative: large when the grid was cut short
         self._reduced: dict = {}
         self._tables = None
+        self.eta_step = ETA_STEP * (COARSE if coarse else 1)  # the lattice the eta nodes sit on
         self._cdf_parts: dict = {}
 
     def components(self, rows: np.ndarray):
@@ -781,12 +783,13 @@ class _Level:
         node_of = np.repeat(np.arange(self.weight.size), P)[keep]
         c = n.cov_u[:, base, 0]  # (N, R)
         sd = np.sqrt(np.maximum(n.var[:, base] - c * c + np.where(rows == NEW, 1.0, 0.0) * (self.tau**2)[:, None], 0.0))
-        narrow = (sd < NARROW * np.abs(c) * n.u_scale[:, None]) & (self.weight > WEIGHT_FLOOR * self.weight.max())[:, None]
+        narrow = sd < NARROW * np.abs(c) * n.u_scale[:, None]
         if not narrow.any():
             return m, s, w, None
         w[narrow[node_of].T] = 0.0
         i, r = np.nonzero(narrow)
-        return m, s, w, (i, r, n.mean[i, base[r]], c[i, r], sd[i, r], self.weight[i] / self.weight[self.weight > WEIGHT_FLOOR * self.weight.max()].sum(), len(rows))
+        total = self.weight[np.unique(node_of)].sum()  # the kept nodes' weight (the components' normaliser)
+        return m, s, w, (i, r, n.mean[i, base[r]], c[i, r], sd[i, r], self.weight[i] / total, len(rows))
 
     def _narrow_cdf(self, node, r, m, c, s, weight, n_rows, x):
         """The narrow branch of ``cdf`` (see there): the node-row pairs (node, r) with their quantity's
@@ -823,7 +826,7 @@ class _Level:
         cardinal (sinc) series on its trapezoid nodes, tabulated 8 times finer (cf. ``_sinc_table``)."""
         if self._tables is None:
             n = self.nodes
-            P, h = n.u.shape[1], ETA_STEP * (COARSE if self.coarse else 1)
+            P, h = n.u.shape[1], self.eta_step
             t = (np.arange(P) - (P - 1) / 2) * h
             grid = np.arange(t[0] - 2 * h, t[-1] + 2 * h + 1e-12, h / 8)
             d = (grid[:, None] - t[None, :]) / h
@@ -1040,7 +1043,7 @@ class _Level:
 def _prob_positive(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
     """P(D > 0) for D ~ Normal(mean, var), with var = 0 a point mass."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(var > 1e-300, mean / np.sqrt(np.maximum(var, 1e-300)), np.sign(mean) * np.inf)
+        z = np.where(var > 1e-300, mean / np.sqrt(np.maximum(var, 1e-300)), np.where(mean > 0, np.inf, -np.inf))
     return special.ndtr(z)
 
 

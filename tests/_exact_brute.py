@@ -16,7 +16,7 @@ import math
 import numpy as np
 from scipy import special
 
-_GL_X, _GL_W = np.polynomial.legendre.leggauss(200)
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(80)
 
 
 def _log_grid(low: float, high: float, n: int):
@@ -117,21 +117,24 @@ def brute_force(block, *, tau_range, omega_range=None, n_tau=120, n_omega=80, n_
 
     mean = v["w"] @ v["mean"] / W
     sd = np.sqrt(v["w"] @ v["xx"] / W - mean**2)
-    live = v["w"] > 1e-15 * v["w"].max()
+    live = v["w"] > 1e-13 * v["w"].max()
 
     def cdf(i, t):
-        """P(x_i <= t) (blocks with at most one finding)."""
-        w, mx, K, cvar = v["w"][live], v["mx"][live, i], v["K"][live, i], v["cvar"][live, i]
-        sd_x = np.sqrt(np.maximum(cvar, 0.0))
+        """P(x_i <= t) at points t (blocks with at most one finding)."""
+        t = np.atleast_1d(np.asarray(t, dtype=float))
+        w, mx, cvar = v["w"][live], v["mx"][live, i], v["cvar"][live, i]
+        sd_x = np.sqrt(np.maximum(cvar, 0.0))[:, None, None]
         if F == 0:
-            return w @ special.ndtr((t - mx) / sd_x) / W
+            return w @ special.ndtr((t[None, :] - mx[:, None]) / sd_x[:, :, 0]) / W
+        K = v["K"][live, i, 0]
         a, b = v["lo"][live, 0], v["hi"][live, 0]
         m_h, s_h = v["m_h"][live, 0], np.sqrt(v["S_h"][live, 0, 0])
         a, b = np.maximum(a, m_h - 12 * s_h), np.minimum(b, m_h + 12 * s_h)
         y = 0.5 * (b - a)[:, None] * _GL_X + 0.5 * (a + b)[:, None]
-        dens = np.exp(-0.5 * ((y - m_h[:, None]) / s_h[:, None]) ** 2) / (math.sqrt(2 * math.pi) * s_h[:, None])
-        inner = (0.5 * (b - a)[:, None] * _GL_W * dens * special.ndtr((t - (mx[:, None] + K[:, 0, None] * (y - m_h[:, None]))) / sd_x[:, None])).sum(1)
-        return w @ (inner / v["prob"][live]) / W  # the node's weight holds P(box); its integral here too
+        dens = 0.5 * (b - a)[:, None] * _GL_W * np.exp(-0.5 * ((y - m_h[:, None]) / s_h[:, None]) ** 2) / (math.sqrt(2 * math.pi) * s_h[:, None])
+        cond = mx[:, None] + K[:, None] * (y - m_h[:, None])  # (N, G)
+        inner = np.einsum("ng,ngt->nt", dens, special.ndtr((t[None, None, :] - cond[:, :, None]) / sd_x))
+        return w @ (inner / v["prob"][live][:, None]) / W  # the node's weight holds P(box); its integral here too
 
     return {"mean": mean, "sd": sd, "tau": moment(v["tau"]), "omega": moment(v["om"]), "cdf": cdf}
 
@@ -167,3 +170,48 @@ def _box_moments(m, S, lo, hi):
     cross = (w1 * y1 * m1).sum(1)
     e2 = np.stack([np.stack([(w1 * y1**2 * dp).sum(1), cross], 1), np.stack([cross, (w1 * m2).sum(1)], 1)], 1) / p[:, None, None]
     return p, e1, e2
+
+
+def weighted_draws(block, n: int, seed: int, chunk: int = 100_000):
+    """Importance-weighted draws of x = (mu, theta, b): tau, omega and the SEs from their priors, x from
+    its Gaussian posterior given the estimates (dense algebra), weighted by the estimates' marginal
+    likelihood and the findings' probabilities given x. For CDFs where the quadrature above has none
+    (two findings); returns (draws (n, D), normalised weights)."""
+    from scipy import stats
+
+    rng = np.random.default_rng(seed)
+
+    def draw(prior, size):
+        k = prior.kwargs()
+        if prior.family == "halfnormal":
+            return np.abs(rng.normal(0.0, k["sigma"], size))
+        if prior.family == "lognormal":
+            return rng.lognormal(k["mu"], k["sigma"], size)
+        raise ValueError(prior)
+
+    xs, log_ws = [], []
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        tau = draw(block.tau_prior, m)
+        om = draw(block.omega_prior, m) if block.omega_prior is not None else np.zeros(m)
+        mean0, cov, A, B = _latent_prior(block, tau)
+        R = block.v[None, :] + block.residual[None, :] * (om**2)[:, None]
+        Syy = np.einsum("kd,nde,le->nkl", A, cov, A) + np.eye(A.shape[0])[None] * R[:, None, :]
+        Sxy = np.einsum("nde,ke->ndk", cov, A)
+        gain = np.swapaxes(np.linalg.solve(Syy, np.swapaxes(Sxy, 1, 2)), 1, 2)
+        resid = block.y - A @ mean0
+        mx = mean0 + np.einsum("ndk,k->nd", gain, resid)
+        Sx = cov - np.einsum("ndk,nek->nde", gain, Sxy)
+        log_w = np.array([stats.multivariate_normal(np.zeros(resid.size), S).logpdf(resid) for S in Syy]) if A.size else np.zeros(m)
+        x = mx + np.einsum("nde,ne->nd", np.linalg.cholesky(Sx + 1e-14 * np.eye(Sx.shape[1])), rng.standard_normal(mx.shape))
+        eta = x @ B.T
+        for f in range(block.lo.size):
+            s = draw(block.se_prior[f], m) / math.sqrt(block.c_weight[f])
+            sig = np.sqrt(s**2 + block.c_residual[f] * om**2)
+            p = special.ndtr((block.hi[f] * s - eta[:, f]) / sig) - special.ndtr((block.lo[f] * s - eta[:, f]) / sig)
+            log_w = log_w + np.log(np.maximum(p, 1e-300))
+        xs.append(x)
+        log_ws.append(log_w)
+    log_w = np.concatenate(log_ws)
+    w = np.exp(log_w - log_w.max())
+    return np.concatenate(xs), w / w.sum()
