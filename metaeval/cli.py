@@ -110,7 +110,10 @@ def cmd_classic(args: argparse.Namespace) -> int:
 
 
 def _fit_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", choices=["mcmc", "exact"], default="mcmc", help="mcmc: the full model with PyMC; exact: the one-level model on a grid (no bias terms, no direction-only findings)")
+    p.add_argument("--engine", choices=ENGINES, default="mcmc",
+                   help="mcmc: the model with PyMC; exact: the same model integrated numerically, without sampling, where it "
+                        "has an exact form (every bundled model but design_hierarchy; exit 2 otherwise); auto: exact where it "
+                        "has one, else mcmc (default: mcmc)")
     p.add_argument("--sampler", choices=["nutpie", "pymc"], default="nutpie", help="NUTS implementation for --engine mcmc (default: nutpie)")
     p.add_argument("--refit", action="store_true", help="fit again even when a cached fit for the same inputs exists")
 
@@ -128,23 +131,41 @@ def _sampler_settings(args: argparse.Namespace):
     return SamplerSettings(chains=args.chains, draws=args.draws, tune=args.tune, seed=args.seed, sampler=args.sampler)
 
 
+#: --engine: exact inference where the model has an exact form (metaeval.exact_full), MCMC otherwise.
+ENGINES = ("mcmc", "exact", "auto")
+
+
 def _exact_summary(args: argparse.Namespace, evidence, spec):
-    """The exact engine's result, judged (:func:`metaeval.certainty.judge`).
+    """The exact engine's result for the model of ``--model``/``--prior``, judged (:func:`metaeval.certainty.judge`);
+    exit 2 with the reason where that model has no exact form on this evidence.
 
     ``evidence``: the table or its rows (``evidence_records``; the fit and summary commands
     pass rows, so this path never imports pandas).
     """
     from metaeval.certainty import judge
-    from metaeval.exact import fit_exact
+    from metaeval.exact_core import NoExactForm
+    from metaeval.exact_full import fit_exact_model
 
-    result = fit_exact(evidence, priors=spec.priors, hdi_prob=spec.hdi_prob, overrides=spec.overrides)
-    domains = sorted(result.domains)
-    unknown = [(k, k.partition(".")[0], k.partition(".")[2]) for k in spec.overrides
-               if k.partition(".")[0] in ("mu", "tau", "omega", "se") and k.partition(".")[2] and k.partition(".")[2] not in domains]
-    if unknown:  # as the MCMC path (metaeval.model.prepare) does: an override for no domain is a mistake, not a no-op
-        raise InputError([Problem("--prior", key, head, f"no domain {tail!r} in the model; domains: {', '.join(domains) or 'none'}") for key, head, tail in unknown])
-    provenance = result.provenance.model_copy(update={"model_sha256": spec.digest()})  # the spec it was asked to compute
-    return judge(result.model_copy(update={"provenance": provenance}), evidence)
+    try:
+        result = fit_exact_model(evidence, spec)
+    except NoExactForm as err:
+        raise InputError(Problem("command line", "", "--engine exact", str(err))) from None
+    return judge(result, evidence)
+
+
+def _engine(args: argparse.Namespace, evidence, spec) -> str:
+    """The engine ``--engine`` asks for: ``auto`` is exact where the model has an exact form on this evidence."""
+    if args.engine != "auto":
+        return args.engine
+    return "exact" if _exact_reason(evidence, spec) is None else "mcmc"
+
+
+def _exact_reason(evidence, spec) -> str | None:
+    """Why the exact engine cannot compute ``spec``'s model on ``evidence`` (None: it can)."""
+    from metaeval.exact_full import exact_reason
+    from metaeval.model import prepare
+
+    return exact_reason(prepare(evidence, spec), spec)
 
 
 #: Exit status of a command whose result was written but failed the diagnostics gate (see the README).
@@ -174,35 +195,38 @@ def _emit_summary(args: argparse.Namespace, summary: dict, evidence=None) -> int
 
 def _exact_computes(args: argparse.Namespace, evidence) -> bool:
     """Whether ``--engine exact`` computes the very model of ``--model``/``--prior`` on this evidence."""
-    from metaeval.exact import not_exact
-    from metaeval.harmonise import evidence_frame
-    from metaeval.model import prepare
     from metaeval.spec import load_spec
 
-    spec = load_spec(args.model, args.prior)
-    table = evidence if hasattr(evidence, "columns") else evidence_frame(evidence)
-    return not_exact(prepare(table, spec), spec) is None
+    return _exact_reason(evidence, load_spec(args.model, args.prior)) is None
 
 
-def _fit(args: argparse.Namespace, *, say: bool = True):
+def _fit(args: argparse.Namespace, *, say: bool = True, cross_check: bool = False):
     """The evidence rows (``evidence_records``) and their summary: fitted (or reused from the cache) with the chosen engine.
 
     ``say``: note on stderr what was assumed about the domains (``run`` has said it in its validation).
+    ``cross_check``: an MCMC result is checked against the exact engine's for the same model, where it has one
+    (``diagnostics.cross_check``; a discrepancy beyond Monte Carlo error fails the gate).
     """
     from metaeval.spec import load_spec
 
     spec = load_spec(args.model, args.prior)
     records = _load(args, rows=True, say=say)
-    if args.engine == "exact":  # computed afresh every time (no cache); its summary is written as the MCMC one is
+    if _engine(args, records, spec) == "exact":  # computed afresh every time (no cache); written as the MCMC one is
         from metaeval.summary import write_summary
 
         summary = _exact_summary(args, records, spec)
         write_summary(summary, args.out)
         return records, summary
     from metaeval.harmonise import evidence_frame
-    from metaeval.summary import fit_and_summarise
+    from metaeval.summary import fit_and_summarise, write_summary
 
-    summary, _ = fit_and_summarise(evidence_frame(records), spec, out=args.out, settings=_sampler_settings(args), refit=args.refit)
+    table = evidence_frame(records)
+    summary, fitted = fit_and_summarise(table, spec, out=args.out, settings=_sampler_settings(args), refit=args.refit)
+    if cross_check:  # the exact answer for the same model, where there is one, as an oracle for the sampler
+        from metaeval.exact_full import with_cross_check
+
+        summary = with_cross_check(summary, fitted.posterior, table, spec)
+        write_summary(summary, args.out)
     return records, summary
 
 
@@ -219,7 +243,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.model, args.prior)
     records = _load(args, rows=True)
-    if args.engine == "exact":
+    if _engine(args, records, spec) == "exact":
         return _emit_summary(args, _exact_summary(args, records, spec))
     from metaeval.summary import cached_summary
 
@@ -268,7 +292,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         from metaeval.spec import load_spec
 
         spec = load_spec(args.model, args.prior)
-        if args.engine == "exact":
+        if _engine(args, evidence, spec) == "exact":
             summary = _exact_summary(args, evidence, spec)
         else:
             from metaeval.summary import cached_summary
@@ -323,7 +347,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
     out = args.out / "sensitivity"
     result = run_sensitivity(grid=grid, **_source(args), settings=asdict(settings), overrides=args.prior,
-                             out=args.out, scheduler=args.scheduler, workers=args.workers, progress=None, refit=args.refit)
+                             out=args.out, scheduler=args.scheduler, workers=args.workers, progress=None, refit=args.refit,
+                             engine=args.engine)
     paths = write_outputs(result, out)
     table = result.table()
     if args.format == "json":
@@ -348,7 +373,11 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         from metaeval.sensitivity import scenario_spec
 
         evidence = _load(args, estimand=result.scenarios[0]["estimand"])
-        summary = cached_summary(evidence, scenario_spec(result.scenarios[0], grid, args.prior), out=args.out, settings=settings)
+        spec = scenario_spec(result.scenarios[0], grid, args.prior)
+        if args.engine != "mcmc" and _exact_reason(evidence, spec) is None:
+            summary = _exact_summary(args, evidence, spec)
+        else:
+            summary = cached_summary(evidence, spec, out=args.out, settings=settings)
         if summary is not None:
             paths["report"] = write_report(out / "report.html", evidence, summary, extras={"sensitivity": report_extras(result)})
     print(f"\nwritten to {out}: " + ", ".join(sorted({p.name for p in paths.values()})), file=chatter)
@@ -408,7 +437,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(chatter):
         cmd_validate(args)
         print()
-    records, summary = _fit(args, say=False)
+    records, summary = _fit(args, say=False, cross_check=True)
     status = _emit_summary(args, summary, records)
     evidence = evidence_frame(records)
     path = write_report(args.out / "report.html", evidence, summary, extras=_report_extras(args, evidence, summary))
@@ -466,6 +495,10 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
     _format_option(p)
     p.add_argument("--sampler", choices=["nutpie", "pymc"], default="nutpie", help="NUTS implementation (default: nutpie)")
+    p.add_argument("--engine", choices=ENGINES, default="mcmc",
+                   help="mcmc: every scenario with PyMC on Dask; exact: every scenario integrated numerically, in this process "
+                        "(a scenario without an exact form, such as design_hierarchy, fails and says why; no power-scaling); "
+                        "auto: exact where a scenario has an exact form, else mcmc (default: mcmc)")
     p.add_argument("--refit", action="store_true", help="fit again even when cached fits exist")
     p.add_argument("--grid", default="sensitivity", metavar="NAME|PATH", help="grid file: a name under models/ or a TOML path (default: sensitivity)")
     p.add_argument("--tau", nargs="*", metavar="PRIOR", help="tau priors to try, in domain-scale units, e.g. halfnormal(0.2) halfcauchy(0.2)")

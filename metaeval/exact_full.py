@@ -5,14 +5,16 @@ fixed priors, no bias, variance inflation, any inclusion rule; direction-only fi
 out), its posterior is computed by :mod:`metaeval.exact_core` without sampling. This module is the thin
 layer between the two: it reads what enters the model from the same ``Layout`` that ``model.prepare``
 makes for the PyMC model (so what enters and why is decided once), gives the core one block per domain,
-and writes the result in the summary shape of :func:`metaeval.summary.summarise`, with each quantity's
-estimated numerical error beside it (``error_sd``: the largest change in its mean, SD or interval ends
-between the default and the coarse quadrature rules, in posterior SDs; ``error_p``: the same for its
-probabilities).
+and returns the same :class:`~metaeval.result.Result` as :func:`metaeval.summary.summarise`, with each
+quantity's estimated numerical error beside it (``error_sd``: the largest change in its mean, SD or
+interval ends between the default and the coarse quadrature rules, in posterior SDs) and the largest
+over all quantities and probabilities in ``Result.numerical``.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 
 import numpy as np
@@ -20,6 +22,7 @@ import numpy as np
 from metaeval.exact_core import NEW, Block, BlockPosterior, NoExactForm
 from metaeval.model import Layout, prepare
 from metaeval.priors import parse_prior
+from metaeval.result import Bias, DomainResult, Exclusion, Numerical, Posterior, Provenance, ProjectEffect, Result
 from metaeval.spec import ModelSpec
 
 #: Pairwise probabilities are reported for domains with at most this many projects (a square table).
@@ -27,7 +30,8 @@ PAIRWISE_MAX_PROJECTS = 200
 
 
 def exact_form(spec: ModelSpec) -> str | None:
-    """Why ``spec`` has no exact form here (None when it has one).
+    """Why ``spec`` has no exact form (None when it has one, on evidence with direction-only findings in at
+    most one project/design cell a domain: see :func:`exact_reason`).
 
     Exact: fixed bias priors (``additive``), ``none`` or ``variance_inflation``. Not: a design level
     learned from the data (``hierarchical``, shared by all domains), or a mu prior other than normal or flat.
@@ -64,128 +68,225 @@ def domain_block(layout: Layout, domain: str) -> tuple[Block, list[int], list[in
     return block, cells, terms
 
 
-def _entry(post: BlockPosterior, rows, p: float) -> list[dict]:
+def _stats(post: BlockPosterior, rows, p: float) -> list[dict]:
     """Mean, SD, shortest interval and their estimated error (in SDs) of quantity ``rows``."""
     (mean, sd), (e_mean, e_sd) = post.both("moments", rows)
     (lo, hi), (e_lo, e_hi) = post.both("intervals", rows, p)
     error = np.max([e_mean, e_sd, e_lo, e_hi], axis=0) / np.where(sd > 0, sd, 1.0)
-    return [{"mean": mean[i], "sd": sd[i], "hdi_low": lo[i], "hdi_high": hi[i], "error_sd": error[i]} for i in range(len(rows))]
+    return [{"mean": _round(mean[i]), "sd": _round(sd[i]), "hdi_low": _round(lo[i]), "hdi_high": _round(hi[i]),
+             "error_sd": _round(error[i])} for i in range(len(rows))]
 
 
-def _probability(post: BlockPosterior, rows, sign: float, threshold: float):
-    value, error = post.both("prob_above", rows, sign, threshold)
-    return float(value[0]), float(error[0])
-
-
-def domain_summary(layout: Layout, spec: dict, meta: dict, hdi_prob: float) -> dict:
-    """One domain's entry of the summary (the shape of :func:`metaeval.summary.summarise`)."""
+def domain_result(layout: Layout, spec: dict, meta: dict, hdi_prob: float) -> tuple[DomainResult, float]:
+    """One domain's :class:`~metaeval.result.DomainResult`, and the largest estimated error of its probabilities."""
+    from metaeval.certainty import prior_influence
     from metaeval.summary import _notes
 
     d, sign, mid = meta["id"], meta["sign"], meta["mid"]
     block, cells, terms = domain_block(layout, d)
     post = BlockPosterior(block)
     C = len(cells)
-    mu_row = np.array([0])
     errors_p = []
 
-    mu = _entry(post, mu_row, hdi_prob)[0]
-    mu["p_beneficial"], e = _probability(post, mu_row, sign, 0.0)
-    errors_p.append(e)
-    mu["p_mid"] = None
-    if mid:
-        mu["p_mid"], e = _probability(post, mu_row, sign, mid)
-        errors_p.append(e)
-    new = _entry(post, np.array([NEW]), hdi_prob)[0]
-    new["p_beneficial"], e = _probability(post, np.array([NEW]), sign, 0.0)
-    errors_p.append(e)
-    (tau_mean, tau_sd, tau_lo, tau_hi), errs = post.both("axis_summary", 0, hdi_prob)
-    tau = {"mean": tau_mean, "sd": tau_sd, "hdi_low": tau_lo, "hdi_high": tau_hi, "error_sd": max(errs) / tau_sd if tau_sd > 0 else 0.0}
-    for entry in (mu, tau, new):
-        entry["hdi_prob"] = hdi_prob
-    entry_omega = None
-    if block.has_omega:
-        (om_mean, om_sd, om_lo, om_hi), errs = post.both("axis_summary", 1, hdi_prob)
-        entry_omega = {"mean": om_mean, "sd": om_sd, "hdi_low": om_lo, "hdi_high": om_hi, "hdi_prob": hdi_prob,
-                       "error_sd": max(errs) / om_sd if om_sd > 0 else 0.0}
+    def probability(row: int, threshold: float) -> float:
+        value, error = post.both("prob_above", np.array([row]), sign, threshold)
+        errors_p.append(float(error[0]))
+        return _round(value[0])
+
+    mu = Posterior(**_stats(post, np.array([0]), hdi_prob)[0], hdi_prob=hdi_prob, p_beneficial=probability(0, 0.0),
+                   p_mid=probability(0, mid) if mid else None)
+    new = Posterior(**_stats(post, np.array([NEW]), hdi_prob)[0], hdi_prob=hdi_prob, p_beneficial=probability(NEW, 0.0))
+    tau = _axis(post, 0, hdi_prob)
+    omega = _axis(post, 1, hdi_prob) if block.has_omega else None
 
     theta_rows = np.arange(1, C + 1)
-    theta = _entry(post, theta_rows, hdi_prob)
-    bias_rows = np.arange(C + 1, C + 1 + len(terms))
-    (b_mean, b_sd), _ = post.both("moments", bias_rows) if len(terms) else ((np.zeros(0), np.zeros(0)), None)
-    pooling = [None if math.isnan(x) else float(x) for x in post.fine.pooling()]
+    theta = _stats(post, theta_rows, hdi_prob)
+    (b_mean, b_sd), _ = post.both("moments", np.arange(C + 1, C + 1 + len(terms)))
+    pooling = post.fine.pooling()
+    (first, sampling), (first_err, _) = post.both("first", theta_rows, sign)
+    errors_p.append(float(np.max(np.maximum(first_err, sampling), initial=0.0)))
 
-    projects, labels = {}, []
-    for k, i in enumerate(cells):
-        cell = layout.projects[i]
-        labels.append(cell["project"])
-        entry = {"raw": cell["raw"], "raw_se": cell["raw_se"], **theta[k], "pooling": pooling[k], "design": "+".join(cell["designs"])}
+    projects, labels = [], [layout.projects[i]["project"] for i in cells]
+    for k in np.argsort(labels):
+        cell = layout.projects[cells[k]]
         own = [n for n, j in enumerate(terms) if layout.bias_terms[j]["project"] == cell["project"]]
+        bias = None
         if own:  # pooled over the cell's bias terms, as summarise pools their draws
             means, sds = b_mean[own], b_sd[own]
-            mean = float(means.mean())
-            entry["bias"] = {"mean": mean, "sd": math.sqrt(max(float((sds**2 + means**2).mean()) - mean**2, 0.0))}
-        projects[cell["project"]] = entry
-
-    order = np.argsort(labels)
-    names = [labels[k] for k in order]
-    (first, sampling), (first_err, _) = post.both("first", theta_rows, sign)
-    first_err = np.maximum(first_err, sampling)
-    rank_first = {labels[k]: float(first[k]) for k in order}
-    errors_p.append(float(first_err.max()) if first_err.size else 0.0)
+            pooled = float(means.mean())
+            bias = Bias(mean=_round(pooled), sd=_round(math.sqrt(max(float((sds**2 + means**2).mean()) - pooled**2, 0.0))))
+        projects.append(ProjectEffect(project=cell["project"], design="+".join(cell["designs"]), raw=_round(cell["raw"]),
+                                      raw_se=_round(cell["raw_se"]), pooling=None if math.isnan(pooling[k]) else _round(pooling[k]),
+                                      bias=bias, p_best=_round(first[k]), **theta[k]))
     pairwise = {}
+    names = [labels[k] for k in np.argsort(labels)]
+    notes = _notes(layout, spec, meta, [layout.projects[i] for i in cells], [k for k in layout.estimates + layout.findings if k["domain"] == d])
     if 1 < C <= PAIRWISE_MAX_PROJECTS:
         table, table_err = post.both("pairwise", theta_rows, sign)
-        pairwise = {labels[a]: {labels[b]: float(table[a, b]) for b in order if b != a} for a in order}
+        order = {label: k for k, label in enumerate(labels)}
+        pairwise = {a: {b: _round(table[order[a], order[b]]) for b in names if b != a} for a in names}
         errors_p.append(float(table_err.max()))
-
+    elif C > PAIRWISE_MAX_PROJECTS:
+        notes.append(f"{C} projects: pairwise probabilities are left out (the exact engine reports them up to "
+                     f"{PAIRWISE_MAX_PROJECTS} projects a domain).")
     members = [k for k in layout.estimates + layout.findings if k["domain"] == d]
     designs: dict[str, int] = {}
     for k in members:
         designs[k["design"]] = designs.get(k["design"], 0) + 1
-    notes = _notes(layout, spec, meta, [layout.projects[i] for i in cells], members)
-    if C > PAIRWISE_MAX_PROJECTS:
-        notes.append(f"{C} projects: pairwise probabilities are left out (reported up to {PAIRWISE_MAX_PROJECTS} projects a domain).")
-    entries = [mu, tau, new, *theta] + ([entry_omega] if entry_omega else [])
-    out = {
-        "label": meta["label"], "metric": meta["metric"], "beneficial": meta["beneficial"], "mid": mid,
-        "scale": meta["scale"], "n_projects": C, "n_estimates": len(members), "projects_in": names,
-        "designs": dict(sorted(designs.items())), "mu": mu, "tau": tau, "theta_new": new, "projects": projects,
-        "rank_first": rank_first, "pairwise": pairwise, "notes": notes,
-        "numerical": {"error_sd_max": max(e["error_sd"] for e in entries), "error_p_max": max(errors_p),
-                      "grid_nodes": int(post.fine.weight.size), "edge_density": post.fine.edge_density},
-    }
-    if entry_omega:
-        out["omega"] = entry_omega
-    return out
+    priors = {param: per_domain[d] for param, per_domain in sorted(layout.priors.items()) if d in per_domain}
+    result = DomainResult(
+        id=d, label=meta["label"], metric=meta["metric"], beneficial=meta["beneficial"], mid=mid, scale=meta["scale"],
+        assumed=meta.get("assumed", {}), n_projects=C, n_estimates=len(members),
+        n_findings=sum(1 for k in members if "z_low" in k), designs=dict(sorted(designs.items())),
+        mu=mu, tau=tau, omega=omega, theta_new=new, projects=tuple(projects), pairwise=pairwise, priors=priors,
+        prior_influence=prior_influence(mu, tau, priors), notes=tuple(notes),
+    )
+    return result, max(errors_p)
 
 
-def summarise_exact(layout: Layout, spec: ModelSpec) -> dict:
-    """The summary (engine "exact") of ``spec``'s posterior for the evidence in ``layout``.
+def _domain_key(layout: Layout, spec: dict, meta: dict, hdi_prob: float) -> str:
+    """Everything a domain's result depends on, as canonical JSON: the domain's part of the layout, the
+    spec and the interval probability (sensitivity grids and leave-one-out refits leave most domains as
+    they were, and these are then not computed again)."""
+    d = meta["id"]
+    part = {field: [x for x in getattr(layout, field) if x.get("domain") == d]
+            for field in ("projects", "estimates", "findings", "bias_terms", "excluded")}
+    part.update(priors={param: per_domain.get(d) for param, per_domain in layout.priors.items()},
+                omega=d in layout.omega_domains, meta=meta, spec=spec, hdi_prob=hdi_prob)
+    return json.dumps(part, sort_keys=True, default=str)
 
-    Raises :class:`~metaeval.exact_core.NoExactForm` when the model has no exact form here.
-    """
-    from metaeval.summary import _rounded
 
+@functools.lru_cache(maxsize=256)
+def _cached_domain_result(key: str) -> tuple[DomainResult, float]:
+    """:func:`domain_result` of the domain described by ``key`` (:func:`_domain_key`)."""
+    part = json.loads(key)
+    d = part["meta"]["id"]
+    layout = Layout(domains=[part["meta"]], projects=part["projects"], estimates=part["estimates"], findings=part["findings"],
+                    bias_terms=part["bias_terms"], omega_domains=[d] if part["omega"] else [], excluded=part["excluded"],
+                    priors={param: {d: text} for param, text in part["priors"].items() if text is not None})
+    _reindex(layout)
+    return domain_result(layout, part["spec"], part["meta"], part["hdi_prob"])
+
+
+def _reindex(layout: Layout) -> None:
+    """Point the rows of a one-domain layout (cut from a whole one) at its own project cells and bias terms."""
+    cells = {(p["domain"], p["project"]): i for i, p in enumerate(layout.projects)}
+    old_terms = {}
+    for j, t in enumerate(layout.bias_terms):
+        old_terms[(t["domain"], t["project"], t["design"])] = j
+    for row in layout.estimates + layout.findings:
+        row["project_index"] = cells[(row["domain"], row["project"])]
+        if row["bias_index"] >= 0:
+            row["bias_index"] = old_terms[(row["domain"], row["project"], row["design"])]
+
+
+def _axis(post: BlockPosterior, axis: int, hdi_prob: float) -> Posterior:
+    """tau (axis 0) or omega (axis 1): mean, SD, shortest interval and the estimated error (in SDs)."""
+    (mean, sd, lo, hi), errors = post.both("axis_summary", axis, hdi_prob)
+    return Posterior(mean=_round(mean), sd=_round(sd), hdi_low=_round(lo), hdi_high=_round(hi), hdi_prob=hdi_prob,
+                     error_sd=_round(max(errors) / sd if sd > 0 else 0.0))
+
+
+def exact_reason(layout: Layout, spec: ModelSpec) -> str | None:
+    """Why the exact engine cannot compute the model ``spec`` makes of this evidence (None: it can)."""
     reason = exact_form(spec)
+    if reason:
+        return reason
+    for meta in layout.domains:
+        groups = {(f["project_index"], f["bias_index"]) for f in layout.findings if f["domain"] == meta["id"]}
+        if len(groups) > 1:
+            return (f"domain {meta['id']!r} has direction-only findings in {len(groups)} project/design cells; the exact "
+                    "engine integrates them in one cell a domain only; use --engine mcmc (or leave them out: "
+                    "direction_only.mode = exclude)")
+    return None
+
+
+def summarise_exact(layout: Layout, spec: ModelSpec, evidence=None) -> Result:
+    """The :class:`~metaeval.result.Result` (engine "exact") of ``spec``'s posterior for the evidence in
+    ``layout`` (``evidence``, the table or rows it was made from, for the provenance's digest).
+
+    Raises :class:`~metaeval.exact_core.NoExactForm` when the model has no exact form on this evidence.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from metaeval.harmonise import evidence_digest
+    from metaeval.sampling import package_versions
+    from metaeval.summary import model_record
+
+    reason = exact_reason(layout, spec)
     if reason:
         raise NoExactForm(reason)
     spec_dict = spec.to_dict()
-    domains = {meta["id"]: domain_summary(layout, spec_dict, meta, spec.hdi_prob) for meta in layout.domains}
-    model = dict(spec_dict)
-    model["per_domain_priors"] = layout.priors
-    model["bias_terms"] = [{k: t[k] for k in ("label", "design", "prior", "scaled") if k in t} for t in layout.bias_terms]
-    numerical = {"error_sd_max": max(d["numerical"]["error_sd_max"] for d in domains.values()),
-                 "error_p_max": max(d["numerical"]["error_p_max"] for d in domains.values())}
-    return _rounded({
-        "engine": "exact",
-        "domains": domains,
-        "diagnostics": {"passed": True, "failures": [], "numerical": numerical},
-        "model": model,
-        "excluded": layout.excluded,
-        "seed": None,
-    })
+    with threadpool_limits(1):  # small linear algebra: BLAS threads only spin (twice the CPU time, measured)
+        parts = {meta["id"]: _cached_domain_result(_domain_key(layout, spec_dict, meta, spec.hdi_prob)) for meta in layout.domains}
+    domains = {d: part[0] for d, part in parts.items()}
+    errors = [e for dom in domains.values() for e in (dom.mu, dom.tau, dom.theta_new, *([dom.omega] if dom.omega else []), *dom.projects)]
+    return Result(
+        engine="exact",
+        domains=domains,
+        exclusions=tuple(Exclusion(estimate_id=x["estimate_id"], project=x["project"], domain=x["domain"], design=x.get("design"),
+                                   reason=x["reason"], stage=x.get("stage", "model")) for x in layout.excluded),
+        diagnostics=None,
+        numerical=Numerical(error_sd_max=max(e.error_sd for e in errors), error_p_max=_round(max(part[1] for part in parts.values()))),
+        model=model_record(spec_dict, layout.bias_terms),
+        seed=None,
+        provenance=Provenance(versions=package_versions(), evidence_sha256=evidence_digest(evidence) if evidence is not None else None,
+                              model_sha256=spec.digest(), seed=None),
+    )
 
 
-def fit_exact_model(evidence, spec: ModelSpec) -> dict:
+def fit_exact_model(evidence, spec: ModelSpec) -> Result:
     """:func:`summarise_exact` of the harmonised evidence (the table, or its rows) under ``spec``."""
-    return summarise_exact(prepare(evidence, spec), spec)
+    return summarise_exact(prepare(evidence, spec), spec, evidence)
+
+
+def _round(x) -> float | None:
+    """Six significant digits, as the MCMC summary rounds; None for a missing or non-finite value."""
+    if x is None or not math.isfinite(float(x)):
+        return None
+    value = float(f"{float(x):.6g}")
+    return 0.0 if value == 0 else value
+
+
+#: The cross-check fails when an MCMC posterior mean or SD is further than this many Monte Carlo standard
+#: errors from the exact value: with some 40 comparisons on the bundled evidence, a correct sampler trips
+#: it with probability about 40 x 6.8e-6 = 3e-4.
+CROSS_CHECK_Z = 4.5
+
+
+def with_cross_check(result: Result, posterior, evidence, spec: ModelSpec) -> Result:
+    """``result`` (MCMC) with ``diagnostics.cross_check``: its posterior means and SDs of mu, tau and the project
+    effects against the exact engine's for the same model (where it has an exact form; else unchanged). A
+    discrepancy beyond Monte Carlo error (:data:`CROSS_CHECK_Z`) fails the gate, naming the quantity."""
+    import arviz as az
+
+    from metaeval.result import CrossCheck
+
+    layout = prepare(evidence, spec)
+    if exact_reason(layout, spec) is not None or result.diagnostics is None:
+        return result
+    exact = summarise_exact(layout, spec, evidence)
+    names = ["mu", "tau", "theta_project"]
+    mcse = {method: az.mcse(posterior, var_names=names, method=method) for method in ("mean", "sd")}
+    worst, worst_z = (0.0, ""), (0.0, "")
+    for d, dom in result.domains.items():
+        ref = exact.domain(d)
+        pairs = [("mu", dom.mu, ref.mu, {"domain": d}), ("tau", dom.tau, ref.tau, {"domain": d})]
+        pairs += [(f"project {p.project}", p, ref.project(p.key), {"project": f"{d}/{p.project}"}) for p in dom.projects]
+        for name, got, want, at in pairs:
+            var = "theta_project" if "project" in at else name
+            for stat in ("mean", "sd"):
+                diff = abs(getattr(got, stat) - getattr(want, stat))
+                error = float(mcse[stat][var].sel(at).values)
+                z = diff / math.hypot(error, (want.error_sd or 0.0) * want.sd)
+                where = f"{d}: {name} ({'posterior mean' if stat == 'mean' else 'posterior SD'})"
+                worst = max(worst, (diff / want.sd, where))
+                worst_z = max(worst_z, (z, where))
+    check = CrossCheck(max_discrepancy_sd=_round(worst[0]), quantity=worst[1], max_z=_round(worst_z[0]),
+                       threshold=CROSS_CHECK_Z, passed=worst_z[0] <= CROSS_CHECK_Z)
+    diagnostics = result.diagnostics
+    update = {"cross_check": check}
+    if not check.passed:
+        update.update(passed=False, failures=(*diagnostics.failures, f"MCMC disagrees with the exact answer for the same model: "
+                                              f"{worst_z[1]} is {worst_z[0]:.1f} Monte Carlo standard errors off"))
+    return result.model_copy(update={"diagnostics": diagnostics.model_copy(update=update)})

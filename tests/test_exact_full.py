@@ -8,7 +8,8 @@ independent references.
   and plain trapezoid grids over tau, omega and each finding's SE (nothing shared with the engine but
   the Block container). Means and SDs must agree to 1e-3 SD, each interval must hold 0.95 of the brute-
   force posterior (to 1e-4), and every stated numerical error must cover the actual one.
-- On the bundled evidence, the summary has the MCMC summary's shape, and its stated errors are small.
+- On the bundled evidence, the result is a whole Result (as the MCMC engine's), and its stated errors
+  are below a hundredth of a posterior SD.
 """
 
 from __future__ import annotations
@@ -204,44 +205,44 @@ def bundled():
     return fit_exact_model(metaeval.load_evidence(), metaeval.load_spec("default"))
 
 
-def test_bundled_summary_has_the_mcmc_summary_shape(bundled):
-    from metaeval.model import prepare
+def test_bundled_result_is_a_full_result(bundled):
     import metaeval
+    from metaeval.model import prepare
+    from metaeval.result import Result
 
     layout = prepare(metaeval.load_evidence(), metaeval.load_spec("default"))
-    assert bundled["engine"] == "exact"
-    assert sorted(bundled["domains"]) == sorted(d["id"] for d in layout.domains)
-    for d, dom in bundled["domains"].items():
-        for key in ("label", "metric", "beneficial", "mid", "scale", "n_projects", "n_estimates", "projects_in", "designs",
-                    "mu", "tau", "theta_new", "projects", "rank_first", "pairwise", "notes"):
-            assert key in dom, (d, key)
-        for q in ("mu", "tau", "theta_new"):
-            assert {"mean", "sd", "hdi_low", "hdi_high", "hdi_prob", "error_sd"} <= set(dom[q]), (d, q)
-        assert {"p_beneficial", "p_mid"} <= set(dom["mu"])
-        assert dom["mu"]["hdi_low"] < dom["mu"]["mean"] < dom["mu"]["hdi_high"]
-        for p, entry in dom["projects"].items():
-            assert {"raw", "raw_se", "mean", "sd", "hdi_low", "hdi_high", "pooling", "design", "error_sd"} <= set(entry), (d, p)
-        assert sum(dom["rank_first"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert bundled.engine == "exact" and bundled.diagnostics is None
+    assert Result.from_json(bundled.to_json()) == bundled
+    assert sorted(bundled.domains) == sorted(d["id"] for d in layout.domains)
+    for d, dom in bundled.domains.items():
+        for q in (dom.mu, dom.tau, dom.theta_new):
+            assert q.hdi_low <= q.mean <= q.hdi_high and q.sd > 0 and q.error_sd is not None
+        assert dom.mu.p_beneficial is not None and dom.theta_new.p_beneficial is not None
+        assert (dom.omega is not None) == (d in layout.omega_domains)
         cells = [c for c in layout.projects if c["domain"] == d]
-        assert dom["n_projects"] == len(cells)
-        if d in layout.omega_domains:
-            assert "omega" in dom
-    assert bundled["excluded"] == layout.excluded
+        assert dom.n_projects == len(cells) == len(dom.projects)
+        assert sum(p.p_best for p in dom.projects) == pytest.approx(1.0, abs=1e-4)
+        for p in dom.projects:
+            assert p.hdi_low < p.mean < p.hdi_high and p.error_sd is not None
+        if len(cells) > 1:
+            a, b = dom.projects[0].project, dom.projects[1].project
+            assert dom.pairwise[a][b] + dom.pairwise[b][a] == pytest.approx(1.0, abs=1e-5)
+    assert {x.estimate_id for x in bundled.exclusions} == {x["estimate_id"] for x in layout.excluded}
 
 
 def test_bundled_stated_errors_are_below_a_hundredth_of_a_posterior_sd(bundled):
-    assert bundled["diagnostics"]["numerical"]["error_sd_max"] < 0.01
-    for dom in bundled["domains"].values():
-        for entry in [dom["mu"], dom["tau"], dom["theta_new"], *dom["projects"].values()]:
-            assert entry["error_sd"] < 0.01
+    assert bundled.numerical.error_sd_max < 0.01
+    for dom in bundled.domains.values():
+        for entry in [dom.mu, dom.tau, dom.theta_new, *dom.projects]:
+            assert entry.error_sd < 0.01
 
 
 def test_bias_terms_are_reported_where_the_mcmc_summary_reports_them(bundled):
-    dom = bundled["domains"]["employment"]
-    assert "bias" in dom["projects"]["drc_sib"] and "bias" in dom["projects"]["vive_social_support"]
-    assert "bias" not in dom["projects"]["oto"]
-    # vive's finding says "significant increase": its bias term's prior is normal(0.025, 0.05) on this scale
-    assert dom["projects"]["vive_social_support"]["bias"]["sd"] <= 0.05
+    dom = bundled.domain("employment")
+    assert dom.project("drc_sib").bias is not None and dom.project("vive_social_support").bias is not None
+    assert dom.project("oto").bias is None
+    # vive's findings say "significant increase": its bias term's prior is normal(0.025, 0.05) on this scale
+    assert dom.project("vive_social_support").bias.sd <= 0.05
 
 
 @pytest.mark.parametrize("model", ["no_bias", "rct_only", "variance_inflation", "marginal"])
@@ -251,8 +252,7 @@ def test_conditionally_gaussian_variants_have_an_exact_form(model):
 
     spec = metaeval.load_spec(model)
     assert exact_form(spec) is None
-    summary = fit_exact_model(metaeval.load_evidence(), spec)
-    assert summary["diagnostics"]["numerical"]["error_sd_max"] < 0.01
+    assert fit_exact_model(metaeval.load_evidence(), spec).numerical.error_sd_max < 0.01
 
 
 def test_the_design_hierarchy_has_no_exact_form():
@@ -274,7 +274,7 @@ def test_variance_inflation_is_the_default_model_on_inflated_ses(tmp_path):
     from metaeval.spec import load_spec
 
     base = pd.DataFrame({"study": ["a", "b", "c"], "yi": [0.1, 0.4, 0.25], "sei": [0.1, 0.2, 0.15],
-                         "design": ["rct", "before_after", "rct"]})
+                         "design": ["rct", "before_after", "rct"], "scale": 1.0})  # a stated scale: the same priors
     spec = load_spec("variance_inflation")
     w = spec.weight("before_after")
     inflated = base.assign(sei=base["sei"] / np.sqrt(np.where(base["design"] == "rct", 1.0, w)), design="rct")
@@ -282,11 +282,11 @@ def test_variance_inflation_is_the_default_model_on_inflated_ses(tmp_path):
     def fit(frame, spec, name):
         path = tmp_path / f"{name}.csv"
         frame.to_csv(path, index=False)
-        return fit_exact_model(load_evidence(csv=path), spec)["domains"]["all"]
+        return fit_exact_model(load_evidence(csv=path), spec).domain("all")
 
     a = fit(base, spec, "weighted")
     b = fit(inflated, load_spec("no_bias"), "inflated")
     for q in ("mu", "tau"):
-        assert a[q]["mean"] == pytest.approx(b[q]["mean"], rel=1e-6)
-        assert a[q]["hdi_high"] == pytest.approx(b[q]["hdi_high"], rel=1e-6)
-    assert math.isclose(a["projects"]["b"]["mean"], b["projects"]["b"]["mean"], rel_tol=1e-6)
+        assert getattr(a, q).mean == pytest.approx(getattr(b, q).mean, rel=1e-5)
+        assert getattr(a, q).hdi_high == pytest.approx(getattr(b, q).hdi_high, rel=1e-5)
+    assert math.isclose(a.project("b").mean, b.project("b").mean, rel_tol=1e-5)
