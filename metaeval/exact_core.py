@@ -43,7 +43,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy import special
 
-from metaeval.exact import _gauss_rule, _log_dtau_dz, _prior_scales, _shortest_interval, _tau_from_z
+from metaeval.exact import _gauss_rule, _log_dtau_dz, _prior_scales, _scan_mode, _shortest_interval, _tau_from_z
 from metaeval.priors import Prior
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -150,35 +150,10 @@ def _gh(n: int) -> tuple[np.ndarray, np.ndarray]:
     return x, w / w.sum()
 
 
-def _scan_mode(logdens, z0: float, z1: float) -> tuple[float, float]:
-    """Mode c and SD a (from the curvature) of a unimodal log density in z: a scan, then parabolas."""
-    z = np.arange(z0, z1 + 0.25, 0.5)
-    lp = logdens(z)
-    for _ in range(40):  # widen while the maximum is on an edge
-        j = int(np.argmax(lp))
-        if 0 < j < z.size - 1:
-            break
-        new = (z[0] - 0.5 * np.arange(20, 0, -1)) if j == 0 else (z[-1] + 0.5 * np.arange(1, 21))
-        lp_new = logdens(new)
-        z, lp = (np.concatenate([new, z]), np.concatenate([lp_new, lp])) if j == 0 else (np.concatenate([z, new]), np.concatenate([lp, lp_new]))
-    if not np.isfinite(lp.max()):
-        raise ValueError("the posterior density vanishes everywhere on the grid: check the priors against the data's scale")
-    j = int(np.clip(np.argmax(lp), 1, z.size - 2))
-    lo, hi, centre, spread = z[j - 1], z[j + 1], z[j], 1.0
-    for _ in range(30):
-        zz = np.linspace(lo, hi, 9)
-        ll = logdens(zz)
-        j = int(np.clip(np.argmax(ll), 1, 7))
-        step = zz[1] - zz[0]
-        curv = (ll[j - 1] - 2 * ll[j] + ll[j + 1]) / step**2
-        centre = zz[j]
-        if curv < 0 and np.isfinite(curv):
-            centre += 0.5 * step * (ll[j - 1] - ll[j + 1]) / (ll[j - 1] - 2 * ll[j] + ll[j + 1])
-            spread = 1 / math.sqrt(-curv)
-        lo, hi = zz[j - 1], zz[j + 1]
-        if hi - lo < 0.25 * spread:
-            break
-    return float(centre), float(np.clip(spread, 1e-8, 5.0))
+def _mode(logdens, z0: float, z1: float) -> tuple[float, float]:
+    """Mode and SD (from the curvature) of a unimodal log density in z, from a scan of [z0, z1] widened as
+    needed (the one-level engine's search)."""
+    return _scan_mode(logdens, np.arange(z0, z1 + 0.25, 0.5))[:2]
 
 
 def _reach(logdens, centre: float, spread: float, step: float) -> tuple[float, float]:
@@ -199,7 +174,7 @@ def _prior_rule(prior: Prior, step: float):
         return np.where(np.isfinite(z), prior.logpdf(_tau_from_z(z, prior)) + _log_dtau_dz(z, prior), -np.inf)
 
     scales = [s for s in _prior_scales(prior) if s > 0]
-    c, a = _scan_mode(logdens, math.log(min(scales)) - 10, math.log(max(scales)) + 10)
+    c, a = _mode(logdens, math.log(min(scales)) - 10, math.log(max(scales)) + 10)
     t0, t1 = _reach(logdens, c, a, step)
     t = np.arange(math.ceil(t0 / step), math.floor(t1 / step) + 1) * step
     z = c + a * np.sinh(t)
@@ -562,7 +537,7 @@ class _Grid:
         tau_scales = data + [s for s in _prior_scales(b.tau_prior) if s > 0]
         span_tau = (math.log(min(tau_scales)) - 12, math.log(max(tau_scales)) + 6)
         if not self.two:
-            c, a = _scan_mode(lambda z: logdens_z(z, 0.0), *span_tau)
+            c, a = _mode(lambda z: logdens_z(z, 0.0), *span_tau)
             self.axes = [_Axis(b.tau_prior, c, a)]
             self.axes[0].t0, self.axes[0].t1 = _reach(lambda z: logdens_z(z, 0.0), c, a, STEP)
             self.top = float(logdens_z(c, 0.0)[0]) + math.log(a)  # a node's density in t: below the maximum
@@ -572,8 +547,8 @@ class _Grid:
         span_om = (math.log(min(om_scales)) - 12, math.log(max(om_scales)) + 6)
         c_om = math.log(float(np.median(om_scales)))
         for _ in range(2):  # coordinate-wise scans to the mode
-            c_tau, a_tau = _scan_mode(lambda z: logdens_z(z, c_om), *span_tau)
-            c_om, a_om = _scan_mode(lambda z: logdens_z(c_tau, z), *span_om)
+            c_tau, a_tau = _mode(lambda z: logdens_z(z, c_om), *span_tau)
+            c_om, a_om = _mode(lambda z: logdens_z(c_tau, z), *span_om)
         # marginal SDs from the Hessian at the mode (finite differences on a 3 x 3 stencil)
         h1, h2 = 0.5 * a_tau, 0.5 * a_om
         Z1, Z2 = np.meshgrid(c_tau + h1 * np.array([-1.0, 0, 1]), c_om + h2 * np.array([-1.0, 0, 1]), indexing="ij")
@@ -1073,14 +1048,6 @@ def _bivariate_normal(h: np.ndarray, k: np.ndarray, rho: np.ndarray) -> np.ndarr
         out = (0.5 * (special.ndtr(h) + special.ndtr(k)) - special.owens_t(h, (k - rho * h) / (h * root))
                - special.owens_t(k, (h - rho * k) / (k * root)) - np.where(h * k < 0, 0.5, 0.0))
     return np.clip(out, 0.0, 1.0)
-
-
-def _inverse_z(x: np.ndarray, prior: Prior) -> np.ndarray:
-    """The grid's working variable z of a value x (log x; logit of x's position for a uniform prior)."""
-    if prior.family == "uniform":
-        lower, upper = prior.params
-        return special.logit((x - lower) / (upper - lower))
-    return np.log(x)
 
 
 # ---------------------------------------------------------------------------- the result
