@@ -267,6 +267,9 @@ class _Nodes:
     u_weight: np.ndarray
     u_centre: np.ndarray  # one eta dimension: u = u_centre + u_scale sinh(t) at the nodes, t on a lattice
     u_scale: np.ndarray
+    offset_slope: np.ndarray  # (N, T) beta of b_t | theta_c ~ N(alpha + beta theta_c, gamma), for draws
+    eta_mean: np.ndarray  # eta = eta_mean + eta_root u (0 without censored observations)
+    eta_root: np.ndarray
 
     @classmethod
     def concat(cls, parts: list[_Nodes]) -> _Nodes:
@@ -368,7 +371,8 @@ class _Prepared:
         log_post[bad] = -np.inf
         if density_only and H == 0:
             empty = np.zeros((N, 0))
-            return _Nodes(tau, omega, log_post, empty, empty, np.zeros((N, 0, 0)), empty, np.zeros((N, 1, 0)), np.ones((N, 1)), np.zeros(N), np.ones(N))
+            return _Nodes(tau, omega, log_post, empty, empty, np.zeros((N, 0, 0)), empty, np.zeros((N, 1, 0)), np.ones((N, 1)), np.zeros(N),
+                          np.ones(N), empty, np.zeros(N), np.zeros(N))
         # cluster effects given mu: theta_c | mu ~ N(a + r mu, q)
         r = 1 / (1 + t2 * pc)
         q = t2 * r
@@ -386,7 +390,7 @@ class _Prepared:
         cov_mu = np.concatenate([np.ones((N, 1)), r, beta * r[:, oc]], 1) * V[:, None]
         if H == 0:
             return _Nodes(tau, omega, log_post, mean, var, np.zeros((N, 1 + C + T, 0)), cov_mu, np.zeros((N, 1, 0)), np.ones((N, 1)),
-                          np.zeros(N), np.ones(N))
+                          np.zeros(N), np.ones(N), beta, np.zeros(N), np.zeros(N))
         # the censored group: eta = lam + kap theta_c + eps, eps ~ N(0, gam), with c and t its cluster and offset
         c, t = int(self.h_cluster[0]), int(self.h_offset[0])
         kap, lam, gam = (1 + beta[:, t], alpha[:, t], gamma[:, t]) if t >= 0 else (np.ones(N), np.zeros(N), np.zeros(N))
@@ -408,7 +412,7 @@ class _Prepared:
         centre[ok], scale[ok] = centre_ok, scale_ok
         log_post = np.where(ok, log_post, -np.inf)
         log_post[ok] += z_ok
-        return _Nodes(tau, omega, log_post, mean, var, cov_u, cov_mu, u, u_w, centre, scale)
+        return _Nodes(tau, omega, log_post, mean, var, cov_u, cov_mu, u, u_w, centre, scale, beta, E, root)
 
     def _log_lik(self, eta: np.ndarray, omega: np.ndarray, coarse: bool, derivatives: bool):
         """The censored observations' log likelihood at eta (N, P); with ``derivatives`` also its first
@@ -725,8 +729,8 @@ class _Level:
 
     def prob_above(self, rows: np.ndarray, sign: float, threshold: float):
         """P(sign * quantity > threshold) per row (sign +1 or -1)."""
-        F = self.cdf(rows, np.full((len(rows), 1), sign * threshold))[0]
-        return 1 - F[:, 0] if sign > 0 else F[:, 0]
+        F = np.clip(self.cdf(rows, np.full((len(rows), 1), sign * threshold))[0][:, 0], 0.0, 1.0)
+        return 1 - F if sign > 0 else F
 
     def intervals(self, rows: np.ndarray, p: float):
         """Shortest intervals holding mass p, per row."""
@@ -1063,6 +1067,40 @@ class BlockPosterior:
         self.axes = grid.axes
         self.fine = grid.level(coarse=False)
         self.coarse = grid.level(coarse=True)
+
+    def draws(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """``n`` independent draws from the posterior: ``mu``, ``tau``, ``omega``, ``theta`` (n, C), ``offset`` (n, T).
+
+        The posterior is sampled as this engine represents it: a component (a (tau, omega) node and an eta
+        node) by its weight, then every latent effect from its exact Gaussian conditional given it, mu first,
+        each cluster's effect given mu, each offset given its cluster's (the offset of the censored group:
+        eta minus its cluster's effect). tau and omega take their grid's node values (the quadrature's own
+        measure, whose moments are the reported ones); everything else is continuous.
+        """
+        lv, prep = self.fine, self.prep
+        nd = lv.nodes
+        C, T, P = prep.C, prep.T, nd.u.shape[1]
+        w = (lv.weight[:, None] * nd.u_weight).ravel()
+        pick = rng.choice(w.size, size=n, p=w / w.sum())
+        node, u = pick // P, nd.u.reshape(nd.u.shape[0] * P, nd.u.shape[2])[pick]
+        cu, mean, var, cov_mu = nd.cov_u[node], nd.mean[node], nd.var[node], nd.cov_mu[node]
+        m = mean + np.einsum("nqh,nh->nq", cu, u)  # given eta
+        v = var - (cu**2).sum(-1)
+        c = cov_mu - np.einsum("nqh,nh->nq", cu, cu[:, 0])  # covariance with mu, given eta
+        z = rng.standard_normal((n, 1 + C + T))
+        mu = m[:, 0] + np.sqrt(np.maximum(v[:, 0], 0.0)) * z[:, 0]
+        slope = c / np.maximum(v[:, :1], 1e-300)
+        given_mu = m + slope * (mu - m[:, 0])[:, None]
+        sd_mu = np.sqrt(np.maximum(v - slope * c, 0.0))
+        theta = given_mu[:, 1 : 1 + C] + sd_mu[:, 1 : 1 + C] * z[:, 1 : 1 + C]
+        oc, beta = self.block.offset_cluster, nd.offset_slope[node]
+        rows = np.arange(1 + C, 1 + C + T)
+        th = theta[:, oc] - given_mu[:, 1 + oc]  # each offset's cluster effect, about its mean given mu and eta
+        offset = given_mu[:, rows] + beta * th + np.sqrt(np.maximum(sd_mu[:, rows] ** 2 - beta**2 * sd_mu[:, 1 + oc] ** 2, 0.0)) * z[:, rows]
+        if prep.H and prep.h_offset[0] >= 0:  # the censored group's offset is what eta leaves of its cluster's effect
+            t, c0 = int(prep.h_offset[0]), int(prep.h_cluster[0])
+            offset[:, t] = nd.eta_mean[node] + nd.eta_root[node] * u[:, 0] - theta[:, c0]
+        return {"mu": mu, "tau": lv.tau[node], "omega": lv.omega[node], "theta": theta, "offset": offset}
 
     def both(self, method: str, *args):
         """(value, |value - coarse value|) of a _Level method's result (or of each part of a tuple)."""

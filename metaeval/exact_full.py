@@ -290,3 +290,46 @@ def with_cross_check(result: Result, posterior, evidence, spec: ModelSpec) -> Re
         update.update(passed=False, failures=(*diagnostics.failures, f"MCMC disagrees with the exact answer for the same model: "
                                               f"{worst_z[1]} is {worst_z[0]:.1f} Monte Carlo standard errors off"))
     return result.model_copy(update={"diagnostics": diagnostics.model_copy(update=update)})
+
+
+def exact_draws(evidence, spec: ModelSpec, *, draws: int = 4000, seed: int = 0):
+    """Independent draws from the exact posterior of ``spec`` on ``evidence``, as an ``xarray.DataTree``
+    shaped like an MCMC fit's (one chain; ``mu``, ``tau``, ``omega``, ``theta_project``, ``bias`` on the same
+    dims and coords, and the same attributes), so that whatever reads draws reads these too
+    (:func:`metaeval.summary.summarise`, ArviZ, the plots). Seeded: the same call gives the same draws.
+    See :meth:`metaeval.exact_core.BlockPosterior.draws` for how they are drawn."""
+    import xarray as xr
+
+    layout = prepare(evidence, spec)
+    reason = exact_reason(layout, spec)
+    if reason:
+        raise NoExactForm(reason)
+    rng = np.random.default_rng([seed, 18])
+    domains = [d["id"] for d in layout.domains]
+    mu, tau = np.empty((1, draws, len(domains))), np.empty((1, draws, len(domains)))
+    omega = np.empty((1, draws, len(layout.omega_domains)))
+    theta = np.empty((1, draws, len(layout.projects)))
+    bias = np.empty((1, draws, len(layout.bias_terms)))
+    for i, d in enumerate(domains):
+        block, cells, terms = domain_block(layout, d)
+        sample = BlockPosterior(block).draws(draws, rng)
+        mu[0, :, i], tau[0, :, i] = sample["mu"], sample["tau"]
+        if d in layout.omega_domains:
+            omega[0, :, layout.omega_domains.index(d)] = sample["omega"]
+        theta[0][:, cells] = sample["theta"]
+        bias[0][:, terms] = sample["offset"]
+    coords = {"chain": [0], "draw": np.arange(draws)}
+    posterior = xr.Dataset({
+        "mu": (("chain", "draw", "domain"), mu), "tau": (("chain", "draw", "domain"), tau),
+        "omega": (("chain", "draw", "omega_domain"), omega), "theta_project": (("chain", "draw", "project"), theta),
+        "bias": (("chain", "draw", "bias_term"), bias),
+    }, coords={**coords, "domain": domains, "omega_domain": layout.omega_domains,
+               "project": [p["label"] for p in layout.projects], "bias_term": [t["label"] for t in layout.bias_terms]})
+    tree = xr.DataTree.from_dict({"posterior": posterior})
+    from metaeval.harmonise import evidence_digest
+    from metaeval.sampling import package_versions
+
+    tree.attrs.update(metaeval_layout=json.dumps(layout.to_dict(), sort_keys=True), metaeval_spec=json.dumps(spec.to_dict(), sort_keys=True),
+                      metaeval_seed=int(seed), metaeval_versions=json.dumps(package_versions(), sort_keys=True),
+                      metaeval_evidence_sha256=evidence_digest(evidence), metaeval_engine="exact")
+    return tree
