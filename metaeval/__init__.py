@@ -9,6 +9,7 @@ The public API follows the flow evidence → harmonise → model → sampling (f
 >>> posterior = metaeval.fit(model, seed=1)      # xarray.DataTree (ArviZ)
 >>> result = metaeval.summarise(posterior)       # a typed Result: per domain mu, tau, theta_new, projects, ...
 >>> result = metaeval.judge(result, evidence)    # with a certainty rating per domain (GRADE-like)
+>>> exact = metaeval.fit_exact_model(evidence, spec)  # the same Result without sampling (conditionally Gaussian models)
 
 Submodules are imported on first use, so ``import metaeval`` stays cheap.
 """
@@ -31,6 +32,8 @@ _API = {
     "Result": "metaeval.result",
     "fit_exact": "metaeval.exact",
     "exact_posterior": "metaeval.exact",
+    "fit_exact_model": "metaeval.exact_full",
+    "exact_draws": "metaeval.exact_full",
     "rma": "metaeval.classic",
     "classic_by_domain": "metaeval.classic",
     "forest_plot": "metaeval.plots",

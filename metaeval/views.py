@@ -493,7 +493,8 @@ def priors(result: Result) -> dict:
 def diagnostics(result: Result) -> dict:
     diag = result.diagnostics
     if diag is None:
-        return {"exact": True, "rows": [], "gate": None, "failures": []}
+        error = result.numerical.error_sd_max if result.numerical else None
+        return {"exact": True, "rows": [], "gate": None, "failures": [], "error_sd": None if error is None else f"{error:.2g}"}
     limits = {k: limit for k, (_, limit) in GATE.items()}
     t = diag.thresholds  # the gate the fit was judged by, not the defaults
     if "rhat_max" in t:
@@ -504,8 +505,13 @@ def diagnostics(result: Result) -> dict:
         limits["divergences"] = "0" if t["divergences"] == 0 else f"≤ {t['divergences']:g}"
     values = {"rhat_max": diag.rhat_max, "ess_bulk_min": diag.ess_bulk_min, "ess_tail_min": diag.ess_tail_min,
               "divergences": diag.divergences}
-    return {"exact": False, "gate": "passed" if diag.passed else "FAILED", "failures": list(diag.failures),
-            "rows": [{"check": GATE[k][0], "value": "–" if v is None else f"{v:.4g}", "limit": limits[k]} for k, v in values.items()]}
+    rows = [{"check": GATE[k][0], "value": "–" if v is None else f"{v:.4g}", "limit": limits[k]} for k, v in values.items()]
+    check = diag.cross_check
+    if check is not None:  # the exact answer for the same model, where it has one
+        rows.append({"check": "against the exact answer, largest difference",
+                     "value": f"{check.max_discrepancy_sd:.2g} posterior SDs ({check.max_z:.2g} Monte Carlo SEs; {check.quantity})",
+                     "limit": f"≤ {check.threshold:g} Monte Carlo SEs"})
+    return {"exact": False, "gate": "passed" if diag.passed else "FAILED", "failures": list(diag.failures), "rows": rows}
 
 
 def extra(key: str, value: Any) -> dict:
