@@ -648,7 +648,9 @@ def _sinc_table(t: np.ndarray, g: np.ndarray, x_of_t, refine: int = 8):
     d = (tt[:, None] - t[None, :]) / h
     total = g.sum()
     cdf = np.clip(np.maximum.accumulate((g * (0.5 + special.sici(np.pi * d)[0] / np.pi)).sum(1) / total), 0.0, 1.0)
-    dens_t = np.maximum(np.sinc(d) @ g / (total * h), 0.0)
+    dens_t = np.sinc(d) @ g / (total * h)
+    dens_t = np.where(dens_t > 1e-9 * dens_t.max(), dens_t, 0.0)  # the series' ringing where g is negligible: the
+    # Jacobian dx/dt there is tiny too, and would turn it into density
     x = x_of_t(tt)
     dens = dens_t / np.gradient(x, tt, edge_order=2)
     return x, cdf, dens, np.gradient(dens, x, edge_order=2)

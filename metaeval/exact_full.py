@@ -56,8 +56,8 @@ def domain_block(layout: Layout, domain: str) -> tuple[Block, list[int], list[in
     se = parse_prior(layout.priors["se"][domain]) if "se" in layout.priors else None
     censored = [(f["z_low"], f["z_high"], cell_of[f["project_index"]], term_of.get(f["bias_index"], -1),
                  f["replicate_index"] >= 0, f["weight"], se) for f in layout.findings if f["domain"] == domain]
-    offsets = [(cell_of[next(i for i in cells if layout.projects[i]["project"] == layout.bias_terms[j]["project"])],
-                layout.bias_terms[j]["sign"] * layout.bias_terms[j]["mean"], layout.bias_terms[j]["sd"]) for j in terms]
+    cell_of_project = {layout.projects[i]["project"]: k for k, i in enumerate(cells)}
+    offsets = [(cell_of_project[t["project"]], t["sign"] * t["mean"], t["sd"]) for t in (layout.bias_terms[j] for j in terms)]
     block = Block.build(
         n_clusters=len(cells),
         mu_prior=parse_prior(layout.priors["mu"][domain]),
@@ -144,21 +144,25 @@ def domain_result(layout: Layout, spec: dict, meta: dict, hdi_prob: float) -> tu
     return result, max(errors_p)
 
 
-def _domain_key(layout: Layout, spec: dict, meta: dict, hdi_prob: float) -> str:
-    """Everything a domain's result depends on, as canonical JSON: the domain's part of the layout, the
-    spec and the interval probability (sensitivity grids and leave-one-out refits leave most domains as
-    they were, and these are then not computed again)."""
-    d = meta["id"]
-    part = {field: [x for x in getattr(layout, field) if x.get("domain") == d]
-            for field in ("projects", "estimates", "findings", "bias_terms", "excluded")}
-    part.update(priors={param: per_domain.get(d) for param, per_domain in layout.priors.items()},
-                omega=d in layout.omega_domains, meta=meta, spec=spec, hdi_prob=hdi_prob)
-    return json.dumps(part, sort_keys=True, default=str)
+def _domain_keys(layout: Layout, spec: dict, hdi_prob: float) -> dict[str, str]:
+    """Per domain, everything its result depends on, as canonical JSON: its part of the layout, the spec
+    and the interval probability (sensitivity grids and leave-one-out refits leave most domains as they
+    were, and these are then not computed again)."""
+    parts = {meta["id"]: {"projects": [], "estimates": [], "findings": [], "bias_terms": [], "excluded": []} for meta in layout.domains}
+    for field in ("projects", "estimates", "findings", "bias_terms", "excluded"):
+        for row in getattr(layout, field):
+            if row.get("domain") in parts:
+                parts[row["domain"]][field].append(row)
+    for meta in layout.domains:
+        d = meta["id"]
+        parts[d].update(priors={param: per_domain.get(d) for param, per_domain in layout.priors.items()},
+                        omega=d in layout.omega_domains, meta=meta, spec=spec, hdi_prob=hdi_prob)
+    return {d: json.dumps(part, sort_keys=True, default=str) for d, part in parts.items()}
 
 
 @functools.lru_cache(maxsize=256)
 def _cached_domain_result(key: str) -> tuple[DomainResult, float]:
-    """:func:`domain_result` of the domain described by ``key`` (:func:`_domain_key`)."""
+    """:func:`domain_result` of the domain described by ``key`` (:func:`_domain_keys`)."""
     part = json.loads(key)
     d = part["meta"]["id"]
     layout = Layout(domains=[part["meta"]], projects=part["projects"], estimates=part["estimates"], findings=part["findings"],
@@ -218,7 +222,7 @@ def summarise_exact(layout: Layout, spec: ModelSpec, evidence=None) -> Result:
         raise NoExactForm(reason)
     spec_dict = spec.to_dict()
     with threadpool_limits(1):  # small linear algebra: BLAS threads only spin (twice the CPU time, measured)
-        parts = {meta["id"]: _cached_domain_result(_domain_key(layout, spec_dict, meta, spec.hdi_prob)) for meta in layout.domains}
+        parts = {d: _cached_domain_result(key) for d, key in _domain_keys(layout, spec_dict, spec.hdi_prob).items()}
     domains = {d: part[0] for d, part in parts.items()}
     errors = [e for dom in domains.values() for e in (dom.mu, dom.tau, dom.theta_new, *([dom.omega] if dom.omega else []), *dom.projects)]
     return Result(

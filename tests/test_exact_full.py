@@ -247,12 +247,24 @@ def test_bias_terms_are_reported_where_the_mcmc_summary_reports_them(bundled):
 
 @pytest.mark.parametrize("model", ["no_bias", "rct_only", "variance_inflation", "marginal"])
 def test_conditionally_gaussian_variants_have_an_exact_form(model):
+    """Their means and SDs to a hundredth of a posterior SD. An interval end can be ill-conditioned (no_bias,
+    education: tau's density is flat, to 2%, from 0 to 0.14, so where the shortest interval starts is
+    barely determined), and the stated error says so; it stays below a tenth of an SD."""
     import metaeval
-    from metaeval.exact_full import exact_form, fit_exact_model
+    from metaeval.exact_full import domain_block, exact_form, fit_exact_model
+    from metaeval.model import prepare
 
     spec = metaeval.load_spec(model)
     assert exact_form(spec) is None
-    assert fit_exact_model(metaeval.load_evidence(), spec).numerical.error_sd_max < 0.01
+    result = fit_exact_model(metaeval.load_evidence(), spec)
+    assert result.numerical.error_sd_max < 0.1
+    layout = prepare(metaeval.load_evidence(), spec)
+    for meta in layout.domains:
+        block, cells, terms = domain_block(layout, meta["id"])
+        post = BlockPosterior(block)
+        _, (err_mean, err_sd) = post.both("moments", np.arange(1 + len(cells) + len(terms)))
+        _, sd = post.fine.moments(np.arange(1 + len(cells) + len(terms)))
+        assert np.all(np.maximum(err_mean, err_sd) < 0.01 * sd), meta["id"]
 
 
 def test_the_design_hierarchy_has_no_exact_form():
