@@ -59,7 +59,8 @@ WEIGHT_FLOOR = 1e-13  # mixture components lighter than this (relative) are left
 CHUNK = 200_000  # rows x components evaluated at once (memory)
 COMPRESS_BUDGET = 100_000  # rows x (tau, omega) nodes above which a compressed rule is tried (no censored data)
 COMPRESS_TOL = 1e-7
-COMPARE_COMPONENTS = 256  # P(first) among 4 or more, pairwise among 4 or more: a systematic sample of this many components  # largest CDF error allowed of a compressed rule, at probes
+COMPARE_BUDGET = 40_000  # P(first) and pairwise among 4 or more rows: a systematic sample of this many components
+# over the rows (P(first)) or their square (pairwise), at least 32 and at most 256
 
 
 class NoExactForm(ValueError):
@@ -957,7 +958,7 @@ class _Level:
         conditional means and covariance matrix."""
         level = self.reduced(rows)
         n = level.nodes
-        w, node, _, _, m, v, _, cu = level._given_eta(rows, WEIGHT_FLOOR, COMPARE_COMPONENTS if len(rows) > 3 else None)
+        w, node, _, _, m, v, _, cu = level._given_eta(rows, WEIGHT_FLOOR, _sample_size(len(rows) ** 2) if len(rows) > 3 else None)
         # Cov(theta_a, theta_b | tau, omega) = r_a r_b V + [a = b] q_a, less what eta explains
         V = n.var[node, 0]
         r = n.cov_mu[node][:, rows] / V[:, None]
@@ -1009,7 +1010,8 @@ class _Level:
 
     def _first_many(self, rows: np.ndarray, sign: float, points: int, offset: float) -> np.ndarray:
         """``first`` for four rows or more, on one systematic sample of the components."""
-        w, _, mu_mean, mu_var, m, v, c, _ = self.reduced(rows)._given_eta(rows, 1e-10, COMPARE_COMPONENTS // 2, offset)
+        # the sample: about COMPARE_BUDGET * 50 evaluations of a normal CDF in all (x 128, mu 8, rows)
+        w, _, mu_mean, mu_var, m, v, c, _ = self.reduced(rows)._given_eta(rows, 1e-10, _sample_size(len(rows) * 20) // 2, offset)
         hi_, lo_ = sign * m + 7.5 * np.sqrt(v), sign * m - 7.5 * np.sqrt(v)
         live = np.flatnonzero((hi_ >= lo_.max(1, keepdims=True)).any(0))
         m, v, c = m[:, live], v[:, live], c[:, live]
@@ -1022,7 +1024,7 @@ class _Level:
         # log of the product of all rows' CDFs, then each row's density against the others' product
         low = (mean - 7.5 * sd[:, None, :]).max(-1)
         high = (mean + 7.5 * sd[:, None, :]).max(-1)
-        step = np.minimum((high - low) / 64, sd.min(1)[:, None] / 3)
+        step = np.clip(sd.min(1)[:, None] / 3, (high - low) / 128, (high - low) / 48)  # resolve the narrowest, within reason
         count = int(np.ceil(((high - low) / step).max())) + 1
         x = low[..., None] + step[..., None] * np.arange(count)  # (K, J, X)
         out = np.zeros(len(rows))
@@ -1035,6 +1037,11 @@ class _Level:
             per = dens.sum(2) * step[ks][..., None]  # (k, J, L): trapezoid (the integrand is negligible at both ends)
             out[live] += np.einsum("kjl,j,k->l", per, w_mu, w[ks])
         return out
+
+
+def _sample_size(work: int) -> int:
+    """How many components the comparisons sample (see COMPARE_BUDGET) for ``work`` per component."""
+    return int(np.clip(COMPARE_BUDGET // max(work, 1), 32, 256))
 
 
 def _prob_positive(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
