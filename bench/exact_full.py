@@ -4,8 +4,8 @@
     .venv/bin/python bench/exact_full.py speed [--runs 3]            # fresh processes, CPU seconds, peak memory
 
 ``agreement`` fits the bundled evidence (and a 1,000-estimate synthetic base from ``bench/synthetic.py``)
-under the default model with MCMC, 4 chains x ``--draws`` after 2,000 tuning steps (the fit cache under
-``bench/results/exact-mcmc/`` keeps them), and compares every domain mean, tau and project effect with the
+under the default model with MCMC, 4 chains x ``--draws`` after 2,000 tuning steps (cached in the system's
+temporary folder), and compares every domain mean, tau and project effect with the
 exact engine: the differences of the posterior means and SDs and of the interval ends, in the exact
 posterior's SDs, beside the MCMC's Monte Carlo standard errors and the exact engine's stated error.
 
@@ -97,7 +97,7 @@ def agreement(draws: int) -> dict:
     from metaeval.spec import load_spec
 
     spec = load_spec("default")
-    cache = ROOT / "bench" / "results" / "exact-mcmc"
+    cache = Path(tempfile.gettempdir()) / "metaeval-exact-bench"  # fits: large, and not results
     bases = {"bundled": load_evidence()}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "synthetic-1000.csv"
