@@ -52,13 +52,13 @@ SE_STEP = 0.3  # t-step of the rule over a censored observation's SE, in log se
 ETA_STEP = 0.15  # t-step of the trapezoid rule on one eta dimension, x = sinh(t)
 COARSE = 1.5  # the coarse rules' steps are this much larger
 DROP = 25.0  # nodes where the log density is this far below its maximum are negligible (e^-25 ~ 1e-11)
-REACH = 60.0  # furthest a grid goes from its centre, in log units (a heavier tail is cut here, and said so)
+REACH = 60.0  # furthest a grid goes from its centre, in log units (a heavier tail is cut here: _Level.edge_density)
 NARROW = 0.7  # cdf: a component narrower than this times eta's spread (c u_scale) takes the narrow branch
 NEW = -1  # quantity row of a new cluster's effect, mu + tau z
 WEIGHT_FLOOR = 1e-13  # mixture components lighter than this (relative) are left out of intervals, not moments
 CHUNK = 200_000  # rows x components evaluated at once (memory)
 COMPRESS_BUDGET = 100_000  # rows x (tau, omega) nodes above which a compressed rule is tried (no censored data)
-COMPRESS_TOL = 1e-7
+COMPRESS_TOL = 1e-7  # the largest CDF error a compressed rule may make at its probes
 COMPARE_BUDGET = 40_000  # P(first) and pairwise among 4 or more rows: a systematic sample of this many components
 # over the rows (P(first)) or their square (pairwise), at least 32 and at most 256
 

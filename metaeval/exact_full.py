@@ -98,6 +98,11 @@ def domain_result(layout: Layout, spec: dict, meta: dict, hdi_prob: float) -> tu
     new = Posterior(**_stats(post, np.array([NEW]), hdi_prob)[0], hdi_prob=hdi_prob, p_beneficial=probability(NEW, 0.0))
     tau = _axis(post, 0, hdi_prob)
     omega = _axis(post, 1, hdi_prob) if block.has_omega else None
+    missing = _missing_moments(block)
+    if missing:  # a heavy-tailed prior and few projects: say so rather than report the grid's finite stand-ins
+        tau = tau.model_copy(update={k: None for k in missing["tau"]})
+        new = new.model_copy(update={k: None for k in missing["theta_new"]})
+        omega = omega.model_copy(update={k: None for k in missing["omega"]}) if omega is not None else None
 
     theta_rows = np.arange(1, C + 1)
     theta = _stats(post, theta_rows, hdi_prob)
@@ -129,6 +134,12 @@ def domain_result(layout: Layout, spec: dict, meta: dict, hdi_prob: float) -> tu
     elif C > PAIRWISE_MAX_PROJECTS:
         notes.append(f"{C} projects: pairwise probabilities are left out (the exact engine reports them up to "
                      f"{PAIRWISE_MAX_PROJECTS} projects a domain).")
+    if missing:
+        notes.append(f"{missing['what']}: not finite (a heavy-tailed prior and {missing['n']} project(s) with numeric estimates), "
+                     "reported as null; intervals and probabilities are exact.")
+    if post.fine.edge_density > 1e-6:
+        notes.append("tau's (or omega's) posterior still has density where the exact engine's grid ends (a heavy-tailed "
+                     "prior and little data): its mean and SD are those of the part within the grid, and may be understated.")
     members = [k for k in layout.estimates + layout.findings if k["domain"] == d]
     designs: dict[str, int] = {}
     for k in members:
@@ -182,6 +193,28 @@ def _reindex(layout: Layout) -> None:
         row["project_index"] = cells[(row["domain"], row["project"])]
         if row["bias_index"] >= 0:
             row["bias_index"] = old_terms[(row["domain"], row["project"], row["design"])]
+
+
+def _missing_moments(block: Block) -> dict | None:
+    """The moments that do not exist under a heavy-tailed prior (as in :mod:`metaeval.exact`): the posterior
+    of tau decays like tau^-a, a = the prior's tail exponent plus the number of projects with numeric
+    estimates (one fewer under a flat mu prior; direction-only findings add nothing): E[tau] needs a > 2 and
+    its SD a > 3, and so does a new project's effect. omega's tail is not worked out: under a heavy-tailed
+    prior its moments are left out."""
+    from metaeval.exact import _TAIL_EXPONENT
+
+    def tail(prior) -> float:
+        return prior.params[0] + 1.0 if prior.family == "halfstudentt" else _TAIL_EXPONENT.get(prior.family, math.inf)
+
+    n = len(set(block.cluster.tolist()))
+    a = tail(block.tau_prior) + n - (block.mu_prior.family == "flat")
+    heavy_omega = block.omega_prior is not None and math.isfinite(tail(block.omega_prior))
+    gone = {"tau": [k for k, need in (("mean", 2), ("sd", 3)) if a <= need], "omega": ["mean", "sd"] if heavy_omega else []}
+    gone["theta_new"] = ["sd"] if "sd" in gone["tau"] else []
+    if not (gone["tau"] or gone["omega"]):
+        return None
+    what = [f"tau {k}" for k in gone["tau"]] + [f"theta_new {k}" for k in gone["theta_new"]] + [f"omega {k}" for k in gone["omega"]]
+    return {**gone, "what": ", ".join(what), "n": n}
 
 
 def _axis(post: BlockPosterior, axis: int, hdi_prob: float) -> Posterior:
@@ -280,6 +313,8 @@ def with_cross_check(result: Result, posterior, evidence, spec: ModelSpec) -> Re
         for name, got, want, at in pairs:
             var = "theta_project" if "project" in at else name
             for stat in ("mean", "sd"):
+                if None in (getattr(got, stat), getattr(want, stat), want.sd):  # a moment that does not exist
+                    continue
                 diff = abs(getattr(got, stat) - getattr(want, stat))
                 error = float(mcse[stat][var].sel(at).values)
                 z = diff / math.hypot(error, (want.error_sd or 0.0) * want.sd)

@@ -340,3 +340,22 @@ def test_exact_draws_are_read_like_an_mcmc_posterior():
         for a, b in zip(got.projects, dom.projects):
             assert a.project == b.project and abs(a.mean - b.mean) < 4.5 * b.sd / math.sqrt(n), (d, a.project)
             assert abs(a.p_best - b.p_best) < 4.5 * math.sqrt(0.25 / n) + 1e-3, (d, a.project)
+
+
+def test_moments_a_heavy_tailed_prior_leaves_infinite_are_null(tmp_path):
+    """One study under tau ~ halfcauchy: the posterior of tau decays like tau^-3, so its SD (and a new
+    project's) is infinite: null with a note, as the one-level engine says; the intervals stay."""
+    import pandas as pd
+
+    from metaeval.exact_full import fit_exact_model
+    from metaeval.harmonise import load_evidence
+    from metaeval.spec import load_spec
+
+    path = tmp_path / "one.csv"
+    pd.DataFrame({"study": ["a"], "yi": [0.3], "sei": [0.1], "scale": [1.0]}).to_csv(path, index=False)
+    dom = fit_exact_model(load_evidence(csv=path), load_spec("default", ["tau=halfcauchy(1)"])).domain("all")
+    ref = exact_posterior([0.3], [0.1], tau_prior=P("halfcauchy(1)"), mu_prior=P("normal(0,1)")).summary()
+    assert dom.tau.sd is None and dom.theta_new.sd is None and ref["tau"]["sd"] is None
+    assert dom.tau.mean == pytest.approx(ref["tau"]["mean"], rel=0.05)
+    assert dom.tau.hdi_high == pytest.approx(ref["tau"]["hdi_high"], rel=0.01)
+    assert any("not finite" in n for n in dom.notes)
