@@ -34,11 +34,15 @@ import csv
 import io
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from metaeval.cells import present
-from metaeval.files import defuse_cell, write_atomic
-from metaeval.sampling import CachedFit, SamplerSettings, diagnose, fit_cached
+from metaeval.files import OutputRefused, confine, defuse_cell, drop_dangling_links, link_names, result_set, write_atomic
+from metaeval.sampling import CachedFit, SamplerSettings, diagnose, fit_cached, load_posterior
 from metaeval.model import Layout
 from metaeval.spec import ModelSpec
 
@@ -354,7 +358,13 @@ def render(summary: dict, fmt: str) -> str:
     return summary_table(summary)
 
 
-# --- cached runs ------------------------------------------------------------------------
+# --- cached runs and the published result set ----------------------------------------------------------------
+
+#: The pointer to the output folder's current result set (:func:`publish`), and the files linked from the folder's top.
+RESULT = "current"
+RESULT_FILES = ("summary.json", "summary.csv", "latest.txt", "report.html")
+#: A summary file larger than this is not read (the summary of 10,000 estimates is a few MB).
+MAX_SUMMARY_BYTES = 256 * 2**20
 
 
 def write_summary(summary: dict, directory: str | Path) -> None:
@@ -364,27 +374,180 @@ def write_summary(summary: dict, directory: str | Path) -> None:
     write_atomic(directory / "summary.csv", summary_csv(summary))
 
 
+def publish(out: str | Path, summary: dict, *, key: str | None = None, report=None) -> Path:
+    """Write a command's results into ``out`` as one set, switched in at once; returns the set's folder.
+
+    The set: summary.json and summary.csv, latest.txt (the fit's cache key, when there is one) and, when
+    ``report`` is given (called with the path to write), report.html. It is written into a new folder and
+    ``OUT/current`` is switched to it in one atomic rename (:func:`metaeval.files.result_set`); ``OUT/summary.json``
+    and the other names are fixed links through ``current``, so a reader sees the previous complete set or
+    this one, never a mix, whatever stops the command (a kill, a full disk, an error). A name the new set does
+    not have (the report, after ``fit``) then leads nowhere rather than to another fit's file.
+    """
+    out = Path(out)
+    _keep_legacy_results(out)
+    with result_set(out / RESULT) as staging:
+        write_summary(summary, staging)
+        if key is not None:
+            write_atomic(staging / "latest.txt", f"{key}\n")
+        if report is not None:
+            report(staging / "report.html")
+        link_names(out, RESULT, [name for name in RESULT_FILES if (staging / name).is_file()])  # they show the old set until the switch
+    drop_dangling_links(out, RESULT, RESULT_FILES)  # a name this set lacks leads nowhere: no file of another fit
+    return out / RESULT
+
+
+def _keep_legacy_results(out: Path) -> None:
+    """Results of an older metaeval (plain files at the top of ``out``, no ``current``): made a set, so they stay visible."""
+    legacy = [name for name in RESULT_FILES if (out / name).is_file() and not (out / name).is_symlink()]
+    if legacy and not os.path.lexists(out / RESULT):
+        with result_set(out / RESULT) as staging:
+            for name in legacy:
+                shutil.copyfile(out / name, staging / name)
+            link_names(out, RESULT, legacy)
+
+
 #: What :func:`summarise` computes, versioned: a cached fit's summary of another version is made
 #: again from its posterior (no refit). Raise it whenever a summarised number changes meaning.
 #: 2: pooling factors count omega.
 SUMMARY_VERSION = 2
 
 
-def load_summary(directory: str | Path, *, verify: bool = False) -> dict | None:
-    """``summary.json`` in ``directory``; None when missing, unreadable, or (``verify``, a fit folder)
-    when its SHA-256 or summary version differs from the one recorded in the folder's ``fit.json``."""
-    from metaeval.sampling import file_sha256, read_fit_record
+# --- a summary file given to `plot` or `report`: untrusted input ------------------------------------------------
 
-    path = Path(directory) / "summary.json"
-    if not path.is_file():
+_Number = float | None
+
+
+class _Part(BaseModel):
+    """A part of a summary: its fields are checked for type; fields this version does not know pass through."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class _Stats(_Part):
+    mean: _Number = None
+    sd: _Number = None
+    hdi_low: _Number = None
+    hdi_high: _Number = None
+    hdi_prob: _Number = None
+    p_beneficial: _Number = None
+    p_mid: _Number = None
+
+
+class _ProjectStats(_Stats):
+    raw: _Number = None
+    raw_se: _Number = None
+    pooling: _Number = None
+    rank_first: _Number = None
+    design: str | None = None
+    bias: dict[str, _Number] | None = None
+
+
+class _DomainSummary(_Part):
+    label: str | None = None
+    metric: str | None = None
+    beneficial: str | None = None
+    mid: _Number = None
+    scale: _Number = None
+    n_projects: int | None = None
+    n_estimates: int | None = None
+    projects_in: list[str] = []
+    designs: dict[str, int] = {}
+    mu: _Stats | None = None
+    tau: _Stats | None = None
+    theta_new: _Stats | None = None
+    projects: dict[str, _ProjectStats] = {}
+    rank_first: dict[str, _Number] = {}
+    pairwise: dict[str, dict[str, _Number]] = {}
+    notes: list[str] = []
+    excluded: list[dict] = []
+    priors: dict[str, str] | None = None
+
+
+class _Diagnostics(_Part):
+    rhat_max: _Number = None
+    ess_bulk_min: _Number = None
+    ess_tail_min: _Number = None
+    divergences: int | None = None
+    passed: bool | None = None
+    failures: list[str] = []
+    thresholds: dict[str, _Number] | None = None
+
+
+class _ModelInfo(_Part):
+    name: str | None = None
+    description: str | None = None
+    units: str | None = None
+    per_domain_priors: dict[str, dict[str, str]] = {}
+    overrides: dict[str, str] = {}
+    priors: dict[str, str | dict] = {}
+    bias: dict | None = None
+    bias_terms: list[dict] = []
+    sampler: dict | None = None
+    hdi_prob: _Number = None
+
+
+class _SummaryFile(_Part):
+    engine: str | None = None
+    domains: dict[str, _DomainSummary]
+    diagnostics: _Diagnostics | None = None
+    model: _ModelInfo | None = None
+    excluded: list[dict] = []
+    seed: int | None = None
+    provenance: dict | None = None
+
+
+def read_summary_file(path: str | Path) -> dict:
+    """A fit summary given as a file (``plot``, ``report --summary``): the JSON ``metaeval fit`` writes.
+
+    The file is input metaeval did not make itself (or made, and someone edited): it is read only if it is a
+    regular file within ``MAX_SUMMARY_BYTES``, and every field ``plot`` and ``report`` read is checked for its type
+    (a number where a table belongs is an InputError naming the field, not a crash later).
+    """
+    from metaeval.errors import InputError, Problem
+    from metaeval.files import Unreadable, read_regular
+
+    path = Path(path)
+    try:
+        data = read_regular(path, MAX_SUMMARY_BYTES)
+    except Unreadable as err:
+        if err.reason == "file not found":
+            raise InputError(Problem(str(path), "", "", "no fit summary here: run `metaeval fit` first, or pass --summary FILE")) from None
+        raise InputError(Problem(str(path), "", "", err.reason)) from None
+    try:
+        summary = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise InputError(Problem(str(path), "", "", f"not a JSON fit summary: {err}")) from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("domains"), dict):
+        raise InputError(Problem(str(path), "", "domains", "missing: this is not a fit summary"))
+    try:
+        _SummaryFile.model_validate(summary)
+    except ValidationError as err:
+        problems = [Problem(str(path), "", ".".join(str(x) for x in e["loc"]), f"{e['msg']} (got {type(e['input']).__name__})")
+                    for e in err.errors()[:20]]
+        raise InputError(problems) from None
+    return summary
+
+
+def load_summary(directory: str | Path, *, verify: bool = False) -> dict | None:
+    """``summary.json`` in ``directory``; None when missing, unreadable, not a summary, or (``verify``, a fit
+    folder) when its SHA-256 or summary version differs from the one recorded in the folder's ``fit.json``."""
+    import hashlib
+
+    from metaeval.files import Unreadable, read_regular
+    from metaeval.sampling import read_fit_record
+
+    try:
+        data = read_regular(Path(directory) / "summary.json", MAX_SUMMARY_BYTES)
+    except Unreadable:
         return None
     if verify:
         record = read_fit_record(directory) or {}
-        if record.get("summary_sha256") != file_sha256(path) or record.get("summary_version") != SUMMARY_VERSION:
+        if record.get("summary_sha256") != hashlib.sha256(data).hexdigest() or record.get("summary_version") != SUMMARY_VERSION:
             return None
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        summary = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):
         return None
     return summary if isinstance(summary, dict) and isinstance(summary.get("domains"), dict) else None
 
@@ -399,41 +562,57 @@ def _record_summary(directory: Path) -> None:
         write_atomic(directory / "fit.json", json.dumps(record, sort_keys=True, indent=2) + "\n")
 
 
-def fit_and_summarise(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerSettings | None = None, refit: bool = False, progress: bool | None = None) -> tuple[dict, CachedFit]:
+def _summary_of(version: Path, posterior=None, diagnostics: dict | None = None) -> dict:
+    """The summary of the fit in ``version`` (a fit's folder, resolved): the saved one when it is trusted, else made
+    again from the posterior and saved beside it (when the folder can be written: ``summary`` works read-only)."""
+    summary = load_summary(version, verify=True)
+    if summary is not None:
+        return summary
+    summary = summarise(posterior if posterior is not None else load_posterior(version / "posterior.nc"), diagnostics=diagnostics)
+    try:
+        with confine(version.parent):
+            write_summary(summary, version)
+            _record_summary(version)
+    except (OSError, OutputRefused):
+        pass
+    return summary
+
+
+def fit_and_summarise(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerSettings | None = None, refit: bool = False,
+                      progress: bool | None = None, publish_result: bool = True) -> tuple[dict, CachedFit]:
     """Fit (or reuse a cached fit), summarise, and write the summary next to the posterior.
 
-    The latest summary is also copied to ``<out>/summary.json`` and ``<out>/summary.csv``.
+    With ``publish_result`` the summary is also published as ``<out>``'s current result set (:func:`publish`:
+    ``<out>/summary.json``, ``summary.csv``, ``latest.txt``); a caller that adds a report to the set publishes it itself.
     """
     result = fit_cached(evidence, spec, out=out, settings=settings, refit=refit, progress=progress)
-    summary = load_summary(result.directory, verify=True) if result.cached else None
-    if summary is None:
-        summary = summarise(result.posterior, diagnostics=result.diagnostics)
-        write_summary(summary, result.directory)
-        _record_summary(result.directory)
-    write_summary(summary, out)
-    write_atomic(Path(out) / "latest.txt", f"{result.key}\n")
+    version = result.directory.resolve()  # one version throughout, whatever a concurrent run switches in
+    summary = _summary_of(version, None if result.cached else result.posterior, result.diagnostics)
+    if publish_result:
+        publish(out, summary, key=result.key)
     return summary, result
 
 
-def cached_summary(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerSettings | None = None) -> dict | None:
-    """The summary of an existing fit for these inputs, without refitting (None if never fitted)."""
+def cached_fit(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerSettings | None = None) -> tuple[dict, str] | None:
+    """The summary and cache key of an existing, trusted fit for these inputs, without refitting (None if there is none)."""
     import sys
 
-    from metaeval.sampling import cache_key, fit_dir, load_posterior, verify_fit
     from metaeval.model import prepare
+    from metaeval.sampling import cache_key, fit_dir, verify_fit
 
     settings = (settings or SamplerSettings()).resolved(spec)
     key = cache_key(prepare(evidence, spec), spec, settings)
     directory = fit_dir(out, key)
-    if not (directory / "posterior.nc").is_file():
+    if not os.path.lexists(directory):
         return None
     problem = verify_fit(directory, key)
     if problem is not None:
         print(f"note: the cached fit in {directory} cannot be trusted ({problem}); `metaeval fit` will fit it again", file=sys.stderr)
         return None
-    summary = load_summary(directory, verify=True)
-    if summary is None:
-        summary = summarise(load_posterior(directory / "posterior.nc"))
-        write_summary(summary, directory)
-        _record_summary(directory)
-    return summary
+    return _summary_of(directory.resolve()), key
+
+
+def cached_summary(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerSettings | None = None) -> dict | None:
+    """The summary of an existing fit for these inputs, without refitting (None if never fitted)."""
+    found = cached_fit(evidence, spec, out=out, settings=settings)
+    return None if found is None else found[0]
