@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from metaeval.errors import InputError, Problem, SamplingFailed
+from metaeval.errors import ClusterFailed, InputError, Problem, SamplingFailed
 
 
 def _evidence_options(p: argparse.ArgumentParser) -> None:
@@ -529,8 +529,15 @@ def main(argv: list[str] | None = None) -> int:
         except SamplingFailed as err:
             print(f"error: the sampler failed, so there is no result (nothing was written or cached): {err}", file=sys.stderr)
             return 1
+        except ClusterFailed as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
         except interrupts.Interrupted as stop:
-            print(f"error: {stop.message}", file=sys.stderr)
+            from metaeval.files import switched
+
+            done = switched()
+            print(f"error: {stop.what}: " + (f"stopped after {', '.join(map(str, done))} had been written in full" if done else
+                                             "nothing new was kept; earlier results are as they were"), file=sys.stderr)
             return stop.exit_status
         except BrokenPipeError:
             return 0

@@ -347,8 +347,18 @@ def result_set(pointer: str | Path) -> Iterator[Path]:
     previous = current_version(pointer)
     checkpoint(f"switch:{pointer.name}", final)
     switch(pointer, final)
+    _SWITCHED.append(pointer)
     checkpoint(f"switched:{pointer.name}")
     _prune(store, keep={final, previous})
+
+
+#: The pointers this process switched (for the message of a command stopped by a signal).
+_SWITCHED: list[Path] = []
+
+
+def switched() -> list[Path]:
+    """The result sets this process has switched in so far (:func:`result_set`), oldest first."""
+    return list(_SWITCHED)
 
 
 def _umask() -> int:

@@ -35,9 +35,12 @@ class Interrupted(BaseException):
         return 128 + self.signum
 
     @property
+    def what(self) -> str:
+        return "interrupted (Ctrl-C)" if self.signum == signal.SIGINT else f"stopped by {signal.Signals(self.signum).name}"
+
+    @property
     def message(self) -> str:
-        what = "interrupted (Ctrl-C)" if self.signum == signal.SIGINT else f"stopped by {signal.Signals(self.signum).name}"
-        return f"{what}: nothing new was kept; earlier results are as they were"
+        return f"{self.what}: nothing new was kept; earlier results are as they were"
 
 
 def _handler(signum, frame) -> None:

@@ -533,7 +533,8 @@ def run_sensitivity(
         layout = prepare(tables[base["estimand"]], scenario_spec(base, grid, overrides))
         projects = sorted({p["project"] for p in layout.projects})
         tasks += [{**common, "scenario": base, "evidence": tables[base["estimand"]], "drop_project": p} for p in projects]
-    results = run_tasks(fit_scenario, tasks, scheduler=scheduler, workers=workers, progress=progress, description="sensitivity fits")
+    results = run_tasks(fit_scenario, tasks, scheduler=scheduler, workers=workers, progress=progress, description="sensitivity fits",
+                        label=lambda t: t["scenario"]["name"] + (f" without {t['drop_project']}" if t.get("drop_project") else ""))
     plain = [{"ok": r.ok, "error": r.error, "value": r.value, "seconds": r.seconds, "worker": r.worker} for r in results]
     power = None
     if plain[0]["ok"] and grid.power_scaling:
