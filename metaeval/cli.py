@@ -102,7 +102,10 @@ def _exact_summary(args: argparse.Namespace, evidence, spec) -> dict:
     from metaeval.harmonise import evidence_digest
     from metaeval.present import plain
 
-    summary = fit_exact(evidence, priors=spec.priors, hdi_prob=spec.hdi_prob, overrides=spec.overrides)
+    try:
+        summary = fit_exact(evidence, priors=spec.priors, hdi_prob=spec.hdi_prob, overrides=spec.overrides)
+    except (ValueError, OverflowError) as err:  # a number the engine cannot use, or a model it cannot compute: said why
+        raise InputError(Problem(str(args.csv or args.data or "the evidence"), "", "--engine exact", str(err))) from None
     domains = sorted(summary["domains"])
     unknown = [(k, k.partition(".")[0], k.partition(".")[2]) for k in spec.overrides
                if k.partition(".")[0] in ("mu", "tau", "omega", "se") and k.partition(".")[2] and k.partition(".")[2] not in domains]

@@ -382,6 +382,7 @@ def fit_cached(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerS
     from metaeval.model import model_from_layout, prepare
 
     settings = (settings or SamplerSettings()).resolved(spec)
+    check_magnitudes(evidence)
     layout = prepare(evidence, spec)
     key = cache_key(layout, spec, settings)
     directory = fit_dir(out, key)
@@ -402,6 +403,34 @@ def fit_cached(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerS
                       "model_sha256": spec.digest()}
             write_atomic(staging / "fit.json", json.dumps(record, sort_keys=True, indent=2) + "\n")
     return CachedFit(key, directory, False, posterior, record["diagnostics"])
+
+
+#: The largest estimate or SE (and the inverse of the smallest SE) the sampler is given.
+MAGNITUDE_MAX = 1e150
+
+
+def check_magnitudes(evidence) -> None:
+    """Refuse, per domain, estimates and SEs too far from the domain's median SE to sample with (InputError naming
+    file, record and field): the exact engine's rule (:func:`metaeval.exact.scale_problems`). Without it an SE of
+    1e-300 or 1e300 ended in ZeroDivisionError or OverflowError while the model was built."""
+    from metaeval.errors import InputError, Problem
+    from metaeval.exact import scale_problems
+
+    rows = evidence[evidence["poolable"].astype(bool) & ~evidence["direction_only"].astype(bool)] if len(evidence) else evidence
+    problems = []
+    for _, group in rows.groupby("domain", sort=True):
+        ids = [str(x) for x in group["estimate_id"]]
+        found = scale_problems(group["yi"], group["sei"], ids)
+        for i, (se, estimate) in enumerate(zip(group["sei"], group["yi"])):  # the sampler works unscaled: squares must fit
+            for field, value in (("sei", se), ("yi", estimate)):
+                if abs(value) > MAGNITUDE_MAX or (field == "sei" and value < 1 / MAGNITUDE_MAX):
+                    found.append((i, field, f"{value:g} is beyond 1e±150, where its square does not fit in double precision; "
+                                            "express the effect in other units (or use --engine exact, which rescales)"))
+        for i, field, why in found:
+            row = group.iloc[i]
+            problems.append(Problem(str(row.get("file") or "evidence"), str(row.get("record") or ids[i]), field, why))
+    if problems:
+        raise InputError(problems)
 
 
 def file_sha256(path: str | Path) -> str:
