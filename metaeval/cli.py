@@ -516,8 +516,9 @@ def check_output_paths(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from metaeval import interrupts
-    from metaeval.files import confine
+    from metaeval.files import confine, switched
 
+    written_before = len(switched())
     with interrupts.installed():
         try:
             args = build_parser().parse_args(argv)
@@ -536,18 +537,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 1
         except interrupts.Interrupted as stop:
-            from metaeval.files import switched
-
-            done = switched()
-            print(f"error: {stop.what}: " + (f"stopped after {', '.join(map(str, done))} had been written in full" if done else
-                                             "nothing new was kept; earlier results are as they were"), file=sys.stderr)
+            print(f"error: {stop.what}: {_kept(switched()[written_before:])}", file=sys.stderr)
             return stop.exit_status
         except BrokenPipeError:
             return 0
         except OSError as err:  # the system refused (a full disk, a folder made read-only meanwhile): no partial result
             where = f"{err.filename}: " if err.filename else ""
-            print(f"error: {where}{err.strerror or err}; nothing new was kept, earlier results are as they were", file=sys.stderr)
+            print(f"error: {where}{err.strerror or err}; {_kept(switched()[written_before:])}", file=sys.stderr)
             return 1
+
+
+def _kept(sets: list) -> str:
+    """What a command stopped part-way left: every result set is whole, switched in or not at all."""
+    done = list(dict.fromkeys(map(str, sets)))
+    return f"stopped after {', '.join(done)} had been written in full" if done else "nothing new was kept; earlier results are as they were"
 
 
 if __name__ == "__main__":

@@ -463,7 +463,8 @@ def checkpoint(point: str, path: Path | None = None) -> None:
     name such as ``rename:report.html`` or ``switch:current``, or ``#N`` for the N-th step) with
     ``METAEVAL_TEST_PAUSE_MARKER=<path>``: at that step, write the path being written (or the step) to the
     marker and sleep, so a test can SIGKILL the process there. ``METAEVAL_TEST_PAUSE_BEFORE_RENAME=<file name>``
-    is ``PAUSE_AT=rename:<file name>``. Unset (always, outside tests), this does nothing.
+    is ``PAUSE_AT=rename:<file name>``. ``METAEVAL_TEST_FAIL_AT=#N`` raises the error a full disk gives
+    (ENOSPC) at the N-th step. Unset (always, outside tests), this does nothing.
     """
     global _CHECKPOINTS
     _CHECKPOINTS += 1
@@ -471,6 +472,10 @@ def checkpoint(point: str, path: Path | None = None) -> None:
     if trace:
         with open(trace, "a", encoding="utf-8") as fh:
             fh.write(point + "\n")
+    if os.environ.get("METAEVAL_TEST_FAIL_AT") == f"#{_CHECKPOINTS}":
+        import errno
+
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path) if path is not None else point)
     marker = os.environ.get("METAEVAL_TEST_PAUSE_MARKER")
     at = os.environ.get("METAEVAL_TEST_PAUSE_AT") or (
         f"rename:{os.environ['METAEVAL_TEST_PAUSE_BEFORE_RENAME']}" if os.environ.get("METAEVAL_TEST_PAUSE_BEFORE_RENAME") else "")

@@ -41,7 +41,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from metaeval.cells import present
-from metaeval.files import OutputRefused, confine, defuse_cell, drop_dangling_links, link_names, result_set, write_atomic
+from metaeval.files import OutputRefused, checkpoint, confine, defuse_cell, drop_dangling_links, link_names, result_set, write_atomic
 from metaeval.sampling import CachedFit, SamplerSettings, diagnose, fit_cached, load_posterior
 from metaeval.model import Layout
 from metaeval.spec import ModelSpec
@@ -394,6 +394,7 @@ def publish(out: str | Path, summary: dict, *, key: str | None = None, report=No
             report(staging / "report.html")
         link_names(out, RESULT, [name for name in RESULT_FILES if (staging / name).is_file()])  # they show the old set until the switch
     drop_dangling_links(out, RESULT, RESULT_FILES)  # a name this set lacks leads nowhere: no file of another fit
+    checkpoint("published:current")
     return out / RESULT
 
 
