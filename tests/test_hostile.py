@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import resource
 import shutil
 import signal
@@ -212,17 +213,9 @@ def test_formula_payloads_are_defused_in_columns_that_also_hold_numbers(tmp_path
     doses = [r["mod_dose"] for r in table]
     for p in payloads:
         assert "'" + p in doses, (p, doses)  # defused, kept readable
-    live = [c for r in table for c in r.values() if c and c[0] in "=+-@\t\r" and not _is_number(c)]
+    live = [c for r in table for c in r.values() if c and c[0] in "=+-@\t\r" and not re.fullmatch(r"[-+]?[0-9.]+(e[-+]?[0-9]+)?", c)]
     assert live == [], live
     assert "1.5" in doses and "-2.0" in doses  # numbers are not touched
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 # --- hangs and runaway cost (availability) ---------------------------------------------------------------------
