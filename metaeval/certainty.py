@@ -77,8 +77,9 @@ def rate(dom: DomainResult, entered: list[dict], flips: Sequence[str] = ()) -> C
     findings = [r for r in entered if flag(r.get("direction_only"))]
     tau = dom.tau.mean or 0.0
     weight: dict[str, float] = {}
+    unit = max([finite(r["sei"]) for r in numeric] + [tau]) or 1.0  # shares are scale-free: squares relative to the largest (1e300**2 overflows)
     for r in numeric:
-        weight[str(r.get("project_id"))] = weight.get(str(r.get("project_id")), 0.0) + 1.0 / (finite(r["sei"]) ** 2 + tau**2)
+        weight[str(r.get("project_id"))] = weight.get(str(r.get("project_id")), 0.0) + 1.0 / ((finite(r["sei"]) / unit) ** 2 + (tau / unit) ** 2)
     total = sum(weight.values())
     design_of = {str(r.get("project_id")): str(r.get("design") or "unspecified") for r in entered}
     risk_of = {str(r.get("project_id")): str(r.get("risk_of_bias") or "") for r in entered}

@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
 EIGHT = FIXTURES / "eight_schools.csv"
 MINI = FIXTURES / "mini"
-TINY = ["--chains", "1", "--draws", "50", "--tune", "50"]
+TINY = ["--chains", "1", "--draws", "50", "--tune", "50", "--allow-failed-gate"]  # 50 draws cannot pass the gate
 
 
 def run(argv, capsys) -> tuple[int, str, str]:
@@ -122,7 +122,7 @@ def test_a_domain_from_the_data_cannot_name_a_file_outside_out(tmp_path):
     before = tree(tmp_path)
     done = cli(["sensitivity", "--csv", csv, "--out", "out", "--scheduler", "serial", "--no-loo", "--no-power-scaling", "--no-report",
                 "--tau", "--bias", "--inclusion", "--estimand", "--direction-only", *TINY, "--format", "json"], work, timeout=300)
-    assert done.returncode in (0, 1), done.stderr  # 1: the tiny fit fails the diagnostics gate
+    assert done.returncode in (0, 1), done.stderr  # 1: a scenario failed
     clean(done.stderr)
     assert {p for p in tree(tmp_path) - before if not p.startswith("work/out")} == set()  # nothing outside --out
     curves = [p.name for p in (work / "out" / "sensitivity").iterdir() if p.name.startswith("spec_curve_")]
@@ -414,7 +414,7 @@ def test_yaml_is_read_with_the_c_loader_and_its_rules():
 
 @pytest.mark.parametrize("sei, prior, fragment", [
     (1e-300, None, "more than 1e+12 times the median SE"),
-    (1e300, None, "more than 1e+12 times smaller than the median SE"),
+    (1e300, "tau=halfnormal(1)", "halfnormal(1): sigma is 1: more than 1e+12 times smaller than the median SE"),
     (0.1, "tau=halfnormal(1e300)", "halfnormal(1e+300): sigma is 1e+300"),
     (0.1, "tau=halfnormal(1e-320)", "sigma is 9.99989e-321"),
     (0.1, "mu=normal(0,1e-300)", "normal(0, 1e-300): sigma is 1e-300"),
@@ -514,7 +514,7 @@ def test_a_toml_integer_of_5000_digits_is_a_message(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("where", [("domains",), ("domains", "all"), ("domains", "all", "mu"), ("domains", "all", "projects"),
-                                   ("domains", "all", "projects", "A"), ("diagnostics",), ("model",), ("domains", "all", "notes")])
+                                   ("domains", "all", "projects", 0), ("diagnostics",), ("model",), ("domains", "all", "notes")])
 @pytest.mark.parametrize("command", ["plot", "report"])
 def test_a_summary_with_a_number_where_a_table_belongs_is_a_message(where, command, tmp_path, capsys):
     """A summary.json edited to hold a number where a table was: AttributeError in plot and report."""
@@ -534,7 +534,7 @@ def test_a_summary_with_a_number_where_a_table_belongs_is_a_message(where, comma
         argv = ["report", "--csv", csv, "--summary", path, "--output", tmp_path / "r.html"]
     rc, _, err = run(argv, capsys)
     assert rc == 2, err
-    assert f"{path}:" in err and ".".join(where[1:]) in err or where == ("domains",)
+    assert f"{path}:" in err and ".".join(map(str, where[1:])) in err or where == ("domains",)
 
 
 def test_an_immutable_output_folder_is_refused_before_the_fit(tmp_path, capsys, monkeypatch):
@@ -604,7 +604,8 @@ def test_a_full_disk_while_writing_the_report_leaves_the_previous_set(tmp_path, 
 
 def test_two_concurrent_runs_into_one_folder_leave_one_fits_set(tmp_path):
     """Two runs with different seeds, at once: summary.json from one fit and summary.csv from the other (1 in 3)."""
-    from metaeval.summary import summary_csv
+    from metaeval.present import summary_csv
+    from metaeval.result import Result
 
     csv = small_csv(tmp_path / "s.csv")
     out = tmp_path / "out"
@@ -616,9 +617,10 @@ def test_two_concurrent_runs_into_one_folder_leave_one_fits_set(tmp_path):
             _, err = proc.communicate(timeout=300)
             assert proc.returncode == 0, err
         summary = json.loads((out / "summary.json").read_text())
-        assert (out / "summary.csv").read_text() == summary_csv(summary)  # one fit's set, whichever finished last
+        assert (out / "summary.csv").read_text() == summary_csv(Result.from_json((out / "summary.json").read_bytes()))  # one fit's set
         key = (out / "latest.txt").read_text().strip()
-        assert json.loads((out / "fits" / key / "summary.json").read_text()) == summary
+        fitted = json.loads((out / "fits" / key / "summary.json").read_text())  # the engine's result; the published one is judged too
+        assert fitted["seed"] == summary["seed"] and fitted["domains"]["all"]["mu"] == summary["domains"]["all"]["mu"]
 
 
 def test_a_directory_where_posterior_nc_belongs_is_set_aside_and_refitted(tmp_path, capsys):
@@ -696,7 +698,8 @@ def test_ctrl_c_while_sampling_is_130_not_a_claim_that_the_model_cannot_be_sampl
     monkeypatch.setattr(nutpie, "sample", sampler_that_swallows_ctrl_c)
     out = tmp_path / "out"
     rc, stdout, err = run(["fit", "--csv", small_csv(tmp_path / "s.csv"), "--out", out, *TINY], capsys)
-    assert rc == 130 and err == "error: interrupted (Ctrl-C): nothing new was kept; earlier results are as they were\n", err
+    assert rc == 130 and err.splitlines()[-1] == "error: interrupted (Ctrl-C): nothing new was kept; earlier results are as they were", err
+    assert "Traceback" not in err and err.count("error:") == 1
     assert stdout == "" and not (out / "fits").exists() or not [p for p in (out / "fits").iterdir() if not p.name.startswith(".")]
 
 

@@ -23,10 +23,11 @@ from pathlib import Path
 import pytest
 
 from metaeval.cli import main
-from metaeval.summary import summary_csv
+from metaeval.present import summary_csv
+from metaeval.result import Result
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["--chains", "1", "--draws", "50", "--tune", "50"]
+TINY = ["--chains", "1", "--draws", "50", "--tune", "50", "--allow-failed-gate"]  # 50 draws cannot pass the gate
 
 
 def _csv(path: Path, rows) -> Path:
@@ -48,7 +49,7 @@ def _trace(args, cwd: Path) -> list[str]:
     trace = cwd / "trace.txt"
     trace.unlink(missing_ok=True)
     done = _finish(_popen(args, cwd, METAEVAL_TEST_TRACE=str(trace)))
-    assert done.returncode in (0, 1), done.stderr  # 1: a tiny MCMC fit fails the gate, with --strict only
+    assert done.returncode == 0, done.stderr
     return trace.read_text().split()
 
 
@@ -84,7 +85,7 @@ def result_set(out: Path) -> dict:
         else:
             assert name not in files
     summary = json.loads((version / "summary.json").read_text())
-    assert (version / "summary.csv").read_text() == summary_csv(summary)
+    assert (version / "summary.csv").read_text() == summary_csv(Result.from_json((version / "summary.json").read_bytes()))
     if "report.html" in files:
         html = (version / "report.html").read_text(encoding="utf-8")
         n = sum(d["n_estimates"] for d in summary["domains"].values())
@@ -92,7 +93,8 @@ def result_set(out: Path) -> dict:
         assert re.findall(r"seed (\d+)", html) == ([] if summary["seed"] is None else [str(summary["seed"])])
     if "latest.txt" in files:
         fit = out / "fits" / (version / "latest.txt").read_text().strip()
-        assert json.loads((fit / "summary.json").read_text()) == summary
+        fitted = json.loads((fit / "summary.json").read_text())  # the engine's result; the published one is judged too
+        assert fitted["seed"] == summary["seed"] and {d: v["mu"] for d, v in fitted["domains"].items()} == {d: v["mu"] for d, v in summary["domains"].items()}
     return summary
 
 
@@ -175,7 +177,7 @@ def test_a_kill_at_any_point_of_an_mcmc_fit_leaves_the_previous_fit_and_the_next
         _kill_at([*new_args, "--out", out], tmp_path, n)
         assert result_set(out)["seed"] == 1, point  # the result set is switched only at the end
         old = cached_summary(evidence, spec, out=out, settings=SamplerSettings(chains=1, draws=50, tune=50, seed=1))
-        assert old is not None and old["seed"] == 1, point  # the previous fit is trusted and loads
+        assert old is not None and old.seed == 1, point  # the previous fit is trusted and loads
         entries = [p for p in (out / "fits").iterdir() if not p.name.startswith(".")]
         assert all((e / "posterior.nc").is_file() and (e / "fit.json").is_file() for e in entries), point  # only whole fits
         if n in (1, len(fit_points)):  # the next run succeeds (after the earliest and the latest kill)
