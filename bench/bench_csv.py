@@ -7,12 +7,17 @@ study ids s0, s1, ...; with ``--columns study,yi,sei,domain,design`` also 7 doma
 temporary folder, then runs the command in fresh processes and prints, per run, the wall time and the peak
 resident memory of the child (``ru_maxrss``), and their medians. Run it on an idle machine: it is a timing.
 
-Results (2 shared cores):
+Results (2 cores shared with other jobs; the load average is printed, and times scale with it):
 
-- main at 5390352, 1,000,000 rows of study,yi,sei (23 MB): 65.6 s, 3.45 GB peak.
-- i14 at the commit that added this file: see the note in the commit message and the issue; the time and
-  memory are spent after reading (pydantic per row, harmonisation into one dict per row, the DataFrame
-  built from those dicts), which a columnar CSV path would remove.
+- main at 5390352, 1,000,000 rows of study,yi,sei (23 MB): 65.6 s, 3.45 GB peak (load about 2).
+- i14 after merging main at a678743: 150 s, 3.68 GB peak (load 5.7). Not within the targets.
+
+Where it goes (cProfile, 100,000 rows, 32 s at load 6): reading and checking the CSV row by row 4.2 s
+(pydantic per row); harmonising into one dict per row 5.3 s; `validate` then builds a DataFrame of those
+dicts (2.3 s) and turns it back into dicts twice (``to_dict``: 13.7 s, pandas 3's Arrow-backed strings box each
+cell) to run the consistency checks again (4.5 s) that ``evidence_records`` had already run. Memory is one
+dict of about 45 keys per row (about 2.3 KB) plus the DataFrame. Meeting the targets needs a columnar path for
+a CSV (read with pandas' C parser, checked and harmonised column-wise, the table built once), not faster rows.
 """
 
 from __future__ import annotations
