@@ -1,5 +1,7 @@
-"""Writing outputs: inside the output folder, one file atomically, a set of files as one transaction.
+"""Reading and writing files safely: bounded reads; writes inside the output folder, atomic, and one set at a time.
 
+- :func:`read_regular`: the bytes of a regular file within a size limit; a FIFO, device or socket is refused,
+  never waited on or read without end.
 - :func:`atomic_path` / :func:`write_atomic`: one file, written beside its target and renamed over it, so a
   run killed at any moment leaves the previous file intact. The target must be a regular file (or absent):
   a device, FIFO or directory is never replaced.
@@ -13,8 +15,8 @@
   leave its folder.
 - :func:`safe_csv` / :func:`defuse_cell`: exported text cells that a spreadsheet would run as a formula.
 
-Test hooks (``METAEVAL_TEST_*``, read by :func:`checkpoint`) let tests/test_faults.py freeze or trace the
-process at every step of a write, to SIGKILL it there. Unset (always, outside tests), they do nothing.
+Test hooks (``METAEVAL_TEST_*``, read by :func:`checkpoint`) let tests/test_kill_points.py trace, freeze or fail
+the process at every step of a write. Unset (always, outside tests), they do nothing.
 """
 
 from __future__ import annotations
