@@ -97,7 +97,11 @@ def cmd_classic(args: argparse.Namespace) -> int:
 
     if not 0 < args.level < 1:  # also refuses nan
         raise InputError(Problem("command line", "", "--level", f"must be a probability strictly between 0 and 1 (e.g. 0.95), got {args.level}"))
-    table = classic_by_domain(_load(args), method=args.method, test=args.test, level=args.level)
+    from metaeval.sampling import check_magnitudes
+
+    evidence = _load(args)
+    check_magnitudes(evidence)  # variances of 1e-300 or 1e300 gave null estimates and exit 0
+    table = classic_by_domain(evidence, method=args.method, test=args.test, level=args.level)
     if args.format == "json":
         sys.stdout.write(to_json({"method": args.method, "test": args.test, "level": args.level,
                                   "domains": table.set_index("domain").to_dict("index")}))

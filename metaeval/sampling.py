@@ -410,9 +410,11 @@ MAGNITUDE_MAX = 1e150
 
 
 def check_magnitudes(evidence) -> None:
-    """Refuse, per domain, estimates and SEs too far from the domain's median SE to sample with (InputError naming
-    file, record and field): the exact engine's rule (:func:`metaeval.exact.scale_problems`). Without it an SE of
-    1e-300 or 1e300 ended in ZeroDivisionError or OverflowError while the model was built."""
+    """Refuse, per domain, estimates and SEs too far from the domain's median SE to sample with, or whose squares do
+    not fit in double precision (InputError naming file, record and field): the exact engine's rule
+    (:func:`metaeval.exact.scale_problems`) and the unscaled engines' limit (the sampler, ``classic``). Without it an
+    SE of 1e-300 or 1e300 ended in ZeroDivisionError or OverflowError while the model was built, and ``classic``
+    printed null estimates with exit 0."""
     from metaeval.errors import InputError, Problem
     from metaeval.exact import scale_problems
 
@@ -425,7 +427,7 @@ def check_magnitudes(evidence) -> None:
             for field, value in (("sei", se), ("yi", estimate)):
                 if abs(value) > MAGNITUDE_MAX or (field == "sei" and value < 1 / MAGNITUDE_MAX):
                     found.append((i, field, f"{value:g} is beyond 1e±150, where its square does not fit in double precision; "
-                                            "express the effect in other units (or use --engine exact, which rescales)"))
+                                            "express the effect in other units (`fit --engine exact` rescales)"))
         for i, field, why in found:
             row = group.iloc[i]
             problems.append(Problem(str(row.get("file") or "evidence"), str(row.get("record") or ids[i]), field, why))

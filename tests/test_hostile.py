@@ -428,6 +428,18 @@ def test_the_exact_engine_names_a_number_it_cannot_use(sei, prior, fragment, tmp
     assert rc == 2 and fragment in err and "field --engine exact" in err and "domain 'all'" in err, err
 
 
+@pytest.mark.parametrize("sei", [1e-300, 1e300])
+@pytest.mark.parametrize("command", [["classic"], ["fit", *TINY]])
+def test_the_unscaled_engines_name_an_se_they_cannot_use(sei, command, tmp_path, capsys, monkeypatch):
+    """MCMC: ZeroDivisionError / OverflowError while the model was built; classic: null estimates and exit 0."""
+    import metaeval.sampling
+
+    monkeypatch.setattr(metaeval.sampling, "fit", lambda *a, **k: pytest.fail("refused numbers must be refused before a fit"))
+    csv = small_csv(tmp_path / "e.csv", rows=((0.1, sei), (0.3, 2 * sei), (-0.2, 1.5 * sei)))
+    rc, _, err = run([*command, "--csv", csv, *(["--out", tmp_path / "o"] if command[0] == "fit" else [])], capsys)
+    assert rc == 2 and "e.csv: record row 2 (study 'A'), field " in err and ("1e±150" in err or "more than 1e+12" in err), err
+
+
 def _reference(y, s, tau_prior: str, mu_prior: str | None = None) -> tuple[float, float, float]:
     """E[mu], E[tau] and P(mu > 0) by adaptive quadrature over log tau, mu integrated in closed form: an
     implementation independent of the engine's grid (the textbook marginal likelihood of the normal-normal model)."""
