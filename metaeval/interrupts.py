@@ -8,7 +8,8 @@ Code that catches broadly calls :func:`check` to re-raise a signal that was swal
 
 Every write is atomic (:mod:`metaeval.files`), so unwinding leaves the previous results as they were. A second
 signal while the first one unwinds ends the process at once (``os._exit``): temporary files left then are
-removed by the next run.
+removed by the next run. A signal before the handlers are in place (the first tenths of a second, while the
+interpreter starts and imports the command) gets Python's default treatment; nothing has been written by then.
 """
 
 from __future__ import annotations

@@ -569,11 +569,12 @@ def test_an_immutable_output_folder_is_refused_before_the_fit(tmp_path, capsys, 
 
 def test_sigint_during_sensitivity_is_one_line_and_130(tmp_path):
     """SIGINT during sensitivity printed a KeyboardInterrupt traceback (and its workers' tracebacks)."""
-    for delay in (3.0, 6.0):
+    for delay in (1.0, 3.0, 6.0):
         proc = subprocess.Popen([sys.executable, "-m", "metaeval.cli", "sensitivity", "--csv", str(EIGHT), "--out", str(tmp_path / "out"),
                                  "--workers", "2", "--no-loo", "--no-power-scaling", "--chains", "1", "--draws", "2000", "--tune", "500"],
                                 cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, start_new_session=True)
+        _wait_for_handlers(proc.pid)
         time.sleep(delay)
         os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: to the whole process group, workers included
         try:
@@ -582,7 +583,8 @@ def test_sigint_during_sensitivity_is_one_line_and_130(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail("still running 120 s after Ctrl-C")
         assert proc.returncode == 130, err
-        assert err.strip().splitlines() == [err.strip()] and err.startswith("error: interrupted (Ctrl-C)"), err
+        lines = [line for line in err.strip().splitlines() if not line.startswith("note: ")]  # notes on assumed domain metadata
+        assert len(lines) == 1 and lines[0].startswith("error: interrupted (Ctrl-C)") and "Traceback" not in err, err
 
 
 # --- faults that left an inconsistent result -----------------------------------------------------------------------
@@ -715,20 +717,37 @@ def test_ctrl_c_while_sampling_is_130_not_a_claim_that_the_model_cannot_be_sampl
     assert stdout == "" and not (out / "fits").exists() or not [p for p in (out / "fits").iterdir() if not p.name.startswith(".")]
 
 
+def _wait_for_handlers(pid: int, timeout: float = 60) -> None:
+    """Wait until ``metaeval``'s main has installed its signal handlers (SIGTERM shows as caught in /proc).
+
+    Before that the interpreter itself is starting (a few tenths of a second), and a signal then gets Python's
+    default treatment; the README says so. Waiting keeps the test about metaeval, and its timing out of it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            caught = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("SigCgt:"))
+            if int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)):
+                return
+        time.sleep(0.01)
+    pytest.fail("the command never installed its signal handlers")
+
+
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_at_any_phase_of_a_fit_is_one_line(signum, status, tmp_path):
     """10 of 12 SIGINTs during import, compile or write printed a traceback; one was swallowed (exit 0).
 
     The signal lands at a spread of moments of one `fit`: importing, compiling, sampling and writing."""
     csv = small_csv(tmp_path / "s.csv")
-    for i, delay in enumerate((0.4, 1.5, 4.0, 9.0, 15.0)):
+    for i, delay in enumerate((0.0, 0.3, 1.5, 4.0, 9.0, 15.0)):  # after the handlers: importing, compiling, sampling
         out = tmp_path / f"out{i}"
         proc = subprocess.Popen([sys.executable, "-m", "metaeval.cli", "fit", "--csv", str(csv), "--out", str(out), "--chains", "2",
                                  "--draws", "20000", "--tune", "1000"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _wait_for_handlers(proc.pid)
         time.sleep(delay)
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == status, (delay, err)
-        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, (delay, err)
+        lines = [line for line in err.strip().splitlines() if not line.startswith("note: ")]  # notes on assumed domain metadata
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, (delay, err)
         assert not out.exists() or not [p for p in (out / "fits").glob("*") if not p.name.startswith(".")]
