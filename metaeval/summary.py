@@ -132,21 +132,22 @@ def summarise(posterior, *, hdi_prob: float | None = None, diagnostics: dict | N
             del entry["hdi_prob"]
             own = estimates_of.get(j, [])
             if own:
-                # the project's data as one estimate of its effect: the precision of its estimates, each with
-                # its sampling variance (over the design weight) plus omega^2 where the project has several
+                # the project's data as one estimate of its effect: its estimates, each with its sampling
+                # variance (over the design weight) plus omega^2 where the project has several, collapsed
+                # within each bias term (whose prior variance they share) and then across terms
                 variances = np.array([e["sei"] ** 2 / e["weight"] for e in own])
                 if any(e["replicate_index"] >= 0 for e in own) and "omega" in post:
-                    omega = post["omega"].sel(omega_domain=d).values[..., None]
-                    v_sampling = 1 / np.sum(1 / (variances + omega**2), axis=-1)
-                else:
-                    v_sampling = 1 / np.sum(1 / variances)
-                terms = [layout.bias_terms[e["bias_index"]] for e in own if e["bias_index"] >= 0]
-                v_bias = 0.0
-                if terms and "sd" in terms[0]:
-                    v_bias = max(t["sd"] for t in terms) ** 2
-                elif terms and hyper_project_sd is not None:
-                    v_bias = (meta["scale"] * hyper_project_sd.values) ** 2
-                v = v_sampling + v_bias
+                    variances = variances + post["omega"].sel(omega_domain=d).values[..., None] ** 2
+                precision = 0.0
+                for b in sorted({e["bias_index"] for e in own}):
+                    rows = [i for i, e in enumerate(own) if e["bias_index"] == b]
+                    v_bias = 0.0
+                    if b >= 0 and "sd" in layout.bias_terms[b]:
+                        v_bias = layout.bias_terms[b]["sd"] ** 2
+                    elif b >= 0 and hyper_project_sd is not None:
+                        v_bias = (meta["scale"] * hyper_project_sd.values) ** 2
+                    precision = precision + 1 / (1 / np.sum(1 / variances[..., rows], axis=-1) + v_bias)
+                v = 1 / precision
                 entry["pooling"] = float(np.mean(v / (v + tau.values**2)))
             bias_terms = sorted(terms_of.get(j, ()))
             if bias_terms and "bias" in post:
@@ -185,7 +186,7 @@ def summarise(posterior, *, hdi_prob: float | None = None, diagnostics: dict | N
     diagnostics = diagnostics if diagnostics is not None else diagnose(posterior)
     model = dict(spec)
     model["per_domain_priors"] = layout.priors
-    model["bias_terms"] = [{k: t[k] for k in ("label", "design", "prior", "scaled") if k in t} for t in layout.bias_terms]
+    model["bias_terms"] = [{k: t[k] for k in ("label", "design", "prior", "scaled", "risk_of_bias") if k in t} for t in layout.bias_terms]
     model["sampler"] = settings
     summary = {
         "engine": "mcmc",
