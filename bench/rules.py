@@ -53,6 +53,7 @@ evidence = load_evidence(data, estimand=estimand)
 spec = load_spec(model)
 layout = prepare(evidence, spec)
 summary, _ = fit_and_summarise(evidence, spec, out=out, settings=SamplerSettings(seed=int(seed)), progress=False)
+summary = summary.model_dump(mode="json") if hasattr(summary, "model_dump") else summary  # a typed Result since 03677eb
 num = lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 rows = {r["estimate_id"]: [bool(r["poolable"]), bool(r.get("direction_only")), num(r["yi"]), num(r["sei"])]
         for r in evidence.to_dict("records")}
@@ -210,7 +211,7 @@ def main() -> None:
 
 def _slim(summary: dict) -> dict:
     """What the comparison needs of a fit summary: per domain its pooled mean, tau, new-project effect and counts."""
-    keep = ("label", "metric", "beneficial", "mu", "tau", "theta_new", "n_projects", "n_estimates", "designs")
+    keep = ("label", "metric", "beneficial", "mu", "tau", "theta_new", "n_projects", "n_estimates", "n_findings", "designs")
     return {"domains": {d: {k: v[k] for k in keep if k in v} for d, v in summary["domains"].items()},
             "diagnostics": summary["diagnostics"]}
 

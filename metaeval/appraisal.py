@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from metaeval.cells import finite, flag, present
 from metaeval.model import Layout
@@ -123,13 +124,14 @@ def findings_without_numbers(evidence, layout: Layout) -> list[FindingRow]:
         significance = {True: "significant", False: "not significant"}.get(flag(r.get("significant")), "not reported")
         region = _region(row["z_low"], row["z_high"]) if row else None
         status = "in the model" if row else (left_out.get(eid) or "not in the model")
-        out.append(FindingRow(eid, str(r["project_id"]), _text(r.get("outcome")), str(r["domain"]), _text(r.get("direction")),
+        counted = r.get("direction_counted") if "direction_counted" in r else r.get("direction")
+        out.append(FindingRow(eid, str(r["project_id"]), _text(r.get("outcome")), str(r["domain"]), _text(counted),
                               significance, _text(r.get("harmonisation")), region, row is not None, status))
     return out
 
 
 @dataclass(frozen=True)
-class DomainResult:
+class DomainMean:
     """One domain's pooled mean under one fit."""
 
     mean: float | None
@@ -137,7 +139,7 @@ class DomainResult:
     hdi_high: float | None
     p_beneficial: float | None
     n_projects: int | None
-    n_estimates: int | None
+    n_estimates: int | None  # estimates and direction-only findings that entered
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,7 @@ class DomainComparison:
     domain: str
     label: str | None
     metric: str | None
-    results: tuple[tuple[str, DomainResult | None], ...]
+    results: tuple[tuple[str, DomainMean | None], ...]
 
     def shift(self, first: str, last: str) -> float | None:
         """The change of the pooled mean from fit ``first`` to fit ``last`` (None if either lacks the domain)."""
@@ -158,9 +160,13 @@ class DomainComparison:
         return b.mean - a.mean
 
 
-def compare_fits(summaries: Sequence[tuple[str, dict]] | Iterable[tuple[str, dict]]) -> list[DomainComparison]:
-    """Per domain, the pooled mean (mu) of each named fit summary, for a before/after table."""
-    summaries = list(summaries)
+def compare_fits(summaries: Sequence[tuple[str, Any]] | Iterable[tuple[str, Any]]) -> list[DomainComparison]:
+    """Per domain, the pooled mean (mu) of each named fit, for a before/after table.
+
+    A fit is a :class:`~metaeval.result.Result` or its JSON as a dict (``metaeval fit --format json``,
+    ``bench/rules_results.json``).
+    """
+    summaries = [(name, s.model_dump(mode="json") if hasattr(s, "model_dump") else s) for name, s in summaries]
     domains = sorted({d for _, s in summaries for d in s.get("domains", {})})
     out = []
     for d in domains:
@@ -172,7 +178,7 @@ def compare_fits(summaries: Sequence[tuple[str, dict]] | Iterable[tuple[str, dic
                 results.append((name, None))
                 continue
             mu = dom.get("mu") or {}
-            results.append((name, DomainResult(finite(mu.get("mean")), finite(mu.get("hdi_low")), finite(mu.get("hdi_high")),
-                                               finite(mu.get("p_beneficial")), dom.get("n_projects"), dom.get("n_estimates"))))
+            results.append((name, DomainMean(finite(mu.get("mean")), finite(mu.get("hdi_low")), finite(mu.get("hdi_high")),
+                                             finite(mu.get("p_beneficial")), dom.get("n_projects"), dom.get("n_estimates"))))
         out.append(DomainComparison(d, meta.get("label"), meta.get("metric"), tuple(results)))
     return out

@@ -218,12 +218,14 @@ def _harmonise_row(r: _Row, dom: dict[str, Any], estimand_wanted: str = "itt") -
     """
     out: dict[str, Any] = dict(yi=math.nan, sei=math.nan, poolable=False, direction_only=False,
                                exclusion_reason=None, harmonisation=None)
+    # The direction as counted on the domain's scale: flipped, like yi, where the outcome's good direction is
+    # the domain's opposite. ``direction`` itself stays as the source reported it.
     flip = (r.get("beneficial") or dom["beneficial"]) != dom["beneficial"]
 
     def in_domain(direction: str | None) -> str | None:
         return {"increase": "decrease", "decrease": "increase"}.get(direction, direction) if flip else direction
 
-    out["direction"] = in_domain(r.get("direction"))
+    out["direction_counted"] = in_domain(r.get("direction"))
     estimand = r.get("estimand")
 
     def direction_only(why_no_se: str) -> dict[str, Any]:
@@ -231,7 +233,7 @@ def _harmonise_row(r: _Row, dom: dict[str, Any], estimand_wanted: str = "itt") -
         if direction is None:
             raise CannotPool(f"{why_no_se}, and no direction is reported" if why_no_se else "no figure and no direction reported")
         note = f"direction only ({whence}; {_SIGNIFICANCE[r.get('significant')]})"
-        out.update(poolable=True, direction_only=True, direction=in_domain(direction),
+        out.update(poolable=True, direction_only=True, direction_counted=in_domain(direction),
                    harmonisation=note + (f"; {why_no_se}" if why_no_se else ""))
         return out
 
@@ -269,8 +271,95 @@ def _harmonise_row(r: _Row, dom: dict[str, Any], estimand_wanted: str = "itt") -
     return out
 
 
-def _csv_domain(name: str) -> dict[str, Any]:
-    return dict(id=name, label=name, metric="yi", beneficial="increase", mid=math.nan, scale=1.0)
+def on_domain_metric(records: list[dict[str, Any]], domains: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """A CSV's rows with their metric: a CSV's yi is on its domain's metric, whether or not a row says so."""
+    return [rec if present(rec.get("metric")) else {**rec, "metric": domains[rec["domain"]]["metric"]} for rec in records]
+
+
+@dataclass(frozen=True)
+class DomainDefaults:
+    """What a CSV's domains are where neither its columns nor a domains file say (the command line's
+    ``--beneficial``, ``--scale``, ``--mid``)."""
+
+    beneficial: str | None = None
+    scale: float | None = None
+    mid: float | None = None
+
+
+#: The domain fields a CSV may describe, in the order the messages name them.
+_DESCRIBED = ("beneficial", "scale", "mid", "metric", "label")
+
+
+def derived_scale(yi: list[float], sei: list[float]) -> float:
+    """A domain's scale from its estimates: the root-mean-square size of an estimate with its noise,
+    sqrt(mean(yi^2 + sei^2)).
+
+    The default priors are in units of a domain's scale (``mu ~ Normal(0, 1 x scale)``, ``tau ~
+    HalfNormal(0.4 x scale)``): this makes them as wide as the effects a study reports, measured from
+    no effect, so they do not pull estimates towards 0 however the metric is scaled (eight schools:
+    18.4, the BCG log risk ratios: 1.07). It reads the data only through the size of what is
+    reported, never its sign.
+    """
+    return math.sqrt(sum(y * y + s * s for y, s in zip(yi, sei)) / len(yi))
+
+
+def csv_domains(records: list[dict[str, Any]], path: Path | str, domains_file: Path | str | None = None,
+                defaults: DomainDefaults | None = None) -> dict[str, dict[str, Any]]:
+    """The domains of a CSV's rows, each described by (first that says) its rows' columns
+    (``beneficial``, ``scale``, ``mid``, ``metric``, ``label``: constant within a domain), the
+    domains file (the schema of ``data/domains.yaml``), or the command-line defaults.
+
+    What none of them says is assumed and written down in the domain's ``assumed`` (field -> a
+    sentence every output shows): an increase is beneficial, and the scale is :func:`derived_scale`.
+    A column that disagrees with itself within a domain or with the domains file is an
+    :class:`InputError` naming the rows.
+    """
+    from metaeval.evidence import read_domains
+
+    defaults = defaults or DomainDefaults()
+    described = {d.id: d for d in read_domains(Path(domains_file))} if domains_file is not None else {}
+    problems: list[Problem] = []
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(rec["domain"] for rec in records):
+        rows = [rec for rec in records if rec["domain"] == name]
+        given: dict[str, tuple[Any, dict]] = {}
+        for rec in rows:
+            for field_name, value in (rec.get("domain_given") or {}).items():
+                first = given.setdefault(field_name, (value, rec))
+                if first[0] != value:
+                    problems.append(Problem(str(path), rec["record"], field_name,
+                                            f"domain {name!r} is given {field_name} {first[0]!r} on {first[1]['record']}; a domain's "
+                                            f"{field_name} must be the same on every row, got {value!r}"))
+        sidecar = described.get(name)
+        if sidecar is not None:
+            for field_name, (value, rec) in given.items():
+                if getattr(sidecar, field_name) != value:
+                    problems.append(Problem(str(path), rec["record"], field_name,
+                                            f"{value!r} contradicts the domains file {domains_file} ({field_name}: {getattr(sidecar, field_name)!r})"))
+        dom: dict[str, Any] = {"id": name, "assumed": {}}
+        for field_name in _DESCRIBED:
+            if field_name in given:
+                dom[field_name] = given[field_name][0]
+            elif sidecar is not None:
+                dom[field_name] = getattr(sidecar, field_name)
+            else:
+                dom[field_name] = getattr(defaults, field_name, None)
+        dom["label"] = dom["label"] or name
+        dom["metric"] = dom["metric"] or "yi"
+        if dom["beneficial"] is None:
+            dom["beneficial"] = "increase"
+            dom["assumed"]["beneficial"] = ("direction assumed: an increase is beneficial (no `beneficial` column, domains "
+                                            "file or --beneficial says which direction helps)")
+        if dom["scale"] is None:
+            dom["scale"] = derived_scale([r["estimate"] for r in rows], [r["se"] for r in rows])
+            dom["assumed"]["scale"] = (f"scale derived from the data: {dom['scale']:.3g}, the root-mean-square of yi and sei "
+                                       "(the default priors are in units of the scale; give a `scale` column, domains file or --scale)")
+        if dom["mid"] is None:
+            dom["mid"] = math.nan
+        out[name] = dom
+    if problems:
+        raise InputError(problems)
+    return out
 
 
 ESTIMANDS = ("itt", "tot")
@@ -279,8 +368,9 @@ ESTIMANDS = ("itt", "tot")
 def harmonise(raw, domains: dict[str, dict[str, Any]] | None = None, *, estimand: str = "itt"):
     """Add ``yi, sei, vi, poolable, direction_only, exclusion_reason``, the derived ``difference`` and the domain metadata columns.
 
-    ``domains`` maps domain id to ``{label, metric, beneficial, mid, scale}``; a domain not
-    in it (a CSV's) is taken as given on the ``yi`` scale with an increase beneficial.
+    ``domains`` maps domain id to ``{label, metric, beneficial, mid, scale}`` (and ``assumed``: field ->
+    a sentence saying it was assumed rather than given); without it, the domains are described
+    as a CSV's are, from the table's own columns (:func:`csv_domains`).
     ``estimand="tot"`` (participation, a sensitivity analysis): each participation (Bloom)
     effect is harmonised instead of being left out (standardised with its ITT row's SDs and
     sizes where it has none of its own), and the ITT it rescales is left out, whether or not
@@ -289,16 +379,20 @@ def harmonise(raw, domains: dict[str, dict[str, Any]] | None = None, *, estimand
     """
     import pandas as pd
 
-    derived = pd.DataFrame(_harmonised(raw.to_dict("records"), domains, estimand))
+    records = raw.to_dict("records")
+    if domains is None:
+        domains = csv_domains(records, "evidence table")
+        records = on_domain_metric(records, domains)
+        raw = raw.assign(metric=[r["metric"] for r in records])
+    derived = pd.DataFrame(_harmonised(records, domains, estimand))
     raw = raw.drop(columns=[c for c in derived.columns if c in raw.columns]).reset_index(drop=True)
     return pd.concat([raw, derived], axis=1)
 
 
-def _harmonised(records: list[dict[str, Any]], domains: dict[str, dict[str, Any]] | None, estimand: str) -> list[dict[str, Any]]:
+def _harmonised(records: list[dict[str, Any]], domains: dict[str, dict[str, Any]], estimand: str) -> list[dict[str, Any]]:
     """The columns :func:`harmonise` adds, one dict per raw record (same order)."""
     if estimand not in ESTIMANDS:
         raise ValueError(f"estimand must be one of {', '.join(ESTIMANDS)}, got {estimand!r}")
-    domains = domains or {}
     position = {rec.get("estimate_id"): i for i, rec in enumerate(records)}
 
     def itt_of(rec: dict[str, Any]) -> int | None:
@@ -306,10 +400,11 @@ def _harmonised(records: list[dict[str, Any]], domains: dict[str, dict[str, Any]
 
     rows = []
     for rec in records:
-        dom = domains.get(rec["domain"]) or _csv_domain(rec["domain"])
+        dom = domains[rec["domain"]]
         i = itt_of(rec)
         row = _Row(rec, itt=_Row(records[i]) if i is not None else None)
-        rows.append({**_harmonise_row(row, dom, estimand), **{f"domain_{k}": dom[k] for k in ("label", "metric", "beneficial", "mid", "scale")}})
+        rows.append({**_harmonise_row(row, dom, estimand), **{f"domain_{k}": dom[k] for k in ("label", "metric", "beneficial", "mid", "scale")},
+                     "domain_assumed": dict(dom.get("assumed") or {})})
     if estimand == "tot":
         # An outcome with a participation effect is analysed on that estimand or not at all: its ITT
         # never stands in for a TOT that cannot be pooled.
@@ -338,29 +433,36 @@ COLUMNS = [
     "project_id", "design", "outcome", "domain", "population", "estimand", "metric", "estimate",
     "difference", "difference_basis", "mean_treatment", "sd_treatment", "n_treatment", "mean_control",
     "sd_control", "n_control", "se", "ci_low", "ci_high", "p_value", "direction", "significant",
-    "risk_of_bias", "yi", "sei", "poolable", "exclusion_reason", "source",
+    "direction_counted", "risk_of_bias", "yi", "sei", "poolable", "exclusion_reason", "source",
 ]
 
 
-def load_evidence(data_dir: Path | str | None = None, *, csv: Path | str | None = None, estimand: str = "itt"):
+def load_evidence(data_dir: Path | str | None = None, *, csv: Path | str | None = None, domains: Path | str | None = None,
+                  defaults: DomainDefaults | None = None, estimand: str = "itt"):
     """The harmonised evidence table: one row per estimate, ``yi``/``sei`` on each domain's metric.
 
     ``estimand="tot"`` pools participation (Bloom) effects in place of their ITTs (see
     :func:`harmonise`); the default, ``"itt"``, is the main analysis.
 
-    Reads the bundled evidence base (or ``data_dir``), or a metafor-style CSV; raises
-    :class:`~metaeval.errors.InputError` listing every problem when the input is invalid
-    or inconsistent.
+    Reads the bundled evidence base (or ``data_dir``), or a metafor-style CSV whose domains
+    are described by its columns, a ``domains`` file and ``defaults`` (:func:`csv_domains`);
+    raises :class:`~metaeval.errors.InputError` listing every problem when the input is
+    invalid or inconsistent.
     """
-    return evidence_frame(evidence_records(data_dir, csv=csv, estimand=estimand))
+    return evidence_frame(evidence_records(data_dir, csv=csv, domains=domains, defaults=defaults, estimand=estimand))
 
 
-def evidence_records(data_dir: Path | str | None = None, *, csv: Path | str | None = None,
-                     estimand: str = "itt") -> list[dict[str, Any]]:
+def evidence_records(data_dir: Path | str | None = None, *, csv: Path | str | None = None, domains: Path | str | None = None,
+                     defaults: DomainDefaults | None = None, estimand: str = "itt") -> list[dict[str, Any]]:
     """The rows of :func:`load_evidence` as plain dicts, read, harmonised and checked without pandas
     (so ``metaeval fit --engine exact`` does not import it); :func:`evidence_frame` makes the table."""
+    if csv is None and (domains is not None or (defaults is not None and defaults != DomainDefaults())):
+        raise InputError(Problem(str(data_dir or "data/"), "", "--domains, --beneficial, --scale, --mid",
+                                 "describe the domains of a --csv; an evidence directory describes its own in domains.yaml"))
     if csv is not None:
-        raw, domains = csv_records(csv), None
+        raw = csv_records(csv)
+        domains = csv_domains(raw, csv, domains, defaults)
+        raw = on_domain_metric(raw, domains)
     else:
         base = read_evidence_base(data_dir)
         raw, domains = raw_records(base), _domain_dicts(base)
@@ -388,7 +490,7 @@ def evidence_frame(records: list[dict[str, Any]]):
 
 #: What a model reads of the evidence (``metaeval.model.prepare``); :func:`evidence_digest` hashes these columns.
 EVIDENCE_COLUMNS = ("estimate_id", "project_id", "domain", "design", "yi", "sei", "poolable", "exclusion_reason", "direction_only",
-                    "direction", "significant", "sig_level", "domain_label", "domain_metric", "domain_beneficial", "domain_mid", "domain_scale",
+                    "direction_counted", "significant", "sig_level", "domain_label", "domain_metric", "domain_beneficial", "domain_mid", "domain_scale",
                     "benefit_basis", *(f"rob_{d}" for d in ROB_DOMAINS))
 
 
@@ -476,8 +578,6 @@ def _checks_for_row(rec: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> li
             if present(v) and not -full <= v <= full:
                 out.append(("share_range", name, f"{v:g} is not a difference of shares between −{full:g} and {full:g}"))
     direction, diff = rec.get("direction"), derived_difference(rec)
-    if present(rec.get("beneficial")) and present(rec.get("domain_beneficial")) and rec["beneficial"] != rec["domain_beneficial"]:
-        direction = {"increase": "decrease", "decrease": "increase"}.get(direction, direction)  # back to the record's own terms
     printed = rec.get("estimate") if present(rec.get("estimate")) else (diff[0] if diff else None)
     if direction in ("increase", "decrease") and printed is not None and not (printed > 0 if direction == "increase" else printed < 0):
         out.append(("direction_vs_levels", "direction", f"says {direction} but the printed figures give {printed:+g}"))
@@ -508,7 +608,7 @@ def check_consistency(table) -> list[Finding]:
     """Run every consistency check on a harmonised table; acknowledged source inconsistencies are kept as such."""
     needed = ("estimate_id", "project_id", "file", "record", "acknowledged", "estimate", "ci_low", "ci_high",
               "ci_level", "p_value", "metric", "mean_treatment", "mean_control", "target", "estimand", "tot_of",
-              "take_up", "poolable", "direction", "beneficial", "domain_beneficial", "part_of", "shared_sample")
+              "take_up", "poolable", "direction", "part_of", "shared_sample")
     return _findings(table[[c for c in needed if c in table.columns]].to_dict("records"))
 
 
@@ -571,6 +671,7 @@ class ValidationReport:
     n_direction_only: int
     by_domain: dict[str, int]
     acknowledged: list[Problem] = field(default_factory=list)
+    assumed: dict[str, list[str]] = field(default_factory=dict)  # domain -> what was assumed rather than given
 
     def __str__(self) -> str:
         lines = [
@@ -582,12 +683,15 @@ class ValidationReport:
         if self.acknowledged:
             lines.append("inconsistencies in the sources, acknowledged in the data:")
             lines += [f"  {p}" for p in self.acknowledged]
+        for domain, sentences in sorted(self.assumed.items()):
+            lines += [f"domain {domain}: {s}" for s in sentences]
         return "\n".join(lines)
 
 
-def validate(data_dir: Path | str | None = None, *, csv: Path | str | None = None) -> ValidationReport:
+def validate(data_dir: Path | str | None = None, *, csv: Path | str | None = None, domains: Path | str | None = None,
+             defaults: DomainDefaults | None = None) -> ValidationReport:
     """Validate an evidence base (schema, cross-file and consistency checks); raises InputError on problems."""
-    table = load_evidence(data_dir, csv=csv)
+    table = load_evidence(data_dir, csv=csv, domains=domains, defaults=defaults)
     findings = check_consistency(table)
     numeric = table[table["poolable"] & ~table["direction_only"]]
     return ValidationReport(
@@ -598,4 +702,15 @@ def validate(data_dir: Path | str | None = None, *, csv: Path | str | None = Non
         n_direction_only=int(table["direction_only"].sum()),
         by_domain=numeric.groupby("domain").size().to_dict(),
         acknowledged=[f.problem for f in findings if f.severity == "acknowledged"],
+        assumed=domain_assumptions(table.to_dict("records")),
     )
+
+
+def domain_assumptions(records) -> dict[str, list[str]]:
+    """Per domain, the sentences saying what was assumed rather than given (:func:`csv_domains`); only domains with some."""
+    out: dict[str, list[str]] = {}
+    for rec in records:
+        assumed = rec.get("domain_assumed")
+        if isinstance(assumed, dict) and assumed:
+            out.setdefault(str(rec["domain"]), list(assumed.values()))
+    return out

@@ -57,7 +57,8 @@ def test_lower_is_better_outcome_is_flipped_into_the_domain_direction():
     raw = _one(metric="pp", estimate=-1.1, ci_low=-2.5, ci_high=0.3, beneficial="decrease", direction="decrease")
     row = harmonise(raw, _domain("pp", "increase")).iloc[0]
     assert row.yi == pytest.approx(1.1)
-    assert row.direction == "increase"
+    assert row.direction == "decrease"  # as the source reported it
+    assert row.direction_counted == "increase"  # as the domain's scale counts it, like yi
     assert "sign flipped" in row.harmonisation
 
 
@@ -133,7 +134,7 @@ def test_p_value_check_allows_printed_rounding():
 def test_a_figure_without_se_enters_as_direction_only_whatever_its_direction(fields, direction, whence):
     row = harmonise(_one(**fields), _domain()).iloc[0]
     assert row.poolable and row.direction_only and math.isnan(row.yi)
-    assert row.direction == direction
+    assert row.direction_counted == direction
     assert whence in row.harmonisation and "significance not reported" in row.harmonisation
 
 
@@ -146,7 +147,7 @@ def test_null_and_positive_findings_get_the_same_treatment():
 
 def test_direction_only_finding_is_flipped_into_the_domain_direction():
     row = harmonise(_one(mean_treatment=49, mean_control=63, beneficial="decrease", benefit_basis="domain"), _domain()).iloc[0]
-    assert row.direction_only and row.direction == "increase"  # fewer on transfers: an increase in the domain's terms
+    assert row.direction_only and row.direction_counted == "increase" and pd.isna(row.get("direction"))  # fewer on transfers: an increase in the domain's terms
 
 
 def test_direction_only_keeps_the_significance_the_source_reports():
