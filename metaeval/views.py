@@ -348,7 +348,7 @@ def reported(r: dict) -> list[str]:
 def counted(r: dict) -> str | None:
     """How a direction-only finding was counted, where that differs from what was reported."""
     direction, on_scale = text(r.get("direction")), text(r.get("direction_counted"))
-    if on_scale in ("increase", "decrease") and on_scale != direction:
+    if on_scale in ("increase", "decrease") and direction and on_scale != direction:  # a direction read from levels is not flipped
         return f"counted as an {on_scale} on the domain's scale: lower is better for this outcome"
     return None
 
