@@ -99,6 +99,19 @@ class FindingRow:
     status: str  # "in the model", or the reason it is not
 
 
+@dataclass(frozen=True)
+class Appraisal:
+    """What the report shows of the appraisal: per-estimate risk of bias and the findings without numbers."""
+
+    risk_of_bias: tuple[RiskOfBiasRow, ...]
+    findings: tuple[FindingRow, ...]
+
+
+def appraise(evidence, layout: Layout) -> Appraisal:
+    """Both views for one fit's layout."""
+    return Appraisal(tuple(risk_of_bias_rows(evidence, layout)), tuple(findings_without_numbers(evidence, layout)))
+
+
 def _region(z_low: float, z_high: float) -> str:
     inf = 30.0
     if z_low <= -inf and z_high >= inf:
