@@ -77,12 +77,13 @@ def rate(dom: DomainResult, entered: list[dict], flips: Sequence[str] = ()) -> C
     findings = [r for r in entered if flag(r.get("direction_only"))]
     tau = dom.tau.mean or 0.0
     weight: dict[str, float] = {}
+    unit = max([finite(r["sei"]) for r in numeric] + [tau]) or 1.0  # shares are scale-free: squares relative to the largest (1e300**2 overflows)
     for r in numeric:
-        weight[str(r.get("project_id"))] = weight.get(str(r.get("project_id")), 0.0) + 1.0 / (finite(r["sei"]) ** 2 + tau**2)
+        weight[str(r.get("project_id"))] = weight.get(str(r.get("project_id")), 0.0) + 1.0 / ((finite(r["sei"]) / unit) ** 2 + (tau / unit) ** 2)
     total = sum(weight.values())
     design_of = {str(r.get("project_id")): str(r.get("design") or "unspecified") for r in entered}
     # risk of bias is judged per estimate (an outcome of a project may differ from the rest): the weight at high risk
-    high_weight = sum(1.0 / (finite(r["sei"]) ** 2 + tau**2) for r in numeric if str(r.get("risk_of_bias") or "") == "high")
+    high_weight = sum(1.0 / ((finite(r["sei"]) / unit) ** 2 + (tau / unit) ** 2) for r in numeric if str(r.get("risk_of_bias") or "") == "high")
     high_projects = {str(r.get("project_id")) for r in entered if str(r.get("risk_of_bias") or "") == "high"}
     share = ({p: w / total for p, w in weight.items()} if total > 0
              else {p: 1 / len(design_of) for p in design_of} if design_of else {})

@@ -300,7 +300,9 @@ def derived_scale(yi: list[float], sei: list[float]) -> float:
     18.4, the BCG log risk ratios: 1.07). It reads the data only through the size of what is
     reported, never its sign.
     """
-    return math.sqrt(sum(y * y + s * s for y, s in zip(yi, sei)) / len(yi))
+    values = [abs(x) for pair in zip(yi, sei) for x in pair]
+    top = max(values)  # squares of 1e300 (or 1e-300) overflow (underflow): sum the squares relative to the largest
+    return top * math.sqrt(sum((x / top) ** 2 for x in values) / len(yi)) if top > 0 else 0.0
 
 
 def csv_domains(records: list[dict[str, Any]], path: Path | str, domains_file: Path | str | None = None,

@@ -259,6 +259,10 @@ def read_toml(path: Path) -> dict:
         return tomllib.loads(read_text(Path(path)))
     except tomllib.TOMLDecodeError as err:
         raise InputError(Problem(str(path), "", "", f"not valid TOML: {err}")) from None
+    except ValueError as err:  # an integer of thousands of digits (Python's int limit)
+        raise InputError(Problem(str(path), "", "", f"not valid TOML: {err}")) from None
+    except RecursionError:
+        raise InputError(Problem(str(path), "", "", "not valid TOML: arrays or tables nested too deeply")) from None
 
 
 def _from_dict(raw: dict, source: str) -> ModelSpec:
