@@ -294,12 +294,13 @@ def cmd_report(args: argparse.Namespace) -> int:
                 return 1
             summary, key = found
     extras = _report_extras(args, evidence, summary)
+    appraisal = None if args.summary is not None else _appraisal(args, evidence)  # a summary file's model may be another
     if args.output is not None:
-        print(write_report(args.output, evidence, summary, extras=extras))
+        print(write_report(args.output, evidence, summary, extras=extras, appraisal=appraisal))
         return 0
     from metaeval.summary import publish  # the report joins the summary it shows, as one set in OUT
 
-    publish(args.out, summary, key=key, report=lambda path: write_report(path, evidence, summary, extras=extras))
+    publish(args.out, summary, key=key, report=lambda path: write_report(path, evidence, summary, extras=extras, appraisal=appraisal))
     print(args.out / "report.html")
     return 0
 
@@ -382,6 +383,15 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     return 0 if all(r["ok"] for r in result.results) else 1
 
 
+def _appraisal(args: argparse.Namespace, evidence):
+    """Each estimate's risk of bias and each finding's region as the model of --model/--prior uses them."""
+    from metaeval.appraisal import appraise
+    from metaeval.model import prepare
+    from metaeval.spec import load_spec
+
+    return appraise(evidence, prepare(evidence, load_spec(args.model, args.prior)))
+
+
 def _report_extras(args: argparse.Namespace, evidence, summary: dict) -> dict | None:
     """The report's optional sections: the saved sensitivity run for this evidence, and the calibration study
     when the summary comes from the model it calibrated (the default MCMC model, no prior overrides)."""
@@ -439,9 +449,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     status = _emit_summary(args, summary, records)
     evidence = evidence_frame(records)
     extras = _report_extras(args, evidence, summary)
+    appraisal = _appraisal(args, evidence)
     from metaeval.summary import publish  # summary, table, key and report switched in together
 
-    publish(args.out, summary, key=key, report=lambda path: write_report(path, evidence, summary, extras=extras))
+    publish(args.out, summary, key=key, report=lambda path: write_report(path, evidence, summary, extras=extras, appraisal=appraisal))
     print(f"\nreport: {args.out / 'report.html'}", file=chatter)
     return status
 
