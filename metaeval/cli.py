@@ -7,10 +7,11 @@ them, so `metaeval --help` answers at once.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from metaeval.errors import InputError, Problem, SamplingFailed
+from metaeval.errors import ClusterFailed, InputError, Problem, SamplingFailed
 
 
 def _evidence_options(p: argparse.ArgumentParser) -> None:
@@ -96,7 +97,11 @@ def cmd_classic(args: argparse.Namespace) -> int:
 
     if not 0 < args.level < 1:  # also refuses nan
         raise InputError(Problem("command line", "", "--level", f"must be a probability strictly between 0 and 1 (e.g. 0.95), got {args.level}"))
-    table = classic_by_domain(_load(args), method=args.method, test=args.test, level=args.level)
+    from metaeval.sampling import check_magnitudes
+
+    evidence = _load(args)
+    check_magnitudes(evidence)  # variances of 1e-300 or 1e300 gave null estimates and exit 0
+    table = classic_by_domain(evidence, method=args.method, test=args.test, level=args.level)
     if args.format == "json":
         sys.stdout.write(to_json({"method": args.method, "test": args.test, "level": args.level,
                                   "domains": table.set_index("domain").to_dict("index")}))
@@ -148,8 +153,10 @@ def _exact_summary(args: argparse.Namespace, evidence, spec):
 
     try:
         result = fit_exact_model(evidence, spec)
-    except NoExactForm as err:
+    except NoExactForm as err:  # a model this engine has no exact form for: said why
         raise InputError(Problem("command line", "", "--engine exact", str(err))) from None
+    except (ValueError, OverflowError) as err:  # a number the engine cannot use: said why
+        raise InputError(Problem(str(args.csv or args.data or "the evidence"), "", "--engine exact", str(err))) from None
     return judge(result, evidence)
 
 
@@ -201,7 +208,8 @@ def _exact_computes(args: argparse.Namespace, evidence) -> bool:
 
 
 def _fit(args: argparse.Namespace, *, say: bool = True, cross_check: bool = False):
-    """The evidence rows (``evidence_records``) and their summary: fitted (or reused from the cache) with the chosen engine.
+    """The evidence rows (``evidence_records``), their summary (fitted, or reused from the cache, with the chosen
+    engine) and the fit's cache key (None for the exact engine, which has no cache). Nothing is published yet.
 
     ``say``: note on stderr what was assumed about the domains (``run`` has said it in its validation).
     ``cross_check``: an MCMC result is checked against the exact engine's for the same model, where it has one
@@ -211,28 +219,27 @@ def _fit(args: argparse.Namespace, *, say: bool = True, cross_check: bool = Fals
 
     spec = load_spec(args.model, args.prior)
     records = _load(args, rows=True, say=say)
-    if _engine(args, records, spec) == "exact":  # computed afresh every time (no cache); written as the MCMC one is
-        from metaeval.summary import write_summary
-
-        summary = _exact_summary(args, records, spec)
-        write_summary(summary, args.out)
-        return records, summary
+    if _engine(args, records, spec) == "exact":  # computed afresh every time (no cache); published as the MCMC one is
+        return records, _exact_summary(args, records, spec), None
     from metaeval.harmonise import evidence_frame
-    from metaeval.summary import fit_and_summarise, write_summary
+    from metaeval.summary import fit_and_summarise
 
     table = evidence_frame(records)
-    summary, fitted = fit_and_summarise(table, spec, out=args.out, settings=_sampler_settings(args), refit=args.refit)
+    summary, fitted = fit_and_summarise(table, spec, out=args.out, settings=_sampler_settings(args), refit=args.refit,
+                                        publish_result=False)
     if cross_check:  # the exact answer for the same model, where there is one, as an oracle for the sampler
         from metaeval.exact_full import with_cross_check
 
         summary = with_cross_check(summary, fitted.posterior, table, spec)
-        write_summary(summary, args.out)
-    return records, summary
+    return records, summary, fitted.key
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    """Fit the model (or reuse the cached fit for the same inputs) and print the summary."""
-    records, summary = _fit(args)
+    """Fit the model (or reuse the cached fit for the same inputs), publish its summary in OUT and print it."""
+    from metaeval.summary import publish
+
+    records, summary, key = _fit(args)
+    publish(args.out, summary, key=key)
     return _emit_summary(args, summary, records)
 
 
@@ -263,11 +270,15 @@ def _read_summary(path: Path):
 
     from metaeval.result import SCHEMA_VERSION, Result
 
-    if not path.is_file():
-        raise InputError(Problem(str(path), "", "", "no fit summary here: run `metaeval fit` first, or pass --summary FILE"))
-    try:
-        data = json.loads(path.read_bytes())
-    except ValueError as err:  # also bytes that are not UTF-8
+    from metaeval.files import Unreadable, read_regular
+    from metaeval.summary import MAX_SUMMARY_BYTES
+
+    try:  # a regular file within a size limit: a FIFO or /dev/zero given as --summary is refused, not read
+        data = json.loads(read_regular(path, MAX_SUMMARY_BYTES))
+    except Unreadable as err:
+        reason = "no fit summary here: run `metaeval fit` first, or pass --summary FILE" if err.reason == "file not found" else err.reason
+        raise InputError(Problem(str(path), "", "", reason)) from None
+    except (ValueError, RecursionError) as err:  # also bytes that are not UTF-8
         raise InputError(Problem(str(path), "", "", f"not a JSON fit summary: {err}")) from None
     try:
         return Result.model_validate(data)
@@ -286,6 +297,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from metaeval.report import write_report
 
     evidence = _load(args)
+    key = None
     if args.summary is not None:
         summary = _read_summary(args.summary)
     else:
@@ -295,14 +307,23 @@ def cmd_report(args: argparse.Namespace) -> int:
         if _engine(args, evidence, spec) == "exact":
             summary = _exact_summary(args, evidence, spec)
         else:
-            from metaeval.summary import cached_summary
+            from metaeval.summary import cached_fit
 
-            summary = cached_summary(evidence, spec, out=args.out, settings=_sampler_settings(args))
-            if summary is None:
+            found = cached_fit(evidence, spec, out=args.out, settings=_sampler_settings(args))
+            if found is None:
                 print(f"error: no fit in {args.out} for this evidence, model, sampler settings and seed; "
                       "run `metaeval fit` with the same options first, or pass --summary FILE", file=sys.stderr)
                 return 1
-    print(write_report(args.output or args.out / "report.html", evidence, summary, extras=_report_extras(args, evidence, summary)))
+            summary, key = found
+    extras = _report_extras(args, evidence, summary)
+    appraisal = None if args.summary is not None else _appraisal(args, evidence)  # a summary file's model may be another
+    if args.output is not None:
+        print(write_report(args.output, evidence, summary, extras=extras, appraisal=appraisal))
+        return 0
+    from metaeval.summary import publish  # the report joins the summary it shows, as one set in OUT
+
+    publish(args.out, summary, key=key, report=lambda path: write_report(path, evidence, summary, extras=extras, appraisal=appraisal))
+    print(args.out / "report.html")
     return 0
 
 
@@ -349,7 +370,6 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     result = run_sensitivity(grid=grid, **_source(args), settings=asdict(settings), overrides=args.prior,
                              out=args.out, scheduler=args.scheduler, workers=args.workers, progress=None, refit=args.refit,
                              engine=args.engine)
-    paths = write_outputs(result, out)
     table = result.table()
     if args.format == "json":
         import json
@@ -378,10 +398,25 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
             summary = _exact_summary(args, evidence, spec)
         else:
             summary = cached_summary(evidence, spec, out=args.out, settings=settings)
+    else:
+        summary = None
+    from metaeval.files import result_set
+
+    with result_set(out) as staging:  # OUT/sensitivity: the previous run's files or this one's, never a mix
+        paths = write_outputs(result, staging)
         if summary is not None:
-            paths["report"] = write_report(out / "report.html", evidence, summary, extras={"sensitivity": report_extras(result)})
+            paths["report"] = write_report(staging / "report.html", evidence, summary, extras={"sensitivity": report_extras(result)})
     print(f"\nwritten to {out}: " + ", ".join(sorted({p.name for p in paths.values()})), file=chatter)
     return 0 if all(r["ok"] for r in result.results) else 1
+
+
+def _appraisal(args: argparse.Namespace, evidence):
+    """Each estimate's risk of bias and each finding's region as the model of --model/--prior uses them."""
+    from metaeval.appraisal import appraise
+    from metaeval.model import prepare
+    from metaeval.spec import load_spec
+
+    return appraise(evidence, prepare(evidence, load_spec(args.model, args.prior)))
 
 
 def _report_extras(args: argparse.Namespace, evidence, summary: dict) -> dict | None:
@@ -437,11 +472,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(chatter):
         cmd_validate(args)
         print()
-    records, summary = _fit(args, say=False, cross_check=True)
+    records, summary, key = _fit(args, say=False, cross_check=True)
     status = _emit_summary(args, summary, records)
     evidence = evidence_frame(records)
-    path = write_report(args.out / "report.html", evidence, summary, extras=_report_extras(args, evidence, summary))
-    print(f"\nreport: {path}", file=chatter)
+    extras = _report_extras(args, evidence, summary)
+    appraisal = _appraisal(args, evidence)
+    from metaeval.summary import publish  # summary, table, key and report switched in together
+
+    publish(args.out, summary, key=key, report=lambda path: write_report(path, evidence, summary, extras=extras, appraisal=appraisal))
+    print(f"\nreport: {args.out / 'report.html'}", file=chatter)
     return status
 
 
@@ -531,15 +570,34 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+#: Folders under OUT that metaeval writes into: each must stay inside OUT once symlinks are followed.
+_WRITTEN_INTO = ("fits", ".versions", "fits/.versions")
+
+
+def _outputs(args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
+    """What this command may write: (folders it writes into, single files)."""
+    if args.func is cmd_plot:
+        return [], [args.out]
+    if getattr(args, "output", None) is not None:
+        return [], [args.output]
+    if args.func in (cmd_run, cmd_fit, cmd_report, cmd_sensitivity, cmd_summary):
+        return [args.out], []
+    return [], []
+
+
 def check_output_paths(args: argparse.Namespace) -> None:
-    """Refuse output paths that would write where no command may write.
+    """Refuse, before any work, output paths that would write where no command may write, or cannot be written.
 
     - Never under an evidence directory: the bundled ``data/`` (or ``$METAEVAL_DATA``) nor ``--data DIR``.
     - A relative path must stay inside the working folder once ``..`` and symlinks are resolved
       (``--out ../../x`` is refused); an absolute path is the user's explicit choice and is used as given.
-    - An output folder must not be an existing file, nor an output file an existing folder.
+    - An output folder must not be an existing file, nor lead out of itself through a symlink in the folders
+      metaeval writes into (``OUT/fits -> data/``); an output file must not be a folder, device, FIFO or socket.
+    - The folder a command writes into must be writable (tried by creating a file): a read-only folder is
+      refused before a fit that could not be saved.
     """
     from metaeval.evidence import default_data_dir
+    from metaeval.files import check_output_file, inside, probe_writable
 
     outputs = [(name, getattr(args, attr), kind) for name, attr, kind in
                (("--out", "out", "dir" if args.func is not cmd_plot else "file"), ("--output", "output", "file"))
@@ -560,24 +618,58 @@ def check_output_paths(args: argparse.Namespace) -> None:
             problems.append(Problem(str(path), "", name, "is an existing file; expected an output folder"))
         elif kind == "file" and resolved.is_dir():
             problems.append(Problem(str(path), "", name, "is an existing folder; expected an output file"))
+        elif kind == "dir":
+            for sub in _WRITTEN_INTO:
+                if os.path.lexists(Path(path) / sub) and not inside(Path(path) / sub, path, folder=True):
+                    problems.append(Problem(str(Path(path) / sub), "", name, f"refused: it leads to {(Path(path) / sub).resolve()}, outside the output "
+                                                                             "folder, and metaeval writes into it; remove the link or choose another --out"))
     if problems:
         raise InputError(problems)
+    folders, files = _outputs(args)
+    for path in files:
+        check_output_file(path, "--out" if args.func is cmd_plot else "--output")
+    if args.func is not cmd_summary:  # `summary` only reads (and repairs a cached summary when it can)
+        for folder in folders:
+            probe_writable(folder, "--out")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        check_output_paths(args)
-        return args.func(args)
-    except InputError as err:
-        for problem in err.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        return 2
-    except SamplingFailed as err:
-        print(f"error: the sampler failed, so there is no result (nothing was written or cached): {err}", file=sys.stderr)
-        return 1
-    except BrokenPipeError:
-        return 0
+    from metaeval import interrupts
+    from metaeval.files import confine, switched
+
+    written_before = len(switched())
+    with interrupts.installed():
+        try:
+            args = build_parser().parse_args(argv)
+            check_output_paths(args)
+            folders, files = _outputs(args)
+            with confine(*folders, files=files):
+                return args.func(args)
+        except InputError as err:
+            for problem in err.problems:
+                print(f"error: {problem}", file=sys.stderr)
+            return 2
+        except SamplingFailed as err:
+            print(f"error: the sampler failed, so there is no result (nothing was written or cached): {err}", file=sys.stderr)
+            return 1
+        except ClusterFailed as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        except interrupts.Interrupted as stop:
+            print(f"error: {stop.what}: {_kept(switched()[written_before:])}", file=sys.stderr)
+            return stop.exit_status
+        except BrokenPipeError:
+            return 0
+        except OSError as err:  # the system refused (a full disk, a folder made read-only meanwhile): no partial result
+            where = f"{err.filename}: " if err.filename else ""
+            print(f"error: {where}{err.strerror or err}; {_kept(switched()[written_before:])}", file=sys.stderr)
+            return 1
+
+
+def _kept(sets: list) -> str:
+    """What a command stopped part-way left: every result set is whole, switched in or not at all."""
+    done = list(dict.fromkeys(map(str, sets)))
+    return f"stopped after {', '.join(done)} had been written in full" if done else "nothing new was kept; earlier results are as they were"
 
 
 if __name__ == "__main__":

@@ -29,3 +29,7 @@ class InputError(Exception):
 
 class SamplingFailed(RuntimeError):
     """The sampler itself failed (not bad input): no result is written; the CLI says so and exits 1."""
+
+
+class ClusterFailed(RuntimeError):
+    """The Dask cluster stopped doing the work (no workers left): the CLI says what finished and exits 1."""

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from metaeval.errors import InputError, Problem
-from metaeval.schema import Domain, DomainsFile, Project
+from metaeval.schema import DESIGN_LADDER, JUDGEMENTS, ROB_DOMAINS, Domain, DomainsFile, Project
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +27,9 @@ ASSUMABLE_FIELDS = (
     "estimate", "se", "ci_low", "ci_high", "p_value", "mean_treatment", "sd_treatment", "mean_control",
     "sd_control", "n_treatment", "n_control", "target", "share_improved", "share_unchanged",
 )
-_JUDGEMENT_RANK = {"low": 0, "some": 1, "high": 2}
+#: The comparison an estimand makes whatever its project's design: a before-after change of the
+#: participants is a before-after design even in a project with a control group.
+ESTIMAND_DESIGN = {"pre_post": "before_after", "vs_target": "target_benchmark"}
 
 
 def default_data_dir() -> Path:
@@ -35,63 +37,33 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("METAEVAL_DATA", PACKAGE_ROOT / "data"))
 
 
-# --- safe YAML -----------------------------------------------------------------------------
+# --- reading files safely --------------------------------------------------------------------------------------
+
+#: Limits no real evidence base reaches (the bundled files: 25 KB at most, 6 levels deep, no aliases); each
+#: refusal names the limit. They bound the time and memory a hostile or broken file can cost.
+MAX_TEXT_BYTES = 4 * 2**20  # a YAML or TOML file
+MAX_CSV_BYTES = 64 * 2**20  # a metafor-style CSV (a million estimates take about 25 MB)
+MAX_CSV_COLUMNS = 1_000
+MAX_YAML_DEPTH = 64  # nested mappings and lists
+MAX_YAML_NODES = 500_000  # scalars, mappings and lists in one file
+MAX_YAML_ALIASES = 1_000
+MAX_ALIAS_EXPANSION = 1_000_000  # nodes plus characters that aliases add, summed over all aliases
+MAX_INTEGER_DIGITS = 100
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """Safe YAML that refuses alias bombs and silently repeated keys.
+def read_text(path: Path, limit: int = MAX_TEXT_BYTES) -> str:
+    """Read a UTF-8 text file (a BOM is tolerated); anything else is an InputError.
 
-    Aliases (``*name``) are allowed for reuse, but not to a node that itself contains
-    aliases: without nesting, expansion stays linear and a "billion laughs" file fails.
+    Only a regular file of at most ``limit`` bytes is read: a FIFO, device or socket (or a symlink to one,
+    such as ``/dev/zero``) is refused at once rather than blocking or reading without end.
     """
+    from metaeval.files import Unreadable, read_regular
 
-    MAX_ALIASES = 1000
-
-    def compose_document(self):  # type: ignore[override]
-        self._aliases_seen = 0
-        self._nested: set[int] = set()
-        return super().compose_document()
-
-    def compose_node(self, parent, index):  # type: ignore[override]
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            node = self.anchors.get(event.anchor)
-            self._aliases_seen += 1
-            if node is not None and id(node) in self._nested:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"alias *{event.anchor} refers to a node that itself holds aliases (an alias bomb)", event.start_mark
-                )
-            if self._aliases_seen > self.MAX_ALIASES:
-                raise yaml.constructor.ConstructorError(None, None, "too many YAML aliases", event.start_mark)
-            return super().compose_node(parent, index)
-        before = self._aliases_seen
-        node = super().compose_node(parent, index)
-        if self._aliases_seen > before:
-            self._nested.add(id(node))
-        return node
-
-    def construct_mapping(self, node, deep=False):  # type: ignore[override]
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def read_text(path: Path) -> str:
-    """Read a UTF-8 text file (a BOM is tolerated); anything else is an InputError."""
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(Problem(str(path), "", "", "file not found")) from None
-    except IsADirectoryError:
-        raise InputError(Problem(str(path), "", "", "expected a file, found a directory")) from None
-    except OSError as err:
-        raise InputError(Problem(str(path), "", "", f"cannot be read: {err.strerror}")) from None
+        raw = read_regular(path, limit)
+    except Unreadable as err:
+        reason = "expected a file, found a directory" if err.reason.startswith("is a directory") else err.reason
+        raise InputError(Problem(str(path), "", "", reason)) from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -101,18 +73,107 @@ def read_text(path: Path) -> str:
         )) from None
 
 
+#: libyaml's C parser where the installed PyYAML has it (measured: 2-3x faster than the pure-Python one).
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_SafeLoader):
+    """Safe YAML that refuses silently repeated keys and keys that are lists or mappings.
+
+    The rules on the document's shape (depth, size, aliases, long integers) are checked on its event
+    stream before anything is built (:func:`_check_events`), the same for the C and the Python parser.
+    """
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (list, dict, set)):
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a key must be text or a number, not a {type(key).__name__}", key_node.start_mark
+                )
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_events(text: str, path: Path) -> None:
+    """Refuse a YAML document that is nested too deeply, too large, or an alias bomb, before it is built.
+
+    Aliases (``*name``) may reuse a node, but not one that itself holds aliases (so expansion stays linear),
+    at most ``MAX_YAML_ALIASES`` times, adding at most ``MAX_ALIAS_EXPANSION`` nodes and characters in all.
+    """
+    loader = _SafeLoader(text)
+    stack: list[list] = []  # open mappings and lists: [weight, holds an alias, anchor]
+    anchors: dict[str, tuple[int, bool]] = {}
+    nodes = aliases = expanded = 0
+
+    def refuse(event, message: str):
+        return InputError(Problem(str(path), f"line {event.start_mark.line + 1}", "", message))
+
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                nodes += 1
+                stack.append([1, False, event.anchor])
+                if len(stack) > MAX_YAML_DEPTH:
+                    raise refuse(event, f"nested more than {MAX_YAML_DEPTH} levels deep (MAX_YAML_DEPTH)")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                weight, nested, anchor = stack.pop()
+                if anchor:
+                    anchors[anchor] = (weight, nested)
+                if stack:
+                    stack[-1][0] += weight
+                    stack[-1][1] |= nested
+            elif isinstance(event, yaml.ScalarEvent):
+                nodes += 1
+                weight = 1 + len(event.value)
+                if len(event.value) > MAX_INTEGER_DIGITS and (
+                    event.tag if event.tag and not event.implicit[0] else loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+                ) == "tag:yaml.org,2002:int":
+                    raise refuse(event, f"an integer of {len(event.value):,} characters; at most {MAX_INTEGER_DIGITS} are read (MAX_INTEGER_DIGITS)")
+                if event.anchor:
+                    anchors[event.anchor] = (weight, False)
+                if stack:
+                    stack[-1][0] += weight
+            elif isinstance(event, yaml.AliasEvent):
+                aliases += 1
+                weight, nested = anchors.get(event.anchor, (1, False))
+                if nested:
+                    raise refuse(event, f"alias *{event.anchor} refers to a node that itself holds aliases (an alias bomb)")
+                if aliases > MAX_YAML_ALIASES:
+                    raise refuse(event, f"more than {MAX_YAML_ALIASES} YAML aliases (MAX_YAML_ALIASES)")
+                expanded += weight
+                if expanded > MAX_ALIAS_EXPANSION:
+                    raise refuse(event, f"aliases expand to more than {MAX_ALIAS_EXPANSION:,} nodes and characters (MAX_ALIAS_EXPANSION)")
+                if stack:
+                    stack[-1][0] += 1
+                    stack[-1][1] = True
+            if nodes > MAX_YAML_NODES:
+                raise refuse(event, f"more than {MAX_YAML_NODES:,} values (MAX_YAML_NODES)")
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: Path) -> Any:
-    """Parse one YAML document safely; syntax errors become a Problem with the line number."""
+    """Parse one YAML document safely; syntax errors and refused shapes become a Problem with the line number."""
     text = read_text(path)
     if not text.strip():
         raise InputError(Problem(str(path), "", "", "file is empty; expected a YAML mapping"))
     try:
+        _check_events(text, path)
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         line = f"line {mark.line + 1}" if mark else ""
         what = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise InputError(Problem(str(path), line, "", f"invalid YAML: {what}")) from None
+    except (ValueError, TypeError, OverflowError) as err:  # a value the constructors refuse (a date like 2024-02-30)
+        raise InputError(Problem(str(path), "", "", f"invalid YAML value: {err}")) from None
 
 
 def _validation_problems(path: Path, err: ValidationError, raw: Any, list_key: str) -> list[Problem]:
@@ -214,9 +275,23 @@ def read_evidence_base(data_dir: Path | str | None = None) -> EvidenceBase:
     return EvidenceBase(tuple(projects), domains, where)
 
 
-def _overall_risk(project: Project) -> str:
-    judgements = [getattr(project.risk_of_bias, k).judgement for k in type(project.risk_of_bias).model_fields]
-    return max(judgements, key=_JUDGEMENT_RANK.__getitem__)
+def _risk_of_bias(project: Project, est) -> dict[str, Any]:
+    """The estimate's judgement per domain of bias (its own where it has one, else its project's),
+    the worst of them, and the estimate's own judgements in words."""
+    own = est.risk_of_bias
+    profile = {d: (getattr(own, d, None) if own else None) or getattr(project.risk_of_bias, d) for d in ROB_DOMAINS}
+    worst = max((r.judgement for r in profile.values()), key=JUDGEMENTS.index)
+    notes = [f"{d} {getattr(own, d).judgement}: {getattr(own, d).rationale}" for d in ROB_DOMAINS if own and getattr(own, d)]
+    return {**{f"rob_{d}": r.judgement for d, r in profile.items()}, "risk_of_bias": worst,
+            "rob_estimate": "; ".join(notes) or None}
+
+
+def _comparison_design(project: Project, estimand: str) -> str:
+    """The design the estimate's comparison has: its project's, or weaker where the estimand says so."""
+    implied = ESTIMAND_DESIGN.get(estimand)
+    if implied and DESIGN_LADDER.index(implied) > DESIGN_LADDER.index(project.design):
+        return implied
+    return project.design
 
 
 def _assumptions(project: Project, est) -> dict[str, tuple[Any, str]]:
@@ -252,18 +327,21 @@ def raw_records(base: EvidenceBase) -> list[dict[str, Any]]:
     for project in base.projects:
         take_up = project.take_up.n_participating / project.take_up.n_offered if project.take_up else math.nan
         for est in project.estimates:
-            row = est.model_dump(exclude={"id", "provenance", "assumptions", "poolable", "exclusion_reason"})
+            row = est.model_dump(exclude={"id", "provenance", "assumptions", "poolable", "exclusion_reason", "risk_of_bias", "part_of"})
             assumed = _assumptions(project, est)
             row.update(
                 estimate_id=f"{project.id}:{est.id}",
                 record=f"estimate {est.id!r}",
                 project_id=project.id,
                 project_name=project.name,
-                design=project.design,
+                design=_comparison_design(project, est.estimand),
+                project_design=project.design,
                 evaluator=project.evaluator,
                 status=project.status,
                 outcome_source=project.outcome_source,
-                risk_of_bias=_overall_risk(project),
+                **_risk_of_bias(project, est),
+                benefit_basis=est.benefit_basis or "domain",
+                part_of="; ".join(f"{project.id}:{w}" for w in est.part_of) or None,
                 take_up=take_up,
                 curated_poolable=est.poolable,
                 curated_reason=est.exclusion_reason,
@@ -348,27 +426,32 @@ def csv_records(path: Path | str) -> list[dict[str, Any]]:
     import io
 
     path = Path(path)
-    text = read_text(path)
+    text = read_text(path, MAX_CSV_BYTES)
     if not text.strip():
         raise InputError(Problem(str(path), "", "", "file is empty; expected a header line with study, yi and vi or sei"))
     try:
-        lines = list(csv.reader(io.StringIO(text, newline="")))
+        return _parse_csv(path, csv.reader(io.StringIO(text, newline="")))
     except csv.Error as err:
         raise InputError(Problem(str(path), "", "", f"is not valid CSV: {err}")) from None
-    return _parse_csv(path, lines)
 
 
-def _parse_csv(path: Path, lines: list[list[str]]) -> list[dict[str, Any]]:
-    header = [h.strip() for h in lines[0]]
+def _parse_csv(path: Path, lines) -> list[dict[str, Any]]:
+    """Validate the rows of a CSV (an iterable of cell lists, the header first): linear in the input."""
+    from collections import Counter
+
+    lines = iter(lines)
+    header = [h.strip() for h in next(lines, [])]
+    if len(header) > MAX_CSV_COLUMNS:
+        raise InputError(Problem(str(path), "header", "", f"has {len(header):,} columns; at most {MAX_CSV_COLUMNS:,} are read (MAX_CSV_COLUMNS)"))
     missing = [c for c in ("study", "yi") if c not in header]
     if missing or not ({"vi", "sei"} & set(header)):
         need = missing + ([] if {"vi", "sei"} & set(header) else ["vi or sei"])
         raise InputError(Problem(str(path), "header", ", ".join(need), f"missing column(s); found {', '.join(header) or 'none'}"))
-    dupes = sorted({h for h in header if header.count(h) > 1})
+    dupes = sorted(h for h, n in Counter(header).items() if n > 1)
     if dupes:
         raise InputError(Problem(str(path), "header", ", ".join(dupes), "column name appears twice"))
     problems, rows, seen = [], [], {}
-    for i, cells in enumerate(lines[1:], start=2):
+    for i, cells in enumerate(lines, start=2):
         if not any(c.strip() for c in cells):
             continue  # blank line
         if len(cells) != len(header):

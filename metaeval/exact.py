@@ -94,6 +94,9 @@ class ExactPosterior:
     tail_exponent: float  # the posterior of tau decays like tau^-tail_exponent (inf: faster)
     tail_density: float  # posterior density in z at the last node if the grid was cut short, else 0
     notes: tuple[str, ...]
+    #: The unit everything above is in (yi, sei, the priors, mid, the tau grid): a power of two near the SEs, and 1
+    #: for data of ordinary size. ``summary`` and ``cdf_of`` speak the data's own units.
+    scale: float = 1.0
 
     # -- moments ---------------------------------------------------------------------------
 
@@ -131,7 +134,7 @@ class ExactPosterior:
 
         For checking other engines against this one (e.g. quantiles of MCMC draws).
         """
-        x = np.atleast_1d(np.asarray(x, dtype=float))
+        x = np.atleast_1d(np.asarray(x, dtype=float)) / self.scale
         if name == "tau":
             return _hermite_eval(self.tau, self.cdf, self.density, self.density_slope, x)
         if name == "mu":
@@ -154,7 +157,21 @@ class ExactPosterior:
         return min(max(float(self._expect(special.ndtr(sign * (m - threshold) / s), 0.0)), 0.0), 1.0)
 
     def summary(self) -> dict:
-        """One domain entry of the summary JSON (plain floats; null where a value does not exist).
+        """One domain entry of the summary JSON, in the data's units (see :meth:`_unit_summary`)."""
+        out = self._unit_summary()
+        if self.scale == 1.0:
+            return out
+        c = self.scale
+        for name in ("mu", "tau", "theta_new"):
+            out[name] = _rescaled(out[name], c, ("mean", "sd", "hdi_low", "hdi_high"))
+        out["projects"] = {label: _rescaled(entry, c, ("raw", "raw_se", "mean", "sd", "hdi_low", "hdi_high"))
+                           for label, entry in out["projects"].items()}
+        out["mid"] = _num(None if self.mid is None else self.mid * c)
+        out["priors"] = {"mu": str(self.mu_prior.scaled(c)), "tau": str(self.tau_prior.scaled(c))}
+        return out
+
+    def _unit_summary(self) -> dict:
+        """One domain entry of the summary JSON (plain floats; null where a value does not exist), in units of ``scale``.
 
         Intervals are the shortest intervals holding ``hdi_prob`` of the posterior mass:
         the HDI of a unimodal density, and what ArviZ's ``hdi`` computes from draws.
@@ -286,6 +303,11 @@ def _num(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _rescaled(entry: dict, factor: float, keys: tuple[str, ...]) -> dict:
+    """``entry`` with the values at ``keys`` (in units of ``scale``) multiplied by ``factor``."""
+    return {k: (_num(v * factor) if k in keys and v is not None else v) for k, v in entry.items()}
+
+
 # ---------------------------------------------------------------------------- the public API
 
 
@@ -330,6 +352,11 @@ def exact_posterior(
         raise ValueError("labels must be unique, one per estimate")
     mu_prior = Prior("flat", ()) if mu_prior is None else mu_prior
     _check_priors(tau_prior, mu_prior)
+    _check_scales(y, s, tau_prior, mu_prior, mid, labels)
+    scale = _unit(s)
+    if scale != 1.0:  # solved in units near the SEs (exact: a power of two), reported in the data's units
+        y, s, tau_prior, mu_prior = y / scale, s / scale, tau_prior.scaled(1 / scale), mu_prior.scaled(1 / scale)
+        mid = None if mid is None else mid / scale
 
     k = y.size
     tail = _TAIL_EXPONENT.get(tau_prior.family, math.inf)
@@ -355,7 +382,7 @@ def exact_posterior(
     return ExactPosterior(
         yi=y, sei=s, labels=labels, tau_prior=tau_prior, mu_prior=mu_prior, hdi_prob=float(hdi_prob),
         beneficial=beneficial, mid=None if mid is None else float(mid), notes=tuple(notes),
-        tail_exponent=tail, **grid,
+        tail_exponent=tail, scale=scale, **grid,
     )
 
 
@@ -466,10 +493,13 @@ def _exact_domains(evidence, priors: Mapping[str, Prior], hdi_prob: float, overr
                 f"{len(used)} estimates from {len(projects_in)} project(s): the exact engine's one-level model treats "
                 "them as independent studies (the MCMC model nests estimates in projects); keyed by estimate"
             )
-        post = exact_posterior(
-            yi[used], sei[used], tau_prior=tau_prior, mu_prior=mu_prior, hdi_prob=hdi_prob,
-            beneficial=meta["beneficial"], mid=meta["mid"], labels=[estimate_ids[i] for i in used],
-        )
+        try:
+            post = exact_posterior(
+                yi[used], sei[used], tau_prior=tau_prior, mu_prior=mu_prior, hdi_prob=hdi_prob,
+                beneficial=meta["beneficial"], mid=meta["mid"], labels=[estimate_ids[i] for i in used],
+            )
+        except ValueError as err:
+            raise ValueError(f"domain {domain!r}: {err}") from None
         summary = post.summary()
         projects = tuple(sorted((ProjectEffect(project=project_ids[i], estimate_id=None if by_project else estimate_ids[i],
                                                design=designs[i], **summary["projects"][estimate_ids[i]]) for i in used),
@@ -571,6 +601,82 @@ def _check_priors(tau_prior: Prior, mu_prior: Prior) -> None:
             f"tau is a standard deviation: expected a prior on tau > 0 (halfnormal, halfcauchy, halfstudentt, "
             f"exponential, lognormal, uniform(>=0, b), flat), got {tau_prior}"
         )
+
+
+#: How far apart (as a ratio) the SEs, the estimates' distance from zero, the priors' scales and the MID may be from
+#: the median SE. Within it, the tau grid and the mixture intervals are accurate (tests/test_hostile.py checks both
+#: ends against independent quadrature); beyond it, double precision cannot hold the problem, and the engine says
+#: so rather than returning a wrong number.
+SCALE_RANGE = 1e12
+#: Student-t degrees of freedom the tau grid's tail treatment is checked for.
+_NU_RANGE = (0.01, 1e6)
+
+
+def _unit(s: np.ndarray) -> float:
+    """The unit a problem is solved in: 1 when the median SE is within 2^±20 (about 1e±6) of 1, else the power of
+    two nearest it (so scaling is exact, and results for data of ordinary size are what they always were)."""
+    k = round(math.log2(float(np.median(s))))
+    return 1.0 if abs(k) <= 20 else math.ldexp(1.0, k)
+
+
+def scale_problems(yi, sei, labels) -> list[tuple[int, str, str]]:
+    """(position, "yi" or "sei", why) for each estimate or SE too far from the median SE (``SCALE_RANGE``) to be
+    computed with in double precision: the rule every engine shares for the data themselves."""
+    y, s = np.asarray(yi, dtype=float), np.asarray(sei, dtype=float)
+    if s.size == 0:
+        return []
+    unit = float(np.median(s))
+    out = []
+    for i, (label, se, estimate) in enumerate(zip(labels, s, y)):
+        if not unit / SCALE_RANGE <= se <= unit * SCALE_RANGE:
+            out.append((i, "sei", f"the SE of {label!r} is {se:g}, more than {SCALE_RANGE:g} times {'smaller' if se < unit else 'larger'} "
+                                  f"than the median SE ({unit:g}): beyond what double precision computes with"))
+        if abs(estimate) > unit * SCALE_RANGE:
+            out.append((i, "yi", f"the estimate of {label!r} is {estimate:g}, more than {SCALE_RANGE:g} times the median SE "
+                                 f"({unit:g}): beyond what double precision computes with"))
+    return out
+
+
+def _check_scales(y: np.ndarray, s: np.ndarray, tau_prior: Prior, mu_prior: Prior, mid: float | None, labels) -> None:
+    """Refuse numbers too far from the data's scale to integrate accurately, naming the value and why (ValueError)."""
+    problems = scale_problems(y, s, labels)
+    if problems:
+        raise ValueError(problems[0][2])
+    unit = float(np.median(s))
+    low, high = unit / SCALE_RANGE, unit * SCALE_RANGE
+    reason = (f"more than {SCALE_RANGE:g} times {{}} the median SE ({unit:g}), beyond what the exact engine integrates "
+              "accurately in double precision")
+
+    def check(what: str, value: float, small_too: bool = True) -> None:
+        if abs(value) > high:
+            raise ValueError(f"{what} is {value:g}: {reason.format('larger than')}")
+        if small_too and abs(value) < low:
+            raise ValueError(f"{what} is {value:g}: {reason.format('smaller than')}")
+
+    for name, prior in (("tau", tau_prior), ("mu", mu_prior)):
+        k = prior.kwargs()
+        for param, value in k.items():
+            if param in ("sigma", "beta") and not (prior.family == "lognormal"):
+                check(f"the {name} prior {prior}: {param}", value)
+            elif param == "lam":
+                check(f"the {name} prior {prior}: 1/lam", 1.0 / value)
+            elif param in ("mu", "upper", "lower") and prior.family != "lognormal":
+                check(f"the {name} prior {prior}: {param}", value, small_too=False)
+        if prior.family == "uniform" and k["upper"] - k["lower"] < low:
+            check(f"the {name} prior {prior}: its width", k["upper"] - k["lower"])
+        if prior.family == "lognormal":
+            check(f"the {name} prior {prior}: exp(mu)", math.exp(min(k["mu"], 709.0)))
+            if k["sigma"] > math.log(SCALE_RANGE):
+                raise ValueError(f"the {name} prior {prior}: sigma is {k['sigma']:g}, spreading tau over more than "
+                                 f"{SCALE_RANGE:g} times the median SE either way; use sigma <= {math.log(SCALE_RANGE):.1f}")
+            if k["sigma"] < 1 / SCALE_RANGE:
+                raise ValueError(f"the {name} prior {prior}: sigma is {k['sigma']:g}, a point mass for double precision; "
+                                 f"use sigma >= {1 / SCALE_RANGE:g}, or fix tau")
+        if prior.family == "halfstudentt" and not _NU_RANGE[0] <= k["nu"] <= _NU_RANGE[1]:
+            raise ValueError(f"the {name} prior {prior}: nu is {k['nu']:g}; the exact engine's tail treatment is checked "
+                             f"for nu from {_NU_RANGE[0]:g} to {_NU_RANGE[1]:g} (above that, use halfnormal)")
+    if mid is not None:
+        check("the MID", float(mid))
 
 
 def _prior_scales(prior: Prior) -> list[float]:

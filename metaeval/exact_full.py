@@ -156,14 +156,23 @@ def domain_result(layout: Layout, spec: dict, meta: dict, hdi_prob: float) -> tu
 
 
 def _domain_keys(layout: Layout, spec: dict, hdi_prob: float) -> dict[str, str]:
-    """Per domain, everything its result depends on, as canonical JSON: its part of the layout, the spec
-    and the interval probability (sensitivity grids and leave-one-out refits leave most domains as they
-    were, and these are then not computed again)."""
-    parts = {meta["id"]: {"projects": [], "estimates": [], "findings": [], "bias_terms": [], "excluded": []} for meta in layout.domains}
-    for field in ("projects", "estimates", "findings", "bias_terms", "excluded"):
+    """Per domain, everything its result depends on, as canonical JSON: its part of the layout (its rows
+    pointing at its own project cells and bias terms), the spec and the interval probability (sensitivity
+    grids and leave-one-out refits leave most domains as they were, and these are then not computed again)."""
+    fields = ("projects", "estimates", "findings", "bias_terms", "excluded")
+    parts = {meta["id"]: {field: [] for field in fields} for meta in layout.domains}
+    local: dict[str, dict[int, int]] = {"projects": {}, "bias_terms": {}}
+    for field in ("projects", "bias_terms"):
+        for i, row in enumerate(getattr(layout, field)):
+            local[field][i] = len(parts[row["domain"]][field])
+            parts[row["domain"]][field].append(row)
+    for field in ("estimates", "findings"):
         for row in getattr(layout, field):
-            if row.get("domain") in parts:
-                parts[row["domain"]][field].append(row)
+            parts[row["domain"]][field].append({**row, "project_index": local["projects"][row["project_index"]],
+                                                "bias_index": local["bias_terms"].get(row["bias_index"], -1)})
+    for row in layout.excluded:
+        if row.get("domain") in parts:
+            parts[row["domain"]]["excluded"].append(row)
     for meta in layout.domains:
         d = meta["id"]
         parts[d].update(priors={param: per_domain.get(d) for param, per_domain in layout.priors.items()},
@@ -179,20 +188,7 @@ def _cached_domain_result(key: str) -> tuple[DomainResult, float]:
     layout = Layout(domains=[part["meta"]], projects=part["projects"], estimates=part["estimates"], findings=part["findings"],
                     bias_terms=part["bias_terms"], omega_domains=[d] if part["omega"] else [], excluded=part["excluded"],
                     priors={param: {d: text} for param, text in part["priors"].items() if text is not None})
-    _reindex(layout)
     return domain_result(layout, part["spec"], part["meta"], part["hdi_prob"])
-
-
-def _reindex(layout: Layout) -> None:
-    """Point the rows of a one-domain layout (cut from a whole one) at its own project cells and bias terms."""
-    cells = {(p["domain"], p["project"]): i for i, p in enumerate(layout.projects)}
-    old_terms = {}
-    for j, t in enumerate(layout.bias_terms):
-        old_terms[(t["domain"], t["project"], t["design"])] = j
-    for row in layout.estimates + layout.findings:
-        row["project_index"] = cells[(row["domain"], row["project"])]
-        if row["bias_index"] >= 0:
-            row["bias_index"] = old_terms[(row["domain"], row["project"], row["design"])]
 
 
 def _missing_moments(block: Block) -> dict | None:

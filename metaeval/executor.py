@@ -21,11 +21,14 @@ a cluster is used, so importing this module is cheap.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback as _traceback
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,8 +41,16 @@ WORKER_ENV = {
     "RAYON_NUM_THREADS": "1",
     "PYTHONWARNINGS": "ignore",
 }
+#: Set before a local worker process starts (read by dask's configuration as it is imported there): workers report
+#: to the client, each task's error in its Result; their own log would print tracebacks of heartbeats cut short
+#: when the cluster closes on Ctrl-C.
+WORKER_PRE_SPAWN_ENV = {"DASK_LOGGING__DISTRIBUTED": "critical"}
 
 SERIAL = "serial"
+#: How long to wait for a scheduler to answer, and for a cluster left without workers to get one back.
+CONNECT_TIMEOUT = 20.0
+NO_WORKERS_TIMEOUT = 120.0
+_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss", "inproc")
 
 
 @dataclass
@@ -128,6 +139,9 @@ def run_tasks(
     workers: int | None = None,
     progress: bool | Callable[[Result], None] | None = None,
     description: str = "tasks",
+    label: Callable[[dict], str] | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    no_workers_timeout: float = NO_WORKERS_TIMEOUT,
 ) -> list[Result]:
     """Run ``fn(**task)`` for every task; return the results in task order.
 
@@ -135,8 +149,11 @@ def run_tasks(
     ``workers``: local cluster size (default: one per core; ignored otherwise).
     ``progress``: True for a progress bar on stderr, None for one only when stderr
     is a terminal, or a callable called with each Result as it finishes.
-    Errors inside ``fn`` are captured per task; an error reaching the cluster
-    itself (address unreachable) raises.
+    Errors inside ``fn`` are captured per task. The cluster itself fails fast and
+    says why: a malformed address, or one where no Dask scheduler answers within
+    ``connect_timeout`` seconds, is an InputError (exit 2); a cluster left without
+    workers for ``no_workers_timeout`` seconds raises ClusterFailed naming the
+    tasks that finished (``label`` names a task; default: its number).
     """
     tasks = [dict(t) for t in tasks]
     callback = progress if callable(progress) else None
@@ -154,49 +171,163 @@ def run_tasks(
             for i, task in enumerate(tasks):
                 done(_call(fn, task, i))
         else:
-            _run_distributed(fn, tasks, scheduler, workers, done)
+            _run_distributed(fn, tasks, scheduler, workers, done, label=label,
+                             connect_timeout=connect_timeout, no_workers_timeout=no_workers_timeout)
     return results  # type: ignore[return-value]
 
 
 def local_cluster(workers: int | None = None):
-    """A local Dask cluster: ``workers`` processes with one thread each and ``WORKER_ENV``."""
+    """A local Dask cluster: ``workers`` processes with one thread each and ``WORKER_ENV``.
+
+    Its threads and worker processes start with SIGINT blocked (:func:`_ctrl_c_stays_here`): a Ctrl-C at the
+    terminal reaches every process of the group, and only this one should answer it (once, without the
+    workers' tracebacks); the workers end when the cluster is closed.
+    """
+    import dask
     from distributed import LocalCluster
 
-    return LocalCluster(
-        n_workers=workers or default_workers(),
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",  # any free port: several runs may share a machine
-        env=dict(WORKER_ENV),
-        silence_logs=40,  # logging.ERROR
-    )
+    pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", default={}), **WORKER_PRE_SPAWN_ENV}
+    with _ctrl_c_stays_here(), dask.config.set({"distributed.nanny.pre-spawn-environ": pre_spawn}):
+        return LocalCluster(
+            n_workers=workers or default_workers(),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",  # any free port: several runs may share a machine
+            env=dict(WORKER_ENV),
+            silence_logs=40,  # logging.ERROR
+        )
 
 
-def _run_distributed(fn, tasks: list[dict], scheduler: str | None, workers: int | None, done) -> None:
-    from distributed import Client, as_completed
+@contextmanager
+def _ctrl_c_stays_here():
+    """Block SIGINT in this thread while the block runs: threads and processes started meanwhile inherit the block.
 
-    cluster = None
+    A Ctrl-C arriving meanwhile is not lost: it is delivered here when the block ends.
+    """
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    # Started here, first: starting it later, from the cluster's thread, would unblock SIGINT there
+    # (multiprocessing blocks and then *unblocks* SIGINT around the tracker's start), and so in every worker.
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def check_scheduler_address(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Refuse a malformed scheduler address, or one where nothing listens, at once (InputError naming --scheduler)."""
+    from metaeval.errors import InputError, Problem
+
+    def bad(message: str) -> InputError:
+        return InputError(Problem("command line", "", "--scheduler", f"{address!r}: {message}"))
+
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "tcp", address
+    host, colon, port = rest.rpartition(":")
+    if scheme not in _SCHEMES or not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise bad("expected a Dask scheduler address such as tcp://HOST:8786, or 'serial'")
+    if scheme in ("tcp", "tls"):
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        except OSError as err:
+            raise bad(f"cannot connect ({err.strerror or err}); is a Dask scheduler running there (`dask scheduler`)?") from None
+
+
+def _connect(address: str, timeout: float):
+    """A Client of the scheduler at ``address``, or an InputError within about ``timeout`` seconds (never a hang).
+
+    The handshake with a listener that is not a Dask scheduler can outlast Client's own timeout, so the
+    Client is made in a daemon thread that is abandoned (and never keeps the process alive) if it does not
+    answer in time.
+    """
+    from distributed import Client
+
+    from metaeval.errors import InputError, Problem
+
+    check_scheduler_address(address, timeout)
+    outcome: dict = {}
+
+    def attempt() -> None:
+        try:
+            outcome["client"] = Client(address, timeout=f"{timeout}s")
+        except BaseException as err:  # noqa: BLE001 - reported below
+            outcome["error"] = err
+
+    thread = threading.Thread(target=attempt, name="metaeval-dask-connect", daemon=True)
+    thread.start()
+    thread.join(timeout + 5)
+    if "client" in outcome:
+        return outcome["client"]
+    err = outcome.get("error")
+    why = f"{type(err).__name__}: {err}" if err is not None and str(err) else "no answer"
+    raise InputError(Problem("command line", "", "--scheduler", f"{address!r}: no Dask scheduler answered within {timeout:g} s "
+                                                                f"({why}); is a Dask scheduler listening there?"))
+
+
+def _run_distributed(fn, tasks: list[dict], scheduler: str | None, workers: int | None, done, *,
+                     label: Callable[[dict], str] | None, connect_timeout: float, no_workers_timeout: float) -> None:
+    from distributed import wait
+
+    cluster = client = None
     try:
         if scheduler is None:
             cluster = local_cluster(workers)
-            client = Client(cluster)
+            with _ctrl_c_stays_here():
+                from distributed import Client
+
+                client = Client(cluster)
         else:
-            client = Client(scheduler, timeout="20s")
-        try:
-            futures = [client.submit(_call, fn, task, i, pure=False) for i, task in enumerate(tasks)]
-            index = {f.key: i for i, f in enumerate(futures)}
-            for future in as_completed(futures):
+            client = _connect(scheduler, connect_timeout)
+        futures = [client.submit(_call, fn, task, i, pure=False) for i, task in enumerate(tasks)]
+        index = {f.key: i for i, f in enumerate(futures)}
+        pending, finished, alone_since = set(futures), [], None
+        while pending:
+            try:
+                ready, pending = wait(pending, timeout=2.0, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                ready = set()
+            for future in ready:
                 i = index[future.key]
                 try:
                     result = future.result()
                 except Exception as exc:  # noqa: BLE001 - the worker died, or the task could not be sent
                     result = Result(i, tasks[i], error=f"{type(exc).__name__}: {exc}", traceback=_traceback.format_exc())
+                finished.append(i)
                 done(result)
-        finally:
-            client.close()
+            if not pending or ready:
+                alone_since = None
+                continue
+            if _has_workers(client):
+                alone_since = None
+            elif alone_since is None:
+                alone_since = time.monotonic()
+            elif time.monotonic() - alone_since > no_workers_timeout:
+                from metaeval.errors import ClusterFailed
+
+                names = ", ".join(label(tasks[i]) if label else f"#{i + 1}" for i in sorted(finished)) or "none"
+                raise ClusterFailed(
+                    f"the Dask cluster{' at ' + scheduler if scheduler else ''} has had no workers for {no_workers_timeout:g} s; "
+                    f"{len(finished)} of {len(tasks)} task(s) finished ({names}) and {len(pending)} did not run. "
+                    "Start workers (`dask worker ADDRESS`) and run again: finished fits are reused from the cache")
     finally:
+        if client is not None:
+            client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _has_workers(client) -> bool:
+    """Whether the scheduler has any worker (asked with a timeout: a scheduler that stopped answering has none)."""
+    try:
+        return bool(client.sync(client.scheduler.identity, n_workers=1, callback_timeout=10).get("workers"))
+    except Exception:  # noqa: BLE001 - no answer counts as no workers
+        return False
 
 
 def failures(results: Sequence[Result]) -> list[Result]:

@@ -34,6 +34,8 @@ _PYMC_NAMES = {
     "lognormal": "LogNormal",
     "uniform": "Uniform",
 }
+#: A prior is a short text; anything longer is refused before it is parsed.
+MAX_PRIOR_CHARS = 200
 _TEXT = re.compile(r"^\s*([a-z]+)\s*\(\s*([^()]*)\)\s*$")
 _ASSIGN = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*=\s*(.+)$")
 
@@ -153,6 +155,9 @@ class Prior:
 
 def parse_prior(text: str) -> Prior:
     """Parse ``family(arg, ...)``; raises PriorError naming what was expected."""
+    if len(str(text)) > MAX_PRIOR_CHARS:
+        raise PriorError(f"expected DIST(args) such as halfnormal(0.5), got {len(str(text)):,} characters "
+                         f"(at most {MAX_PRIOR_CHARS} are read): {str(text)[:40]!r}...")
     m = _TEXT.match(str(text).lower())
     if not m:
         raise PriorError(f"expected DIST(args) such as halfnormal(0.5), got {text!r}")

@@ -94,6 +94,7 @@ def render_report(
     result: Result,
     *,
     extras: Mapping | None = None,
+    appraisal=None,
     title: str = "metaeval report",
     progress: Callable[[str, int, int], None] | None = None,
     dpi: int = 110,
@@ -136,7 +137,8 @@ def render_report(
     step("evidence table")
     context["excluded"] = views.excluded(result, rows, names)
     step("left-out estimates")
-    context["findings"] = views.findings(result, rows, names)
+    context["findings"] = views.findings(result, rows, names, appraisal)
+    context["risk_of_bias"] = views.risk_of_bias(appraisal, names)
     step("direction-only findings")
     context["assumptions"] = views.assumptions(rows, names)
     step("assumptions")
@@ -157,7 +159,8 @@ def render_report(
         sections.append(section)
         step(section["title"])
     toc = ([{"anchor": "overview", "title": "Overview"}] + [{"anchor": s["anchor"], "title": s["label"]} for s in domains]
-           + [{"anchor": a, "title": t} for a, t in (("evidence", "The evidence"), ("excluded", "Estimates left out of pooling"),
+           + [{"anchor": a, "title": t} for a, t in (("evidence", "The evidence"), ("risk-of-bias", "Risk of bias per estimate"),
+                                                    ("excluded", "Estimates left out of pooling"),
                                                     ("direction-only", "Findings without numbers"), ("assumptions", "Stated assumptions"),
                                                     ("priors", "Priors and bias assumptions"), ("diagnostics", "Diagnostics"))]
            + [{"anchor": s["anchor"], "title": s["title"]} for s in sections] + [{"anchor": "reading", "title": "How to read this report"}])
@@ -175,6 +178,7 @@ def write_report(
     result: Result,
     *,
     extras: Mapping | None = None,
+    appraisal=None,
     title: str = "metaeval report",
     progress: bool | None = None,
 ) -> Path:
@@ -197,8 +201,8 @@ def write_report(
             def advance(description: str, done: int, total: int) -> None:
                 bar.update(task, description=escape(description), completed=done, total=total)
 
-            text = render_report(evidence, result, extras=extras, title=title, progress=advance)
+            text = render_report(evidence, result, extras=extras, appraisal=appraisal, title=title, progress=advance)
     else:
-        text = render_report(evidence, result, extras=extras, title=title)
+        text = render_report(evidence, result, extras=extras, appraisal=appraisal, title=title)
     write_atomic(path, text)
     return path

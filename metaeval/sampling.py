@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import threading
 import warnings
@@ -31,7 +32,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import NamedTuple
 
-from metaeval.files import atomic_path, write_atomic
+from metaeval import interrupts
+from metaeval.files import atomic_path, check_allowed, confine, inside, result_set, write_atomic
 from metaeval.harmonise import evidence_digest
 from metaeval.model import Layout, layout_of, spec_of
 from metaeval.spec import ModelSpec
@@ -107,7 +109,9 @@ def fit(
     except Exception as err:  # compilation, initial-point or sampler errors: a failure, never a result
         from metaeval.errors import SamplingFailed
 
+        interrupts.check()  # a signal turned into an error on the way is still a signal
         raise SamplingFailed(f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else 'no message'}") from err
+    interrupts.check()  # a sampler that returned its partial draws on a signal: no result
     import numpy as np
 
     try:
@@ -330,6 +334,7 @@ def cache_key(layout: Layout, spec: ModelSpec, settings: SamplerSettings) -> str
 
 
 def fit_dir(out: str | Path, key: str) -> Path:
+    """Where the fit of ``key`` is found: ``<out>/fits/<key>``, a pointer to its current version (:func:`metaeval.files.result_set`)."""
     return Path(out) / "fits" / key
 
 
@@ -367,28 +372,67 @@ class CachedFit:
 
 
 def fit_cached(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerSettings | None = None, refit: bool = False, progress: bool | None = None) -> CachedFit:
-    """Fit unless ``<out>/fits/<key>/posterior.nc`` exists for the same inputs."""
+    """Fit unless ``<out>/fits/<key>`` holds a trusted fit for the same inputs (:func:`verify_fit`).
+
+    A new fit is written as one set (posterior.nc and fit.json, :func:`metaeval.files.result_set`) and
+    switched in only when complete: a good fit is never removed before its replacement is whole (``refit``),
+    and a damaged entry (say, a directory where posterior.nc should be) is set aside and fitted again. Every
+    write stays inside ``out`` after symlinks are followed, in whichever process (a Dask worker) this runs.
+    """
     from metaeval.model import model_from_layout, prepare
 
     settings = (settings or SamplerSettings()).resolved(spec)
+    check_magnitudes(evidence)
     layout = prepare(evidence, spec)
     key = cache_key(layout, spec, settings)
     directory = fit_dir(out, key)
-    path = directory / "posterior.nc"
-    if path.is_file() and not refit:
-        problem = verify_fit(directory, key)
-        if problem is None:
-            return CachedFit(key, directory, True)
-        print(f"note: the cached fit in {directory} cannot be trusted ({problem}); fitting again", file=sys.stderr)
-    model = model_from_layout(layout, spec)
-    posterior = fit(model, chains=settings.chains, draws=settings.draws, tune=settings.tune, seed=settings.seed, sampler=settings.sampler, target_accept=settings.target_accept, progress=progress)
-    posterior.attrs["metaeval_evidence_sha256"] = evidence_digest(evidence)
-    (directory / "fit.json").unlink(missing_ok=True)  # a posterior without its record is never trusted
-    write_posterior(posterior, path)
-    record = {"key": key, "settings": asdict(settings), "versions": _versions(), "spec": spec.to_dict(), "diagnostics": diagnose(posterior),
-              "posterior_sha256": file_sha256(path), "evidence_sha256": posterior.attrs["metaeval_evidence_sha256"], "model_sha256": spec.digest()}
-    write_atomic(directory / "fit.json", json.dumps(record, sort_keys=True, indent=2) + "\n")
+    with confine(out):
+        if os.path.lexists(directory) and not refit:
+            problem = verify_fit(directory, key)
+            if problem is None:
+                return CachedFit(key, directory, True)
+            print(f"note: the cached fit in {directory} cannot be trusted ({problem}); fitting again", file=sys.stderr)
+        check_allowed(directory.parent, folder=True)  # before the fit, not after it: a link out of `out` is refused
+        model = model_from_layout(layout, spec)
+        posterior = fit(model, chains=settings.chains, draws=settings.draws, tune=settings.tune, seed=settings.seed, sampler=settings.sampler, target_accept=settings.target_accept, progress=progress)
+        posterior.attrs["metaeval_evidence_sha256"] = evidence_digest(evidence)
+        with result_set(directory) as staging:
+            write_posterior(posterior, staging / "posterior.nc")
+            record = {"key": key, "settings": asdict(settings), "versions": _versions(), "spec": spec.to_dict(), "diagnostics": diagnose(posterior),
+                      "posterior_sha256": file_sha256(staging / "posterior.nc"), "evidence_sha256": posterior.attrs["metaeval_evidence_sha256"],
+                      "model_sha256": spec.digest()}
+            write_atomic(staging / "fit.json", json.dumps(record, sort_keys=True, indent=2) + "\n")
     return CachedFit(key, directory, False, posterior, record["diagnostics"])
+
+
+#: The largest estimate or SE (and the inverse of the smallest SE) the sampler is given.
+MAGNITUDE_MAX = 1e150
+
+
+def check_magnitudes(evidence) -> None:
+    """Refuse, per domain, estimates and SEs too far from the domain's median SE to sample with, or whose squares do
+    not fit in double precision (InputError naming file, record and field): the exact engine's rule
+    (:func:`metaeval.exact.scale_problems`) and the unscaled engines' limit (the sampler, ``classic``). Without it an
+    SE of 1e-300 or 1e300 ended in ZeroDivisionError or OverflowError while the model was built, and ``classic``
+    printed null estimates with exit 0."""
+    from metaeval.errors import InputError, Problem
+    from metaeval.exact import scale_problems
+
+    rows = evidence[evidence["poolable"].astype(bool) & ~evidence["direction_only"].astype(bool)] if len(evidence) else evidence
+    problems = []
+    for _, group in rows.groupby("domain", sort=True):
+        ids = [str(x) for x in group["estimate_id"]]
+        found = scale_problems(group["yi"], group["sei"], ids)
+        for i, (se, estimate) in enumerate(zip(group["sei"], group["yi"])):  # the sampler works unscaled: squares must fit
+            for field, value in (("sei", se), ("yi", estimate)):
+                if abs(value) > MAGNITUDE_MAX or (field == "sei" and value < 1 / MAGNITUDE_MAX):
+                    found.append((i, field, f"{value:g} is beyond 1e±150, where its square does not fit in double precision; "
+                                            "express the effect in other units (`fit --engine exact` rescales)"))
+        for i, field, why in found:
+            row = group.iloc[i]
+            problems.append(Problem(str(row.get("file") or "evidence"), str(row.get("record") or ids[i]), field, why))
+    if problems:
+        raise InputError(problems)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -400,16 +444,27 @@ def file_sha256(path: str | Path) -> str:
 
 
 def read_fit_record(directory: str | Path) -> dict | None:
-    """``fit.json`` of a cached fit, or None when it is missing or unreadable."""
+    """``fit.json`` of a cached fit, or None when it is missing, unreadable or not a record."""
+    from metaeval.files import Unreadable, read_regular
+
     try:
-        record = json.loads((Path(directory) / "fit.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        record = json.loads(read_regular(Path(directory) / "fit.json", 16 * 2**20).decode("utf-8"))
+    except (Unreadable, ValueError, RecursionError):
         return None
     return record if isinstance(record, dict) else None
 
 
 def verify_fit(directory: str | Path, key: str) -> str | None:
-    """Why the cached posterior in ``directory`` cannot be trusted, or None when it matches its recorded hash."""
+    """Why the cached posterior in ``directory`` cannot be trusted, or None when it matches its recorded hash.
+
+    Not trusted either: an entry that leads out of its folder (a symlink put there by hand), or anything
+    but a regular file where posterior.nc should be.
+    """
+    directory = Path(directory)
+    if not inside(directory, directory.parent, folder=True):
+        return f"it leads to {directory.resolve()}, outside {directory.parent}"
+    if not (directory / "posterior.nc").is_file():
+        return "posterior.nc is missing or not a regular file"
     record = read_fit_record(directory)
     if record is None:
         return "fit.json is missing or unreadable"

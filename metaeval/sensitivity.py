@@ -548,7 +548,8 @@ def run_sensitivity(
         layout = prepare(tables[base["estimand"]], scenario_spec(base, grid, overrides))
         projects = sorted({p["project"] for p in layout.projects})
         tasks += [{**common, "scenario": base, "evidence": tables[base["estimand"]], "drop_project": p} for p in projects]
-    results = run_tasks(fit_scenario, tasks, scheduler=scheduler, workers=workers, progress=progress, description="sensitivity fits")
+    results = run_tasks(fit_scenario, tasks, scheduler=scheduler, workers=workers, progress=progress, description="sensitivity fits",
+                        label=lambda t: t["scenario"]["name"] + (f" without {t['drop_project']}" if t.get("drop_project") else ""))
     plain = [{"ok": r.ok, "error": r.error, "value": r.value, "seconds": r.seconds, "worker": r.worker} for r in results]
     power = None
     if plain[0]["ok"] and grid.power_scaling:
@@ -636,7 +637,7 @@ def write_outputs(result: SensitivityResult, directory: str | Path) -> dict[str,
 
     import matplotlib.pyplot as plt
 
-    from metaeval.files import safe_csv, write_atomic
+    from metaeval.files import safe_csv, safe_name, write_atomic
 
     directory = Path(directory)
     paths = {}
@@ -651,27 +652,41 @@ def write_outputs(result: SensitivityResult, directory: str | Path) -> dict[str,
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110)
         plt.close(fig)
-        paths[f"curve:{d}"] = write_atomic(directory / f"spec_curve_{d}.png", buf.getvalue())
+        paths[f"curve:{d}"] = write_atomic(directory / f"spec_curve_{safe_name(d)}.png", buf.getvalue())  # d comes from the data
     return paths
 
 
 def load_result(directory: str | Path) -> dict | None:
-    """The saved ``sensitivity.json`` of a run (None if there is none)."""
-    path = Path(directory) / "sensitivity.json"
-    if not path.is_file():
+    """The saved ``sensitivity.json`` of a run (None if there is none, or it is not one)."""
+    from metaeval.files import Unreadable, read_regular
+
+    try:
+        saved = json.loads(read_regular(Path(directory) / "sensitivity.json", 256 * 2**20).decode("utf-8"))
+    except (Unreadable, ValueError, RecursionError):
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return saved if isinstance(saved, dict) else None
 
 
 def saved_extras(directory: str | Path, evidence) -> dict | None:
-    """The report section from a saved run, if it was made from this same evidence (else None)."""
+    """The report section from a saved run, if it was made from this same evidence (else None).
+
+    The file is in the output folder, which metaeval does not trust: one that does not have the shape a run
+    writes is left out of the report, with a note, rather than stopping it.
+    """
+    import sys
+
     from metaeval.harmonise import evidence_digest
 
     saved = load_result(directory)
     if saved is None or saved.get("evidence_digest") != evidence_digest(evidence):
         return None
-    g = saved["grid"]
-    grid = Grid(baseline=g["baseline"], levels=g["levels"], inclusion=g["inclusion"], mode=g["mode"],
-                decision_probability=g["decision_probability"], source=g["source"])
-    result = SensitivityResult(grid, saved["scenarios"], saved["results"], saved["loo"], saved["power_scaling"], saved["evidence_digest"])
-    return report_extras(result)
+    try:
+        g = saved["grid"]
+        grid = Grid(baseline=g["baseline"], levels=g["levels"], inclusion=g["inclusion"], mode=g["mode"],
+                    decision_probability=g["decision_probability"], source=g["source"])
+        result = SensitivityResult(grid, saved["scenarios"], saved["results"], saved["loo"], saved["power_scaling"], saved["evidence_digest"])
+        return report_extras(result)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        print(f"note: {Path(directory) / 'sensitivity.json'} is not a sensitivity run's record ({type(err).__name__}: {err}); "
+              "the report leaves the sensitivity section out", file=sys.stderr)
+        return None

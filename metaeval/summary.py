@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 
-from metaeval.files import write_atomic
+from metaeval.files import OutputRefused, checkpoint, confine, drop_dangling_links, link_names, result_set, write_atomic
 from metaeval.model import Layout
 from metaeval.result import (
     Bias,
@@ -49,9 +51,10 @@ from metaeval.result import (
     ProjectEffect,
     Provenance,
     Result,
+    RiskOfBiasRule,
     Sampler,
 )
-from metaeval.sampling import CachedFit, SamplerSettings, diagnose, fit_cached
+from metaeval.sampling import CachedFit, SamplerSettings, diagnose, fit_cached, load_posterior
 from metaeval.spec import ModelSpec, spec_digest
 
 SIGNIFICANT_DIGITS = 6
@@ -195,30 +198,33 @@ def _pooling(post, layout: Layout, meta: dict, j: int, tau) -> float | None:
     own = [e for e in layout.estimates if e["project_index"] == j]
     if not own:
         return None
-    # the project's data as one estimate of its effect: the precision of its estimates, each with its
-    # sampling variance (over the design weight) plus omega^2 where the project has several
+    # the project's data as one estimate of its effect: its estimates, each with its sampling variance
+    # (over the design weight) plus omega^2 where the project has several, collapsed within each bias
+    # term (whose prior variance they share; a cell may hold estimates with different terms, e.g. one
+    # judged at high risk of bias) and then across terms
     variances = np.array([e["sei"] ** 2 / e["weight"] for e in own])
     if any(e["replicate_index"] >= 0 for e in own) and "omega" in post:
-        omega = post["omega"].sel(omega_domain=meta["id"]).values[..., None]
-        v_sampling = 1 / np.sum(1 / (variances + omega**2), axis=-1)
-    else:
-        v_sampling = 1 / np.sum(1 / variances)
-    terms = [layout.bias_terms[b] for b in {e["bias_index"] for e in own} if b >= 0]
-    v_bias = 0.0
-    if terms and "sd" in terms[0]:
-        v_bias = max(t["sd"] for t in terms) ** 2
-    elif terms and "bias_project_sd" in post:
-        v_bias = (meta["scale"] * post["bias_project_sd"].values) ** 2
-    v = v_sampling + v_bias
+        variances = variances + post["omega"].sel(omega_domain=meta["id"]).values[..., None] ** 2
+    precision = 0.0
+    for b in sorted({e["bias_index"] for e in own}):
+        rows = [i for i, e in enumerate(own) if e["bias_index"] == b]
+        v_bias = 0.0
+        if b >= 0 and "sd" in layout.bias_terms[b]:
+            v_bias = layout.bias_terms[b]["sd"] ** 2
+        elif b >= 0 and "bias_project_sd" in post:
+            v_bias = (meta["scale"] * post["bias_project_sd"].values) ** 2
+        precision = precision + 1 / (1 / np.sum(1 / variances[..., rows], axis=-1) + v_bias)
+    v = 1 / precision
     return float(np.mean(v / (v + tau**2)))
 
 
 def model_record(spec: dict, bias_terms: list[dict] = (), sampler: Sampler | None = None) -> ModelRecord:
     """The model block of a result, from a spec's plain data (``ModelSpec.to_dict()``)."""
     return ModelRecord(
-        **{k: v for k, v in spec.items() if k not in ("bias", "direction_only")},
+        **{k: v for k, v in spec.items() if k not in ("bias", "direction_only", "risk_of_bias")},
         bias=BiasModel(**spec["bias"]), direction_only=DirectionOnly(**spec["direction_only"]),
-        bias_terms=tuple(BiasTerm(**{k: t[k] for k in ("label", "design", "prior", "scaled") if k in t}) for t in bias_terms),
+        risk_of_bias=RiskOfBiasRule(**spec["risk_of_bias"]) if spec.get("risk_of_bias") else None,
+        bias_terms=tuple(BiasTerm(**{k: t[k] for k in ("label", "design", "prior", "scaled", "risk_of_bias") if k in t}) for t in bias_terms),
         sampler=sampler,
     )
 
@@ -248,7 +254,13 @@ def _notes(layout: Layout, spec: dict, meta: dict, cells: list[dict], members: l
     return notes
 
 
-# --- cached runs ------------------------------------------------------------------------
+# --- cached runs and the published result set ----------------------------------------------------------------
+
+#: The pointer to the output folder's current result set (:func:`publish`), and the files linked from the folder's top.
+RESULT = "current"
+RESULT_FILES = ("summary.json", "summary.csv", "latest.txt", "report.html")
+#: A summary file larger than this is not read (the summary of 10,000 estimates is a few MB).
+MAX_SUMMARY_BYTES = 256 * 2**20
 
 
 def write_summary(result: Result, directory: str | Path) -> None:
@@ -260,6 +272,40 @@ def write_summary(result: Result, directory: str | Path) -> None:
     write_atomic(directory / "summary.csv", summary_csv(result))
 
 
+def publish(out: str | Path, result: Result, *, key: str | None = None, report=None) -> Path:
+    """Write a command's results into ``out`` as one set, switched in at once; returns ``OUT/current``.
+
+    The set: summary.json and summary.csv, latest.txt (the fit's cache key, when there is one) and, when
+    ``report`` is given (called with the path to write), report.html. It is written into a new folder and
+    ``OUT/current`` is switched to it in one atomic rename (:func:`metaeval.files.result_set`); ``OUT/summary.json``
+    and the other names are fixed links through ``current``, so a reader sees the previous complete set or
+    this one, never a mix, whatever stops the command (a kill, a full disk, an error). A name the new set does
+    not have (the report, after ``fit``) then leads nowhere rather than to another fit's file.
+    """
+    out = Path(out)
+    _keep_legacy_results(out)
+    with result_set(out / RESULT) as staging:
+        write_summary(result, staging)
+        if key is not None:
+            write_atomic(staging / "latest.txt", f"{key}\n")
+        if report is not None:
+            report(staging / "report.html")
+        link_names(out, RESULT, [name for name in RESULT_FILES if (staging / name).is_file()])  # they show the old set until the switch
+    drop_dangling_links(out, RESULT, RESULT_FILES)  # a name this set lacks leads nowhere: no file of another fit
+    checkpoint("published:current")
+    return out / RESULT
+
+
+def _keep_legacy_results(out: Path) -> None:
+    """Results of an older metaeval (plain files at the top of ``out``, no ``current``): made a set, so they stay visible."""
+    legacy = [name for name in RESULT_FILES if (out / name).is_file() and not (out / name).is_symlink()]
+    if legacy and not os.path.lexists(out / RESULT):
+        with result_set(out / RESULT) as staging:
+            for name in legacy:
+                shutil.copyfile(out / name, staging / name)
+            link_names(out, RESULT, legacy)
+
+
 #: What :func:`summarise` computes, versioned: a cached fit's summary of another version is made
 #: again from its posterior (no refit). Raise it whenever a summarised number changes meaning.
 #: 2: pooling factors count omega. 3: the typed result (metaeval.result, schema version 1).
@@ -269,21 +315,25 @@ SUMMARY_VERSION = 3
 def load_summary(directory: str | Path, *, verify: bool = False) -> Result | None:
     """``summary.json`` in ``directory``; None when missing, unreadable, not a result of this schema, or
     (``verify``, a fit folder) when its SHA-256 or summary version differs from the one recorded in the
-    folder's ``fit.json``."""
+    folder's ``fit.json``. Read once (a regular file within ``MAX_SUMMARY_BYTES``): what is hashed is what is used."""
+    import hashlib
+
     from pydantic import ValidationError
 
-    from metaeval.sampling import file_sha256, read_fit_record
+    from metaeval.files import Unreadable, read_regular
+    from metaeval.sampling import read_fit_record
 
-    path = Path(directory) / "summary.json"
-    if not path.is_file():
+    try:
+        data = read_regular(Path(directory) / "summary.json", MAX_SUMMARY_BYTES)
+    except Unreadable:
         return None
     if verify:
         record = read_fit_record(directory) or {}
-        if record.get("summary_sha256") != file_sha256(path) or record.get("summary_version") != SUMMARY_VERSION:
+        if record.get("summary_sha256") != hashlib.sha256(data).hexdigest() or record.get("summary_version") != SUMMARY_VERSION:
             return None
     try:
-        return Result.from_json(path.read_bytes())
-    except (OSError, ValidationError):
+        return Result.from_json(data)
+    except (ValidationError, ValueError, RecursionError):
         return None
 
 
@@ -297,48 +347,63 @@ def _record_summary(directory: Path) -> None:
         write_atomic(directory / "fit.json", json.dumps(record, sort_keys=True, indent=2) + "\n")
 
 
-def fit_and_summarise(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerSettings | None = None, refit: bool = False, progress: bool | None = None) -> tuple[Result, CachedFit]:
+def _summary_of(version: Path, posterior=None, diagnostics: dict | None = None) -> Result:
+    """The engine's result for the fit in ``version`` (a fit's folder, resolved): the saved one when it is trusted,
+    else made again from the posterior and saved beside it (when the folder can be written: ``summary`` works
+    read-only)."""
+    result = load_summary(version, verify=True)
+    if result is not None:
+        return result
+    result = summarise(posterior if posterior is not None else load_posterior(version / "posterior.nc"), diagnostics=diagnostics)
+    try:
+        with confine(version.parent):
+            write_summary(result, version)
+            _record_summary(version)
+    except (OSError, OutputRefused):
+        pass
+    return result
+
+
+def fit_and_summarise(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerSettings | None = None, refit: bool = False,
+                      progress: bool | None = None, publish_result: bool = True) -> tuple[Result, CachedFit]:
     """Fit (or reuse a cached fit), summarise, and write the summary next to the posterior.
 
-    The latest summary, judged (:func:`metaeval.certainty.judge`), is also written to
-    ``<out>/summary.json`` and ``<out>/summary.csv``.
+    The fit folder keeps the engine's result; the one returned is judged (:func:`metaeval.certainty.judge`)
+    against the evidence as it is now. With ``publish_result`` it is also published as ``<out>``'s current
+    result set (:func:`publish`: ``<out>/summary.json``, ``summary.csv``, ``latest.txt``); a caller that adds a
+    report to the set publishes it itself.
     """
     from metaeval.certainty import judge
 
     fitted = fit_cached(evidence, spec, out=out, settings=settings, refit=refit, progress=progress)
-    result = load_summary(fitted.directory, verify=True) if fitted.cached else None
-    if result is None:
-        result = summarise(fitted.posterior, diagnostics=fitted.diagnostics)
-        write_summary(result, fitted.directory)
-        _record_summary(fitted.directory)
-    # the fit folder keeps the engine's result; the judgement reads the evidence as it is now
-    result = judge(result, evidence)
-    write_summary(result, out)
-    write_atomic(Path(out) / "latest.txt", f"{fitted.key}\n")
+    version = fitted.directory.resolve()  # one version throughout, whatever a concurrent run switches in
+    result = judge(_summary_of(version, None if fitted.cached else fitted.posterior, fitted.diagnostics), evidence)
+    if publish_result:
+        publish(out, result, key=fitted.key)
     return result, fitted
 
 
-def cached_summary(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerSettings | None = None) -> Result | None:
-    """The result of an existing fit for these inputs, judged, without refitting (None if never fitted)."""
+def cached_fit(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerSettings | None = None) -> tuple[Result, str] | None:
+    """The judged result and cache key of an existing, trusted fit for these inputs, without refitting (None if there is none)."""
     import sys
 
+    from metaeval.certainty import judge
     from metaeval.model import prepare
-    from metaeval.sampling import cache_key, fit_dir, load_posterior, verify_fit
+    from metaeval.sampling import cache_key, fit_dir, verify_fit
 
     settings = (settings or SamplerSettings()).resolved(spec)
     key = cache_key(prepare(evidence, spec), spec, settings)
     directory = fit_dir(out, key)
-    if not (directory / "posterior.nc").is_file():
+    if not os.path.lexists(directory):
         return None
     problem = verify_fit(directory, key)
     if problem is not None:
         print(f"note: the cached fit in {directory} cannot be trusted ({problem}); `metaeval fit` will fit it again", file=sys.stderr)
         return None
-    from metaeval.certainty import judge
+    return judge(_summary_of(directory.resolve()), evidence), key
 
-    result = load_summary(directory, verify=True)
-    if result is None:
-        result = summarise(load_posterior(directory / "posterior.nc"))
-        write_summary(result, directory)
-        _record_summary(directory)
-    return judge(result, evidence)
+
+def cached_summary(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerSettings | None = None) -> Result | None:
+    """The result of an existing fit for these inputs, judged, without refitting (None if never fitted)."""
+    found = cached_fit(evidence, spec, out=out, settings=settings)
+    return None if found is None else found[0]

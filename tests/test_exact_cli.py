@@ -51,7 +51,10 @@ def test_exact_fit_writes_the_summary_it_prints_under_out(tmp_path, capsys):
     assert main(["fit", *args, "--format", "json"]) == 0
     printed = capsys.readouterr().out
     assert (out / "summary.json").read_text(encoding="utf-8") == printed
-    assert sorted(p.name for p in out.iterdir()) == ["summary.csv", "summary.json"]  # no temporary file left behind
+    # the set (OUT/current, a link to its folder under .versions) and its files linked at the top; no temporary file left behind
+    assert sorted(p.name for p in out.iterdir()) == [".versions", "current", "summary.csv", "summary.json"]
+    assert sorted(p.name for p in (out / "current").iterdir()) == ["summary.csv", "summary.json"]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     assert main(["summary", *args, "--format", "csv"]) == 0  # the exact summary command recomputes the same numbers
     assert (out / "summary.csv").read_text(encoding="utf-8") == capsys.readouterr().out
     assert main(["summary", *args, "--format", "json"]) == 0

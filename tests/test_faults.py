@@ -129,22 +129,20 @@ def test_fit_killed_mid_write_leaves_the_previous_result_intact_and_loadable(tmp
     previous = (out / "summary.json").read_bytes()
     assert json.loads(previous)["seed"] == 1
 
-    # 1. killed while saving the new posterior: nothing of the new fit is trusted, the old result stands
+    # 1. killed while saving the new posterior: the new fit was never switched in, the old result stands
+    old_key = (out / "latest.txt").read_text().strip()
     marker = tmp_path / "paused1"
     _kill_when_paused(_start(["fit", *common, "--seed", "2"], tmp_path, "posterior.nc", marker), marker)
     assert (out / "summary.json").read_bytes() == previous
     assert json.loads((out / "summary.json").read_text())["seed"] == 1
-    fits = {p.name: p for p in (out / "fits").iterdir()}
-    assert len(fits) == 2
-    new_dir = next(p for p in fits.values() if not (p / "posterior.nc").exists())
-    assert not (new_dir / "fit.json").exists()  # no record without its posterior
+    assert [p.name for p in (out / "fits").iterdir() if not p.name.startswith(".")] == [old_key]  # only complete fits are entries
 
-    # 2. killed while writing the new fit's summary (posterior and fit.json already saved)
+    # 2. killed while writing the new fit's summary (its posterior and fit.json already switched in)
     marker = tmp_path / "paused2"
     _kill_when_paused(_start(["fit", *common, "--seed", "2"], tmp_path, "summary.json", marker), marker)
     assert (out / "summary.json").read_bytes() == previous
-    old_dir = next(p for p in fits.values() if p != new_dir)
-    assert load_posterior(old_dir / "posterior.nc")["posterior"].sizes["draw"] == 50  # the old posterior loads
+    assert load_posterior(out / "fits" / old_key / "posterior.nc")["posterior"].sizes["draw"] == 50  # the old posterior loads
+    new_dir = next(p for p in (out / "fits").iterdir() if not p.name.startswith(".") and p.name != old_key)
     assert (new_dir / "posterior.nc").is_file() and not (new_dir / "summary.json").exists()
 
     # 3. the next run picks up the saved posterior (hash checked), summarises it and finishes the job
