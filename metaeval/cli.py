@@ -7,6 +7,7 @@ them, so `metaeval --help` answers at once.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -76,6 +77,7 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=["mcmc", "exact"], default="mcmc", help="mcmc: the full model with PyMC; exact: the one-level model on a grid (no bias terms, no direction-only findings)")
     p.add_argument("--sampler", choices=["nutpie", "pymc"], default="nutpie", help="NUTS implementation for --engine mcmc (default: nutpie)")
     p.add_argument("--refit", action="store_true", help="fit again even when a cached fit for the same inputs exists")
+    p.add_argument("--cache-dir", type=Path, metavar="DIR", help="where compiled models are kept across runs (default: $METAEVAL_CACHE_DIR, else ~/.cache/metaeval)")
 
 
 def _sampler_settings(args: argparse.Namespace):
@@ -472,6 +474,10 @@ def check_output_paths(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "cache_dir", None) is not None:
+        from metaeval.compile_cache import ENV_VAR
+
+        os.environ[ENV_VAR] = str(args.cache_dir.resolve())  # read by the compile cache, here and in its compile process
     try:
         check_output_paths(args)
         return args.func(args)

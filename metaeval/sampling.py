@@ -11,12 +11,13 @@ Sampler: nutpie (PyMC's default when installed) at the spec's target_accept
 (0.995 in the bundled models). Measured on a 13-estimate fixture shaped like
 the bundled evidence (2 shared cores, warm compile cache, 4 x (1000 + 1000),
 target_accept 0.99, one process per fit): nutpie 13 s wall, the PyMC sampler
-with the numba backend 25 s, with the C backend 36 s; most of nutpie's time is
-compilation, which it repeats in every process (its numba wrappers cannot be cached
-on disk). Within a process a compiled sampler is reused for every model of the same
-structure (``_sample_nutpie``), so a notebook refit with other data or prior values
-pays only for sampling. ``sampler="pymc"`` remains an option (numba backend). Gate
-results over seeds: ``bench/gate_results.json``.
+with the numba backend 25 s, with the C backend 36 s; most of nutpie's time was
+compiling its two numba callbacks, which ``metaeval.compile_cache`` now keeps on disk
+across processes (a fresh fit of the bundled evidence: 24 CPU-s before, 6 after).
+Within a process a compiled sampler is reused for every model of the same structure
+(``_sample_nutpie``), so a notebook refit with other data or prior values pays only
+for sampling. ``sampler="pymc"`` remains an option (numba backend). Gate results over
+seeds: ``bench/gate_results.json``.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def fit(
     ``target_accept`` defaults to the model spec's (0.99: lower values left
     divergences in the feasibility check). ``progress`` shows a progress bar;
     by default only when stderr is a terminal. The same seed gives the same draws
-    in the same environment (compile cache state included, see DESIGN.md).
+    in the same environment, whether the compile cache was cold or warm (nutpie's
+    callbacks always run as loaded from it: ``metaeval.compile_cache``).
     """
     import pymc as pm
 
@@ -172,7 +174,7 @@ def _structure(model) -> _Structure | None:
 
 
 def _sample_nutpie(model, settings: SamplerSettings, progress: bool):
-    """Sample with nutpie, compiling the model once per structure in this process.
+    """Sample with nutpie, compiling the model once per structure in this process (and loading it from disk).
 
     A model equal to an earlier one up to the values of its data containers (the same
     evidence shape and prior families, say, with other estimates or prior scales) reuses
@@ -186,6 +188,8 @@ def _sample_nutpie(model, settings: SamplerSettings, progress: bool):
     from pymc.backends.arviz import patch_nutpie_idata
     from pytensor.graph.basic import equal_computations
 
+    from metaeval.compile_cache import compile_model
+
     structure = _structure(model)
     with _COMPILED_LOCK:
         entry = None
@@ -193,7 +197,7 @@ def _sample_nutpie(model, settings: SamplerSettings, progress: bool):
             entry = next((e for e in _COMPILED if e[0].signature == structure.signature
                           and equal_computations(e[0].outputs, structure.outputs, e[0].inputs, structure.inputs)), None)
         if entry is None:
-            compiled, template, values = nutpie.compile_pymc_model(model), model, {}
+            compiled, template, values = compile_model(model), model, {}
             if structure is not None:
                 _COMPILED.append((structure, compiled, model))
                 del _COMPILED[:-_COMPILED_MAX]
