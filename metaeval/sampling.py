@@ -26,6 +26,7 @@ import hashlib
 import json
 import sys
 import threading
+import types
 import warnings
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -184,11 +185,12 @@ def _sample_nutpie(model, settings: SamplerSettings, progress: bool):
     """
     import time
 
-    import nutpie
     from pymc.backends.arviz import patch_nutpie_idata
     from pytensor.graph.basic import equal_computations
 
     from metaeval.compile_cache import compile_model
+
+    nutpie = _import_nutpie()
 
     structure = _structure(model)
     with _COMPILED_LOCK:
@@ -225,6 +227,38 @@ def _sample_nutpie(model, settings: SamplerSettings, progress: bool):
     return posterior
 
 
+class _ArviZStandIn(types.ModuleType):
+    """What ``import arviz`` gives nutpie: names from arviz_stats or arviz_base, the whole of arviz only for others.
+
+    The real ``arviz`` namespace star-imports arviz_base, arviz_stats and arviz_plots, in that order;
+    the last pulls in matplotlib (0.6 s of a fresh fit) and nutpie needs only arviz_base's converters.
+    """
+
+    def __getattr__(self, name: str):
+        import importlib
+
+        if not name.startswith("_"):
+            for source in ("arviz_stats", "arviz_base"):  # the later star import wins in arviz's namespace
+                module = importlib.import_module(source)
+                if hasattr(module, name):
+                    return getattr(module, name)
+        return getattr(importlib.import_module("arviz"), name)
+
+
+def _import_nutpie():
+    """nutpie, whose module-level ``import arviz`` gets the stand-in above (only while nutpie is imported)."""
+    if "nutpie" not in sys.modules and "arviz" not in sys.modules:
+        stand_in = sys.modules["arviz"] = _ArviZStandIn("arviz")
+        try:
+            import nutpie  # noqa: F401
+        finally:
+            if sys.modules.get("arviz") is stand_in:
+                del sys.modules["arviz"]
+    import nutpie
+
+    return nutpie
+
+
 def annotate(posterior, layout: Layout, spec: ModelSpec | None, settings: SamplerSettings):
     """Store what ``summarise`` needs with a posterior (layout, spec, settings, seed) and label projects by id and domain."""
     post = posterior["posterior"].to_dataset()
@@ -250,7 +284,7 @@ def diagnose(posterior) -> dict:
     the gate fails, ``failures``: one plain sentence per failed criterion naming
     the worst variable.
     """
-    import arviz as az
+    import arviz_stats as azs  # not arviz: that imports arviz_plots and matplotlib as well
     import numpy as np
 
     def extreme(ds, pick):
@@ -272,9 +306,9 @@ def diagnose(posterior) -> dict:
     post = posterior["posterior"].to_dataset()
     with warnings.catch_warnings():  # constant variables give NaN, handled above
         warnings.simplefilter("ignore", RuntimeWarning)
-        rhat, rhat_at = extreme(az.rhat(post), "max")
-        ess_bulk, bulk_at = extreme(az.ess(post, method="bulk"), "min")
-        ess_tail, tail_at = extreme(az.ess(post, method="tail"), "min")
+        rhat, rhat_at = extreme(azs.rhat(post), "max")
+        ess_bulk, bulk_at = extreme(azs.ess(post, method="bulk"), "min")
+        ess_tail, tail_at = extreme(azs.ess(post, method="tail"), "min")
     divergences = int(posterior["sample_stats"]["diverging"].sum()) if "diverging" in posterior["sample_stats"] else 0
     failures = []
     if rhat is None or rhat > RHAT_MAX:
@@ -345,9 +379,9 @@ def write_posterior(posterior, path: str | Path) -> None:
 
 def load_posterior(path: str | Path):
     """Read a saved posterior back as a DataTree (fully loaded, file closed)."""
-    import arviz as az
+    import xarray as xr
 
-    tree = az.from_netcdf(str(path))
+    tree = xr.open_datatree(str(path), engine="netcdf4")
     loaded = tree.load()
     tree.close()
     return loaded

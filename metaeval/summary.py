@@ -76,7 +76,7 @@ def summarise(posterior, *, hdi_prob: float | None = None, diagnostics: dict | N
     ``diagnostics``: the gate already computed for this posterior (``diagnose`` takes
     seconds on large ones); computed here when not given.
     """
-    import arviz as az
+    import arviz_stats as az  # not arviz: that imports arviz_plots and matplotlib as well
     import numpy as np
     import xarray as xr
 

@@ -246,3 +246,54 @@ def test_the_cache_folder_follows_the_environment(monkeypatch, tmp_path):
     assert compile_cache.cache_root() == Path.home() / ".cache" / "metaeval"
     monkeypatch.setenv(compile_cache.ENV_VAR, str(tmp_path / "mine"))
     assert compile_cache.cache_root() == tmp_path / "mine"
+
+
+# --- the rest of a fresh-process fit ----------------------------------------------------------------------
+
+_MODULES = """
+import atexit, json, sys
+from metaeval.cli import main
+heavy = ("pymc", "pytensor", "numba", "nutpie", "matplotlib", "arviz", "arviz_plots", "dask", "distributed", "jinja2")
+atexit.register(lambda: print(json.dumps(sorted(m for m in sys.modules if sys.modules[m] is not None and (m.split(".")[0] in heavy
+                                                or m in ("metaeval.report", "metaeval.plots")))), file=sys.stderr))
+sys.argv = ["metaeval", *sys.argv[1:]]
+main()
+"""
+
+
+def _modules(*args: str, cwd: Path) -> list[str]:
+    """The heavy modules a fresh ``metaeval`` process imports for this command."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", _MODULES, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stderr.strip().splitlines()[-1])
+
+
+def test_fit_imports_no_plotting_dask_or_report_and_summary_and_report_never_import_pymc(tmp_path):
+    csv = tmp_path / "small.csv"
+    csv.write_text("study,yi,sei\nA,0.1,0.1\nB,0.3,0.2\nC,0.2,0.15\n")
+    common = ["--csv", str(csv), "--chains", "2", "--draws", "100", "--tune", "100", "--out", str(tmp_path / "out")]
+    fit = _modules("fit", "--refit", *common, cwd=tmp_path)
+    assert {"pymc", "nutpie", "numba"} <= set(fit)  # it did fit...
+    assert not {"matplotlib", "arviz", "arviz_plots", "dask", "distributed", "jinja2", "metaeval.report", "metaeval.plots"} & set(fit)
+    for command in ("summary", "report"):
+        modules = _modules(command, *common, cwd=tmp_path)
+        assert not {"pymc", "pytensor", "numba", "nutpie"} & set(modules), command
+    assert "metaeval.report" in modules  # the report was written by this process
+
+
+def test_the_program_ends_fast_with_all_its_output_and_atexit_handlers_run(tmp_path):
+    """``main()`` as the program ends with os._exit: buffered output must be flushed and atexit handlers run first."""
+    marker = tmp_path / "atexit-ran"
+    code = (f"import atexit, pathlib, sys\natexit.register(lambda: pathlib.Path({str(marker)!r}).write_text('yes'))\n"
+            "from metaeval.cli import main\nsys.argv = ['metaeval', 'evidence', '--format', 'csv']\nsys.exit(main())\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    fast = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=300)
+    slow = subprocess.run([sys.executable, "-c", "import sys\nfrom metaeval.cli import main\nsys.exit(main(['evidence', '--format', 'csv']))"],
+                          env=env, capture_output=True, timeout=300)
+    assert fast.returncode == slow.returncode == 0
+    assert len(fast.stdout) > 10_000 and fast.stdout == slow.stdout  # piped, so block-buffered until the flush
+    assert marker.read_text() == "yes"
+    failed = subprocess.run([sys.executable, "-c", code.replace("'evidence', '--format', 'csv'", "'fit', '--csv', 'missing.csv'")],
+                            env=env, capture_output=True, timeout=300, cwd=tmp_path)
+    assert failed.returncode == 2 and b"missing.csv" in failed.stderr  # the status survives os._exit
