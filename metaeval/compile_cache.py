@@ -17,14 +17,15 @@ compiled with ``numba.cfunc(sig, cache=True)``, so a later process loads them fr
   ``CompiledPyMCModel.with_data`` keeps working, and call the same PyTensor functions.
 - A missing entry is compiled in a child process and then loaded like any other, so every fit, the
   first included, runs code loaded from the cache: numba code compiled in-process and the same code
-  loaded from disk can differ in the last bits of the gradient, which NUTS turns into other draws.
+  loaded from disk were seen to differ in the last bits of the gradient (issue 17), which NUTS turns
+  into other draws. (On the models of the tests and of bench/sbc.py the two agree bit for bit.)
 - Entries live under ``$METAEVAL_CACHE_DIR``, else ``$XDG_CACHE_HOME/metaeval``, else
   ``~/.cache/metaeval`` (``metaeval --cache-dir`` sets the first). A lock per entry makes concurrent
   first runs compile once; an entry whose files differ from their recorded SHA-256, or which numba
   does not load (stale, other numba, other CPU, unreadable), is rebuilt, never trusted.
 - It relies on nutpie internals (``_make_functions``, ``make_user_data``, ``_prepare_dims_and_coords``,
-  the ``CompiledPyMCModel`` fields, the ``user_data`` record layout) and on PyTensor's numba cache
-  key; nutpie is pinned exactly in ``requirements.lock``. When they differ from what this module was
+  the ``CompiledPyMCModel`` fields, the ``user_data`` record layout), on PyTensor's numba cache key
+  and on numba's name for its CPU target; nutpie is pinned exactly in ``requirements.lock``. When they differ from what this module was
   written against, or a model cannot be cached, the fit compiles with ``nutpie.compile_pymc_model``
   as before, after a one-line note.
 """
@@ -361,10 +362,11 @@ def _callbacks(model, parts: _Parts):
                 return _load(entry, parts)
             except Exception as err:
                 problem = f"numba cannot load it ({type(err).__name__})"
+        payload = _payload(model)
         if entry.exists():
             print(f"note: the compiled model in {entry} cannot be trusted ({problem}); compiling it again", file=sys.stderr)
         print(COLD_NOTE, file=sys.stderr, flush=True)
-        _build(model, parts, entry)
+        _build(payload, parts, entry)
         try:
             return _load(entry, parts)
         except _NotInCache:
@@ -422,26 +424,28 @@ def _load(entry: Path, parts: _Parts, *, build: bool = False):
             numba.cfunc(_EXPAND_SIG, cache=True, **options)(module.expand))
 
 
-def _build(model, parts: _Parts, entry: Path) -> None:
-    """Compile ``entry`` afresh in a child process (numba saves it), then record its files' hashes."""
+def _payload(model) -> bytes:
+    """``model`` as the compile process reads it from its stdin."""
     import cloudpickle
 
+    try:
+        return cloudpickle.dumps(model)
+    except Exception as err:
+        raise Uncacheable(f"the model cannot be handed to a compile process ({type(err).__name__}: {err})") from None
+
+
+def _build(payload: bytes, parts: _Parts, entry: Path) -> None:
+    """Compile ``entry`` afresh in a child process given the model (numba saves the code), then record its files' hashes."""
     shutil.rmtree(entry, ignore_errors=True)
     entry.mkdir(parents=True)
     (entry / "callbacks.py").write_text(parts.source, encoding="utf-8")
     try:
-        (entry / "model.pkl").write_bytes(cloudpickle.dumps(model))
-    except Exception as err:
-        raise Uncacheable(f"the model cannot be handed to a compile process ({type(err).__name__}: {err})") from None
-    try:
-        done = subprocess.run([sys.executable, "-m", "metaeval.compile_cache", str(entry)], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=CHILD_TIMEOUT_S)
+        done = subprocess.run([sys.executable, "-m", "metaeval.compile_cache", str(entry)], input=payload,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=CHILD_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise Uncacheable(f"the compile process took more than {CHILD_TIMEOUT_S} s") from None
-    finally:
-        (entry / "model.pkl").unlink(missing_ok=True)
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        last = (done.stderr.decode(errors="replace").strip().splitlines() or [f"exit status {done.returncode}"])[-1]
         raise Uncacheable(f"the compile process failed: {last}")
     names = sorted(str(p.relative_to(entry)) for p in entry.rglob("*") if p.is_file())
     manifest = {"key": parts.key, "files": _hashes(entry, names)}
@@ -462,10 +466,10 @@ def _compiled(parts: _Parts, logp, expand):
 
 
 def _child(entry: Path) -> int:
-    """The compile process: rebuild the model's parts, check they make this entry, compile and save the callbacks."""
+    """The compile process: rebuild the parts of the model on stdin, check they make this entry, compile and save the callbacks."""
     import cloudpickle
 
-    model = cloudpickle.loads((entry / "model.pkl").read_bytes())
+    model = cloudpickle.loads(sys.stdin.buffer.read())
     parts = _prepare(model)
     if parts.key != entry.name or (entry / "callbacks.py").read_text(encoding="utf-8") != parts.source:
         print(f"the model rebuilt in the compile process has key {parts.key}, not {entry.name}", file=sys.stderr)

@@ -238,6 +238,21 @@ def test_an_unwritable_cache_folder_falls_back_to_nutpie(tmp_path, monkeypatch, 
     assert np.isfinite(_draws(compiled)["mu"]).all()
 
 
+def test_a_model_that_cannot_reach_a_compile_process_falls_back_to_nutpie(cache, monkeypatch, capsys):
+    import cloudpickle
+
+    def refuse(obj):
+        raise TypeError("cannot pickle '_thread.lock' object")
+
+    monkeypatch.setattr(cloudpickle, "dumps", refuse)
+    compiled = compile_cache.compile_model(_model())
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "note: compiling without the compile cache (the model cannot be handed to a compile process "
+        "(TypeError: cannot pickle '_thread.lock' object))"]
+    assert not any(p.is_dir() for p in (cache / "callbacks").iterdir())  # no half-built entry
+    assert np.isfinite(_draws(compiled)["mu"]).all()
+
+
 def test_the_cache_folder_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv(compile_cache.ENV_VAR, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
