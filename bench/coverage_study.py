@@ -157,9 +157,9 @@ def main() -> int:
         summary = summarise(posterior, hdi_prob=HDI_PROB)
         gate = diagnose(posterior)
         for domain, true_mu in truth.items():
-            mu = summary["domains"][domain]["mu"]
-            records.append({"rep": rep, "domain": domain, "truth": true_mu, "mean": mu["mean"], "hdi_low": mu["hdi_low"], "hdi_high": mu["hdi_high"],
-                            "covered": bool(mu["hdi_low"] <= true_mu <= mu["hdi_high"])})
+            mu = summary.domains[domain].mu
+            records.append({"rep": rep, "domain": domain, "truth": true_mu, "mean": mu.mean, "hdi_low": mu.hdi_low, "hdi_high": mu.hdi_high,
+                            "covered": bool(mu.hdi_low <= true_mu <= mu.hdi_high)})
         records[-1]["_gate"] = {"passed": gate["passed"], "divergences": gate["divergences"], "rhat_max": gate["rhat_max"], "seconds": round(time.time() - t0, 1)}
         print(f"rep {rep + 1}/{args.reps}: coverage so far {np.mean([r['covered'] for r in records]):.3f} "
               f"({len(records)} intervals), gate {'passed' if gate['passed'] else 'FAILED'}, {time.time() - t0:.1f} s", flush=True)

@@ -2,7 +2,7 @@
 
 For each size, ``bench/synthetic.py`` writes an evidence base (projects = estimates / 10,
 domains = min(10, projects / 5), seed 1) to a temporary folder, and a fresh wrapper
-process times ``metaeval fit --csv FILE --out TMP --refit --format json --strict``
+process times ``metaeval fit --csv FILE --out TMP --refit --format json``
 (default model and sampler settings, the machine's compile cache as it is) and reads
 the child's peak resident memory from ``getrusage(RUSAGE_CHILDREN)``. The diagnostics
 (min bulk/tail ESS, max R-hat, divergences, gate) come from the summary the fit prints.
@@ -72,7 +72,7 @@ def measure_fit(csv: Path, work: Path, *, model: str = "default", timeout: float
     stderr line) or timeout.
     """
     work.mkdir(parents=True, exist_ok=True)
-    cmd = [str(BIN / "metaeval"), "fit", "--csv", str(csv), "--out", str(work / "out"), "--model", model, "--refit", "--format", "json", "--strict"]
+    cmd = [str(BIN / "metaeval"), "fit", "--csv", str(csv), "--out", str(work / "out"), "--model", model, "--refit", "--format", "json"]
     stdout, stderr = work / "stdout.json", work / "stderr.txt"
     wrapper = subprocess.run([sys.executable, "-c", MEASURE, json.dumps([cmd, str(stdout), str(stderr), timeout])],
                              check=True, capture_output=True, text=True, cwd=ROOT)
@@ -173,7 +173,7 @@ def markdown(record: dict) -> str:
          f"by `{record['command']}`. Raw numbers: `bench/results/scaling-{record['model']}-{record['date']}.json`; figure: `bench/scaling-{record['model']}.png`."),
         "",
         ("Each size is a synthetic evidence base from `bench/synthetic.py` (seed 1; ten estimates a project; "
-         f"model `{record['model']}`, 4 chains × (1000 tune + 1000 draws)), fitted by `metaeval fit --csv FILE --model {record['model']} --refit --format json --strict` "
+         f"model `{record['model']}`, 4 chains × (1000 tune + 1000 draws)), fitted by `metaeval fit --csv FILE --model {record['model']} --refit --format json` "
          "in a fresh process with the compile cache as it was. Peak memory is the child's maximum resident set size. "
          f"A fit is killed after {TIMEOUT_S} s. Time is the median over the runs of a size, memory and diagnostics the worst."),
         "",

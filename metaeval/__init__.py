@@ -7,7 +7,8 @@ The public API follows the flow evidence → harmonise → model → sampling (f
 >>> spec = metaeval.load_spec("default")         # priors and bias priors from models/default.toml
 >>> model = metaeval.build_model(evidence, spec) # a pymc.Model you can extend
 >>> posterior = metaeval.fit(model, seed=1)      # xarray.DataTree (ArviZ)
->>> summary = metaeval.summarise(posterior)      # per-domain dict, the JSON of `metaeval fit`
+>>> result = metaeval.summarise(posterior)       # a typed Result: per domain mu, tau, theta_new, projects, ...
+>>> result = metaeval.judge(result, evidence)    # with a certainty rating per domain (GRADE-like)
 
 Submodules are imported on first use, so ``import metaeval`` stays cheap.
 """
@@ -26,7 +27,8 @@ _API = {
     "fit_cached": "metaeval.sampling",
     "SamplerSettings": "metaeval.sampling",
     "summarise": "metaeval.summary",
-    "summary_frame": "metaeval.summary",
+    "judge": "metaeval.certainty",
+    "Result": "metaeval.result",
     "fit_exact": "metaeval.exact",
     "exact_posterior": "metaeval.exact",
     "rma": "metaeval.classic",

@@ -8,8 +8,9 @@ against metafor 3.8 to 1e-6 (``tests/reference/``).
 
 Definitions follow metafor (Viechtbauer 2010, ``rma.uni`` source and help pages), including each estimator's
 starting value and iteration rule. Two differences, both only in numerical detail: the Fisher-scoring stop
-rule is scale-free (a tau² step below ``threshold`` times max(tau², mean vi) instead of an absolute 1e-5;
-an estimate that converges below threshold × mean vi is reported as exactly 0), and Paule–Mandel widens its
+rule is scale-free (a tau² step below ``threshold`` times max(tau², smallest vi) instead of an absolute 1e-5;
+an estimate that converges below threshold × smallest vi is reported as exactly 0; one study with a huge
+variance cannot loosen either), and Paule–Mandel widens its
 search interval instead of failing when metafor's ``tau2.max`` is too small.
 
 Only numpy, scipy and pandas are used; nothing heavy is imported.
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from metaeval.cells import present
+from metaeval.cells import flag
 
 __all__ = [
     "METHODS",
@@ -523,7 +524,9 @@ def _tau2_he(X, y, vi) -> float:
 def _estimate_tau2(method: str, X: np.ndarray, y: np.ndarray, vi: np.ndarray, con: dict) -> tuple[float, int]:
     """tau² by the named estimator; returns (tau2, iterations). y is centred (metafor's Ymc)."""
     k, p = X.shape
-    scale = float(np.mean(vi))
+    # Tolerances are relative to the smallest sampling variance: a tau^2 that small next to every vi moves
+    # no weight, whatever the units, and one huge vi (a study with sei = 1e6) cannot loosen them.
+    floor = float(np.min(vi))
     threshold = con["threshold"]
     maxiter = con["maxiter"]
 
@@ -549,7 +552,7 @@ def _estimate_tau2(method: str, X: np.ndarray, y: np.ndarray, vi: np.ndarray, co
         if _qgen(0.0, X, y, vi) < target:
             return 0.0, 0
         mad = float(stats.median_abs_deviation(y, scale="normal"))
-        upper = max(100.0, 10 * mad**2, 10 * scale)  # metafor's tau2.max, widened if needed
+        upper = max(100.0, 10 * mad**2, 10 * float(np.mean(vi)))  # metafor's tau2.max, widened if needed
         for _ in range(200):
             if _qgen(upper, X, y, vi) <= target:
                 break
@@ -557,7 +560,7 @@ def _estimate_tau2(method: str, X: np.ndarray, y: np.ndarray, vi: np.ndarray, co
         else:  # pragma: no cover - Q -> 0 as tau2 -> inf, so this cannot happen for finite data
             raise ValueError("Paule-Mandel estimator: no upper bound found for tau^2")
         res = optimize.brentq(lambda t: _qgen(t, X, y, vi) - target, 0.0, upper,
-                              xtol=threshold * scale * 1e-2, rtol=1e-14, maxiter=maxiter, full_output=True)
+                              xtol=threshold * floor * 1e-2, rtol=1e-14, maxiter=maxiter, full_output=True)
         root, info = res
         if not info.converged:
             raise ValueError(f"Paule-Mandel estimator did not converge in {maxiter} iterations")
@@ -582,12 +585,12 @@ def _estimate_tau2(method: str, X: np.ndarray, y: np.ndarray, vi: np.ndarray, co
             while tau2 + adj < 0:
                 adj /= 2
             tau2 += adj
-            if abs(adj) <= threshold * max(tau2, scale):
+            if abs(adj) <= threshold * max(tau2, floor):
                 break
         else:
             raise ValueError(f"{method} estimator: Fisher scoring did not converge in {maxiter} iterations "
                              f"(raise control['maxiter'] or use another method)")
-        if tau2 <= threshold * scale:
+        if tau2 <= threshold * floor:
             tau2 = 0.0  # converged onto the boundary
         if method in ("ML", "REML") and tau2 > 0:
             # metafor's ll0check: if the likelihood is higher at tau2 = 0, scoring found a local maximum.
@@ -796,19 +799,13 @@ _BY_DOMAIN_COLUMNS = ["domain", "k", "method", "test", "estimate", "se", "zval",
 
 
 def _truthy(series: pd.Series) -> np.ndarray:
-    """Interpret a poolable column (bool, 0/1, or 'true'/'false' text) as booleans; missing counts as False."""
+    """A poolable column as booleans (:func:`metaeval.cells.flag`); missing counts as False."""
     out = np.zeros(len(series), dtype=bool)
     for i, v in enumerate(series.tolist()):
-        if not present(v):
-            continue
-        if isinstance(v, (bool, np.bool_)):
-            out[i] = bool(v)
-        elif isinstance(v, (int, float, np.integer, np.floating)) and v in (0, 1):
-            out[i] = bool(v)
-        elif isinstance(v, str) and v.strip().lower() in ("true", "false", "yes", "no", "1", "0", ""):
-            out[i] = v.strip().lower() in ("true", "yes", "1")
-        else:
-            raise ValueError(f"poolable must be true/false; row {i} has {v!r}")
+        try:
+            out[i] = bool(flag(v))
+        except ValueError:
+            raise ValueError(f"poolable must be true/false; row {i} has {v!r}") from None
     return out
 
 

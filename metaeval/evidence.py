@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -281,6 +281,10 @@ def raw_records(base: EvidenceBase) -> list[dict[str, Any]]:
 # --- metafor-style CSV -----------------------------------------------------------------------------
 
 
+#: Optional CSV columns that describe a row's domain rather than the row (constant within a domain).
+DOMAIN_COLUMNS = ("beneficial", "scale", "mid", "metric", "label")
+
+
 class CsvRow(BaseModel):
     """One row of a metafor-style CSV; unknown columns are kept as moderators."""
 
@@ -293,8 +297,14 @@ class CsvRow(BaseModel):
     domain: str = Field("all", min_length=1)
     design: str = "unspecified"
     project: str | None = None
+    # the row's domain, described (each constant within a domain; see metaeval.harmonise.csv_domains)
+    beneficial: Literal["increase", "decrease"] | None = None
+    scale: float | None = Field(None, gt=0)
+    mid: float | None = Field(None, gt=0)
+    metric: str | None = None
+    label: str | None = None
 
-    @field_validator("vi", "sei", "project", mode="before")
+    @field_validator("vi", "sei", "project", *DOMAIN_COLUMNS, mode="before")
     @classmethod
     def _blank_is_missing(cls, v: Any) -> Any:
         return None if isinstance(v, str) and not v.strip() else v
@@ -391,7 +401,8 @@ def _parse_csv(path: Path, lines: list[list[str]]) -> list[dict[str, Any]]:
         sei = row.sei if row.sei is not None else math.sqrt(row.vi)
         records.append(dict(
             estimate_id=row.study, record=f"row {seen[row.study]} (study {row.study!r})", project_id=row.project or row.study, project_name=row.project or row.study,
-            domain=row.domain, design=row.design, estimand="difference", metric="yi", outcome=row.study,
+            domain=row.domain, design=row.design, estimand="difference", metric=row.metric, outcome=row.study,
+            domain_given={k: getattr(row, k) for k in DOMAIN_COLUMNS if getattr(row, k) is not None},
             estimate=row.yi, se=sei, source=path.name, location=f"row {seen[row.study]}", file=str(path),
             curated_poolable=True, curated_reason=None, assumed={}, assumptions=None,
             **{f"mod_{k}": _number_or_text(v) for k, v in extra.items()},

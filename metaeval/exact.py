@@ -42,7 +42,7 @@ import numpy as np
 from scipy import special
 
 from metaeval.cells import finite, present
-from metaeval.priors import Prior
+from metaeval.priors import Prior, parse_prior
 
 #: Prior tail exponents of tau's density (p(tau) ~ tau^-e); absent: lighter than any power.
 _TAIL_EXPONENT = {"halfcauchy": 2.0, "flat": 0.0}
@@ -365,9 +365,10 @@ def fit_exact(
     priors: Mapping[str, Prior],
     hdi_prob: float = 0.95,
     overrides: Mapping[str, Prior] | None = None,
-) -> dict:
-    """The summary JSON (engine "exact") for every domain of the harmonised evidence: the table
-    (:func:`metaeval.load_evidence`) or its rows (:func:`metaeval.harmonise.evidence_records`).
+):
+    """The :class:`~metaeval.result.Result` (engine "exact") of the one-level model for every domain of
+    the harmonised evidence: the table (:func:`metaeval.load_evidence`) or its rows
+    (:func:`metaeval.harmonise.evidence_records`).
 
     Priors, as in the MCMC engine's model spec: ``priors["mu"]`` and ``priors["tau"]`` are in
     units of each domain's ``domain_scale`` (the model TOML's convention) and are multiplied
@@ -376,12 +377,34 @@ def fit_exact(
     per-domain key first. A missing mu prior is flat. Other keys (omega, se, bias.*) have no
     counterpart in this model and are ignored.
 
-    Rows used: ``poolable`` and finite ``yi`` and ``sei``. Every other row of a domain is
-    listed under the domain's "excluded" with the reason (direction-only findings: the exact
-    engine has no censored likelihood). A domain's "projects" are keyed by project when
-    each project has one estimate there, else by estimate (the one-level model then treats
-    a project's estimates as independent studies, and a note says so).
+    Rows used: ``poolable`` and finite ``yi`` and ``sei``. Every other row is an exclusion with
+    its reason (direction-only findings: the exact engine has no censored likelihood). A
+    project effect is of one estimate (``estimate_id`` set) where a project has several in a
+    domain: the one-level model then treats them as independent studies, and a note says so.
     """
+    from metaeval.harmonise import evidence_digest
+    from metaeval.result import BiasModel, DirectionOnly, ModelRecord, Provenance, Result
+    from metaeval.sampling import package_versions
+
+    overrides = dict(overrides or {})
+    domains, exclusions = _exact_domains(evidence, priors, hdi_prob, overrides)
+    model = ModelRecord(
+        name="one_level",
+        description=("one-level normal-normal random-effects model per domain (no design-bias terms, no estimate-level "
+                     "residual, direction-only findings left out); tau on a grid, mu integrated analytically"),
+        source=None, units="priors in units of each domain's scale; overrides (--prior) are absolute",
+        priors={k: str(v) for k, v in sorted(priors.items()) if k in ("mu", "tau")},
+        bias=BiasModel(mode="none"), direction_only=DirectionOnly(mode="exclude"), effects="latent", designs=(),
+        target_accept=None, hdi_prob=float(hdi_prob),
+        overrides={k: str(v) for k, v in sorted(overrides.items()) if k.partition(".")[0] in ("mu", "tau")},
+    )
+    return Result(engine="exact", domains=domains, exclusions=exclusions, diagnostics=None, model=model, seed=None,
+                  provenance=Provenance(versions=package_versions(), evidence_sha256=evidence_digest(evidence),
+                                        model_sha256=None, seed=None))
+
+
+def _exact_domains(evidence, priors: Mapping[str, Prior], hdi_prob: float, overrides: dict):
+    """The domain results and exclusions of :func:`fit_exact`."""
     rows = evidence.to_dict("records") if hasattr(evidence, "to_dict") else evidence
     if not isinstance(rows, Sequence) or not all(isinstance(r, Mapping) for r in rows):
         raise ValueError("evidence must be a DataFrame (metaeval.load_evidence) or a list of row dicts "
@@ -391,7 +414,6 @@ def fit_exact(
     missing = [c for c in ("domain", "yi", "sei", "poolable") if any(c not in r for r in rows)]
     if missing:
         raise ValueError(f"the evidence table lacks column(s) {', '.join(missing)}")
-    overrides = dict(overrides or {})
     if "tau" not in priors and not any(key.partition(".")[0] == "tau" for key in overrides):
         raise ValueError("fit_exact needs a tau prior (priors['tau'])")
 
@@ -406,12 +428,15 @@ def fit_exact(
     domains = [str(r["domain"]) for r in rows]
     n = len(rows)
 
-    out_domains: dict[str, dict] = {}
-    used_priors: dict[str, dict] = {}
-    for domain in dict.fromkeys(domains):  # first-appearance order
+    from metaeval.certainty import prior_influence
+    from metaeval.result import DomainResult, Exclusion, Posterior, ProjectEffect
+
+    out_domains: dict[str, DomainResult] = {}
+    exclusions: list[Exclusion] = []
+    for domain in sorted(dict.fromkeys(domains)):
         members = [i for i in range(n) if domains[i] == domain]
         meta = _domain_meta([rows[i] for i in members], domain)
-        used, excluded = [], []
+        used = []
         for i in members:
             if poolable[i] and math.isfinite(yi[i]) and math.isfinite(sei[i]):
                 if sei[i] <= 0:
@@ -419,75 +444,67 @@ def fit_exact(
                 used.append(i)
                 continue
             if direction_only[i]:
-                why = "direction and significance only: the exact engine has no censored likelihood for it"
+                why, stage = "direction and significance only: the exact engine has no censored likelihood for it", "engine"
             elif not poolable[i]:
-                why = str(reasons[i]) if present(reasons[i]) and str(reasons[i]).strip() else "not poolable"
+                why, stage = (str(reasons[i]) if present(reasons[i]) and str(reasons[i]).strip() else "not poolable"), "evidence"
             else:
-                why = "yi or sei missing"
-            excluded.append({"estimate_id": estimate_ids[i], "project_id": project_ids[i], "reason": why})
-
-        mu_prior, mu_how = _resolve_prior("mu", domain, priors, overrides, meta["scale"])
-        tau_prior, tau_how = _resolve_prior("tau", domain, priors, overrides, meta["scale"])
-        used_priors[domain] = {"mu": str(mu_prior), "tau": str(tau_prior), "mu_units": mu_how, "tau_units": tau_how}
+                why, stage = "yi or sei missing", "evidence"
+            exclusions.append(Exclusion(estimate_id=estimate_ids[i], project=project_ids[i], domain=domain, design=designs[i],
+                                        reason=why, stage=stage))
+        if not used:
+            continue  # as in the MCMC engine, a domain enters the result only with something to pool
+        mu_prior, _ = _resolve_prior("mu", domain, priors, overrides, meta["scale"])
+        tau_prior, _ = _resolve_prior("tau", domain, priors, overrides, meta["scale"])
         projects_in = list(dict.fromkeys(project_ids[i] for i in used))
         design_counts: dict[str, int] = {}
         for i in used:
             design_counts[designs[i]] = design_counts.get(designs[i], 0) + 1
-        entry = {
-            "label": meta["label"], "metric": meta["metric"], "beneficial": meta["beneficial"], "mid": meta["mid"],
-            "n_projects": len(projects_in), "n_estimates": len(used), "projects_in": projects_in,
-            "designs": design_counts,
-        }
+        by_project = len(projects_in) == len(used)
         notes: list[str] = []
-        if not used:
-            empty = _entry(None, None, None, None, hdi_prob)
-            entry.update(
-                mu={**empty, "p_beneficial": None, "p_mid": None}, tau=dict(empty),
-                theta_new={**empty, "p_beneficial": None}, projects={},
-                priors={"mu": str(mu_prior), "tau": str(tau_prior)},
+        if not by_project:
+            notes.append(
+                f"{len(used)} estimates from {len(projects_in)} project(s): the exact engine's one-level model treats "
+                "them as independent studies (the MCMC model nests estimates in projects); keyed by estimate"
             )
-            notes.append("no poolable estimate with yi and sei: nothing to pool in this domain")
-        else:
-            by_project = len(projects_in) == len(used)
-            labels = [project_ids[i] if by_project else estimate_ids[i] for i in used]
-            if not by_project:
-                notes.append(
-                    f"{len(used)} estimates from {len(projects_in)} project(s): the exact engine's one-level model treats "
-                    "them as independent studies (the MCMC model nests estimates in projects); keyed by estimate"
-                )
-            post = exact_posterior(
-                yi[used], sei[used], tau_prior=tau_prior, mu_prior=mu_prior, hdi_prob=hdi_prob,
-                beneficial=meta["beneficial"], mid=meta["mid"], labels=labels,
-            )
-            summary = post.summary()
-            notes = summary.pop("notes") + notes
-            for key in ("beneficial", "mid", "n_estimates"):
-                summary.pop(key)
-            entry.update(summary)
-        entry["notes"] = notes
-        entry["excluded"] = excluded
-        out_domains[domain] = entry
+        post = exact_posterior(
+            yi[used], sei[used], tau_prior=tau_prior, mu_prior=mu_prior, hdi_prob=hdi_prob,
+            beneficial=meta["beneficial"], mid=meta["mid"], labels=[estimate_ids[i] for i in used],
+        )
+        summary = post.summary()
+        projects = tuple(sorted((ProjectEffect(project=project_ids[i], estimate_id=None if by_project else estimate_ids[i],
+                                               design=designs[i], **summary["projects"][estimate_ids[i]]) for i in used),
+                                key=lambda e: e.key))
+        mu, tau = Posterior(**summary["mu"]), Posterior(**summary["tau"])
+        domain_priors = {"mu": str(mu_prior), "tau": str(tau_prior)}
+        out_domains[domain] = DomainResult(
+            id=domain, label=meta["label"], metric=meta["metric"], beneficial=meta["beneficial"], mid=meta["mid"],
+            scale=meta["scale"], assumed=meta["assumed"], n_projects=len(projects_in), n_estimates=len(used),
+            designs=dict(sorted(design_counts.items())), mu=mu, tau=tau, theta_new=Posterior(**summary["theta_new"]),
+            projects=projects, pairwise={}, priors=domain_priors, prior_influence=prior_influence(mu, tau, domain_priors),
+            notes=tuple(summary["notes"] + notes),
+        )
+    return out_domains, tuple(exclusions)
 
-    return {
-        "engine": "exact",
-        "domains": out_domains,
-        "diagnostics": {"rhat_max": None, "ess_bulk_min": None, "ess_tail_min": None, "divergences": None, "passed": True},
-        "model": {
-            "name": "exact",
-            "description": (
-                "one-level normal-normal random-effects model per domain (no design-bias terms, no estimate-level "
-                "residual, direction-only findings left out); tau on a grid, mu integrated analytically"
-            ),
-            "units": "priors in units of each domain's scale; overrides (--prior) are absolute",
-            "priors": {k: str(v) for k, v in sorted(priors.items()) if k in ("mu", "tau")},
-            "overrides": {k: str(v) for k, v in sorted(overrides.items()) if k.partition(".")[0] in ("mu", "tau")},
-            "domain_priors": used_priors,
-            "hdi_prob": float(hdi_prob),
-            "interval": "shortest interval holding hdi_prob of the posterior (HDI for unimodal posteriors)",
-            "pooling": "posterior mean of sei^2 / (sei^2 + tau^2) (baggr's pooling factor)",
-        },
-        "seed": None,
-    }
+
+def not_exact(layout, spec) -> str | None:
+    """Why this engine cannot compute the model ``spec`` makes of this evidence (``layout``, from
+    :func:`metaeval.model.prepare`), or None when it computes that very model: one estimate per
+    project and domain, no design-bias terms, no direction-only findings, equal weights, a normal
+    or flat mu prior and a tau prior on tau > 0."""
+    if layout.bias_terms:
+        return "the model has design-bias terms"
+    if layout.findings:
+        return "the model has direction-only findings"
+    if layout.omega_domains:
+        return "a project has several estimates in a domain"
+    if any(e["weight"] != 1.0 for e in layout.estimates):
+        return "the model down-weights designs"
+    for param in ("mu", "tau"):
+        for text in layout.priors.get(param, {}).values():
+            prior = parse_prior(text)
+            if (param == "mu" and prior.family not in ("normal", "flat")) or (param == "tau" and prior.family not in _TAU_FAMILIES):
+                return f"the {param} prior {prior} has no exact treatment here"
+    return None
 
 
 # ---------------------------------------------------------------------------- fit_exact helpers
@@ -520,9 +537,10 @@ def _domain_meta(rows: list[Mapping], domain: str) -> dict:
     scale = float(one("domain_scale", 1.0))
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"domain {domain!r}: domain_scale must be positive, got {scale}")
+    assumed = next((r["domain_assumed"] for r in rows if isinstance(r.get("domain_assumed"), dict)), {})
     return {
         "label": str(one("domain_label", domain)), "metric": _str_or_none(one("domain_metric", None)),
-        "beneficial": beneficial, "mid": mid, "scale": scale,
+        "beneficial": beneficial, "mid": mid, "scale": scale, "assumed": {str(k): str(v) for k, v in assumed.items()},
     }
 
 

@@ -148,11 +148,13 @@ def _log_or(r: _Row, est: float, se: float) -> tuple[float, float]:
 def _harmonise_row(r: _Row, dom: dict[str, Any], estimand_wanted: str = "itt") -> dict[str, Any]:
     out: dict[str, Any] = dict(yi=math.nan, sei=math.nan, poolable=False, direction_only=False,
                                exclusion_reason=None, harmonisation=None)
+    # The direction as counted on the domain's scale: flipped, like yi, where the outcome's good direction is
+    # the domain's opposite. ``direction`` itself stays as the source reported it.
     flip = (r.get("beneficial") or dom["beneficial"]) != dom["beneficial"]
     direction = r.get("direction")
     if flip and direction in ("increase", "decrease"):
         direction = "decrease" if direction == "increase" else "increase"
-    out["direction"] = direction
+    out["direction_counted"] = direction
     estimand = r.get("estimand")
     try:
         if r.data.get("curated_poolable") is False:
@@ -188,8 +190,95 @@ def _harmonise_row(r: _Row, dom: dict[str, Any], estimand_wanted: str = "itt") -
     return out
 
 
-def _csv_domain(name: str) -> dict[str, Any]:
-    return dict(id=name, label=name, metric="yi", beneficial="increase", mid=math.nan, scale=1.0)
+def on_domain_metric(records: list[dict[str, Any]], domains: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """A CSV's rows with their metric: a CSV's yi is on its domain's metric, whether or not a row says so."""
+    return [rec if present(rec.get("metric")) else {**rec, "metric": domains[rec["domain"]]["metric"]} for rec in records]
+
+
+@dataclass(frozen=True)
+class DomainDefaults:
+    """What a CSV's domains are where neither its columns nor a domains file say (the command line's
+    ``--beneficial``, ``--scale``, ``--mid``)."""
+
+    beneficial: str | None = None
+    scale: float | None = None
+    mid: float | None = None
+
+
+#: The domain fields a CSV may describe, in the order the messages name them.
+_DESCRIBED = ("beneficial", "scale", "mid", "metric", "label")
+
+
+def derived_scale(yi: list[float], sei: list[float]) -> float:
+    """A domain's scale from its estimates: the root-mean-square size of an estimate with its noise,
+    sqrt(mean(yi^2 + sei^2)).
+
+    The default priors are in units of a domain's scale (``mu ~ Normal(0, 1 x scale)``, ``tau ~
+    HalfNormal(0.4 x scale)``): this makes them as wide as the effects a study reports, measured from
+    no effect, so they do not pull estimates towards 0 however the metric is scaled (eight schools:
+    18.4, the BCG log risk ratios: 1.07). It reads the data only through the size of what is
+    reported, never its sign.
+    """
+    return math.sqrt(sum(y * y + s * s for y, s in zip(yi, sei)) / len(yi))
+
+
+def csv_domains(records: list[dict[str, Any]], path: Path | str, domains_file: Path | str | None = None,
+                defaults: DomainDefaults | None = None) -> dict[str, dict[str, Any]]:
+    """The domains of a CSV's rows, each described by (first that says) its rows' columns
+    (``beneficial``, ``scale``, ``mid``, ``metric``, ``label``: constant within a domain), the
+    domains file (the schema of ``data/domains.yaml``), or the command-line defaults.
+
+    What none of them says is assumed and written down in the domain's ``assumed`` (field -> a
+    sentence every output shows): an increase is beneficial, and the scale is :func:`derived_scale`.
+    A column that disagrees with itself within a domain or with the domains file is an
+    :class:`InputError` naming the rows.
+    """
+    from metaeval.evidence import read_domains
+
+    defaults = defaults or DomainDefaults()
+    described = {d.id: d for d in read_domains(Path(domains_file))} if domains_file is not None else {}
+    problems: list[Problem] = []
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(rec["domain"] for rec in records):
+        rows = [rec for rec in records if rec["domain"] == name]
+        given: dict[str, tuple[Any, dict]] = {}
+        for rec in rows:
+            for field_name, value in (rec.get("domain_given") or {}).items():
+                first = given.setdefault(field_name, (value, rec))
+                if first[0] != value:
+                    problems.append(Problem(str(path), rec["record"], field_name,
+                                            f"domain {name!r} is given {field_name} {first[0]!r} on {first[1]['record']}; a domain's "
+                                            f"{field_name} must be the same on every row, got {value!r}"))
+        sidecar = described.get(name)
+        if sidecar is not None:
+            for field_name, (value, rec) in given.items():
+                if getattr(sidecar, field_name) != value:
+                    problems.append(Problem(str(path), rec["record"], field_name,
+                                            f"{value!r} contradicts the domains file {domains_file} ({field_name}: {getattr(sidecar, field_name)!r})"))
+        dom: dict[str, Any] = {"id": name, "assumed": {}}
+        for field_name in _DESCRIBED:
+            if field_name in given:
+                dom[field_name] = given[field_name][0]
+            elif sidecar is not None:
+                dom[field_name] = getattr(sidecar, field_name)
+            else:
+                dom[field_name] = getattr(defaults, field_name, None)
+        dom["label"] = dom["label"] or name
+        dom["metric"] = dom["metric"] or "yi"
+        if dom["beneficial"] is None:
+            dom["beneficial"] = "increase"
+            dom["assumed"]["beneficial"] = ("direction assumed: an increase is beneficial (no `beneficial` column, domains "
+                                            "file or --beneficial says which direction helps)")
+        if dom["scale"] is None:
+            dom["scale"] = derived_scale([r["estimate"] for r in rows], [r["se"] for r in rows])
+            dom["assumed"]["scale"] = (f"scale derived from the data: {dom['scale']:.3g}, the root-mean-square of yi and sei "
+                                       "(the default priors are in units of the scale; give a `scale` column, domains file or --scale)")
+        if dom["mid"] is None:
+            dom["mid"] = math.nan
+        out[name] = dom
+    if problems:
+        raise InputError(problems)
+    return out
 
 
 ESTIMANDS = ("itt", "tot")
@@ -198,8 +287,9 @@ ESTIMANDS = ("itt", "tot")
 def harmonise(raw, domains: dict[str, dict[str, Any]] | None = None, *, estimand: str = "itt"):
     """Add ``yi, sei, vi, poolable, direction_only, exclusion_reason`` and the domain metadata columns.
 
-    ``domains`` maps domain id to ``{label, metric, beneficial, mid, scale}``; a domain not
-    in it (a CSV's) is taken as given on the ``yi`` scale with an increase beneficial.
+    ``domains`` maps domain id to ``{label, metric, beneficial, mid, scale}`` (and ``assumed``: field ->
+    a sentence saying it was assumed rather than given); without it, the domains are described
+    as a CSV's are, from the table's own columns (:func:`csv_domains`).
     ``estimand="tot"`` (participation, a sensitivity analysis): each participation (Bloom)
     effect is harmonised instead of being left out, and the ITT it rescales is then left
     out, so an ITT and its TOT are still never pooled together; an ITT whose TOT cannot
@@ -207,20 +297,25 @@ def harmonise(raw, domains: dict[str, dict[str, Any]] | None = None, *, estimand
     """
     import pandas as pd
 
-    derived = pd.DataFrame(_harmonised(raw.to_dict("records"), domains, estimand))
+    records = raw.to_dict("records")
+    if domains is None:
+        domains = csv_domains(records, "evidence table")
+        records = on_domain_metric(records, domains)
+        raw = raw.assign(metric=[r["metric"] for r in records])
+    derived = pd.DataFrame(_harmonised(records, domains, estimand))
     raw = raw.drop(columns=[c for c in derived.columns if c in raw.columns]).reset_index(drop=True)
     return pd.concat([raw, derived], axis=1)
 
 
-def _harmonised(records: list[dict[str, Any]], domains: dict[str, dict[str, Any]] | None, estimand: str) -> list[dict[str, Any]]:
+def _harmonised(records: list[dict[str, Any]], domains: dict[str, dict[str, Any]], estimand: str) -> list[dict[str, Any]]:
     """The columns :func:`harmonise` adds, one dict per raw record (same order)."""
     if estimand not in ESTIMANDS:
         raise ValueError(f"estimand must be one of {', '.join(ESTIMANDS)}, got {estimand!r}")
-    domains = domains or {}
     rows = []
     for rec in records:
-        dom = domains.get(rec["domain"]) or _csv_domain(rec["domain"])
-        rows.append({**_harmonise_row(_Row(rec), dom, estimand), **{f"domain_{k}": dom[k] for k in ("label", "metric", "beneficial", "mid", "scale")}})
+        dom = domains[rec["domain"]]
+        rows.append({**_harmonise_row(_Row(rec), dom, estimand), **{f"domain_{k}": dom[k] for k in ("label", "metric", "beneficial", "mid", "scale")},
+                     "domain_assumed": dict(dom.get("assumed") or {})})
     if estimand == "tot":
         position = {rec.get("estimate_id"): i for i, rec in enumerate(records)}
         for rec, row in zip(records, rows):
@@ -241,30 +336,37 @@ def _domain_dicts(base: EvidenceBase) -> dict[str, dict[str, Any]]:
 
 COLUMNS = [
     "project_id", "design", "outcome", "domain", "population", "estimand", "metric", "estimate", "se",
-    "ci_low", "ci_high", "p_value", "n_treatment", "n_control", "direction", "significant", "yi", "sei",
+    "ci_low", "ci_high", "p_value", "n_treatment", "n_control", "direction", "significant", "direction_counted", "yi", "sei",
     "poolable", "exclusion_reason", "source",
 ]
 
 
-def load_evidence(data_dir: Path | str | None = None, *, csv: Path | str | None = None, estimand: str = "itt"):
+def load_evidence(data_dir: Path | str | None = None, *, csv: Path | str | None = None, domains: Path | str | None = None,
+                  defaults: DomainDefaults | None = None, estimand: str = "itt"):
     """The harmonised evidence table: one row per estimate, ``yi``/``sei`` on each domain's metric.
 
     ``estimand="tot"`` pools participation (Bloom) effects in place of their ITTs (see
     :func:`harmonise`); the default, ``"itt"``, is the main analysis.
 
-    Reads the bundled evidence base (or ``data_dir``), or a metafor-style CSV; raises
-    :class:`~metaeval.errors.InputError` listing every problem when the input is invalid
-    or inconsistent.
+    Reads the bundled evidence base (or ``data_dir``), or a metafor-style CSV whose domains
+    are described by its columns, a ``domains`` file and ``defaults`` (:func:`csv_domains`);
+    raises :class:`~metaeval.errors.InputError` listing every problem when the input is
+    invalid or inconsistent.
     """
-    return evidence_frame(evidence_records(data_dir, csv=csv, estimand=estimand))
+    return evidence_frame(evidence_records(data_dir, csv=csv, domains=domains, defaults=defaults, estimand=estimand))
 
 
-def evidence_records(data_dir: Path | str | None = None, *, csv: Path | str | None = None,
-                     estimand: str = "itt") -> list[dict[str, Any]]:
+def evidence_records(data_dir: Path | str | None = None, *, csv: Path | str | None = None, domains: Path | str | None = None,
+                     defaults: DomainDefaults | None = None, estimand: str = "itt") -> list[dict[str, Any]]:
     """The rows of :func:`load_evidence` as plain dicts, read, harmonised and checked without pandas
     (so ``metaeval fit --engine exact`` does not import it); :func:`evidence_frame` makes the table."""
+    if csv is None and (domains is not None or (defaults is not None and defaults != DomainDefaults())):
+        raise InputError(Problem(str(data_dir or "data/"), "", "--domains, --beneficial, --scale, --mid",
+                                 "describe the domains of a --csv; an evidence directory describes its own in domains.yaml"))
     if csv is not None:
-        raw, domains = csv_records(csv), None
+        raw = csv_records(csv)
+        domains = csv_domains(raw, csv, domains, defaults)
+        raw = on_domain_metric(raw, domains)
     else:
         base = read_evidence_base(data_dir)
         raw, domains = raw_records(base), _domain_dicts(base)
@@ -292,7 +394,7 @@ def evidence_frame(records: list[dict[str, Any]]):
 
 #: What a model reads of the evidence (``metaeval.model.prepare``); :func:`evidence_digest` hashes these columns.
 EVIDENCE_COLUMNS = ("estimate_id", "project_id", "domain", "design", "yi", "sei", "poolable", "exclusion_reason", "direction_only",
-                    "direction", "significant", "sig_level", "domain_label", "domain_metric", "domain_beneficial", "domain_mid", "domain_scale")
+                    "direction_counted", "significant", "sig_level", "domain_label", "domain_metric", "domain_beneficial", "domain_mid", "domain_scale")
 
 
 def evidence_digest(evidence) -> str:
@@ -428,6 +530,7 @@ class ValidationReport:
     n_direction_only: int
     by_domain: dict[str, int]
     acknowledged: list[Problem] = field(default_factory=list)
+    assumed: dict[str, list[str]] = field(default_factory=dict)  # domain -> what was assumed rather than given
 
     def __str__(self) -> str:
         lines = [
@@ -439,12 +542,15 @@ class ValidationReport:
         if self.acknowledged:
             lines.append("inconsistencies in the sources, acknowledged in the data:")
             lines += [f"  {p}" for p in self.acknowledged]
+        for domain, sentences in sorted(self.assumed.items()):
+            lines += [f"domain {domain}: {s}" for s in sentences]
         return "\n".join(lines)
 
 
-def validate(data_dir: Path | str | None = None, *, csv: Path | str | None = None) -> ValidationReport:
+def validate(data_dir: Path | str | None = None, *, csv: Path | str | None = None, domains: Path | str | None = None,
+             defaults: DomainDefaults | None = None) -> ValidationReport:
     """Validate an evidence base (schema, cross-file and consistency checks); raises InputError on problems."""
-    table = load_evidence(data_dir, csv=csv)
+    table = load_evidence(data_dir, csv=csv, domains=domains, defaults=defaults)
     findings = check_consistency(table)
     numeric = table[table["poolable"] & ~table["direction_only"]]
     return ValidationReport(
@@ -455,4 +561,15 @@ def validate(data_dir: Path | str | None = None, *, csv: Path | str | None = Non
         n_direction_only=int(table["direction_only"].sum()),
         by_domain=numeric.groupby("domain").size().to_dict(),
         acknowledged=[f.problem for f in findings if f.severity == "acknowledged"],
+        assumed=domain_assumptions(table.to_dict("records")),
     )
+
+
+def domain_assumptions(records) -> dict[str, list[str]]:
+    """Per domain, the sentences saying what was assumed rather than given (:func:`csv_domains`); only domains with some."""
+    out: dict[str, list[str]] = {}
+    for rec in records:
+        assumed = rec.get("domain_assumed")
+        if isinstance(assumed, dict) and assumed:
+            out.setdefault(str(rec["domain"]), list(assumed.values()))
+    return out

@@ -133,11 +133,14 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
                 continue
             level = finite(r.get("sig_level")) or 0.05
             z_crit = NormalDist().inv_cdf(1 - level / 2)
-            region = _z_region(_text(r.get("direction")), flag(r.get("significant")), z_crit)
+            # on the domain's scale (harmonise flips a finding whose outcome is better lower); a hand-made
+            # table without that column is taken to be on it already
+            direction = _text(r.get("direction_counted") if "direction_counted" in r else r.get("direction"))
+            region = _z_region(direction, flag(r.get("significant")), z_crit)
             if isinstance(region, str):
                 leave_out(region)
                 continue
-            kept.append({**base, "kind": "finding", "direction": _text(r.get("direction")), "significant": flag(r.get("significant")), "sig_level": level, "z_low": region[0], "z_high": region[1]})
+            kept.append({**base, "kind": "finding", "direction": direction, "significant": flag(r.get("significant")), "sig_level": level, "z_low": region[0], "z_high": region[1]})
             continue
         yi, sei = finite(r.get("yi")), finite(r.get("sei"))
         if yi is None or sei is None or sei <= 0:
@@ -155,6 +158,7 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
         if scale is not None and scale <= 0:
             problems.append(Problem("evidence table", d, "domain_scale", f"must be positive, got {scale:g}"))
         mid = finite(r.get("domain_mid"))
+        assumed = r.get("domain_assumed")
         layout.domains.append({
             "id": d,
             "label": _text(r.get("domain_label"), d),
@@ -163,6 +167,7 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
             "sign": 1.0 if beneficial != "decrease" else -1.0,
             "mid": mid if mid and mid > 0 else None,
             "scale": scale if scale and scale > 0 else 1.0,
+            "assumed": {str(k): str(v) for k, v in assumed.items()} if isinstance(assumed, dict) else {},
         })
     for key in spec.overrides:
         head, _, tail = key.partition(".")

@@ -1,6 +1,6 @@
 """Figures for the report and for `metaeval plot`: matplotlib with the ArviZ look.
 
-The figures are drawn from the evidence table and the summary dict (not from
+The figures are drawn from the evidence table and a fit's result (:class:`metaeval.result.Result`; not from
 posterior draws), so they can be made for either engine and without loading a
 fit. They use arviz-plots' ``arviz-variat`` matplotlib style (read from its
 style file, so arviz itself is not imported) and are saved byte-for-byte
@@ -20,20 +20,8 @@ from pathlib import Path
 
 from metaeval.cells import finite, flag, present
 from metaeval.files import write_atomic
-from metaeval.schema import DESIGN_LADDER
+from metaeval.words import design_label, design_rank, metric_units
 
-#: Designs from strongest to weakest (schema.DESIGN_LADDER), plus a plain CSV's "unspecified".
-DESIGN_ORDER = (*DESIGN_LADDER, "unspecified")
-DESIGN_LABELS = {
-    "rct": "randomised trial",
-    "matched_register": "matched register control",
-    "comparison_group": "comparison group",
-    "area_comparison": "area comparison",
-    "before_after": "before–after",
-    "target_benchmark": "target or benchmark",
-    "single_arm": "single arm",
-    "unspecified": "design not stated",
-}
 #: Colour and marker per design: filled shapes get less solid as the design weakens.
 DESIGN_STYLE = {
     "rct": ("#1b6f8a", "o"),
@@ -45,34 +33,9 @@ DESIGN_STYLE = {
     "single_arm": ("#555555", "X"),
     "unspecified": ("#36acc6", "o"),
 }
-METRIC_UNITS = {
-    "smd": "standardised mean difference (SD units)",
-    "pp": "percentage points",
-    "share": "share (0–1)",
-    "hours": "hours",
-    "grade": "grade points",
-    "score": "score points",
-    "count": "count",
-    "dkk": "DKK",
-    "dkk_1000": "thousand DKK",
-    "log_or": "log odds ratio",
-    "md": "mean difference",
-}
 #: Text drawn by matplotlib comes from data files: keep it short and free of mathtext.
 _MAX_LABEL = 48
 _FORMATS = ("png", "svg", "pdf")
-
-
-def design_label(design) -> str:
-    """Readable name of a design (the code itself when unknown)."""
-    return DESIGN_LABELS.get(str(design), str(design))
-
-
-def metric_units(metric) -> str:
-    """Readable unit of a domain metric ("effect" when unknown)."""
-    if metric is None or (isinstance(metric, float) and math.isnan(metric)):
-        return "effect"
-    return METRIC_UNITS.get(str(metric), f"effect size ({metric})")
 
 
 def _style_path() -> str | None:
@@ -120,35 +83,32 @@ def _get(row, column, default=None):
     return value if present(value) else default
 
 
-def _design_rank(design) -> int:
-    return DESIGN_ORDER.index(design) if design in DESIGN_ORDER else len(DESIGN_ORDER)
-
-
 def _interval(x, se, z=1.959963984540054) -> dict:
     return {"raw_x": x, "raw_low": x - z * se if se is not None else None, "raw_high": x + z * se if se is not None else None}
 
 
-def _shrunken(p: dict | None) -> dict:
+def _shrunken(p) -> dict:
+    """The plotted point and interval of a posterior summary (a ProjectEffect or Posterior; None: not fitted)."""
     if p is None:
         return {"x": None, "low": None, "high": None}
-    return {"x": finite(p.get("mean")), "low": finite(p.get("hdi_low")), "high": finite(p.get("hdi_high"))}
+    return {"x": finite(p.mean), "low": finite(p.hdi_low), "high": finite(p.hdi_high)}
 
 
-def forest_rows(evidence, summary: dict, domain: str) -> list[dict]:
+def forest_rows(evidence, result, domain: str) -> list[dict]:
     """The rows of a domain's forest plot, top to bottom, as plain data.
 
     Row kinds: ``project`` (a project's shrunken effect ``x``/``low``/``high``, and its
     raw estimate ``raw_x``/``raw_low``/``raw_high`` when it has exactly one), ``estimate``
-    (one estimate's raw value, and its shrunken effect when the summary is keyed by
-    estimate, as the exact engine's is for a project with several estimates),
+    (one estimate's raw value, and its shrunken effect where the result has one per
+    estimate, as the one-level exact engine does for a project with several estimates),
     ``direction`` (a finding with a direction and no number), ``pooled`` and
     ``predictive``. Projects are ordered by design strength, then name. Rows of a
     project the model left out carry ``in_model=False``. Split from the drawing so
     tests can check what is plotted without reading pixels.
     """
-    dom = summary["domains"][domain]
-    projects = dom.get("projects") or {}
-    projects_in = {str(p) for p in (dom.get("projects_in") or [])}
+    dom = result.domains[domain]
+    effects = {p.key: p for p in dom.projects}
+    projects_in = {p.project for p in dom.projects}
     names: dict[str, str] = {}
     designs: dict[str, str] = {}
     items: dict[str, list[dict]] = {}  # project -> its estimates (raw and direction-only)
@@ -167,73 +127,47 @@ def forest_rows(evidence, summary: dict, domain: str) -> list[dict]:
         label = f"{outcome} [{estimand}]" if estimand else str(outcome)
         base = {"label": label, "design": design, "project": pid, "estimate_id": eid}
         if flag(_get(r, "direction_only")):
-            items.setdefault(pid, []).append({**base, "kind": "direction", "direction": _get(r, "direction"),
+            reported = _get(r, "direction")
+            items.setdefault(pid, []).append({**base, "kind": "direction", "direction": reported,
+                                              "counted": _get(r, "direction_counted", reported),
                                               "significant": flag(_get(r, "significant"))})
             continue
         yi, sei = finite(_get(r, "yi")), finite(_get(r, "sei"))
         if flag(_get(r, "poolable")) and yi is not None and sei is not None:
             items.setdefault(pid, []).append({**base, "kind": "estimate", **_interval(yi, sei)})
 
-    by_estimate = {i["estimate_id"]: pid for pid, rows in items.items() for i in rows}
-    for key, p in projects.items():  # summary entries the evidence does not know (a bare summary)
-        key = str(key)
-        if key in items or key in by_estimate:
+    for p in dom.projects:  # effects the evidence does not know (a result read without its evidence)
+        if p.project in items:
             continue
-        names.setdefault(key, key)
-        designs.setdefault(key, "unspecified")
-        raw = finite(p.get("raw"))
-        if raw is not None:
-            items[key] = [{"kind": "estimate", "label": "raw estimate", "design": designs[key], "project": key,
-                           "estimate_id": None, **_interval(raw, finite(p.get("raw_se")))}]
-        else:
-            items[key] = []
+        names.setdefault(p.project, p.project)
+        designs.setdefault(p.project, p.design)
+        items[p.project] = ([{"kind": "estimate", "label": "raw estimate", "design": p.design, "project": p.project,
+                              "estimate_id": p.estimate_id, **_interval(p.raw, p.raw_se)}] if p.raw is not None else [])
 
-    def in_model(pid: str, eid: str | None = None) -> bool:
-        if projects_in:
-            return pid in projects_in
-        return pid in projects or (eid is not None and eid in projects)
-
-    order = sorted(items, key=lambda p: (_design_rank(designs[p]), names[p].lower(), p))
+    order = sorted(items, key=lambda p: (design_rank(designs[p]), names[p].lower(), p))
     rows: list[dict] = []
     for pid in order:
         estimates = [i for i in items[pid] if i["kind"] == "estimate"]
         others = [i for i in items[pid] if i["kind"] != "estimate"]
         head = {"kind": "project", "label": names[pid], "design": designs[pid], "project": pid,
-                "in_model": in_model(pid), **_shrunken(projects.get(pid))}
-        keyed_by_estimate = pid not in projects and any(e["estimate_id"] in projects for e in estimates)
-        if keyed_by_estimate and len(estimates) == 1:
-            head.update(_shrunken(projects[estimates[0]["estimate_id"]]))
+                "in_model": pid in projects_in, **_shrunken(effects.get(pid))}
+        if pid not in effects and len(estimates) == 1:  # a result with one effect per estimate
+            head.update(_shrunken(effects.get(estimates[0]["estimate_id"])))
         if len(estimates) == 1:
             head.update({k: v for k, v in estimates[0].items() if k.startswith("raw_")})
             estimates = []
         rows.append(head)
         for e in estimates:
-            rows.append({**e, "in_model": in_model(pid, e["estimate_id"]), **_shrunken(projects.get(e["estimate_id"]))})
-        rows.extend({**o, "in_model": in_model(pid, o["estimate_id"])} for o in others)
-    mu, new = dom.get("mu") or {}, dom.get("theta_new") or {}
-    if finite(mu.get("mean")) is not None:
-        rows.append({"kind": "pooled", "label": "Pooled effect (μ)", "design": None, **_shrunken(mu)})
-    if finite(new.get("mean")) is not None:
-        rows.append({"kind": "predictive", "label": "A new project (predictive)", "design": None, **_shrunken(new)})
+            rows.append({**e, "in_model": pid in projects_in, **_shrunken(effects.get(e["estimate_id"]))})
+        rows.extend({**o, "in_model": pid in projects_in} for o in others)
+    if finite(dom.mu.mean) is not None:
+        rows.append({"kind": "pooled", "label": "Pooled effect (μ)", "design": None, **_shrunken(dom.mu)})
+    if finite(dom.theta_new.mean) is not None:
+        rows.append({"kind": "predictive", "label": "A new project (predictive)", "design": None, **_shrunken(dom.theta_new)})
     return rows
 
 
-def _domain_info(evidence, summary: dict, domain: str) -> dict:
-    """Label, metric, beneficial direction and MID of a domain: the summary first, then the evidence."""
-    dom = summary["domains"][domain]
-    info = {k: dom.get(k) for k in ("label", "metric", "beneficial", "mid")}
-    if evidence is not None and len(evidence) and "domain" in evidence:
-        rows = evidence[evidence["domain"].astype(str) == str(domain)]
-        if len(rows):
-            first = rows.iloc[0]
-            for key in info:
-                if info[key] is None:
-                    info[key] = _get(first, f"domain_{key}")
-    info["label"] = info["label"] or domain
-    return info
-
-
-def forest_plot(evidence, summary: dict, domain: str):
+def forest_plot(evidence, result, domain: str):
     """A domain's forest plot as a matplotlib Figure.
 
     Per project: its shrunken effect with the posterior HDI (filled marker) and
@@ -246,13 +180,11 @@ def forest_plot(evidence, summary: dict, domain: str):
     from matplotlib.lines import Line2D
     from matplotlib.patches import Polygon
 
-    if domain not in summary.get("domains", {}):
-        raise KeyError(f"domain {domain!r} is not in the summary (have: {', '.join(sorted(summary.get('domains', {})))})")
-    info = _domain_info(evidence, summary, domain)
-    rows = forest_rows(evidence, summary, domain)
-    dom = summary["domains"][domain]
-    hdi_prob = (dom.get("mu") or {}).get("hdi_prob") or 0.95
-    hdi_pct = f"{100 * float(hdi_prob):g}%"
+    if domain not in result.domains:
+        raise KeyError(f"domain {domain!r} is not in the result (have: {', '.join(sorted(result.domains))})")
+    dom = result.domains[domain]
+    rows = forest_rows(evidence, result, domain)
+    hdi_pct = f"{100 * dom.mu.hdi_prob:g}%"
 
     with _style():
         height = 1.9 + 0.3 * len(rows)
@@ -287,7 +219,7 @@ def forest_plot(evidence, summary: dict, domain: str):
                         ax.plot([lo, hi], [sy, sy], color=colour, lw=2.6, alpha=alpha, solid_capstyle="butt")
                     ax.plot([x], [sy], marker=marker, color=colour, ms=8, mec="white", mew=0.8, alpha=alpha, ls="none")
             elif kind == "direction":
-                sign = {"increase": 1, "decrease": -1}.get(str(r.get("direction")))
+                sign = {"increase": 1, "decrease": -1}.get(str(r.get("counted", r.get("direction"))))  # on this axis
                 if sign is None:
                     ax.plot([0], [y], marker="|", color=colour, ms=10, ls="none", alpha=alpha)
                 else:
@@ -305,8 +237,8 @@ def forest_plot(evidence, summary: dict, domain: str):
 
         # No effect, the minimal important difference, the separator above the pooled rows.
         ax.axvline(0, color="#555555", lw=0.9, zorder=0)
-        mid = finite(info.get("mid"))
-        benefit = str(info.get("beneficial") or "")
+        mid = finite(dom.mid)
+        benefit = dom.beneficial
         if mid and benefit in ("increase", "decrease"):
             edge = mid if benefit == "increase" else -mid
             ax.axvline(edge, color="#888888", lw=0.8, ls=":", zorder=0)
@@ -332,10 +264,10 @@ def forest_plot(evidence, summary: dict, domain: str):
         ax.tick_params(axis="y", length=0)
         ax.spines["left"].set_visible(False)
 
-        units = metric_units(info.get("metric"))
+        units = metric_units(dom.metric)
         arrow = {"increase": "higher is better →", "decrease": "← lower is better"}.get(benefit, "direction of benefit not stated")
-        ax.set_xlabel(f"{_plain_text(info['label'])}: {units}\n{arrow}")
-        fig.suptitle(f"{_plain_text(info['label'], 60)}: raw and shrunken project effects", x=0.01, ha="left",
+        ax.set_xlabel(f"{_plain_text(dom.label)}: {units}\n{arrow}")
+        fig.suptitle(f"{_plain_text(dom.label, 60)}: raw and shrunken project effects", x=0.01, ha="left",
                      fontsize=12, fontweight="bold")
         if benefit in ("increase", "decrease"):
             from matplotlib.transforms import blended_transform_factory
@@ -346,7 +278,7 @@ def forest_plot(evidence, summary: dict, domain: str):
                     fontsize=8.5, color="#1b6f8a")
         handles = [Line2D([], [], color=DESIGN_STYLE.get(d, ("#333333", "o"))[0], marker=DESIGN_STYLE.get(d, ("#333333", "o"))[1],
                           ls="none", ms=7, label=design_label(d))
-                   for d in sorted(designs_seen, key=_design_rank)]
+                   for d in sorted(designs_seen, key=design_rank)]
         kinds = {r["kind"] for r in rows}
         if any(r.get("raw_x") is not None for r in rows):
             handles.append(Line2D([], [], color="#555555", marker="o", mfc="white", lw=1.0, ms=6, label="raw estimate, 95% CI"))
@@ -365,12 +297,15 @@ def forest_plot(evidence, summary: dict, domain: str):
 
 
 def direction_text(row: dict) -> str:
-    """What a direction-only finding reports, in words ('significant increase, no number')."""
+    """What a direction-only finding reports, in the source's words ('significant decrease, no number'),
+    and, where the domain's scale runs the other way for this outcome, that it is counted as its mirror."""
     direction, significant = row.get("direction"), row.get("significant")
     if direction == "none":
         return "no effect reported, no number"
     sig = {True: "significant ", False: "non-significant "}.get(significant, "")
-    return f"{sig}{direction or 'no direction'}, no number"
+    counted = row.get("counted", direction)
+    mirrored = f" (counted as an {counted}: lower is better here)" if counted in ("increase", "decrease") and counted != direction else ""
+    return f"reported: {sig}{direction or 'no direction'}{mirrored}, no number"
 
 
 def figure_bytes(fig, fmt: str = "png", dpi: int = 110) -> bytes:

@@ -49,3 +49,127 @@ def write_table(table, fmt: str, stream: IO[str], columns: str | list[str] | Non
             view["exclusion_reason"] = view["exclusion_reason"].map(
                 lambda s: "" if not isinstance(s, str) else s if len(s) < 60 else s[:57] + "...")
         stream.write(view.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="") + "\n")
+
+
+# --- a fit's result as text, CSV and JSON -------------------------------------------------------------
+
+#: The columns of the long table (``Result.to_frame()``, ``summary.csv``).
+SUMMARY_COLUMNS = ("domain", "quantity", "project", "mean", "sd", "hdi_low", "hdi_high", "hdi_prob", "p_beneficial",
+                   "p_mid", "raw", "raw_se", "pooling", "p_best", "design", "certainty", "assumed")
+
+
+def summary_rows(result) -> list[dict]:
+    """The long table's rows: one per domain and quantity (mu, tau, omega, theta_new, project), keyed by ``SUMMARY_COLUMNS``.
+
+    Every row of a domain carries its certainty and what was assumed about it: a reader of one row must see them.
+    """
+    rows = []
+    for d, dom in sorted(result.domains.items()):
+        common = {"domain": d, "assumed": "; ".join(dom.assumed.values()) or None,
+                  "certainty": dom.certainty.level if dom.certainty else None}
+        for q in ("mu", "tau", "omega", "theta_new"):
+            block = getattr(dom, q)
+            if block is not None:
+                rows.append({**common, "quantity": q, **block.model_dump()})
+        for p in dom.projects:
+            rows.append({**common, "quantity": "project", "project": p.key, **p.model_dump(exclude={"project", "estimate_id", "bias"}),
+                         "hdi_prob": dom.mu.hdi_prob})
+    return [{c: row.get(c) for c in SUMMARY_COLUMNS} for row in rows]
+
+
+def summary_csv(result) -> str:
+    """The long table as CSV (written without pandas); names from the evidence cannot act as spreadsheet formulas."""
+    import csv
+    import io
+
+    from metaeval.cells import present
+    from metaeval.files import defuse_cell
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SUMMARY_COLUMNS)
+    writer.writerows([defuse_cell(v) if present(v) else "" for v in row.values()] for row in summary_rows(result))
+    return buffer.getvalue()
+
+
+def _g(x, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}g}"
+
+
+def summary_table(result) -> str:
+    """A plain-text rendering of a result for a terminal."""
+    lines = []
+    for d, dom in sorted(result.domains.items()):
+        mid = f"; MID {_g(dom.mid)}" if dom.mid is not None else ""
+        lines.append(f"{d}: {dom.label} ({dom.metric or 'metric not stated'}; {dom.beneficial} is beneficial{mid})")
+        lines += [f"  note: {a}" for a in dom.assumed.values()]
+        designs = ", ".join(f"{k} {v}" for k, v in dom.designs.items())
+        lines.append(f"  rests on {dom.n_projects} project(s), {dom.n_estimates} estimate(s): "
+                     f"{', '.join(p.key for p in dom.projects)}; designs: {designs}")
+        if dom.certainty is not None:
+            reasons = "; ".join(g.reason for g in dom.certainty.downgrades)
+            lines.append(f"  certainty: {dom.certainty.level}" + (f" ({reasons})" if reasons else ""))
+        pct = f"{dom.mu.hdi_prob:.0%}"
+        for q, name in (("mu", "average effect"), ("tau", "between-project SD"), ("omega", "within-project SD"),
+                        ("theta_new", "a new project")):
+            s = getattr(dom, q)
+            if s is None:
+                continue
+            extra = ""
+            if s.p_beneficial is not None:
+                extra += f"  P(beneficial) {_g(s.p_beneficial, 2)}"
+            if s.p_mid is not None:
+                extra += f"  P(beyond MID) {_g(s.p_mid, 2)}"
+            lines.append(f"  {name:<19} {_g(s.mean):>8}  sd {_g(s.sd):<7} {pct} HDI [{_g(s.hdi_low)}, {_g(s.hdi_high)}]{extra}")
+        if dom.prior_influence is not None and dom.prior_influence.driven:
+            lines.append(f"  note: driven by its prior: {', '.join(dom.prior_influence.driven)} (posterior SD over "
+                         f"{dom.prior_influence.threshold:.0%} of the prior's)")
+        lines.append(f"  {'project':<26} {'design':<18} {'raw (se)':<16} {'shrunken [' + pct + ' HDI]':<28} {'pooling':>7} {'P(best)':>8}")
+        for p in dom.projects:
+            raw = f"{_g(p.raw)} ({_g(p.raw_se)})" if p.raw is not None else "direction only"
+            shrunk = f"{_g(p.mean)} [{_g(p.hdi_low)}, {_g(p.hdi_high)}]"
+            lines.append(f"  {p.key:<26} {p.design:<18} {raw:<16} {shrunk:<28} {_g(p.pooling, 2):>7} {_g(p.p_best, 2):>8}")
+        lines += [f"  note: {note}" for note in dom.notes]
+        left_out = result.exclusions_in(d)
+        if left_out:
+            lines.append(f"  note: {len(left_out)} estimate(s) of this domain left out, each with its reason (--format json: exclusions)")
+        lines.append("")
+    diag = result.diagnostics
+    if diag is not None:
+        state = "passed" if diag.passed else "FAILED"
+        lines.append(f"diagnostics gate {state}: R-hat max {_g(diag.rhat_max, 4)}, bulk ESS min {_g(diag.ess_bulk_min, 4)}, "
+                     f"tail ESS min {_g(diag.ess_tail_min, 4)}, divergences {diag.divergences}")
+        lines += [f"  gate: {failure}" for failure in diag.failures]
+    else:
+        lines.append(f"engine: {result.engine} (no sampling, no MCMC diagnostics)")
+    model = result.model
+    lines.append(f"model: {model.name} ({model.description}); seed {result.seed}")
+    lines.append(f"  priors ({model.units}):")
+    params = sorted({param for dom in result.domains.values() for param in dom.priors})
+    for param in params:
+        groups: dict[str, list[str]] = {}
+        for d, dom in sorted(result.domains.items()):
+            if param in dom.priors:
+                groups.setdefault(dom.priors[param], []).append(d)
+        lines.append(f"    {param}: " + "; ".join(f"{text} ({', '.join(ds)})" for text, ds in groups.items()))
+    bias = model.bias
+    if bias.mode == "additive":
+        lines.append("    bias (normal(mean, sd) x scale, beneficial direction): " + ", ".join(f"{k} {v}" for k, v in bias.designs.items()))
+    elif bias.mode == "variance_inflation":
+        lines.append("    design weights (SE / sqrt(weight)): " + ", ".join(f"{k} {v}" for k, v in bias.weights.items()))
+    elif bias.mode == "hierarchical":
+        lines.append("    design-bias hierarchy (scale units): " + ", ".join(f"{k} {v}" for k, v in bias.hierarchy.items()))
+    if model.overrides:
+        lines.append("  prior overrides (absolute): " + ", ".join(f"{k}={v}" for k, v in model.overrides.items()))
+    if result.exclusions:
+        lines.append(f"  {len(result.exclusions)} estimate(s) left out, each with its reason (see the JSON's \"exclusions\")")
+    return "\n".join(lines) + "\n"
+
+
+def render(result, fmt: str) -> str:
+    """A result as ``table``, ``csv`` or ``json`` text."""
+    if fmt == "json":
+        return result.to_json()
+    if fmt == "csv":
+        return summary_csv(result)
+    return summary_table(result)

@@ -69,6 +69,33 @@ class Prior:
     def __str__(self) -> str:
         return f"{self.family}({', '.join(f'{p:g}' for p in self.params)})"
 
+    @property
+    def sd(self) -> float:
+        """The distribution's standard deviation (infinite where it has none: flat, halfcauchy, Student-t with nu <= 2)."""
+        k, f = self.kwargs(), self.family
+        if f == "normal":
+            return k["sigma"]
+        if f in ("flat", "halfcauchy"):
+            return math.inf
+        if f in ("studentt", "halfstudentt"):
+            nu, sigma = k["nu"], k["sigma"]
+            if nu <= 2:
+                return math.inf
+            second = sigma**2 * nu / (nu - 2)
+            if f == "studentt":
+                return math.sqrt(second)
+            mean = 2 * sigma * math.sqrt(nu / math.pi) * math.exp(math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2)) / (nu - 1)
+            return math.sqrt(second - mean**2)
+        if f == "halfnormal":
+            return k["sigma"] * math.sqrt(1 - 2 / math.pi)
+        if f == "exponential":
+            return 1 / k["lam"]
+        if f == "lognormal":
+            return math.sqrt(math.expm1(k["sigma"] ** 2)) * math.exp(k["mu"] + k["sigma"] ** 2 / 2)
+        if f == "uniform":
+            return (k["upper"] - k["lower"]) / math.sqrt(12)
+        raise AssertionError(f)  # unreachable: families are checked on construction
+
     def to_pymc(self, name: str, **kwargs):
         """Create the PyMC random variable (inside a model context)."""
         import pymc as pm

@@ -23,7 +23,6 @@ et al. 2024), which flags a domain driven by its prior or in prior–data confli
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -191,21 +190,21 @@ def scenario_spec(scenario: dict, grid: Grid, overrides: tuple[str, ...] | list[
 # --- one task = one fit ------------------------------------------------------------------------
 
 
-def _compact(summary: dict) -> dict:
-    """What the grid keeps of a fit summary: per domain mu, tau, counts; the gate."""
+def _compact(result) -> dict:
+    """What the grid keeps of a fit's :class:`~metaeval.result.Result`: per domain mu, tau, counts; the gate."""
     domains = {}
-    for d, s in summary["domains"].items():
-        mu, tau = s["mu"], s["tau"]
+    for d, dom in result.domains.items():
+        mu, tau = dom.mu, dom.tau
         domains[d] = {
-            "label": s.get("label", d),
-            "metric": s.get("metric"),
-            "mu_mean": mu["mean"], "mu_sd": mu["sd"], "mu_hdi_low": mu["hdi_low"], "mu_hdi_high": mu["hdi_high"],
-            "hdi_prob": mu["hdi_prob"], "p_beneficial": mu["p_beneficial"],
-            "tau_mean": tau["mean"], "tau_hdi_low": tau["hdi_low"], "tau_hdi_high": tau["hdi_high"],
-            "n_projects": s["n_projects"], "n_estimates": s["n_estimates"], "projects": list(s.get("projects_in", [])),
+            "label": dom.label,
+            "metric": dom.metric,
+            "mu_mean": mu.mean, "mu_sd": mu.sd, "mu_hdi_low": mu.hdi_low, "mu_hdi_high": mu.hdi_high,
+            "hdi_prob": mu.hdi_prob, "p_beneficial": mu.p_beneficial,
+            "tau_mean": tau.mean, "tau_hdi_low": tau.hdi_low, "tau_hdi_high": tau.hdi_high,
+            "n_projects": dom.n_projects, "n_estimates": dom.n_estimates, "projects": [p.key for p in dom.projects],
         }
-    diag = summary.get("diagnostics") or {}
-    return {"domains": domains, "gate_passed": diag.get("passed"), "gate_failures": diag.get("failures", [])}
+    diag = result.diagnostics
+    return {"domains": domains, "gate_passed": diag.passed if diag else None, "gate_failures": list(diag.failures) if diag else []}
 
 
 def fit_scenario(
@@ -484,18 +483,13 @@ def loo_table(baseline: dict | None, loo: list[dict]):
     return pd.DataFrame(rows, columns=columns).sort_values(["domain", "project"], ignore_index=True)
 
 
-def evidence_digest(evidence) -> str:
-    """A hash of the evidence as the grid sees it (to tell whether saved results still apply)."""
-    cols = [c for c in ("estimate_id", "project_id", "domain", "design", "yi", "sei", "poolable", "direction_only") if c in evidence]
-    text = evidence[cols].to_csv(index=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
 def run_sensitivity(
     *,
     grid: Grid,
     data_dir=None,
     csv=None,
+    domains=None,
+    defaults=None,
     evidence=None,
     settings: dict | None = None,
     overrides: tuple[str, ...] | list[str] = (),
@@ -508,20 +502,21 @@ def run_sensitivity(
     """Run the grid (+ leave-one-project-out refits) as one batch of tasks; power-scaling on the baseline.
 
     ``evidence``: a harmonised table to use as is (both estimands then use it; a TOT
-    scenario needs ``data_dir``/``csv`` or the bundled evidence). ``out``: cache fits under
+    scenario needs ``data_dir``/``csv`` or the bundled evidence; ``domains`` and ``defaults`` describe a
+    CSV's domains, as for :func:`~metaeval.harmonise.load_evidence`). ``out``: cache fits under
     ``<out>/fits`` (None: no cache). ``settings``: SamplerSettings fields (seed included).
     """
     from dataclasses import asdict
 
     from metaeval.executor import run_tasks
-    from metaeval.harmonise import load_evidence
+    from metaeval.harmonise import evidence_digest, load_evidence
     from metaeval.sampling import SamplerSettings
 
     settings = asdict(SamplerSettings(**(settings or {})))
     scenarios = grid.scenarios()
     tables = {}
     for estimand in sorted({s["estimand"] for s in scenarios}):
-        tables[estimand] = evidence if evidence is not None else load_evidence(data_dir, csv=csv, estimand=estimand)
+        tables[estimand] = evidence if evidence is not None else load_evidence(data_dir, csv=csv, domains=domains, defaults=defaults, estimand=estimand)
     common = {"grid": grid, "settings": settings, "overrides": tuple(overrides), "out": None if out is None else str(out), "refit": refit}
     tasks = [{**common, "scenario": s, "evidence": tables[s["estimand"]],
               "power_scaling": grid.power_scaling and s["name"] == BASELINE} for s in scenarios]
@@ -650,6 +645,8 @@ def load_result(directory: str | Path) -> dict | None:
 
 def saved_extras(directory: str | Path, evidence) -> dict | None:
     """The report section from a saved run, if it was made from this same evidence (else None)."""
+    from metaeval.harmonise import evidence_digest
+
     saved = load_result(directory)
     if saved is None or saved.get("evidence_digest") != evidence_digest(evidence):
         return None

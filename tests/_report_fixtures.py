@@ -55,8 +55,12 @@ def _num(x):
     return x if math.isfinite(x) else None
 
 
-def summary_for(evidence, engine: str = "exact", hdi_prob: float = 0.95, passed: bool = True) -> dict:
-    """A summary dict in the engines' shape for every domain with a poolable estimate."""
+def summary_for(evidence, engine: str = "exact", hdi_prob: float = 0.95, passed: bool = True):
+    """A :class:`~metaeval.result.Result` in the engines' shape for every domain with a poolable estimate."""
+    from metaeval.certainty import prior_influence
+    from metaeval.result import (BiasModel, Diagnostics, DirectionOnly, DomainResult, ModelRecord, Posterior,
+                                 ProjectEffect, Provenance, Result)
+
     z = stats.norm.ppf(0.5 + hdi_prob / 2)
     domains = {}
     for domain, rows in evidence.groupby("domain", sort=True):
@@ -72,58 +76,54 @@ def summary_for(evidence, engine: str = "exact", hdi_prob: float = 0.95, passed:
         by_project = {}
         for pid, prow in usable.groupby("project_id", sort=True):
             w = 1.0 / prow["sei"].astype(float) ** 2
-            by_project[str(pid)] = (float((w * prow["yi"].astype(float)).sum() / w.sum()), float(math.sqrt(1.0 / w.sum())))
-        weights = {p: 1.0 / (se**2 + tau**2) for p, (_, se) in by_project.items()}
+            by_project[str(pid)] = (float((w * prow["yi"].astype(float)).sum() / w.sum()), float(math.sqrt(1.0 / w.sum())),
+                                    str(prow["design"].iloc[0]))
+        weights = {p: 1.0 / (se**2 + tau**2) for p, (_, se, _) in by_project.items()}
         mu_var = 1.0 / sum(weights.values())
-        mu_mean = mu_var * sum(weights[p] * y for p, (y, _) in by_project.items())
+        mu_mean = mu_var * sum(weights[p] * y for p, (y, _, _) in by_project.items())
         mu_sd = math.sqrt(mu_var)
         new_sd = math.sqrt(mu_var + tau**2)
 
-        def block(mean, sd, p_ben=True):
-            out = {"mean": mean, "sd": sd, "hdi_low": mean - z * sd, "hdi_high": mean + z * sd, "hdi_prob": hdi_prob}
-            if p_ben:
-                out["p_beneficial"] = float(stats.norm.sf(0, loc=sign * mean, scale=sd))
-            return out
+        def block(mean, sd, p_ben=True, p_mid=None):
+            extra = {"p_beneficial": float(stats.norm.sf(0, loc=sign * mean, scale=sd))} if p_ben else {}
+            if p_mid is not None:
+                extra["p_mid"] = float(stats.norm.sf(p_mid, loc=sign * mean, scale=sd))
+            return Posterior(mean=mean, sd=sd, hdi_low=mean - z * sd, hdi_high=mean + z * sd, hdi_prob=hdi_prob, **extra)
 
-        projects = {}
-        for p, (y, se) in by_project.items():
+        projects = []
+        for p, (y, se, design) in by_project.items():
             prec = 1 / se**2 + 1 / tau**2
             mean = (y / se**2 + mu_mean / tau**2) / prec
             sd = math.sqrt(1 / prec + mu_var * (1 / tau**2 / prec) ** 2)
-            projects[p] = {"raw": y, "raw_se": se, "mean": mean, "sd": sd, "hdi_low": mean - z * sd,
-                           "hdi_high": mean + z * sd, "pooling": (1 / tau**2) / prec}
-        mu = block(mu_mean, mu_sd)
-        if mid is not None:
-            mu["p_mid"] = float(stats.norm.sf(mid, loc=sign * mu_mean, scale=mu_sd))
-        tau_block = {"mean": tau, "sd": 0.0, "hdi_low": tau, "hdi_high": tau, "hdi_prob": hdi_prob}
-        domains[str(domain)] = {
-            "label": first.get("domain_label") or domain, "metric": first.get("domain_metric"),
-            "beneficial": beneficial, "mid": mid,
-            "n_projects": len(by_project), "n_estimates": int(len(usable)), "projects_in": sorted(by_project),
-            "designs": {str(k): int(v) for k, v in usable["design"].value_counts().sort_index().items()},
-            "mu": mu, "tau": tau_block, "theta_new": block(mu_mean, new_sd), "projects": projects,
-            "rank_first": {p: 1.0 / len(by_project) for p in by_project},
-            "pairwise": {a: {b: 0.5 for b in by_project if b != a} for a in by_project},
-            "notes": ["tau is fixed at a quarter of the domain scale in this test fixture"]
-                     + (["one project only: tau's posterior is its prior"] if len(by_project) == 1 else []),
-        }
-    diagnostics = ({"rhat_max": 1.004 if passed else 1.08, "ess_bulk_min": 812.0 if passed else 95.0,
-                    "ess_tail_min": 760.0, "divergences": 0 if passed else 7, "passed": passed}
-                   if engine == "mcmc" else {"passed": True})
-    return {
-        "engine": engine,
-        "domains": domains,
-        "diagnostics": diagnostics,
-        "model": {
-            "name": "default", "description": "Bias-adjusted <additive> design bias", "source": "models/default.toml",
-            "units": "priors in units of each domain's scale; --prior overrides are absolute",
-            "priors": {"mu": "normal(0, 1)", "omega": "halfnormal(0.25)", "tau": "halfnormal(0.25)"},
-            "bias": {"mode": "additive", "designs": {"area_comparison": "normal(0.1, 0.25)",
-                                                     "matched_register": "normal(0.05, 0.1)"},
-                     "weights": {}, "hierarchy": {}},
-            "direction_only": {"mode": "censored", "se": "lognormal(-2.30259, 0.5)"},
-            "designs": ["rct", "matched_register", "area_comparison"], "target_accept": 0.99, "hdi_prob": hdi_prob,
-            "overrides": {},
-        },
-        "seed": 20261124,
-    }
+            projects.append(ProjectEffect(project=p, design=design, raw=y, raw_se=se, mean=mean, sd=sd, hdi_low=mean - z * sd,
+                                          hdi_high=mean + z * sd, pooling=(1 / tau**2) / prec, p_best=1.0 / len(by_project)))
+        mu = block(mu_mean, mu_sd, p_mid=mid)
+        tau_block = Posterior(mean=tau, sd=0.0, hdi_low=tau, hdi_high=tau, hdi_prob=hdi_prob)
+        priors = {"mu": f"normal(0, {scale:g})", "tau": f"halfnormal({0.4 * scale:g})"}
+        domains[str(domain)] = DomainResult(
+            id=str(domain), label=first.get("domain_label") or domain, metric=first.get("domain_metric"),
+            beneficial=beneficial, mid=mid, scale=scale, assumed={},
+            n_projects=len(by_project), n_estimates=int(len(usable)),
+            designs={str(k): int(v) for k, v in usable["design"].value_counts().sort_index().items()},
+            mu=mu, tau=tau_block, theta_new=block(mu_mean, new_sd), projects=tuple(projects),
+            pairwise={a: {b: 0.5 for b in by_project if b != a} for a in by_project}, priors=priors,
+            prior_influence=prior_influence(mu, tau_block, priors),
+            notes=("tau is fixed at a quarter of the domain scale in this test fixture",)
+                  + (("one project only: tau's posterior is its prior",) if len(by_project) == 1 else ()),
+        )
+    diagnostics = (Diagnostics(rhat_max=1.004 if passed else 1.08, ess_bulk_min=812.0 if passed else 95.0, ess_tail_min=760.0,
+                               divergences=0 if passed else 7, passed=passed,
+                               failures=() if passed else ("R-hat 1.080 for mu[employment] is above 1.01",),
+                               thresholds={"rhat_max": 1.01, "ess_min": 400, "divergences": 0})
+                   if engine == "mcmc" else None)
+    model = ModelRecord(
+        name="default", description="Bias-adjusted <additive> design bias", source="models/default.toml",
+        units="priors in units of each domain's scale; --prior overrides are absolute",
+        priors={"mu": "normal(0, 1)", "omega": "halfnormal(0.25)", "tau": "halfnormal(0.25)"},
+        bias=BiasModel(mode="additive", designs={"area_comparison": "normal(0.1, 0.25)", "matched_register": "normal(0.05, 0.1)"}),
+        direction_only=DirectionOnly(mode="censored", se="lognormal(-2.30259, 0.5)"), effects="latent",
+        designs=("rct", "matched_register", "area_comparison"), target_accept=0.99, hdi_prob=hdi_prob, overrides={},
+    )
+    return Result(engine=engine, domains=domains, exclusions=(), diagnostics=diagnostics, model=model,
+                  seed=20261124 if engine == "mcmc" else None,
+                  provenance=Provenance(versions=None, evidence_sha256=None, model_sha256=None, seed=None))

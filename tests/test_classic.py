@@ -23,9 +23,10 @@ RTOL = 1e-6
 
 
 def _floors(dataset: str) -> dict[str, float]:
-    """Absolute floors for quantities that are exactly or nearly zero, on each dataset's own scale."""
-    vbar = float(np.mean(DATASETS[dataset]["vi"]))
-    return {"loc": 1e-9 * math.sqrt(vbar), "tau2": 1e-9 * vbar, "pct": 1e-7, "stat": 1e-9, "p": 1e-12}
+    """Absolute floors for quantities that are exactly or nearly zero, on each dataset's own scale (its
+    smallest sampling variance, so one huge variance cannot loosen them)."""
+    vmin = float(np.min(DATASETS[dataset]["vi"]))
+    return {"loc": 1e-9 * math.sqrt(vmin), "tau2": 1e-9 * vmin, "pct": 1e-7, "stat": 1e-9, "p": 1e-12}
 
 
 def _close(actual, expected, atol, what):
@@ -58,9 +59,28 @@ def _quiet_knha_fe_warning():
 
 def test_reference_covers_the_full_grid():
     grid = {(f["dataset"], f["method"], f["test"]) for f in REF["fits"] if f["level"] == 0.95}
-    assert grid == {(d, m, t) for d in ("bcg", "normand", "hackshaw", "schools") for m in METHODS
-                    for t in ("z", "knha")}
+    refused = {(f["dataset"], f["method"], f["test"]) for f in REF["not_converged"]}
+    assert grid | refused == {(d, m, t) for d in ("bcg", "normand", "hackshaw", "schools", "raudenbush_huge", "wide")
+                              for m in METHODS for t in ("z", "knha")}
+    assert {d for d, _, _ in refused} <= {"wide"}  # only the extreme edge defeats metafor's Fisher scoring
     assert REF["meta"]["metafor_version"] and REF["meta"]["R_version"]
+
+
+def test_one_uninformative_study_does_not_change_the_estimate():
+    """A study with sei = 1e6 carries no weight: REML's tau^2 and mu are those without it (metafor: 0.0188, 0.0837),
+    not 0 and 0.060 as when the stopping rules were scaled by the mean variance."""
+    f = next(f for f in REF["fits"] if f["dataset"] == "raudenbush_huge" and f["method"] == "REML" and f["test"] == "z")
+    ds = DATASETS["raudenbush_huge"]
+    without = rma(ds["yi"][:-1], ds["vi"][:-1], method="REML")
+    assert f["tau2"] == pytest.approx(0.01881829, rel=1e-6) and without.tau2 == pytest.approx(f["tau2"], rel=1e-6)
+    assert rma(ds["yi"], ds["vi"], method="REML").tau2 == pytest.approx(f["tau2"], rel=1e-6)
+
+
+@pytest.mark.parametrize("f", REF["not_converged"], ids=lambda f: f"{f['dataset']}-{f['method']}-{f['test']}")
+def test_fits_metafor_cannot_complete_are_refused(f):
+    ds = DATASETS[f["dataset"]]
+    with pytest.raises(ValueError, match="did not converge"):
+        rma(ds["yi"], ds["vi"], method=f["method"], test=f["test"])
 
 
 @pytest.mark.parametrize("f", REF["fits"] + REF["metareg"], ids=_fit_id)

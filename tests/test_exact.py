@@ -668,26 +668,21 @@ PRIORS = {"mu": parse_prior("normal(0, 1)"), "tau": parse_prior("halfnormal(0.25
 
 
 def test_fit_exact_shape_and_json():
+    from metaeval.result import Result
+
     out = fit_exact(_table(), priors=PRIORS)
-    text = json.dumps(out, allow_nan=False)  # plain JSON: no NaN anywhere
-    assert json.loads(text) == out
-    assert out["engine"] == "exact" and out["seed"] is None
-    assert out["diagnostics"] == {"rhat_max": None, "ess_bulk_min": None, "ess_tail_min": None, "divergences": None, "passed": True}
-    assert list(out["domains"]) == ["employment", "absence", "grade", "pension"]
-    emp = out["domains"]["employment"]
-    for key in ("label", "metric", "beneficial", "mid", "n_projects", "n_estimates", "projects_in", "designs",
-                "mu", "tau", "theta_new", "projects", "notes", "excluded"):
-        assert key in emp
-    assert set(emp["mu"]) == {"mean", "sd", "hdi_low", "hdi_high", "hdi_prob", "p_beneficial", "p_mid"}
-    assert set(emp["tau"]) == {"mean", "sd", "hdi_low", "hdi_high", "hdi_prob"}
-    assert set(emp["theta_new"]) == {"mean", "sd", "hdi_low", "hdi_high", "hdi_prob", "p_beneficial"}
-    assert emp["n_estimates"] == 3 and emp["n_projects"] == 3 and emp["projects_in"] == ["a", "b", "c"]
-    assert emp["designs"] == {"rct": 1, "comparison_group": 1, "area_comparison": 1}
-    assert set(emp["projects"]) == {"a", "b", "c"}
-    assert set(emp["projects"]["a"]) == {"raw", "raw_se", "mean", "sd", "hdi_low", "hdi_high", "pooling"}
-    reasons = {e["estimate_id"]: e["reason"] for e in emp["excluded"]}
-    assert "direction" in reasons["v:emp"] and reasons["d:emp"] == "no numbers in the source"
-    assert out["domains"]["grade"]["mid"] is None and out["domains"]["grade"]["mu"]["p_mid"] is None
+    assert Result.from_json(out.to_json()) == out  # plain JSON, no NaN anywhere
+    assert out.engine == "exact" and out.seed is None and out.diagnostics is None  # nothing sampled, nothing faked
+    assert list(out.domains) == ["absence", "employment", "grade"]  # pension has nothing to pool
+    emp = out.domains["employment"]
+    assert emp.n_estimates == 3 and emp.n_projects == 3 and [p.project for p in emp.projects] == ["a", "b", "c"]
+    assert emp.designs == {"area_comparison": 1, "comparison_group": 1, "rct": 1}
+    assert emp.tau.p_beneficial is None and emp.mu.p_mid is not None and emp.pairwise == {}
+    reasons = {x.estimate_id: (x.stage, x.reason) for x in out.exclusions}
+    assert reasons["v:emp"][0] == "engine" and "direction" in reasons["v:emp"][1]
+    assert reasons["d:emp"] == ("evidence", "no numbers in the source")
+    assert reasons["v:pension"][0] == "engine"
+    assert out.domains["grade"].mid is None and out.domains["grade"].mu.p_mid is None
 
 
 def test_fit_exact_scales_spec_priors_and_not_overrides():
@@ -696,28 +691,28 @@ def test_fit_exact_scales_spec_priors_and_not_overrides():
     used = table[table["domain"] == "employment"].iloc[:3]
     direct = exact_posterior(used["yi"], used["sei"], tau_prior=parse_prior("halfnormal(2.5)"), mu_prior=parse_prior("normal(0, 10)"),
                              mid=2.0, labels=list(used["project_id"])).summary()
-    out = fit_exact(table, priors=PRIORS)["domains"]["employment"]
-    assert out["mu"] == direct["mu"] and out["projects"] == direct["projects"]
-    assert out["priors"] == {"mu": "normal(0, 10)", "tau": "halfnormal(2.5)"}
+    out = fit_exact(table, priors=PRIORS).domains["employment"]
+    assert out.mu.model_dump() == direct["mu"]
+    assert {p.project: p.model_dump(include={"raw", "raw_se", "mean", "sd", "hdi_low", "hdi_high", "pooling"})
+            for p in out.projects} == direct["projects"]
+    assert out.priors == {"mu": "normal(0, 10)", "tau": "halfnormal(2.5)"}
     # an absolute override, per domain first
     over = fit_exact(table, priors=PRIORS, overrides={"tau": parse_prior("halfnormal(9)"), "tau.employment": parse_prior("halfnormal(2.5)")})
-    assert over["domains"]["employment"]["tau"] == direct["tau"]
-    assert over["domains"]["grade"]["priors"]["tau"] == "halfnormal(9)"
-    assert over["domains"]["grade"]["priors"]["mu"] == "normal(0, 1)"  # grade's scale is 1
+    assert over.domains["employment"].tau.model_dump(include=set(direct["tau"])) == direct["tau"]
+    assert over.domains["grade"].priors["tau"] == "halfnormal(9)"
+    assert over.domains["grade"].priors["mu"] == "normal(0, 1)"  # grade's scale is 1
 
 
 def test_fit_exact_domain_edge_cases():
-    out = fit_exact(_table(), priors=PRIORS)["domains"]
-    absence = out["absence"]  # one project, two estimates: keyed by estimate, with a note
-    assert set(absence["projects"]) == {"a:abs1", "a:abs2"} and absence["n_projects"] == 1
-    assert any("independent studies" in n for n in absence["notes"])
-    assert absence["beneficial"] == "decrease" and absence["mu"]["p_beneficial"] > 0.5  # both estimates < 0
-    grade = out["grade"]  # one study: tau's posterior is (nearly) its prior, and says so
-    assert any("one estimate" in n for n in grade["notes"]) and grade["tau"]["mean"] is not None
-    pension = out["pension"]  # only a direction-only finding: nothing to pool
-    assert pension["n_estimates"] == 0 and pension["projects"] == {}
-    assert pension["mu"]["mean"] is None and pension["excluded"][0]["estimate_id"] == "v:pension"
-    assert pension["notes"]
+    out = fit_exact(_table(), priors=PRIORS)
+    absence = out.domains["absence"]  # one project, two estimates: an effect per estimate, with a note
+    assert [(p.project, p.estimate_id) for p in absence.projects] == [("a", "a:abs1"), ("a", "a:abs2")] and absence.n_projects == 1
+    assert any("independent studies" in n for n in absence.notes)
+    assert absence.beneficial == "decrease" and absence.mu.p_beneficial > 0.5  # both estimates < 0
+    grade = out.domains["grade"]  # one study: tau's posterior is (nearly) its prior, and says so
+    assert any("one estimate" in n for n in grade.notes) and grade.tau.mean is not None
+    assert "pension" not in out.domains  # only a direction-only finding: nothing to pool, and the exclusion says why
+    assert [x.estimate_id for x in out.exclusions_in("pension")] == ["v:pension"]
 
 
 def test_fit_exact_domain_rows_must_agree_on_its_metadata():
@@ -727,7 +722,7 @@ def test_fit_exact_domain_rows_must_agree_on_its_metadata():
         fit_exact(table, priors=PRIORS)
     table = _table().astype({"domain_mid": object})
     table.loc[0, "domain_mid"], table.loc[2, "domain_mid"] = math.nan, None  # missing in some rows: the others' value holds
-    assert fit_exact(table, priors=PRIORS)["domains"]["employment"]["mid"] == 2.0
+    assert fit_exact(table, priors=PRIORS).domains["employment"].mid == 2.0
 
 
 def test_fit_exact_bad_input():
@@ -754,8 +749,8 @@ def test_fit_exact_minimal_csv_table():
     table = pd.DataFrame({"estimate_id": list("ABCDEFGH"), "project_id": list("ABCDEFGH"), "domain": "all",
                           "yi": SCHOOLS_Y, "sei": SCHOOLS_SE, "poolable": True, "domain_scale": 1.0})
     out = fit_exact(table, priors={"mu": parse_prior("normal(0, 5)"), "tau": parse_prior("halfcauchy(5)")})
-    entry = out["domains"]["all"]
+    entry = out.domains["all"]
     direct = exact_posterior(SCHOOLS_Y, SCHOOLS_SE, tau_prior=parse_prior("halfcauchy(5)"), mu_prior=parse_prior("normal(0, 5)"),
                              labels=list("ABCDEFGH")).summary()
-    assert entry["mu"] == direct["mu"] and entry["tau"] == direct["tau"]
-    assert entry["designs"] == {"unspecified": 8} and entry["mid"] is None
+    assert entry.mu.model_dump() == direct["mu"] and entry.tau.model_dump(include=set(direct["tau"])) == direct["tau"]
+    assert entry.designs == {"unspecified": 8} and entry.mid is None

@@ -57,7 +57,8 @@ def test_lower_is_better_outcome_is_flipped_into_the_domain_direction():
     raw = _one(metric="pp", estimate=-1.1, ci_low=-2.5, ci_high=0.3, beneficial="decrease", direction="decrease")
     row = harmonise(raw, _domain("pp", "increase")).iloc[0]
     assert row.yi == pytest.approx(1.1)
-    assert row.direction == "increase"
+    assert row.direction == "decrease"  # as the source reported it
+    assert row.direction_counted == "increase"  # as the domain's scale counts it, like yi
     assert "sign flipped" in row.harmonisation
 
 

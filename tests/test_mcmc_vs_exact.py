@@ -87,8 +87,8 @@ def _fits(name: str, tau: str, tmp_dir: str) -> dict:
     model = build_model(evidence, spec)
     assert set(model.named_vars) >= {"mu", "tau", "z_project"} and "bias" not in model.named_vars and "omega" not in model.named_vars
     posterior = fit(model, chains=CHAINS, draws=DRAWS, tune=TUNE, seed=SEEDS[(name, tau)], progress=False)
-    mcmc = summarise(posterior)["domains"]["all"]
-    exact = fit_exact(evidence, priors=spec.priors, overrides=spec.overrides)["domains"]["all"]
+    mcmc = summarise(posterior).domains["all"].model_dump()
+    exact = fit_exact(evidence, priors=spec.priors, overrides=spec.overrides).domains["all"].model_dump()
     mcse = {}
     for method in ("mean", "sd"):
         tree = az.mcse(posterior, var_names=["mu", "tau"], method=method)

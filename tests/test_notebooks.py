@@ -161,10 +161,10 @@ def test_top_level_names_stay_the_same_objects():
 QUICKSTART_PROBE = f"""
 import json
 print({PROBE_MARK!r} + json.dumps({{
-    "summary_keys": sorted(summary),
-    "domains": {{k: {{"mu": sorted(v["mu"]), "theta_new": sorted(v["theta_new"]), "projects_in": v["projects_in"],
-                     "label": v["label"]}} for k, v in summary["domains"].items()}},
-    "diagnostics": summary["diagnostics"],
+    "summary_keys": sorted(summary.model_dump()),
+    "domains": {{k: {{"mu": v.mu.model_dump(), "theta_new": v.theta_new.model_dump(), "projects": [p.project for p in v.projects],
+                     "label": v.label, "certainty": v.certainty.level}} for k, v in summary.domains.items()}},
+    "diagnostics": summary.diagnostics.model_dump(),
     "domain_table_index": list(domain_table.index),
     "domain_table_columns": list(domain_table.columns),
     "report": str(report_path),
@@ -190,20 +190,20 @@ def test_analyst_quickstart(run_notebook):
     assert "rct" in _text(_tagged(nb, "pooled-by-domain"))
     assert "no comparison group" in _text(_tagged(nb, "left-out-reasons"))
 
-    # the fit and its summary, in the JSON shape of DESIGN.md
+    # the fit and its typed result, judged
     assert "Sampler checks passed." in _text(_tagged(nb, "fit")), _text(_tagged(nb, "fit"))
     assert {"domains", "diagnostics", "model", "seed"} <= set(state["summary_keys"])
     assert state["diagnostics"]["passed"] is True
     poolable_domains = set(evidence.loc[evidence.poolable, "domain"])
     assert set(state["domains"]) == poolable_domains
     for domain, block in state["domains"].items():
-        assert {"mean", "sd", "hdi_low", "hdi_high", "p_beneficial"} <= set(block["mu"]), domain
-        assert {"mean", "hdi_low", "hdi_high"} <= set(block["theta_new"]), domain
-        assert block["projects_in"], domain
+        assert all(block["mu"][k] is not None for k in ("mean", "sd", "hdi_low", "hdi_high", "p_beneficial")), domain
+        assert all(block["theta_new"][k] is not None for k in ("mean", "hdi_low", "hdi_high")), domain
+        assert block["projects"] and block["certainty"] in ("high", "moderate", "low", "very low"), domain
 
     # the per-domain table shows every domain, in its units, with P(beneficial) and the predictive range
     assert state["domain_table_index"] == sorted(poolable_domains)
-    assert {"pooled effect", "95% interval", "P(beneficial)", "new project, 95% range", "projects", "designs"} <= set(state["domain_table_columns"])
+    assert {"average effect", "95% interval", "P(beneficial)", "certainty", "new project, 95% range", "projects", "designs"} <= set(state["domain_table_columns"])
     table = _text(_tagged(nb, "domain-table"))
     for domain, block in state["domains"].items():
         assert domain in table and block["label"] in table
@@ -232,24 +232,24 @@ RESEARCHER_PROBE = f"""
 import json
 
 def _mu(s, d):
-    return s["domains"][d]["mu"]["mean"]
+    return s.domains[d].mu.mean
 
 _gap_default = (post_default["posterior"]["mu"].sel(domain="self_support") / scale["self_support"]
                 - post_default["posterior"]["mu"].sel(domain="employment") / scale["employment"]).mean().item()
 print({PROBE_MARK!r} + json.dumps({{
     "mu_self_support": {{"default": _mu(summary_default, "self_support"), "tau": _mu(summary_tau, "self_support"),
                          "bias": _mu(summary_bias, "self_support"), "linked": _mu(summary_linked, "self_support")}},
-    "tau_prior": summary_tau["model"]["per_domain_priors"]["tau"]["self_support"],
-    "default_tau_prior": summary_default["model"]["per_domain_priors"]["tau"]["self_support"],
-    "tau_sd": {{"default": summary_default["domains"]["self_support"]["theta_new"]["sd"],
-               "tau": summary_tau["domains"]["self_support"]["theta_new"]["sd"]}},
-    "bias_terms": [t for t in summary_bias["model"]["bias_terms"] if t["design"] == "before_after"],
+    "tau_prior": summary_tau.domains["self_support"].priors["tau"],
+    "default_tau_prior": summary_default.domains["self_support"].priors["tau"],
+    "tau_sd": {{"default": summary_default.domains["self_support"].theta_new.sd,
+               "tau": summary_tau.domains["self_support"].theta_new.sd}},
+    "bias_terms": [t.model_dump() for t in summary_bias.model.bias_terms if t.design == "before_after"],
     "model_name": spec_bias.name,
     "model_file": str(model_file),
     "out": str(OUT),
     "linked_vars": sorted(post_linked["posterior"].data_vars),
     "gap": {{"default": _gap_default, "linked": post_linked["posterior"]["gap_self_support_employment"].mean().item()}},
-    "gates": {{"default": summary_default["diagnostics"]["passed"], "linked": summary_linked["diagnostics"]["passed"]}},
+    "gates": {{"default": summary_default.diagnostics.passed, "linked": summary_linked.diagnostics.passed}},
     "log_likelihood": {{k: dict(p["log_likelihood"].sizes) for k, (_, p) in variants.items()}},
     "compare_index": list(comparison.index),
     "compare_columns": list(comparison.columns),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 from pathlib import Path
 
@@ -46,13 +44,13 @@ def test_rows_order_values_and_kinds(case):
     assert head["raw_x"] == pytest.approx(demo["yi"])
     assert head["raw_low"] == pytest.approx(demo["yi"] - Z * demo["sei"])
     assert head["raw_high"] == pytest.approx(demo["yi"] + Z * demo["sei"])
-    shrunk = summary["domains"]["self_support"]["projects"]["demo"]
-    assert (head["x"], head["low"], head["high"]) == (shrunk["mean"], shrunk["hdi_low"], shrunk["hdi_high"])
-    mu = summary["domains"]["self_support"]["mu"]
+    shrunk = summary.domains["self_support"].project("demo")
+    assert (head["x"], head["low"], head["high"]) == (shrunk.mean, shrunk.hdi_low, shrunk.hdi_high)
+    mu = summary.domains["self_support"].mu
     pooled = _row(rows, "pooled", "Pooled effect (μ)")
-    assert (pooled["x"], pooled["low"], pooled["high"]) == (mu["mean"], mu["hdi_low"], mu["hdi_high"])
-    new = summary["domains"]["self_support"]["theta_new"]
-    assert _row(rows, "predictive", "A new project (predictive)")["high"] == new["hdi_high"]
+    assert (pooled["x"], pooled["low"], pooled["high"]) == (mu.mean, mu.hdi_low, mu.hdi_high)
+    new = summary.domains["self_support"].theta_new
+    assert _row(rows, "predictive", "A new project (predictive)")["high"] == new.hdi_high
     direction = _row(rows, "direction", "Wellbeing [difference]")
     assert direction["direction"] == "increase" and direction["significant"] is True
     # estimates left out of pooling (no numbers, Bloom TOT) are not plotted
@@ -61,7 +59,7 @@ def test_rows_order_values_and_kinds(case):
 
 
 def test_rows_keyed_by_estimate_show_each_estimate_raw_and_shrunken():
-    """The exact engine keys a domain by estimate when a project has several: one row each, both values."""
+    """The one-level exact engine has one effect per estimate when a project has several: one row each, both values."""
     from metaeval.exact import fit_exact
     from metaeval.priors import parse_prior
 
@@ -69,10 +67,10 @@ def test_rows_keyed_by_estimate_show_each_estimate_raw_and_shrunken():
     summary = fit_exact(evidence, priors={"mu": parse_prior("normal(0, 1)"), "tau": parse_prior("halfnormal(0.25)")})
     rows = plots.forest_rows(evidence, summary, "school_absence")
     assert [r["kind"] for r in rows] == ["project", "estimate", "estimate", "pooled", "predictive"]
-    assert rows[0]["x"] is None  # no project-level effect in this summary
+    assert rows[0]["x"] is None  # no project-level effect in this result
     for r in rows[1:3]:
-        entry = summary["domains"]["school_absence"]["projects"][r["estimate_id"]]
-        assert r["x"] == entry["mean"] and r["raw_x"] == pytest.approx(entry["raw"])
+        entry = summary.domains["school_absence"].project(r["estimate_id"])
+        assert r["x"] == entry.mean and r["raw_x"] == pytest.approx(entry.raw)
     # a direction-only finding the exact engine leaves out is shown, faded
     emp = plots.forest_rows(evidence, summary, "employment")
     vive = [r for r in emp if r.get("project") == "vive_social_support"]
@@ -82,10 +80,9 @@ def test_rows_keyed_by_estimate_show_each_estimate_raw_and_shrunken():
 
 def test_project_left_out_by_the_model_is_marked(case):
     evidence, summary = case
-    summary = json.loads(json.dumps(summary))
-    dom = summary["domains"]["employment"]
-    dom["projects_in"] = ["demo"]
-    del dom["projects"]["area"]
+    dom = summary.domains["employment"]
+    dom = dom.model_copy(update={"projects": tuple(p for p in dom.projects if p.project != "area")})
+    summary = summary.model_copy(update={"domains": {**summary.domains, "employment": dom}})
     rows = plots.forest_rows(evidence, summary, "employment")
     area = next(r for r in rows if r.get("project") == "area")
     assert area["in_model"] is False and area["x"] is None and area["raw_x"] == pytest.approx(0.3)
@@ -173,7 +170,7 @@ def test_cli_plot_forest(case, tmp_path, capsys):
     evidence, summary = case
     data = hostile_data_dir(tmp_path)
     summary_file = tmp_path / "summary.json"
-    summary_file.write_text(json.dumps(summary, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x))
+    summary_file.write_text(summary.to_json())
     out = tmp_path / "figs" / "employment.png"
     assert main(["plot", "forest", "--data", str(data), "--summary", str(summary_file), "--domain", "employment",
                  "--out", str(out)]) == 0

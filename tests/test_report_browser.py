@@ -41,7 +41,7 @@ if not CHROMIUM.exists():
 #: Where screenshots are kept for a person to look at (set METAEVAL_SCREENSHOTS=DIR); default: pytest's tmp dir.
 SCREENSHOT_DIR = os.environ.get("METAEVAL_SCREENSHOTS")
 SECTION_IDS = ["overview", "domains", "evidence", "estimates", "excluded", "direction-only", "assumptions", "priors",
-               "diagnostics", "comparison", "sensitivity", "calibration", "reading"]
+               "diagnostics", "robustness", "comparison", "sensitivity", "calibration", "reading"]
 
 
 class Chromium:
@@ -246,7 +246,7 @@ def test_no_console_errors_and_no_network(hostile_report):
 def test_every_figure_loads(hostile_report):
     facts = hostile_report["facts"]
     # one forest plot per domain plus the sensitivity figure
-    assert facts["images"] == len(hostile_report["summary"]["domains"]) + 1
+    assert facts["images"] == len(hostile_report["summary"].domains) + 1
     assert facts["broken"] == []
     assert facts["figures"] == ["Forest plot for Employment", "Forest plot for Self-support"]
 
@@ -282,6 +282,7 @@ def test_screenshot_shows_a_page(hostile_report):
 
 def test_bundled_evidence_report_in_browser(tmp_path):
     """The bundled evidence with the exact engine's summary: the report a user gets, opened offline."""
+    from metaeval.certainty import judge
     from metaeval.exact import fit_exact
     from metaeval.harmonise import load_evidence
     from metaeval.plots import forest_rows
@@ -289,21 +290,21 @@ def test_bundled_evidence_report_in_browser(tmp_path):
     from metaeval.report import write_report
 
     evidence = load_evidence()
-    summary = fit_exact(evidence, priors={"mu": parse_prior("normal(0, 1)"), "tau": parse_prior("halfnormal(0.25)")})
+    summary = judge(fit_exact(evidence, priors={"mu": parse_prior("normal(0, 1)"), "tau": parse_prior("halfnormal(0.25)")}), evidence)
     path = write_report(tmp_path / "report.html", evidence, summary, progress=False)
     shot = tmp_path / "report-bundled.png"
     facts, events, png = _open(path, tmp_path / "profile", shot)
     _keep(shot)
     assert _problems(events, path) == []
     assert facts["broken"] == []
-    plotted = [d for d in summary["domains"]
+    plotted = [d for d in summary.domains
                if any(r["kind"] == "direction" or r.get("x") is not None or r.get("raw_x") is not None
                       for r in forest_rows(evidence, summary, d))]
-    assert len(plotted) >= len(summary["domains"]) // 2
+    assert len(plotted) >= len(summary.domains) // 2
     assert facts["images"] == len(plotted)
     for project in evidence["project_name"].unique():
         assert project in facts["text"]
-    for domain in summary["domains"]:
+    for domain in summary.domains:
         assert any(i.startswith("domain-") and i.endswith(domain) for i in facts["ids"]), domain
     assert _not_blank(png)[2] > 50
 

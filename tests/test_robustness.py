@@ -537,13 +537,15 @@ EDGES = {
 }
 
 
-def _finite_summary(domain: dict) -> None:
+def _finite_summary(domain) -> None:
+    """Every summary number of a domain (a DomainResult, or its JSON) is finite."""
+    domain = domain if isinstance(domain, dict) else domain.model_dump()
     for q in ("mu", "tau", "theta_new"):
         for k in ("mean", "sd", "hdi_low", "hdi_high"):
             v = domain[q][k]
             assert isinstance(v, float | int) and math.isfinite(v), (q, k, v)
-    for name, p in domain["projects"].items():
-        assert all(math.isfinite(p[k]) for k in ("mean", "sd", "hdi_low", "hdi_high")), (name, p)
+    for p in domain["projects"]:
+        assert all(math.isfinite(p[k]) for k in ("mean", "sd", "hdi_low", "hdi_high")), p
 
 
 @pytest.mark.parametrize("case", sorted(EDGES))
@@ -560,8 +562,8 @@ def test_edge_exact_engine(case, tmp_path, capsys):
     if case == "one_study":
         assert any("posterior is its prior" in n for n in summary["domains"]["all"]["notes"])
     if case == "se_from_1e-6_to_1e6":  # the precise study pins its own effect; the imprecise one is pulled to the mean
-        projects = summary["domains"]["all"]["projects"]
-        assert projects["s0"]["mean"] == pytest.approx(0.3, abs=1e-4)
+        s0 = next(p for p in summary["domains"]["all"]["projects"] if p["project"] == "s0")
+        assert s0["mean"] == pytest.approx(0.3, abs=1e-4)
 
 
 @pytest.mark.parametrize("case", sorted(EDGES))
@@ -572,7 +574,7 @@ def test_edge_mcmc(case):
     from metaeval.errors import SamplingFailed
     from metaeval.model import build_model
     from metaeval.sampling import fit
-    from metaeval.summary import summarise, summary_json
+    from metaeval.summary import summarise
 
     ys, ses = EDGES[case]
     table = csv_like(ys, ses, studies=[f"s{i}" for i in range(len(ys))])
@@ -582,13 +584,13 @@ def test_edge_mcmc(case):
         assert "non-finite" in str(err) or str(err)
         return
     summary = summarise(posterior)
-    summary_json(summary)  # allow_nan=False: would raise on NaN
-    dom = summary["domains"]["all"]
+    summary.to_json()  # allow_nan=False: would raise on NaN
+    dom = summary.domains["all"]
     _finite_summary(dom)
-    diag = summary["diagnostics"]
-    assert diag["passed"] in (True, False) and (diag["passed"] or diag["failures"])
+    diag = summary.diagnostics
+    assert diag.passed in (True, False) and (diag.passed or diag.failures)
     if case == "one_study":
-        assert any("Only one project" in n for n in dom["notes"])
+        assert any("Only one project" in n for n in dom.notes)
 
 
 def test_domain_with_only_direction_only_findings(tmp_path):
@@ -599,23 +601,22 @@ def test_domain_with_only_direction_only_findings(tmp_path):
     from metaeval.exact import fit_exact
     from metaeval.model import build_model
     from metaeval.sampling import fit
-    from metaeval.summary import summarise, summary_json
+    from metaeval.summary import summarise
 
     jobs = csv_like([0.1, 0.2], [0.1, 0.1], studies=["a", "b"], domain="jobs")
     finding = jobs.iloc[[0, 1]].assign(estimate_id=["f1", "f2"], project_id=["p1", "p2"], yi=math.nan, sei=math.nan, domain="health",
                                        direction_only=True, direction="increase", significant=[True, False], design="matched_register")
     table = pd.concat([jobs, finding], ignore_index=True)
     summary = summarise(fit(build_model(table, BASE_SPEC), chains=2, draws=100, tune=100, seed=1, progress=False))
-    summary_json(summary)
-    health = summary["domains"]["health"]
+    summary.to_json()
+    health = summary.domains["health"]
     _finite_summary(health)
-    assert any("direction-only finding(s)" in n and "f1" in n for n in health["notes"])
-    assert all(p["raw"] is None for p in health["projects"].values())
+    assert any("direction-only finding(s)" in n and "f1" in n for n in health.notes)
+    assert all(p.raw is None for p in health.projects)
     try:
         exact = fit_exact(table, priors=BASE_SPEC.priors, hdi_prob=0.95, overrides={})
     except InputError as err:
         assert any("direction" in p.message for p in err.problems)
     else:
-        assert "health" not in exact["domains"] or not exact["domains"]["health"].get("projects")
-        summary_text = json.dumps(exact)
-        assert "f1" in summary_text  # the left-out findings are named, not silently dropped
+        assert "health" not in exact.domains
+        assert {x.estimate_id for x in exact.exclusions_in("health")} == {"f1", "f2"}  # named, not silently dropped

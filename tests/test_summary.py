@@ -16,7 +16,8 @@ from _model_fixtures import csv_like
 from metaeval.sampling import SamplerSettings, annotate, diagnose
 from metaeval.model import prepare
 from metaeval.spec import load_spec
-from metaeval.summary import render, summarise, summary_csv, summary_frame, summary_json, summary_table
+from metaeval.present import render, summary_csv, summary_table
+from metaeval.summary import summarise
 
 CHAINS, DRAWS = 4, 2500
 TAU_JOBS = 0.5
@@ -73,70 +74,63 @@ def _mc(p: float, n: int = CHAINS * DRAWS) -> float:
     return 5 * math.sqrt(p * (1 - p) / n) + 1e-3
 
 
-def test_shape_matches_the_shared_contract(summary):
-    assert set(summary) >= {"engine", "domains", "diagnostics", "model", "seed"}
-    assert summary["engine"] == "mcmc" and summary["seed"] == 7
-    for dom in summary["domains"].values():
-        assert set(dom) >= {"label", "metric", "beneficial", "mid", "n_projects", "n_estimates", "projects_in", "designs",
-                            "mu", "tau", "theta_new", "projects", "rank_first", "pairwise", "notes"}
-        assert set(dom["mu"]) == {"mean", "sd", "hdi_low", "hdi_high", "hdi_prob", "p_beneficial", "p_mid"}
-        assert set(dom["tau"]) == {"mean", "sd", "hdi_low", "hdi_high", "hdi_prob"}
-        assert set(dom["theta_new"]) == {"mean", "sd", "hdi_low", "hdi_high", "hdi_prob", "p_beneficial"}
-        for entry in dom["projects"].values():
-            assert set(entry) >= {"raw", "raw_se", "mean", "sd", "hdi_low", "hdi_high", "pooling"}
-    assert set(summary["diagnostics"]) >= {"rhat_max", "ess_bulk_min", "ess_tail_min", "divergences", "passed"}
-    jobs = summary["domains"]["jobs"]
-    assert jobs["projects_in"] == ["a", "b", "c"]
-    assert jobs["designs"] == {"before_after": 1, "rct": 1, "unspecified": 1}
-    assert summary["model"]["per_domain_priors"]["tau"]["jobs"] == "halfnormal(0.4)"
+def test_the_result_holds_what_the_posterior_says(summary):
+    assert summary.engine == "mcmc" and summary.seed == 7 and summary.diagnostics is not None
+    for dom in summary.domains.values():
+        assert dom.tau.p_beneficial is None and dom.theta_new.p_mid is None  # only where they mean something
+        assert dom.omega is None  # no project reports two estimates in a domain here
+    jobs = summary.domains["jobs"]
+    assert [p.project for p in jobs.projects] == ["a", "b", "c"]
+    assert jobs.designs == {"before_after": 1, "rct": 1, "unspecified": 1}
+    assert jobs.priors["tau"] == "halfnormal(0.4)" and summary.model.sampler.seed == 7
 
 
 def test_mu_against_the_normal_it_was_drawn_from(summary):
-    mu = summary["domains"]["jobs"]["mu"]
-    assert mu["mean"] == pytest.approx(0.3, abs=0.01)
-    assert mu["sd"] == pytest.approx(0.2, rel=0.03)
-    assert mu["hdi_low"] == pytest.approx(0.3 - 1.96 * 0.2, abs=0.02)
-    assert mu["hdi_high"] == pytest.approx(0.3 + 1.96 * 0.2, abs=0.02)
-    assert mu["hdi_prob"] == 0.95
-    assert mu["p_beneficial"] == pytest.approx(stats.norm.cdf(0.3 / 0.2), abs=_mc(0.93))
-    assert mu["p_mid"] == pytest.approx(stats.norm.cdf((0.3 - 0.1) / 0.2), abs=_mc(0.84))
+    mu = summary.domains["jobs"].mu
+    assert mu.mean == pytest.approx(0.3, abs=0.01)
+    assert mu.sd == pytest.approx(0.2, rel=0.03)
+    assert mu.hdi_low == pytest.approx(0.3 - 1.96 * 0.2, abs=0.02)
+    assert mu.hdi_high == pytest.approx(0.3 + 1.96 * 0.2, abs=0.02)
+    assert mu.hdi_prob == 0.95
+    assert mu.p_beneficial == pytest.approx(stats.norm.cdf(0.3 / 0.2), abs=_mc(0.93))
+    assert mu.p_mid == pytest.approx(stats.norm.cdf((0.3 - 0.1) / 0.2), abs=_mc(0.84))
 
 
 def test_beneficial_direction_is_respected_where_a_decrease_helps(summary):
-    absence = summary["domains"]["absence"]
-    assert absence["mu"]["p_beneficial"] == pytest.approx(stats.norm.cdf(0.5 / 0.25), abs=_mc(0.98))
-    assert absence["mu"]["p_mid"] is None  # no MID in this domain
-    # p's effect is 1 lower than q's: lower is better here, so p ranks first and beats q
-    assert absence["rank_first"] == {"p": 1.0, "q": 0.0}
-    assert absence["pairwise"] == {"p": {"q": 1.0}, "q": {"p": 0.0}}
+    absence = summary.domains["absence"]
+    assert absence.mu.p_beneficial == pytest.approx(stats.norm.cdf(0.5 / 0.25), abs=_mc(0.98))
+    assert absence.mu.p_mid is None  # no MID in this domain
+    # p's effect is 1 lower than q's: lower is better here, so p is the best and beats q
+    assert {p.project: p.p_best for p in absence.projects} == {"p": 1.0, "q": 0.0}
+    assert absence.pairwise == {"p": {"q": 1.0}, "q": {"p": 0.0}}
 
 
 def test_ranks_and_pairwise_in_an_increase_domain(summary):
-    jobs = summary["domains"]["jobs"]
-    assert jobs["rank_first"] == {"a": 1.0, "b": 0.0, "c": 0.0}
-    assert jobs["pairwise"]["a"] == {"b": 1.0, "c": 1.0}
-    assert jobs["pairwise"]["c"] == {"a": 0.0, "b": 0.0}
-    assert summary["domains"]["grades"]["pairwise"] == {}
-    assert summary["domains"]["grades"]["rank_first"] == {"solo": 1.0}
+    jobs = summary.domains["jobs"]
+    assert {p.project: p.p_best for p in jobs.projects} == {"a": 1.0, "b": 0.0, "c": 0.0}
+    assert jobs.pairwise["a"] == {"b": 1.0, "c": 1.0}
+    assert jobs.pairwise["c"] == {"a": 0.0, "b": 0.0}
+    assert summary.domains["grades"].pairwise == {}
+    assert summary.domains["grades"].project("solo").p_best == 1.0
 
 
 def test_predictive_effect_of_a_new_project(summary):
-    new = summary["domains"]["jobs"]["theta_new"]
-    assert new["mean"] == pytest.approx(0.3, abs=0.02)
-    assert new["sd"] == pytest.approx(math.sqrt(0.2**2 + TAU_JOBS**2), rel=0.03)
-    assert new["p_beneficial"] == pytest.approx(stats.norm.cdf(0.3 / math.sqrt(0.2**2 + TAU_JOBS**2)), abs=_mc(0.7))
+    new = summary.domains["jobs"].theta_new
+    assert new.mean == pytest.approx(0.3, abs=0.02)
+    assert new.sd == pytest.approx(math.sqrt(0.2**2 + TAU_JOBS**2), rel=0.03)
+    assert new.p_beneficial == pytest.approx(stats.norm.cdf(0.3 / math.sqrt(0.2**2 + TAU_JOBS**2)), abs=_mc(0.7))
 
 
 def test_pooling_factors_with_a_known_tau(summary):
     spec = load_spec("default")
-    projects = summary["domains"]["jobs"]["projects"]
-    assert projects["a"]["pooling"] == pytest.approx(0.3**2 / (0.3**2 + TAU_JOBS**2), rel=1e-5)
-    assert projects["b"]["pooling"] == pytest.approx(0.2**2 / (0.2**2 + TAU_JOBS**2), rel=1e-5)
+    jobs = summary.domains["jobs"]
+    assert jobs.project("a").pooling == pytest.approx(0.3**2 / (0.3**2 + TAU_JOBS**2), rel=1e-5)
+    assert jobs.project("b").pooling == pytest.approx(0.2**2 / (0.2**2 + TAU_JOBS**2), rel=1e-5)
     sd_bias = spec.bias_designs["before_after"].params[1] * 1.0  # domain scale 1
     v = 0.4**2 + sd_bias**2
-    assert projects["c"]["pooling"] == pytest.approx(v / (v + TAU_JOBS**2), rel=1e-5)
-    assert projects["c"]["bias"]["mean"] == pytest.approx(0.2, abs=0.01)
-    assert projects["a"]["raw"] == 0.5 and projects["a"]["raw_se"] == 0.3
+    assert jobs.project("c").pooling == pytest.approx(v / (v + TAU_JOBS**2), rel=1e-5)
+    assert jobs.project("c").bias.mean == pytest.approx(0.2, abs=0.01)
+    assert jobs.project("a").raw == 0.5 and jobs.project("a").raw_se == 0.3
 
 
 def test_pooling_counts_omega_where_a_project_has_several_estimates():
@@ -160,29 +154,33 @@ def test_pooling_counts_omega_where_a_project_has_several_estimates():
     )
     stats_ = xr.Dataset({"diverging": (("chain", "draw"), np.zeros(shape, bool))}, coords=coords)
     tree = xr.DataTree.from_dict({"posterior": post, "sample_stats": stats_})
-    projects = summarise(annotate(tree, layout, spec, SamplerSettings()))["domains"]["jobs"]["projects"]
+    jobs = summarise(annotate(tree, layout, spec, SamplerSettings())).domains["jobs"]
 
     def weight_on_mu(sei, t, o):
         cov = t**2 * np.ones((len(sei), len(sei))) + np.diag(np.square(sei) + o**2)
         return 1 - t**2 * np.ones(len(sei)) @ np.linalg.solve(cov, np.ones(len(sei)))
 
     a = [weight_on_mu([0.2, 0.3], t, o) for t, o in zip(tau.ravel(), omega.ravel())]
-    assert projects["a"]["pooling"] == pytest.approx(np.mean(a), rel=1e-4)  # the summary keeps 5 significant digits
+    assert jobs.project("a").pooling == pytest.approx(np.mean(a), rel=1e-4)  # the summary keeps 6 significant digits
     # one estimate: no omega in its likelihood
-    assert projects["b"]["pooling"] == pytest.approx(np.mean(0.25**2 / (0.25**2 + tau**2)), rel=1e-4)
+    assert jobs.project("b").pooling == pytest.approx(np.mean(0.25**2 / (0.25**2 + tau**2)), rel=1e-4)
     without_omega = np.mean([weight_on_mu([0.2, 0.3], t, 0.0) for t in tau.ravel()])
-    assert projects["a"]["pooling"] > without_omega + 0.05  # omega makes the project's own data count for less
+    assert jobs.project("a").pooling > without_omega + 0.05  # omega makes the project's own data count for less
+    assert jobs.omega is not None and jobs.omega.mean == pytest.approx(float(omega.mean()), rel=1e-5)
 
 
 def test_single_project_domain_says_tau_is_its_prior(summary):
-    notes = " ".join(summary["domains"]["grades"]["notes"])
+    notes = " ".join(summary.domains["grades"].notes)
     assert "tau's posterior equals its prior" in notes
-    assert not any("tau's posterior" in n for n in summary["domains"]["jobs"]["notes"])
+    assert not any("tau's posterior" in n for n in summary.domains["jobs"].notes)
+    # the prior's influence: posterior SD over prior SD (HalfNormal(0.4): SD 0.4 * sqrt(1 - 2/pi))
+    tau_sd = summary.domains["grades"].tau.sd
+    assert summary.domains["grades"].prior_influence.tau == pytest.approx(tau_sd / (0.4 * math.sqrt(1 - 2 / math.pi)), rel=1e-5)
 
 
 def test_json_is_canonical_and_byte_identical():
     tree = _posterior()[0]
-    first, second = summary_json(summarise(tree)), summary_json(summarise(tree))
+    first, second = summarise(tree).to_json(), summarise(tree).to_json()
     assert first == second
     data = json.loads(first)
     assert first == json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
@@ -203,16 +201,16 @@ def test_json_is_canonical_and_byte_identical():
 
 def test_theta_new_depends_on_the_seed_only():
     tree, layout, spec = _posterior()
-    a = summarise(tree)["domains"]["jobs"]["theta_new"]
+    a = summarise(tree).domains["jobs"].theta_new
     tree.attrs["metaeval_seed"] = 8
-    b = summarise(tree)["domains"]["jobs"]["theta_new"]
-    assert a != b and a["mean"] == pytest.approx(b["mean"], abs=0.03)
+    b = summarise(tree).domains["jobs"].theta_new
+    assert a != b and a.mean == pytest.approx(b.mean, abs=0.03)
 
 
 def test_diagnostics_gate_fails_plainly_on_divergences():
     tree = _posterior(divergences=3)[0]
     summary = summarise(tree)
-    assert summary["diagnostics"]["divergences"] == 3 and summary["diagnostics"]["passed"] is False
+    assert summary.diagnostics.divergences == 3 and summary.diagnostics.passed is False
     table = summary_table(summary)
     assert "diagnostics gate FAILED" in table and "3 divergent transition(s)" in table
 
@@ -236,14 +234,14 @@ def test_csv_and_table_renderings(summary):
     frame = pd.read_csv(io.StringIO(summary_csv(summary)))
     assert len(frame) == 3 * 3 + 6  # mu, tau, theta_new per domain, plus one row per project
     row = frame[(frame.domain == "jobs") & (frame.quantity == "mu")].iloc[0]
-    assert row["mean"] == summary["domains"]["jobs"]["mu"]["mean"]
-    # written without pandas, read back by pandas: the same long table as summary_frame (missing cells empty)
-    pd.testing.assert_frame_equal(frame, summary_frame(summary).infer_objects(), check_dtype=False)
+    assert row["mean"] == summary.domains["jobs"].mu.mean
+    # written without pandas, read back by pandas: the same long table as Result.to_frame (missing cells empty)
+    pd.testing.assert_frame_equal(frame, summary.to_frame().replace({None: np.nan}).infer_objects(), check_dtype=False)
     table = render(summary, "table")
     for domain in ("jobs", "absence", "grades"):
         assert f"{domain}:" in table
     assert "rests on 3 project(s)" in table
-    assert render(summary, "json") == summary_json(summary)
+    assert render(summary, "json") == summary.to_json()
 
 
 def test_csv_defuses_formula_like_names():

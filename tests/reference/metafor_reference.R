@@ -17,6 +17,11 @@
 #              escalc(measure = "MD", m1i, sd1i, n1i, m2i, sd2i, n2i)
 #   hackshaw   dat.hackshaw1998, log odds ratio (yi, vi as shipped)
 #   schools    eight schools (Rubin 1981): yi = 28, 8, -3, 7, -1, 1, 18, 12; sei = 15, 10, 16, 11, 9, 11, 10, 18
+# Numerical edges (the estimators' tolerances must not depend on the units or on one extreme study):
+#   raudenbush_huge  dat.raudenbush1985 (yi, vi as shipped) plus one uninformative study: yi = 0, sei = 1e6
+#   wide             dat.raudenbush1985's yi with sampling variances 10^-12 ... 10^12 (19 steps)
+# A fit metafor cannot complete on an edge dataset (Fisher scoring does not converge) is listed under
+# "not_converged", and metaeval must refuse it too.
 
 suppressPackageStartupMessages({
   library(metafor)
@@ -54,8 +59,17 @@ datasets <- list(
     description = "Eight schools (Rubin 1981), coaching effects on SAT-V, vi = sei^2",
     measure = "GEN", slab = LETTERS[1:8],
     yi = c(28, 8, -3, 7, -1, 1, 18, 12),
-    vi = c(15, 10, 16, 11, 9, 11, 10, 18)^2)
+    vi = c(15, 10, 16, 11, 9, 11, 10, 18)^2),
+  raudenbush_huge = list(
+    description = "Raudenbush 1985 (dat.raudenbush1985), yi and vi as shipped, plus one study with yi = 0, sei = 1e6",
+    measure = "SMD", slab = c(as.character(dat.raudenbush1985$study), "huge"),
+    yi = c(r15(dat.raudenbush1985$yi), 0), vi = c(r15(dat.raudenbush1985$vi), 1e12)),
+  wide = list(
+    description = "Raudenbush 1985's yi with sampling variances 10^-12 to 10^12 in 19 log-even steps",
+    measure = "GEN", slab = as.character(dat.raudenbush1985$study),
+    yi = r15(dat.raudenbush1985$yi), vi = r15(10^seq(-12, 12, length.out = 19)))
 )
+edge <- c("raudenbush_huge", "wide")
 
 num <- function(x) if (is.null(x)) NULL else as.numeric(x)
 
@@ -83,12 +97,19 @@ fit_record <- function(res, name, mods_names, level) {
 
 fits <- list()
 regtests <- list()
+not_converged <- list()
 for (name in names(datasets)) {
   d <- datasets[[name]]
   for (method in methods) {
     for (test in tests) {
-      res <- suppressWarnings(rma(yi = d$yi, vi = d$vi, method = method, test = test, control = ctrl))
+      res <- tryCatch(suppressWarnings(rma(yi = d$yi, vi = d$vi, method = method, test = test, control = ctrl)),
+                      error = function(e) if (name %in% edge) conditionMessage(e) else stop(e))
+      if (is.character(res)) {
+        not_converged[[length(not_converged) + 1]] <- list(dataset = name, method = method, test = test, error = res)
+        next
+      }
       fits[[length(fits) + 1]] <- fit_record(res, name, NULL, 0.95)
+      if (name %in% edge) next
       # Egger's regression test, metafor's default for a model object: model = "rma", predictor = "sei",
       # with the model's own method, test and control.
       rt <- suppressWarnings(regtest(res))
@@ -149,6 +170,7 @@ out <- list(
   ),
   datasets = datasets,
   fits = fits,
+  not_converged = not_converged,
   metareg = metareg,
   regtest = regtests
 )

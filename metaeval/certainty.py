@@ -1,0 +1,143 @@
+"""How far a domain's result can be trusted: the prior's influence and a GRADE-like certainty rating.
+
+GRADE's summary-of-findings tables (Guyatt et al. 2008; the GRADE handbook, 2013) put a certainty
+of evidence (high, moderate, low, very low) beside every effect, with the reasons for
+downgrading it. :func:`judge` does the same for each domain of a fit, from the fit itself and
+the evidence behind it:
+
+- **start**: high when randomised estimates carry at least half of the domain's statistical weight
+  (inverse-variance weights 1/(sei² + tau²) at tau's posterior mean), low otherwise (GRADE's rule
+  for observational evidence);
+- **risk of bias** (−1 each): the projects carrying most of the weight were judged at high risk of bias
+  on some domain of bias; the result rests on designs without a comparison group (before–after,
+  target–benchmark, single-arm); at least half of what entered is a direction without a number
+  (its size comes from an SE prior);
+- **imprecision** (−1 or −2): the interval of the average effect includes no effect (−1), and also
+  an important effect the other way (−2, GRADE's "very serious"); or one project alone (−1, unless
+  already −2);
+- **inconsistency** (−1): the average effect is clearly beneficial but a new project's predictive
+  interval reaches an important harm (MID), or, without a MID, harm of the average effect's size;
+- **indirectness** (−1): which direction is beneficial was assumed, not given;
+- **prior dominance** (−1): the average effect's posterior SD is more than half its prior's
+  (the data added less than three times the prior's precision: :func:`prior_influence`);
+- **robustness** (−1): the direction of the average effect flips under a model variant
+  (``robustness``: the variants' results, from :func:`metaeval.sensitivity` or the run's own check).
+
+The level is the start less the downgrades, never below very low. A domain whose estimate rests
+only on priors and direction-only findings has ``effect_shown = False``: its size is the prior's,
+and presenters say so instead of printing it as a finding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from metaeval.cells import finite, flag
+from metaeval.result import Certainty, DomainResult, Downgrade, Posterior, PriorInfluence, Result
+
+#: A posterior SD above this share of the prior's: the quantity is "driven by its prior".
+PRIOR_DRIVEN = 0.5
+LEVELS = ("very low", "low", "moderate", "high")
+#: Designs with no comparison group: regression to the mean and secular trends are not controlled at all.
+NO_COMPARISON = ("before_after", "target_benchmark", "single_arm")
+
+
+def prior_influence(mu: Posterior, tau: Posterior, priors: Mapping[str, str]) -> PriorInfluence:
+    """Posterior SD over prior SD of ``mu`` and ``tau`` (the prior texts in the metric itself), and which
+    of them are driven by their prior (ratio above :data:`PRIOR_DRIVEN`)."""
+    from metaeval.priors import parse_prior
+
+    ratios: dict[str, float | None] = {}
+    for name, post in (("mu", mu), ("tau", tau)):
+        prior_sd = parse_prior(priors[name]).sd if name in priors else None
+        ratios[name] = round(post.sd / prior_sd, 6) if post.sd is not None and prior_sd else None  # an infinite SD: 0
+    driven = tuple(name for name, r in ratios.items() if r is not None and r > PRIOR_DRIVEN)
+    return PriorInfluence(mu=ratios["mu"], tau=ratios["tau"], driven=driven, threshold=PRIOR_DRIVEN)
+
+
+def judge(result: Result, evidence, robustness: Mapping[str, Sequence[str]] | None = None) -> Result:
+    """``result`` with a :class:`~metaeval.result.Certainty` for each domain.
+
+    ``evidence``: the harmonised table or its rows (design, risk of bias, sei of what entered);
+    ``robustness``: per domain, the model variants under which the average effect's direction flips.
+    """
+    rows = evidence.to_dict("records") if hasattr(evidence, "to_dict") else list(evidence)
+    left_out = {x.estimate_id for x in result.exclusions}
+    domains = {}
+    for d, dom in result.domains.items():
+        entered = [r for r in rows if str(r.get("domain")) == d and str(r.get("estimate_id")) not in left_out
+                   and flag(r.get("poolable"))]
+        domains[d] = dom.model_copy(update={"certainty": rate(dom, entered, (robustness or {}).get(d, ()))})
+    return result.model_copy(update={"domains": domains})
+
+
+def rate(dom: DomainResult, entered: list[dict], flips: Sequence[str] = ()) -> Certainty:
+    """The certainty of one domain's result (see the module docstring) from the rows that entered it."""
+    numeric = [r for r in entered if not flag(r.get("direction_only")) and finite(r.get("sei"))]
+    findings = [r for r in entered if flag(r.get("direction_only"))]
+    tau = dom.tau.mean or 0.0
+    weight: dict[str, float] = {}
+    for r in numeric:
+        weight[str(r.get("project_id"))] = weight.get(str(r.get("project_id")), 0.0) + 1.0 / (finite(r["sei"]) ** 2 + tau**2)
+    total = sum(weight.values())
+    design_of = {str(r.get("project_id")): str(r.get("design") or "unspecified") for r in entered}
+    risk_of = {str(r.get("project_id")): str(r.get("risk_of_bias") or "") for r in entered}
+    share = ({p: w / total for p, w in weight.items()} if total > 0
+             else {p: 1 / len(design_of) for p in design_of} if design_of else {})
+    randomised = sum(s for p, s in share.items() if design_of[p] == "rct")
+    start = "high" if randomised >= 0.5 else "low"
+    stated = sum(s for p, s in share.items() if design_of[p] != "unspecified")
+    basis = (f"randomised estimates carry {_pct(randomised)} of the weight" if randomised
+             else "no design is stated, so none can be taken as randomised" if not stated
+             else "no randomised estimate carries weight")
+    downgrades: list[Downgrade] = []
+
+    # risk of bias: serious when most of the weight comes from projects judged at high risk on some domain of bias
+    high = sum(s for p, s in share.items() if risk_of[p] == "high")
+    if high >= 0.5:
+        downgrades.append(Downgrade(domain="risk of bias", levels=1, reason=f"{_pct(high)} of the weight from projects at high risk of bias"))
+    uncontrolled = sum(s for p, s in share.items() if design_of[p] in NO_COMPARISON)
+    if uncontrolled >= 0.5:
+        downgrades.append(Downgrade(domain="risk of bias", levels=1,
+                                    reason=f"{_pct(uncontrolled)} of the weight from designs without a comparison group"))
+    if findings and len(findings) * 2 >= len(entered):
+        downgrades.append(Downgrade(domain="risk of bias", levels=1, reason=(
+            f"{len(findings)} of {len(entered)} entries are directions without a number: their sizes come from an SE prior")))
+
+    # imprecision
+    lo, hi, sign, mid = dom.mu.hdi_low, dom.mu.hdi_high, dom.sign, dom.mid
+    if lo is not None and hi is not None:
+        benefit_lo, benefit_hi = sorted((sign * lo, sign * hi))
+        if benefit_lo < 0 < benefit_hi:
+            both = mid is not None and benefit_lo < -mid and benefit_hi > mid
+            downgrades.append(Downgrade(domain="imprecision", levels=2 if both else 1, reason=(
+                "the interval includes both an important benefit and an important harm" if both
+                else "the interval of the average effect includes no effect")))
+    if dom.n_projects == 1 and not any(g.domain == "imprecision" and g.levels == 2 for g in downgrades):
+        downgrades.append(Downgrade(domain="imprecision", levels=1, reason="one project only: no replication"))
+
+    # inconsistency: the average is clearly beneficial, a new project may well be harmful
+    new = dom.theta_new
+    if (dom.mu.p_beneficial or 0) >= 0.9 and new.hdi_low is not None and new.hdi_high is not None and dom.n_projects > 1:
+        worst = min(sign * new.hdi_low, sign * new.hdi_high)
+        harm = mid if mid is not None else abs(dom.mu.mean or 0.0)
+        if worst < -harm:
+            downgrades.append(Downgrade(domain="inconsistency", levels=1, reason=(
+                "projects differ so much that a new one could be harmful (the predictive interval reaches "
+                + ("an important harm)" if mid is not None else "a harm as large as the average benefit)"))))
+
+    if "beneficial" in dom.assumed:
+        downgrades.append(Downgrade(domain="indirectness", levels=1, reason="which direction is beneficial was assumed, not given"))
+    influence = dom.prior_influence
+    if influence is not None and "mu" in influence.driven:
+        downgrades.append(Downgrade(domain="prior dominance", levels=1,
+                                    reason=f"result driven by priors (posterior SD {influence.mu:.0%} of the prior's)"))
+    if flips:
+        downgrades.append(Downgrade(domain="robustness", levels=1, reason=f"the direction flips under {', '.join(flips)}"))
+
+    level = max(LEVELS.index(start) - sum(g.levels for g in downgrades), 0)
+    return Certainty(level=LEVELS[level], start=start, basis=basis, downgrades=tuple(downgrades), effect_shown=bool(numeric))
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"

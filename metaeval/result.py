@@ -1,0 +1,262 @@
+"""The result of a fit: one typed contract that both engines return and every presenter reads.
+
+A :class:`Result` holds, per outcome domain, the pooled effect ``mu``, the between-project SD
+``tau`` (and ``omega`` where projects report several estimates), the predictive effect of a new
+project ``theta_new``, the shrunken project effects with pooling factors and P(best), pairwise
+comparisons, the priors used and plain-language notes; then everything that was left out and by
+which stage, the sampler's diagnostics (``None`` for the exact engine: there is nothing to check,
+and nothing is faked), the model that was fitted, the seed and the provenance.
+
+It is frozen (pydantic): ``Result.from_json(r.to_json()) == r``. The JSON carries
+``schema_version`` and is described by a JSON Schema shipped in the package
+(:func:`json_schema`, ``metaeval/schemas/result.schema.json``); ``to_frame()`` gives the tidy
+long table (one row per domain and quantity) that ``summary.csv`` holds.
+
+Conventions: every effect is in its domain's metric; "beneficial" follows the domain's
+``beneficial`` direction; intervals are highest-density intervals at ``hdi_prob`` (the exact
+engine: the shortest interval, the same thing for a unimodal posterior).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Raised whenever a field is added, removed or changes meaning; readers refuse other versions.
+SCHEMA_VERSION = 1
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, defer_build=True)
+
+
+class Posterior(_Frozen):
+    """One scalar quantity's posterior: mean, SD and interval (null where it does not exist)."""
+
+    mean: float | None
+    sd: float | None
+    hdi_low: float | None
+    hdi_high: float | None
+    hdi_prob: float = Field(gt=0, lt=1)
+    p_beneficial: float | None = Field(None, ge=0, le=1, description="P(effect > 0 in the beneficial direction)")
+    p_mid: float | None = Field(None, ge=0, le=1, description="P(effect beyond the minimal important difference)")
+
+
+class Bias(_Frozen):
+    """The posterior of a project's design-bias term (signed in the domain's metric)."""
+
+    mean: float
+    sd: float
+
+
+class ProjectEffect(_Frozen):
+    """One project's effect in a domain: its data as reported and as the model shrinks it."""
+
+    project: str
+    estimate_id: str | None = Field(None, description="set when the effect is of one estimate, not of a whole project")
+    design: str
+    raw: float | None = Field(description="inverse-variance combination of the project's estimates (null: direction only)")
+    raw_se: float | None
+    mean: float | None
+    sd: float | None
+    hdi_low: float | None
+    hdi_high: float | None
+    pooling: float | None = Field(None, ge=0, le=1, description="0: its own data alone, 1: the domain mean (baggr)")
+    bias: Bias | None = None
+    p_best: float | None = Field(None, ge=0, le=1, description="P(this project's effect is the domain's most beneficial)")
+
+    @property
+    def key(self) -> str:
+        """What the effect is of: the estimate where it is one estimate's, else the project."""
+        return self.estimate_id or self.project
+
+
+class PriorInfluence(_Frozen):
+    """How much of a domain's result its prior decides: posterior SD over prior SD (1: the data taught nothing)."""
+
+    mu: float | None
+    tau: float | None
+    driven: tuple[str, ...] = Field(description="quantities whose posterior SD is above the threshold share of their prior SD")
+    threshold: float
+
+
+class Downgrade(_Frozen):
+    """One reason the certainty of a domain's evidence is lower, in GRADE's terms."""
+
+    domain: Literal["risk of bias", "imprecision", "inconsistency", "indirectness", "prior dominance", "robustness"]
+    levels: int = Field(ge=0, le=2)
+    reason: str
+
+
+class Certainty(_Frozen):
+    """A GRADE-like rating of how far a domain's result can be trusted, with every downgrade's reason."""
+
+    level: Literal["high", "moderate", "low", "very low"]
+    start: Literal["high", "low"] = Field(description="high for randomised evidence, low for observational (GRADE)")
+    basis: str = Field(description="why it starts there: what carries the weight")
+    downgrades: tuple[Downgrade, ...]
+    effect_shown: bool = Field(description="false when the estimate rests only on priors and direction-only findings")
+
+
+class DomainResult(_Frozen):
+    """Everything a fit says about one outcome domain."""
+
+    id: str
+    label: str
+    metric: str | None
+    beneficial: Literal["increase", "decrease"]
+    mid: float | None
+    scale: float
+    assumed: dict[str, str] = Field(description="what was assumed rather than given (field -> sentence)")
+    n_projects: int
+    n_estimates: int = Field(description="estimates and direction-only findings that entered")
+    n_findings: int = Field(0, description="of which direction-only findings")
+    designs: dict[str, int]
+    mu: Posterior
+    tau: Posterior
+    omega: Posterior | None = None
+    theta_new: Posterior
+    projects: tuple[ProjectEffect, ...]
+    pairwise: dict[str, dict[str, float]] = Field(description="pairwise[a][b] = P(a's effect beats b's)")
+    priors: dict[str, str] = Field(description="the prior of each parameter in this domain, in the metric itself")
+    prior_influence: PriorInfluence | None = None
+    certainty: Certainty | None = None
+    notes: tuple[str, ...]
+
+    def project(self, key: str) -> ProjectEffect:
+        return next(p for p in self.projects if p.key == key)
+
+    @property
+    def sign(self) -> float:
+        return -1.0 if self.beneficial == "decrease" else 1.0
+
+
+class Exclusion(_Frozen):
+    """An estimate that did not enter, with the stage that left it out and why."""
+
+    estimate_id: str
+    project: str
+    domain: str
+    design: str | None = None
+    reason: str
+    stage: Literal["evidence", "model", "engine"] = Field(
+        description="evidence: harmonisation (no usable effect size, curated out); model: the model's inclusion rules; "
+                    "engine: the engine cannot use it")
+
+
+class Diagnostics(_Frozen):
+    """The MCMC diagnostics gate (Vehtari et al. 2021) over every posterior variable."""
+
+    rhat_max: float | None
+    ess_bulk_min: float | None
+    ess_tail_min: float | None
+    divergences: int
+    passed: bool
+    failures: tuple[str, ...] = Field(description="one sentence per failed criterion, naming the worst variable")
+    thresholds: dict[str, float]
+
+
+class BiasModel(_Frozen):
+    mode: Literal["none", "additive", "variance_inflation", "hierarchical"]
+    designs: dict[str, str] = {}
+    weights: dict[str, float] = {}
+    hierarchy: dict[str, str] = {}
+
+
+class DirectionOnly(_Frozen):
+    mode: Literal["censored", "exclude"]
+    se: str | None = None
+
+
+class BiasTerm(_Frozen):
+    label: str
+    design: str
+    prior: str | None = None
+    scaled: bool | None = None
+
+
+class Sampler(_Frozen):
+    chains: int
+    draws: int
+    tune: int
+    seed: int
+    sampler: str
+    target_accept: float | None
+
+
+class ModelRecord(_Frozen):
+    """The model that was fitted: priors in scale units, bias handling, options, and how it was sampled."""
+
+    name: str
+    description: str
+    source: str | None
+    units: str
+    priors: dict[str, str]
+    bias: BiasModel
+    direction_only: DirectionOnly
+    effects: str
+    designs: tuple[str, ...]
+    target_accept: float | None
+    hdi_prob: float
+    overrides: dict[str, str]
+    bias_terms: tuple[BiasTerm, ...] = ()
+    sampler: Sampler | None = None
+
+
+class Provenance(_Frozen):
+    versions: dict[str, str] | None
+    evidence_sha256: str | None
+    model_sha256: str | None
+    seed: int | None
+
+
+class Result(_Frozen):
+    """A whole fit (see the module docstring)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    engine: Literal["mcmc", "exact"]
+    domains: dict[str, DomainResult]
+    exclusions: tuple[Exclusion, ...]
+    diagnostics: Diagnostics | None
+    model: ModelRecord
+    seed: int | None
+    provenance: Provenance
+
+    # -- serialisation -------------------------------------------------------------------------
+
+    def to_json(self) -> str:
+        """Canonical JSON: sorted keys, two-space indent, UTF-8 text; floats as Python prints them (exact)."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Result:
+        """Read a result back (raises pydantic's ValidationError naming each bad field)."""
+        return cls.model_validate_json(text)
+
+    # -- views ---------------------------------------------------------------------------------
+
+    def domain(self, domain_id: str) -> DomainResult:
+        return self.domains[domain_id]
+
+    def exclusions_in(self, domain_id: str) -> tuple[Exclusion, ...]:
+        return tuple(x for x in self.exclusions if x.domain == domain_id)
+
+    def to_frame(self):
+        """The tidy long table (pandas): one row per domain and quantity (mu, tau, omega, theta_new, project)."""
+        import pandas as pd
+
+        from metaeval.present import SUMMARY_COLUMNS, summary_rows
+
+        return pd.DataFrame(summary_rows(self), columns=list(SUMMARY_COLUMNS))
+
+
+@cache
+def json_schema() -> dict:
+    """The JSON Schema of :class:`Result` (what ``metaeval/schemas/result.schema.json`` holds)."""
+    schema = Result.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://metaeval.dev/schemas/result-{SCHEMA_VERSION}.schema.json"
+    return schema
