@@ -152,7 +152,7 @@ def _fit(cache: Path, out: Path, csv: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop(compile_cache.ENV_VAR, None)
     args = ["fit", "--refit", "--csv", str(csv), "--chains", "2", "--draws", "200", "--tune", "200", "--seed", "5",
-            "--format", "json", "--out", str(out), "--cache-dir", str(cache)]
+            "--format", "json", "--out", str(out), "--cache-dir", str(cache), "--allow-failed-gate"]
     done = subprocess.run([sys.executable, "-m", "metaeval.cli", *args], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     return done
@@ -287,7 +287,7 @@ def _modules(*args: str, cwd: Path) -> list[str]:
 def test_fit_imports_no_plotting_dask_or_report_and_summary_and_report_never_import_pymc(tmp_path):
     csv = tmp_path / "small.csv"
     csv.write_text("study,yi,sei\nA,0.1,0.1\nB,0.3,0.2\nC,0.2,0.15\n")
-    common = ["--csv", str(csv), "--chains", "2", "--draws", "100", "--tune", "100", "--out", str(tmp_path / "out")]
+    common = ["--csv", str(csv), "--chains", "2", "--draws", "100", "--tune", "100", "--out", str(tmp_path / "out"), "--allow-failed-gate"]
     fit = _modules("fit", "--refit", *common, cwd=tmp_path)
     assert {"pymc", "nutpie", "numba"} <= set(fit)  # it did fit...
     assert not {"matplotlib", "arviz", "arviz_plots", "dask", "distributed", "jinja2", "metaeval.report", "metaeval.plots"} & set(fit)
