@@ -3,7 +3,7 @@
 Every case runs in fresh processes (except the warm-session refit, which is what a notebook does) and is
 reported as median, min and max over the runs, with its ratio to a naive PyMC baseline measured in the
 same run: `pm.sample()` with its defaults on the same eight-schools model in a fresh process. Results go
-to `bench/results/speed-<date>.json` and a table on stdout. Timings are wall-clock on this machine, so
+to `bench/results/speed-<date>.json` (`-2`, `-3`, ... for later runs that day) and a table on stdout. Timings are wall-clock on this machine, so
 each case also records the CPU-seconds of its processes (user + system, compile processes included)
 and the one-minute load average before it: on a shared machine read the CPU column and the load as
 well as the wall-clock median.
@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scaling import TARGET, describe, measure_fit, meets_target
+from scaling import TARGET, describe, measure_fit, meets_target, revision
 from synthetic import write_csv
 
 from metaeval.compile_cache import COLD_NOTE, ENV_VAR
@@ -194,9 +194,13 @@ def main() -> int:
         print(f"{r['case']:<{width}}  {r['runs']:4d} {r['median_s']:8.3f} {r['min_s']:8.3f} {r['max_s']:8.3f} {cpu:>7} {r['load_before']:5.2f} "
               f"{r['ratio_to_baseline']:7.3f} {tgt:>7}  {ok}{note}")
     record = dict(date=dt.date.today().isoformat(), machine=dict(cpus=os.cpu_count(), platform=platform.platform(),
-                  python=platform.python_version()), load_average=os.getloadavg(), cases=rows)
+                  python=platform.python_version()), code=revision(), load_average=os.getloadavg(), cases=rows)
     dest = ROOT / "bench" / "results" / f"speed-{record['date']}.json"
     dest.parent.mkdir(exist_ok=True)
+    for n in range(2, 100):  # a second run on the same day keeps the first's record
+        if not dest.exists():
+            break
+        dest = dest.with_name(f"speed-{record['date']}-{n}.json")
     dest.write_text(json.dumps(record, indent=2) + "\n")
     print(f"\nwritten: {dest.relative_to(ROOT)}")
     shutil.rmtree(out, ignore_errors=True)
