@@ -9,6 +9,8 @@ The public API follows the flow evidence → harmonise → model → sampling (f
 >>> posterior = metaeval.fit(model, seed=1)      # xarray.DataTree (ArviZ)
 >>> result = metaeval.summarise(posterior)       # a typed Result: per domain mu, tau, theta_new, projects, ...
 >>> result = metaeval.judge(result, evidence)    # with a certainty rating per domain (GRADE-like)
+>>> metaeval.compare(posterior)                   # which initiative does more: P(A better than B), P(best), ranks
+>>> metaeval.plan(posterior, evidence=evidence)   # what a new randomised evaluation would change (value of information)
 
 Submodules are imported on first use, so ``import metaeval`` stays cheap.
 """
@@ -38,6 +40,14 @@ _API = {
     "validate": "metaeval.harmonise",
     "read_csv": "metaeval.evidence",
     "InputError": "metaeval.errors",
+    "compare": "metaeval.ranking",
+    "plan": "metaeval.planning",
+    "profiles": "metaeval.initiatives",
+    "analyse": "metaeval.analysis",
+    "domain_draws": "metaeval.draws",
+    "leave_out": "metaeval.influence",
+    "load_costs": "metaeval.costs",
+    "cost_effectiveness": "metaeval.costs",
 }
 
 __all__ = sorted(_API)

@@ -94,6 +94,7 @@ def render_report(
     result: Result,
     *,
     extras: Mapping | None = None,
+    analysis=None,
     title: str = "metaeval report",
     progress: Callable[[str, int, int], None] | None = None,
     dpi: int = 110,
@@ -114,7 +115,7 @@ def render_report(
         raise TypeError(f"the report is made from a metaeval.result.Result, not {type(result).__name__}")
     extras = dict(extras or {})
     keys = [*EXTRA_SECTIONS, *sorted(k for k in extras if k not in EXTRA_SECTIONS)]
-    total, done = 1 + len(result.domains) + 6 + len(keys), 0
+    total, done = 2 + len(result.domains) + 6 + len(keys), 0
 
     def step(description: str) -> None:
         nonlocal done
@@ -126,13 +127,15 @@ def render_report(
     names = views.Names(rows, result)
     overview = views.overview(result, rows, names)
     step("overview")
+    context = _initiative_sections(evidence, result, analysis, names, dpi)
+    step("initiatives")
     domains = []
     for d in result.domains:
         section = views.domain(result, rows, d, names)
         section["figure"], section["figure_missing"] = _forest(evidence, result, d, dpi)
         domains.append(section)
         step(f"domain {result.domains[d].label}")
-    context = {"evidence": views.evidence(rows, names)}
+    context["evidence"] = views.evidence(rows, names)
     step("evidence table")
     context["excluded"] = views.excluded(result, rows, names)
     step("left-out estimates")
@@ -156,7 +159,8 @@ def render_report(
         section["figures"] = embedded
         sections.append(section)
         step(section["title"])
-    toc = ([{"anchor": "overview", "title": "Overview"}] + [{"anchor": s["anchor"], "title": s["label"]} for s in domains]
+    toc = ([{"anchor": "overview", "title": "Overview"}] + [{"anchor": a, "title": t} for a, t in _INITIATIVE_TOC]
+           + [{"anchor": s["anchor"], "title": s["label"]} for s in domains]
            + [{"anchor": a, "title": t} for a, t in (("evidence", "The evidence"), ("excluded", "Estimates left out of pooling"),
                                                     ("direction-only", "Findings without numbers"), ("assumptions", "Stated assumptions"),
                                                     ("priors", "Priors and bias assumptions"), ("diagnostics", "Diagnostics"))]
@@ -169,12 +173,48 @@ def render_report(
                            domains=domains, extras=sections, version=__version__, engine=result.engine, **context)
 
 
+_INITIATIVE_TOC = (("at-a-glance", "Initiatives at a glance"), ("compare", "Which initiative does more?"), ("costs", "Costs beside effects"),
+                   ("plan", "What would settle it"), ("initiatives", "The initiatives, one by one"))
+
+
+def _initiative_sections(evidence, result: Result, analysis, names, dpi: int) -> dict:
+    """The matrix, comparison, costs, plan and cards, as view data with their figures embedded."""
+    from metaeval.analysis import analyse
+
+    if analysis is None:
+        analysis = analyse(evidence, result)
+    ce_figure = plan_figure = None
+    if analysis.cost_effectiveness is not None and analysis.cost_effectiveness.results:
+        from metaeval.costs import ceac_figure
+
+        ce_figure = _try_figure(lambda: ceac_figure(analysis.cost_effectiveness, names.projects), "Cost-effectiveness acceptability curves",
+                                "Probability that the initiative is worth it against the price one would pay per person helped "
+                                "(solid: bias-adjusted pooled effect; dashed: the trial alone).", dpi)
+    if analysis.plan is not None and analysis.plan.domains:
+        from metaeval.planning import plan_figure as draw_plan
+
+        plan_figure = _try_figure(lambda: draw_plan(analysis.plan), "Expected interval width and probability of a changed verdict against study size",
+                                  "Left: the expected width of the average effect's interval after a new randomised evaluation, as a share of "
+                                  "today's. Right: the probability that the verdict changes. One line per outcome.", dpi)
+    return {"matrix": views.matrix(analysis, result, names), "comparison": views.comparison_view(analysis, names),
+            "costs": views.costs_view(analysis, names, ce_figure), "plan": views.plan_view(analysis, plan_figure),
+            "cards": views.cards(analysis, result, names)}
+
+
+def _try_figure(draw: Callable, alt: str, caption: str, dpi: int) -> dict:
+    try:
+        return figure(draw(), alt, caption, dpi=dpi)
+    except Exception as err:  # noqa: BLE001 - one bad figure must not lose the whole report
+        return {"src": None, "error": f"The figure could not be drawn: {err}"}
+
+
 def write_report(
     path: str | Path,
     evidence,
     result: Result,
     *,
     extras: Mapping | None = None,
+    analysis=None,
     title: str = "metaeval report",
     progress: bool | None = None,
 ) -> Path:
@@ -197,8 +237,8 @@ def write_report(
             def advance(description: str, done: int, total: int) -> None:
                 bar.update(task, description=escape(description), completed=done, total=total)
 
-            text = render_report(evidence, result, extras=extras, title=title, progress=advance)
+            text = render_report(evidence, result, extras=extras, analysis=analysis, title=title, progress=advance)
     else:
-        text = render_report(evidence, result, extras=extras, title=title)
+        text = render_report(evidence, result, extras=extras, analysis=analysis, title=title)
     write_atomic(path, text)
     return path

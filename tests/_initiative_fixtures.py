@@ -86,10 +86,10 @@ def normal_draws(result, n: int = 4000, seed: int = 1) -> dict:
     out = {}
     for d, dom in result.domains.items():
         shape = (4, n // 4)
-        projects = [p for p in dom.projects if p.estimate_id is None and p.mean is not None and p.sd]
+        projects = [p for p in dom.projects if p.mean is not None and p.sd]
         out[d] = DomainDraws(
             domain=d, label=dom.label, metric=dom.metric, beneficial=dom.beneficial, mid=dom.mid, scale=dom.scale,
-            hdi_prob=dom.mu.hdi_prob, projects=tuple(p.project for p in projects), designs=tuple(p.design for p in projects),
+            hdi_prob=dom.mu.hdi_prob, projects=tuple(p.key for p in projects), designs=tuple(p.design for p in projects),
             mu=dom.mu.mean + dom.mu.sd * rng.standard_normal(shape),
             tau=np.abs(dom.tau.mean + dom.tau.sd * rng.standard_normal(shape)),
             theta=np.stack([p.mean + p.sd * rng.standard_normal(shape) for p in projects]) if projects else np.zeros((0, *shape)),
