@@ -28,10 +28,20 @@ def finite(value) -> float | None:
     return x if math.isfinite(x) else None
 
 
+_YES, _NO = ("true", "yes", "1"), ("false", "no", "0", "")
+
+
 def flag(value) -> bool | None:
-    """A yes/no cell (bool, 0/1, or text "true"/"1"/"yes", any case); None when missing."""
+    """A yes/no cell: a bool, 0 or 1, or the text true/false, yes/no, 1/0 (any case); None when missing.
+
+    Anything else is not a yes or a no: a ``ValueError`` says so rather than guessing.
+    """
     if not present(value):
         return None
     if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    return bool(value)
+        text = value.strip().lower()
+        if text in _YES or text in _NO:
+            return text in _YES
+    elif type(value).__name__ in ("bool", "bool_") or value in (0, 1):
+        return bool(value)
+    raise ValueError(f"expected yes or no (true/false, 1/0), got {value!r}")

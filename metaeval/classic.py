@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from metaeval.cells import present
+from metaeval.cells import flag
 
 __all__ = [
     "METHODS",
@@ -799,19 +799,13 @@ _BY_DOMAIN_COLUMNS = ["domain", "k", "method", "test", "estimate", "se", "zval",
 
 
 def _truthy(series: pd.Series) -> np.ndarray:
-    """Interpret a poolable column (bool, 0/1, or 'true'/'false' text) as booleans; missing counts as False."""
+    """A poolable column as booleans (:func:`metaeval.cells.flag`); missing counts as False."""
     out = np.zeros(len(series), dtype=bool)
     for i, v in enumerate(series.tolist()):
-        if not present(v):
-            continue
-        if isinstance(v, (bool, np.bool_)):
-            out[i] = bool(v)
-        elif isinstance(v, (int, float, np.integer, np.floating)) and v in (0, 1):
-            out[i] = bool(v)
-        elif isinstance(v, str) and v.strip().lower() in ("true", "false", "yes", "no", "1", "0", ""):
-            out[i] = v.strip().lower() in ("true", "yes", "1")
-        else:
-            raise ValueError(f"poolable must be true/false; row {i} has {v!r}")
+        try:
+            out[i] = bool(flag(v))
+        except ValueError:
+            raise ValueError(f"poolable must be true/false; row {i} has {v!r}") from None
     return out
 
 

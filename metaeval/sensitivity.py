@@ -23,7 +23,6 @@ et al. 2024), which flags a domain driven by its prior or in prior–data confli
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -484,13 +483,6 @@ def loo_table(baseline: dict | None, loo: list[dict]):
     return pd.DataFrame(rows, columns=columns).sort_values(["domain", "project"], ignore_index=True)
 
 
-def evidence_digest(evidence) -> str:
-    """A hash of the evidence as the grid sees it (to tell whether saved results still apply)."""
-    cols = [c for c in ("estimate_id", "project_id", "domain", "design", "yi", "sei", "poolable", "direction_only") if c in evidence]
-    text = evidence[cols].to_csv(index=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
 def run_sensitivity(
     *,
     grid: Grid,
@@ -517,7 +509,7 @@ def run_sensitivity(
     from dataclasses import asdict
 
     from metaeval.executor import run_tasks
-    from metaeval.harmonise import load_evidence
+    from metaeval.harmonise import evidence_digest, load_evidence
     from metaeval.sampling import SamplerSettings
 
     settings = asdict(SamplerSettings(**(settings or {})))
@@ -653,6 +645,8 @@ def load_result(directory: str | Path) -> dict | None:
 
 def saved_extras(directory: str | Path, evidence) -> dict | None:
     """The report section from a saved run, if it was made from this same evidence (else None)."""
+    from metaeval.harmonise import evidence_digest
+
     saved = load_result(directory)
     if saved is None or saved.get("evidence_digest") != evidence_digest(evidence):
         return None

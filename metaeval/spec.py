@@ -121,8 +121,13 @@ class ModelSpec:
 
     def digest(self) -> str:
         """A stable hash of the spec's content (not of its file path)."""
-        content = {k: v for k, v in self.to_dict().items() if k != "source"}
-        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+        return spec_digest(self.to_dict())
+
+
+def spec_digest(spec: dict) -> str:
+    """SHA-256 of a spec's plain data (``ModelSpec.to_dict()``, as a fit records it), its file path left out."""
+    content = {k: v for k, v in spec.items() if k != "source"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def available_models() -> list[str]:

@@ -52,7 +52,7 @@ from metaeval.result import (
     Sampler,
 )
 from metaeval.sampling import CachedFit, SamplerSettings, diagnose, fit_cached
-from metaeval.spec import ModelSpec
+from metaeval.spec import ModelSpec, spec_digest
 
 SIGNIFICANT_DIGITS = 6
 
@@ -221,14 +221,6 @@ def model_record(spec: dict, bias_terms: list[dict] = (), sampler: Sampler | Non
         bias_terms=tuple(BiasTerm(**{k: t[k] for k in ("label", "design", "prior", "scaled") if k in t}) for t in bias_terms),
         sampler=sampler,
     )
-
-
-def spec_digest(spec: dict) -> str:
-    """``ModelSpec.digest()`` of a spec stored as plain data (its file path left out)."""
-    import hashlib
-
-    content = {k: v for k, v in spec.items() if k != "source"}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def _notes(layout: Layout, spec: dict, meta: dict, cells: list[dict], members: list[dict]) -> list[str]:

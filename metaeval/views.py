@@ -341,7 +341,7 @@ def reported(r: dict) -> list[str]:
         out.append(f"direction: {text(r.get('direction'))}, {_significance(r)}")
     n_t, n_c = finite(r.get("n_treatment")), finite(r.get("n_control"))
     if n_t is not None or n_c is not None:
-        out.append(f"n = {words.number(n_t, 'hours')} vs {words.number(n_c, 'hours')}")
+        out.append(f"n = {words.count(n_t)} vs {words.count(n_c)}")
     return out
 
 

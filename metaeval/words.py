@@ -90,6 +90,12 @@ def number(x, metric=None) -> str:
     return text.replace("-", "−")
 
 
+def count(n) -> str:
+    """A whole number with thousands separators; '–' when missing."""
+    value = finite(n) if not isinstance(n, bool) else None
+    return "–" if value is None else f"{value:,.0f}"
+
+
 def with_unit(x, metric) -> str:
     """A number followed by its unit, where it has one."""
     unit = unit_short(metric)
