@@ -48,6 +48,8 @@ _API = {
     "leave_out": "metaeval.influence",
     "load_costs": "metaeval.costs",
     "cost_effectiveness": "metaeval.costs",
+    "ceac_figure": "metaeval.costs",
+    "plan_figure": "metaeval.planning",
 }
 
 __all__ = sorted(_API)
