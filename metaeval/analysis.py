@@ -44,19 +44,16 @@ def analyse(evidence, result: Result, *, source=None, reference=None, reference_
     """
     from metaeval.initiatives import profiles
 
-    names = _names(evidence)
     if source is None:
         missing = {"comparison": _NO_DRAWS, "plan": _NO_DRAWS}
         if any(f.per_person for f in costs):
             missing["cost_effectiveness"] = _NO_DRAWS
-        if reference is not None:
-            missing["reference"] = "no draws of the fit itself to compare with"
         return Analysis(profiles=profiles(evidence, result), costs=tuple(costs), missing=missing)
-    from metaeval.ranking import compare
     from metaeval.costs import cost_effectiveness
     from metaeval.draws import domain_draws
     from metaeval.influence import leave_out
     from metaeval.planning import plan
+    from metaeval.ranking import compare
 
     draws = domain_draws(source)
     missing = {}
@@ -70,7 +67,7 @@ def analyse(evidence, result: Result, *, source=None, reference=None, reference_
         missing["shifts"] = "leave-it-out shifts need the fit's posterior with its layout"
     return Analysis(
         profiles=profiles(evidence, result, draws=draws, shifts=shifts),
-        comparison=compare(draws, reference=reference, reference_label=reference_label, names=names),
+        comparison=compare(draws, reference=reference, reference_label=reference_label, names=project_names(evidence)),
         costs=tuple(costs),
         cost_effectiveness=cost_effectiveness(costs, draws, wtp=wtp) if any(f.per_person for f in costs) else None,
         plan=plan(draws, evidence=evidence, n=n, sims=sims),
@@ -78,7 +75,7 @@ def analyse(evidence, result: Result, *, source=None, reference=None, reference_
     )
 
 
-def _names(evidence) -> dict[str, str]:
+def project_names(evidence) -> dict[str, str]:
     """Project id -> readable name, from the evidence table."""
     from metaeval.initiatives import _text
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from metaeval.errors import InputError, Problem, SamplingFailed
@@ -419,7 +420,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return status
 
 
-
 # --- the analyst's questions: compare, plan, costs ------------------------------------------------
 
 
@@ -464,12 +464,6 @@ def _reference_draws(args: argparse.Namespace, evidence, spec, *, fit: bool):
     return posterior
 
 
-def _project_names(evidence) -> dict[str, str]:
-    from metaeval.analysis import _names
-
-    return _names(evidence)
-
-
 def _costs(args: argparse.Namespace, evidence=None):
     """The cost figures of the evidence directory (none for a --csv), checked against its projects and domains."""
     from metaeval.costs import load_costs
@@ -481,6 +475,19 @@ def _costs(args: argparse.Namespace, evidence=None):
     return load_costs(args.data, projects=known, domains=domains)
 
 
+def _emit(args: argparse.Namespace, result, *, json_text: Callable[[], str], frame: Callable, table: Callable[[], str]) -> int:
+    """Print an analysis as --format asks; the exit status of the fit's diagnostics gate (see ``_emit_summary``)."""
+    if args.format == "json":
+        sys.stdout.write(json_text())
+    elif args.format == "csv":
+        from metaeval.files import safe_csv
+
+        sys.stdout.write(safe_csv(frame()))
+    else:
+        sys.stdout.write(table())
+    return 0 if result.diagnostics is None or result.diagnostics.passed or args.allow_failed_gate else GATE_FAILED
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """Pairwise comparison and ranking of the initiatives per domain, on their bias-adjusted effects."""
     from metaeval.ranking import compare
@@ -488,18 +495,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     evidence, spec, result, posterior = _fitted_draws(args)
     projects = [p.strip() for p in args.projects.split(",") if p.strip()] if args.projects else None
     reference = None if args.no_bias_check else _reference_draws(args, evidence, spec, fit=True)
-    comparison = compare(posterior, domain=args.domain, projects=projects, reference=reference, names=_project_names(evidence))
-    if args.format == "json":
-        sys.stdout.write(comparison.to_json())
-    elif args.format == "csv":
-        from metaeval.files import safe_csv
+    from metaeval.analysis import project_names
 
-        sys.stdout.write(safe_csv(comparison.to_frame()))
-    else:
-        from metaeval.present import comparison_table
+    names = project_names(evidence)
+    comparison = compare(posterior, domain=args.domain, projects=projects, reference=reference, names=names)
+    from metaeval.present import comparison_table
 
-        sys.stdout.write(comparison_table(comparison, _project_names(evidence)))
-    return 0 if result.diagnostics is None or result.diagnostics.passed or args.allow_failed_gate else GATE_FAILED
+    return _emit(args, result, json_text=comparison.to_json, frame=comparison.to_frame, table=lambda: comparison_table(comparison, names))
 
 
 def _numbers(text: str | None, option: str, kind=float) -> list | None:
@@ -515,29 +517,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """What a new randomised evaluation would do to each domain's verdict (value of information)."""
     from metaeval.planning import plan
 
-    evidence, _, result, posterior = _fitted_draws(args)
     n = _numbers(args.n, "--n", int)
     se = _numbers(args.se, "--se")
+    if args.plot is not None and args.plot.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise InputError(Problem(str(args.plot), "", "--plot", "the file must end in .png, .svg or .pdf"))
+    evidence, _, result, posterior = _fitted_draws(args)
     result_plan = plan(posterior, evidence=evidence, domain=args.domain, n=n, sd=args.sd, se=se, sims=args.sims, seed=args.seed)
     if args.plot is not None:
         from metaeval.planning import plan_figure
         from metaeval.plots import save_figure
 
-        suffix = args.plot.suffix.lower().lstrip(".")
-        if suffix not in ("png", "svg", "pdf"):
-            raise InputError(Problem(str(args.plot), "", "--plot", "the file must end in .png, .svg or .pdf"))
         print(f"figure: {save_figure(plan_figure(result_plan), args.plot)}", file=sys.stderr)
-    if args.format == "json":
-        sys.stdout.write(result_plan.to_json())
-    elif args.format == "csv":
-        from metaeval.files import safe_csv
+    from metaeval.present import plan_table
 
-        sys.stdout.write(safe_csv(result_plan.to_frame()))
-    else:
-        from metaeval.present import plan_table
-
-        sys.stdout.write(plan_table(result_plan))
-    return 0 if result.diagnostics is None or result.diagnostics.passed or args.allow_failed_gate else GATE_FAILED
+    return _emit(args, result, json_text=result_plan.to_json, frame=result_plan.to_frame, table=lambda: plan_table(result_plan))
 
 
 def cmd_costs(args: argparse.Namespace) -> int:
@@ -548,24 +541,11 @@ def cmd_costs(args: argparse.Namespace) -> int:
     figures = _costs(args, evidence)  # a bad costs file is reported before any fit
     evidence, _, result, posterior = _fitted_draws(args, evidence)
     effectiveness = cost_effectiveness(figures, posterior, wtp=args.wtp)
-    if args.format == "json":
-        from metaeval.present import to_json
+    from metaeval.present import costs_table, to_json
 
-        sys.stdout.write(to_json({"costs": [f.model_dump(mode="json") for f in figures], "cost_effectiveness": effectiveness.model_dump(mode="json")}))
-    elif args.format == "csv":
-        from metaeval.files import safe_csv
-        import pandas as pd
-
-        rows = [{"project": r.project, "cost": r.cost, "outcome": r.outcome, "basis": r.basis, "currency": r.currency, "perspective": r.perspective,
-                 "per": r.per, "p_helps": r.p_helps, "p_saves": r.p_saves, "ratio_median": r.ratio.median if r.ratio else None,
-                 "ratio_low": r.ratio.low if r.ratio else None, "ratio_high": r.ratio.high if r.ratio else None, "wtp": r.wtp,
-                 "p_below_wtp": r.p_below_wtp} for r in effectiveness.results]
-        sys.stdout.write(safe_csv(pd.DataFrame(rows)))
-    else:
-        from metaeval.present import costs_table
-
-        sys.stdout.write(costs_table(figures, effectiveness))
-    return 0 if result.diagnostics is None or result.diagnostics.passed or args.allow_failed_gate else GATE_FAILED
+    return _emit(args, result, table=lambda: costs_table(figures, effectiveness), frame=effectiveness.to_frame,
+                 json_text=lambda: to_json({"costs": [f.model_dump(mode="json") for f in figures],
+                                            "cost_effectiveness": effectiveness.model_dump(mode="json")}))
 
 
 def _analysis(args: argparse.Namespace, evidence, summary):
@@ -650,36 +630,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, metavar="N", help="worker processes of the local cluster (default: one per core)")
     p.set_defaults(func=cmd_sensitivity)
 
-    p = sub.add_parser("compare", help="which initiative does more? P(A better than B), P(best) and ranks per domain (reads the fit in --out)")
-    _evidence_options(p)
-    _model_options(p)
-    _format_option(p)
-    p.add_argument("--sampler", choices=["nutpie", "pymc"], default="nutpie", help="NUTS implementation, if a fit is needed (default: nutpie)")
+    analyst = {}
+    for name, func, text in (
+        ("compare", cmd_compare, "which initiative does more? P(A better than B), P(best) and ranks per domain (reads the fit in --out)"),
+        ("plan", cmd_plan, "plan the next evaluation: how much would a new randomised study narrow each domain's interval, and change its verdict?"),
+        ("costs", cmd_costs, "the costs the initiatives report, and the cost per person helped where cost and effect share a comparison"),
+    ):
+        p = analyst[name] = sub.add_parser(name, help=text)
+        _evidence_options(p)
+        _model_options(p)
+        _format_option(p)
+        p.add_argument("--sampler", choices=["nutpie", "pymc"], default="nutpie", help="NUTS implementation, if a fit is needed (default: nutpie)")
+        p.set_defaults(func=func)
+    p = analyst["compare"]
     p.add_argument("--domain", metavar="D", help="compare in this domain only")
     p.add_argument("--projects", metavar="A,B,...", help="compare only these projects (ids)")
     p.add_argument("--no-bias-check", action="store_true", help="do not check the order against the no_bias variant (which is fitted once if missing)")
-    p.set_defaults(func=cmd_compare)
-
-    p = sub.add_parser("plan", help="plan the next evaluation: how much would a new randomised study narrow each domain's interval, and change its verdict?")
-    _evidence_options(p)
-    _model_options(p)
-    _format_option(p)
-    p.add_argument("--sampler", choices=["nutpie", "pymc"], default="nutpie", help="NUTS implementation, if a fit is needed (default: nutpie)")
+    p = analyst["plan"]
     p.add_argument("--domain", metavar="D", help="plan for this domain only")
     p.add_argument("--n", metavar="N,N,...", help="participants per arm of the new study (default: 50,100,200,400)")
     p.add_argument("--sd", type=float, metavar="X", help="the outcome's SD per person in the domain's metric (SE = SD * sqrt(2/n)); needs --domain")
     p.add_argument("--se", metavar="X[,X...]", help="the new study's SE directly (one per --n, if given); needs --domain")
     p.add_argument("--sims", type=int, default=1000, help="simulated studies per size (default: 1000)")
     p.add_argument("--plot", type=Path, metavar="FILE", help="also draw expected interval width and P(changed verdict) against n (.png, .svg, .pdf)")
-    p.set_defaults(func=cmd_plan)
-
-    p = sub.add_parser("costs", help="the costs the initiatives report, and the cost per person helped where cost and effect share a comparison")
-    _evidence_options(p)
-    _model_options(p)
-    _format_option(p)
-    p.add_argument("--sampler", choices=["nutpie", "pymc"], default="nutpie", help="NUTS implementation, if a fit is needed (default: nutpie)")
-    p.add_argument("--wtp", type=float, metavar="DKK", help="willingness to pay per person helped, in DKK of the cost's price year: P(worth it) at it")
-    p.set_defaults(func=cmd_costs)
+    analyst["costs"].add_argument("--wtp", type=float, metavar="DKK",
+                                  help="willingness to pay per person helped, in DKK of the cost's price year: P(worth it) at it")
 
     p = sub.add_parser("plot", help="export a figure on its own (PNG, SVG or PDF)")
     kinds = p.add_subparsers(dest="figure", required=True, metavar="FIGURE")
@@ -709,7 +684,7 @@ def check_output_paths(args: argparse.Namespace) -> None:
     from metaeval.evidence import default_data_dir
 
     outputs = [(name, getattr(args, attr), kind) for name, attr, kind in
-               (("--out", "out", "dir" if args.func is not cmd_plot else "file"), ("--output", "output", "file"))
+               (("--out", "out", "dir" if args.func is not cmd_plot else "file"), ("--output", "output", "file"), ("--plot", "plot", "file"))
                if getattr(args, attr, None) is not None]
     if not outputs:
         return

@@ -222,6 +222,17 @@ class CostEffectiveness(_Frozen):
 
         return to_json(self.model_dump(mode="json"))
 
+    def to_frame(self):
+        """One row per cost figure, outcome and basis."""
+        import pandas as pd
+
+        rows = [{"project": r.project, "cost": r.cost, "outcome": r.outcome, "basis": r.basis, "currency": r.currency,
+                 "perspective": r.perspective, "per": r.per, "helped_per_unit": r.helped_mean, "p_helps": r.p_helps, "p_saves": r.p_saves,
+                 "ratio_median": r.ratio.median if r.ratio else None, "ratio_low": r.ratio.low if r.ratio else None,
+                 "ratio_high": r.ratio.high if r.ratio else None, "wtp": r.wtp, "p_below_wtp": r.p_below_wtp} for r in self.results]
+        return pd.DataFrame(rows, columns=["project", "cost", "outcome", "basis", "currency", "perspective", "per", "helped_per_unit",
+                                           "p_helps", "p_saves", "ratio_median", "ratio_low", "ratio_high", "wtp", "p_below_wtp"])
+
 
 def acceptability(cost: np.ndarray, helped: np.ndarray, wtp) -> np.ndarray:
     """P(λ · helped − cost > 0) for each λ in ``wtp`` (the CEAC), from paired draws."""
