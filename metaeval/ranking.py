@@ -220,8 +220,7 @@ def compare_domain(dd: DomainDraws, reference: DomainDraws | None = None, refere
     differences = []
     for i in range(k):
         for j in range(i + 1, k):
-            diff = good[i] - good[j]
-            a, b = (i, j) if diff.mean() >= 0 else (j, i)
+            a, b = (i, j) if good[i].mean() >= good[j].mean() else (j, i)  # the one doing more good first
             diff = good[a] - good[b]
             low, high = hdi(diff, dd.hdi_prob)
             differences.append(Difference(a=dd.projects[a], b=dd.projects[b], p_a_better=_round(p[a, b]), mean=_round(diff.mean()),
