@@ -8,10 +8,10 @@ the evidence behind it:
 - **start**: high when randomised estimates carry at least half of the domain's statistical weight
   (inverse-variance weights 1/(sei² + tau²) at tau's posterior mean), low otherwise (GRADE's rule
   for observational evidence);
-- **risk of bias** (−1 each): the projects carrying most of the weight were judged at high risk of bias
-  on some domain of bias; the result rests on designs without a comparison group (before–after,
-  target–benchmark, single-arm); at least half of what entered is a direction without a number
-  (its size comes from an SE prior);
+- **risk of bias** (−1 each): the estimates carrying most of the weight were judged at high risk of bias
+  on some domain of bias (judged per estimate, data/README.md "Risk of bias"); the result rests on
+  designs without a comparison group (before–after, target–benchmark, single-arm); at least half of
+  what entered is a direction without a number (its size comes from an SE prior);
 - **imprecision** (−1 or −2): the interval of the average effect includes no effect (−1), and also
   an important effect the other way (−2, GRADE's "very serious"); or one project alone (−1, unless
   already −2);
@@ -81,7 +81,9 @@ def rate(dom: DomainResult, entered: list[dict], flips: Sequence[str] = ()) -> C
         weight[str(r.get("project_id"))] = weight.get(str(r.get("project_id")), 0.0) + 1.0 / (finite(r["sei"]) ** 2 + tau**2)
     total = sum(weight.values())
     design_of = {str(r.get("project_id")): str(r.get("design") or "unspecified") for r in entered}
-    risk_of = {str(r.get("project_id")): str(r.get("risk_of_bias") or "") for r in entered}
+    # risk of bias is judged per estimate (an outcome of a project may differ from the rest): the weight at high risk
+    high_weight = sum(1.0 / (finite(r["sei"]) ** 2 + tau**2) for r in numeric if str(r.get("risk_of_bias") or "") == "high")
+    high_projects = {str(r.get("project_id")) for r in entered if str(r.get("risk_of_bias") or "") == "high"}
     share = ({p: w / total for p, w in weight.items()} if total > 0
              else {p: 1 / len(design_of) for p in design_of} if design_of else {})
     randomised = sum(s for p, s in share.items() if design_of[p] == "rct")
@@ -92,10 +94,10 @@ def rate(dom: DomainResult, entered: list[dict], flips: Sequence[str] = ()) -> C
              else "no randomised estimate carries weight")
     downgrades: list[Downgrade] = []
 
-    # risk of bias: serious when most of the weight comes from projects judged at high risk on some domain of bias
-    high = sum(s for p, s in share.items() if risk_of[p] == "high")
+    # risk of bias: serious when most of the weight comes from estimates judged at high risk on some domain of bias
+    high = high_weight / total if total > 0 else sum(s for p, s in share.items() if p in high_projects)
     if high >= 0.5:
-        downgrades.append(Downgrade(domain="risk of bias", levels=1, reason=f"{_pct(high)} of the weight from projects at high risk of bias"))
+        downgrades.append(Downgrade(domain="risk of bias", levels=1, reason=f"{_pct(high)} of the weight from estimates at high risk of bias"))
     uncontrolled = sum(s for p, s in share.items() if design_of[p] in NO_COMPARISON)
     if uncontrolled >= 0.5:
         downgrades.append(Downgrade(domain="risk of bias", levels=1,

@@ -3,8 +3,8 @@
 Each function is pure (floats in, floats out) and refuses input it cannot use
 with a ``ValueError``. References: Borenstein, Hedges, Higgins & Rothstein (2009)
 *Introduction to Meta-Analysis* (ch. 4–7); Cochrane Handbook v6.4 §6.3;
-Agresti (2007) *An Introduction to Categorical Data Analysis* §8.1; Chinn (2000)
-Stat Med 19:3127; Bloom (1984) Eval Rev 8:225.
+Agresti (2007) *An Introduction to Categorical Data Analysis* §8.1; Agresti & Caffo (2000)
+Am Stat 54:280; Chinn (2000) Stat Med 19:3127; Bloom (1984) Eval Rev 8:225.
 """
 
 from __future__ import annotations
@@ -65,6 +65,18 @@ def risk_difference(p1: float, n1: float, p2: float, n2: float) -> tuple[float, 
     return p1 - p2, math.sqrt(_positive("variance of the risk difference (both shares are 0 or 1)", var))
 
 
+def agresti_caffo_se(p1: float, n1: float, p2: float, n2: float) -> float:
+    """SE of a risk difference after adding one success and one failure to each group (Agresti & Caffo 2000).
+
+    √(p̃1q̃1/(n1+2) + p̃2q̃2/(n2+2)) with p̃ = (np + 1)/(n + 2). The Wald SE of a difference with a group at
+    0% or 100% counts only the other group's variance (0 when both are); the adjusted one gives
+    intervals of near-nominal coverage down to empty cells.
+    """
+    _share("p1", p1), _share("p2", p2), _positive("n1", n1), _positive("n2", n2)
+    t1, t2 = (p1 * n1 + 1) / (n1 + 2), (p2 * n2 + 1) / (n2 + 2)
+    return math.sqrt(t1 * (1 - t1) / (n1 + 2) + t2 * (1 - t2) / (n2 + 2))
+
+
 def paired_risk_difference(p_improved: float, p_worsened: float, n: float) -> tuple[float, float]:
     """Change in a share measured twice on the same n people, from the discordant shares.
 
@@ -79,16 +91,18 @@ def paired_risk_difference(p_improved: float, p_worsened: float, n: float) -> tu
     return diff, math.sqrt(_positive("variance of the paired difference (no discordant pairs)", var))
 
 
-def log_odds_ratio(p1: float, n1: float, p2: float, n2: float) -> tuple[float, float]:
+def log_odds_ratio(p1: float, n1: float, p2: float, n2: float, continuity: float = 0.0) -> tuple[float, float]:
     """Log odds ratio of two shares and its Woolf SE √(1/a + 1/b + 1/c + 1/d)  (Borenstein ch. 5).
 
-    Cell counts are n × share; a share of exactly 0 or 1 leaves an empty cell and is refused.
+    Cell counts are n × share, plus ``continuity`` in every cell (0.5 is the Haldane–Anscombe
+    correction the Cochrane Handbook, §10.4.4.2, applies to a table with an empty cell). Without
+    it, a share of exactly 0 or 1 leaves an empty cell and is refused.
     """
     for name, p in (("p1", p1), ("p2", p2)):
-        if not 0 < _share(name, p) < 1:
+        if not 0 < _share(name, p) < 1 and continuity <= 0:
             raise ValueError(f"{name} = {p} leaves an empty cell: the log odds ratio is infinite")
     _positive("n1", n1), _positive("n2", n2)
-    a, b, c, d = p1 * n1, (1 - p1) * n1, p2 * n2, (1 - p2) * n2
+    a, b, c, d = (x + continuity for x in (p1 * n1, (1 - p1) * n1, p2 * n2, (1 - p2) * n2))
     return math.log(a * d / (b * c)), math.sqrt(1 / a + 1 / b + 1 / c + 1 / d)
 
 

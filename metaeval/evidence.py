@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from metaeval.errors import InputError, Problem
-from metaeval.schema import Domain, DomainsFile, Project
+from metaeval.schema import DESIGN_LADDER, JUDGEMENTS, ROB_DOMAINS, Domain, DomainsFile, Project
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +27,9 @@ ASSUMABLE_FIELDS = (
     "estimate", "se", "ci_low", "ci_high", "p_value", "mean_treatment", "sd_treatment", "mean_control",
     "sd_control", "n_treatment", "n_control", "target", "share_improved", "share_unchanged",
 )
-_JUDGEMENT_RANK = {"low": 0, "some": 1, "high": 2}
+#: The comparison an estimand makes whatever its project's design: a before-after change of the
+#: participants is a before-after design even in a project with a control group.
+ESTIMAND_DESIGN = {"pre_post": "before_after", "vs_target": "target_benchmark"}
 
 
 def default_data_dir() -> Path:
@@ -214,9 +216,23 @@ def read_evidence_base(data_dir: Path | str | None = None) -> EvidenceBase:
     return EvidenceBase(tuple(projects), domains, where)
 
 
-def _overall_risk(project: Project) -> str:
-    judgements = [getattr(project.risk_of_bias, k).judgement for k in type(project.risk_of_bias).model_fields]
-    return max(judgements, key=_JUDGEMENT_RANK.__getitem__)
+def _risk_of_bias(project: Project, est) -> dict[str, Any]:
+    """The estimate's judgement per domain of bias (its own where it has one, else its project's),
+    the worst of them, and the estimate's own judgements in words."""
+    own = est.risk_of_bias
+    profile = {d: (getattr(own, d, None) if own else None) or getattr(project.risk_of_bias, d) for d in ROB_DOMAINS}
+    worst = max((r.judgement for r in profile.values()), key=JUDGEMENTS.index)
+    notes = [f"{d} {getattr(own, d).judgement}: {getattr(own, d).rationale}" for d in ROB_DOMAINS if own and getattr(own, d)]
+    return {**{f"rob_{d}": r.judgement for d, r in profile.items()}, "risk_of_bias": worst,
+            "rob_estimate": "; ".join(notes) or None}
+
+
+def _comparison_design(project: Project, estimand: str) -> str:
+    """The design the estimate's comparison has: its project's, or weaker where the estimand says so."""
+    implied = ESTIMAND_DESIGN.get(estimand)
+    if implied and DESIGN_LADDER.index(implied) > DESIGN_LADDER.index(project.design):
+        return implied
+    return project.design
 
 
 def _assumptions(project: Project, est) -> dict[str, tuple[Any, str]]:
@@ -252,18 +268,21 @@ def raw_records(base: EvidenceBase) -> list[dict[str, Any]]:
     for project in base.projects:
         take_up = project.take_up.n_participating / project.take_up.n_offered if project.take_up else math.nan
         for est in project.estimates:
-            row = est.model_dump(exclude={"id", "provenance", "assumptions", "poolable", "exclusion_reason"})
+            row = est.model_dump(exclude={"id", "provenance", "assumptions", "poolable", "exclusion_reason", "risk_of_bias", "part_of"})
             assumed = _assumptions(project, est)
             row.update(
                 estimate_id=f"{project.id}:{est.id}",
                 record=f"estimate {est.id!r}",
                 project_id=project.id,
                 project_name=project.name,
-                design=project.design,
+                design=_comparison_design(project, est.estimand),
+                project_design=project.design,
                 evaluator=project.evaluator,
                 status=project.status,
                 outcome_source=project.outcome_source,
-                risk_of_bias=_overall_risk(project),
+                **_risk_of_bias(project, est),
+                benefit_basis=est.benefit_basis or "domain",
+                part_of="; ".join(f"{project.id}:{w}" for w in est.part_of) or None,
                 take_up=take_up,
                 curated_poolable=est.poolable,
                 curated_reason=est.exclusion_reason,

@@ -16,12 +16,15 @@ from metaeval import effects
 from metaeval.cells import present
 from metaeval.errors import InputError, Problem
 from metaeval.evidence import COUNT_COLUMNS, EvidenceBase, csv_records, raw_records, read_evidence_base
+from metaeval.schema import ROB_DOMAINS
 
 BINARY = {"pp": 100.0, "share": 1.0}  # metric -> value of "everyone"
 CONTINUOUS = {"hours", "grade", "score", "count", "dkk", "dkk_1000", "md"}
 NOT_AN_EFFECT = {
     "single_arm": "single-arm figure: no comparison group or baseline, so it is not an effect estimate",
 }
+#: Estimands that compare two levels (groups, times, or a result and its target): their sign is a direction.
+COMPARISONS = ("itt", "tot", "difference", "pre_post", "vs_target")
 
 
 class CannotPool(Exception):
@@ -30,9 +33,14 @@ class CannotPool(Exception):
 
 @dataclass
 class _Row:
-    """Access to one raw row where an assumption fills in what the source leaves empty."""
+    """Access to one raw row where an assumption fills in what the source leaves empty.
+
+    ``itt`` is the ITT row a participation (TOT) row rescales: the outcome's spread and group
+    sizes are its, and standardise the TOT as they standardise the ITT.
+    """
 
     data: dict[str, Any]
+    itt: _Row | None = None
 
     def get(self, name: str) -> Any:
         value = self.data.get(name)
@@ -42,6 +50,49 @@ class _Row:
 
     def has(self, *names: str) -> bool:
         return all(self.get(n) is not None for n in names)
+
+    def spread(self, name: str) -> Any:
+        """An SD or group size for standardising: the row's own, else (for a TOT) its ITT row's."""
+        value = self.get(name)
+        if value is None and self.itt is not None:
+            value = self.itt.get(name)
+        return value
+
+    def printed(self, name: str) -> float | None:
+        """A figure as the source prints it (never an assumed one)."""
+        value = self.data.get(name)
+        return float(value) if present(value) else None
+
+
+def derived_difference(rec: dict[str, Any]) -> tuple[float, str] | None:
+    """The difference of the source's own two levels, with how it was formed; None where it has not both.
+
+    Realised minus target for ``vs_target``, after minus before for ``pre_post``, else the first
+    group minus the second. Used for the evidence table's ``difference`` column and for the
+    direction of a figure the source gives no words for.
+    """
+    r = _Row(rec)
+    first, second = r.printed("mean_treatment"), r.printed("target" if rec.get("estimand") == "vs_target" else "mean_control")
+    if first is None or second is None or rec.get("estimand") not in COMPARISONS:
+        return None
+    label = {"vs_target": "realised − target", "pre_post": "after − before"}.get(rec.get("estimand"), "mean_treatment − mean_control")
+    return first - second, f"derived: {label} = {first:g} − {second:g}"
+
+
+def _stated_or_derived_direction(r: _Row) -> tuple[str | None, str]:
+    """The record's direction in its own terms (before any flip) and where it comes from."""
+    if r.get("direction") is not None:
+        return r.get("direction"), "direction as the source states it"
+    if r.get("estimand") not in COMPARISONS:
+        return None, ""
+    est = r.printed("estimate")
+    if est is not None:
+        return ("increase" if est > 0 else "decrease" if est < 0 else "none"), f"direction from the printed estimate ({est:g})"
+    diff = derived_difference(r.data)
+    if diff is None:
+        return None, ""
+    value, how = diff
+    return ("increase" if value > 0 else "decrease" if value < 0 else "none"), f"direction from the levels ({how.removeprefix('derived: ')})"
 
 
 # --- estimate and SE on the estimate's own metric -------------------------------------------------
@@ -79,9 +130,11 @@ def _own_effect(r: _Row) -> tuple[float, float, str]:
         p = r.get("mean_treatment") / full
         return est, math.sqrt(p * (1 - p) / r.get("n_treatment")) * full, how + "; binomial SE of the realised share (target fixed)"
     if full and r.has("mean_treatment", "mean_control", "n_treatment", "n_control"):
-        _, se = effects.risk_difference(
-            r.get("mean_treatment") / full, r.get("n_treatment"), r.get("mean_control") / full, r.get("n_control")
-        )
+        p1, n1, p2, n2 = r.get("mean_treatment") / full, r.get("n_treatment"), r.get("mean_control") / full, r.get("n_control")
+        if {p1, p2} & {0.0, 1.0}:
+            se = effects.agresti_caffo_se(p1, n1, p2, n2)
+            return est, se * full, how + "; SE by Agresti–Caffo (a group at 0% or 100%: one success and one failure added to each group)"
+        _, se = effects.risk_difference(p1, n1, p2, n2)
         return est, se * full, how + "; binomial SE from group shares and sizes"
     if metric in CONTINUOUS and r.has("sd_treatment", "sd_control", "n_treatment", "n_control"):
         _, se = effects.mean_difference(
@@ -105,60 +158,91 @@ def _to_domain(r: _Row, est: float, se: float, target: str) -> tuple[float, floa
     if metric == "dkk" and target == "dkk_1000":
         return est / 1000, se / 1000, "; DKK → 1,000 DKK"
     if target == "smd":
-        # Reported group SDs standardise any mean difference, percentages of time included;
+        # Reported group SDs standardise any mean difference, percentages of time included (a TOT
+        # with its ITT row's SDs, so that the two differ on the SMD scale by the take-up alone);
         # a binary share without SDs goes through the log odds ratio (Chinn 2000).
-        if r.has("sd_treatment", "sd_control", "n_treatment", "n_control") and metric != "log_or":
-            d, sd = effects.smd_from_effect(
-                est, se, r.get("sd_treatment"), r.get("n_treatment"), r.get("sd_control"), r.get("n_control")
-            )
-            return d, sd, "; SMD = effect / pooled SD × Hedges' J"
+        spread = [r.spread(k) for k in ("sd_treatment", "n_treatment", "sd_control", "n_control")]
+        if all(v is not None for v in spread) and metric != "log_or":
+            d, sd = effects.smd_from_effect(est, se, *spread)
+            whose = "" if r.has("sd_treatment", "sd_control", "n_treatment", "n_control") else " (the SDs and sizes of its ITT row)"
+            return d, sd, f"; SMD = effect / pooled SD{whose} × Hedges' J"
+        if r.get("estimand") == "tot" and metric in BINARY:
+            raise CannotPool("a participation effect on a share has no group shares of its own to convert through the "
+                             "log odds ratio, and its ITT row gives no SDs")
         if metric in BINARY or metric == "log_or":
-            lor, lse = _log_or(r, est, se)
+            lor, lse, note = _log_or(r, est, se)
             d, sd = effects.log_or_to_smd(lor, lse)
-            return d, sd, "; SMD from the log odds ratio (Chinn 2000)"
+            return d, sd, f"; SMD from the log odds ratio{note} (Chinn 2000)"
         raise CannotPool(f"cannot standardise: the source gives no group SDs and sizes for this {metric} outcome")
     if target == "log_or" and metric in BINARY:
-        lor, lse = _log_or(r, est, se)
-        return lor, lse, "; log odds ratio from group shares"
+        lor, lse, note = _log_or(r, est, se)
+        return lor, lse, f"; log odds ratio from group shares{note}"
     raise CannotPool(f"a {metric} figure cannot be converted to this domain's metric ({target})")
 
 
-def _log_or(r: _Row, est: float, se: float) -> tuple[float, float]:
+def _log_or(r: _Row, est: float, se: float) -> tuple[float, float, str]:
+    """The log odds ratio, its SE, and a note on any continuity correction."""
     if r.get("metric") == "log_or":
-        return est, se
+        return est, se, ""
     full = BINARY[r.get("metric")]
     if r.get("estimand") == "vs_target" and r.has("mean_treatment", "target", "n_treatment"):
         p, t, n = r.get("mean_treatment") / full, r.get("target") / full, r.get("n_treatment")
         if not (0 < p < 1 and 0 < t < 1):
             raise CannotPool("a share of 0 or 100% has no finite log odds")
-        return math.log(p / (1 - p)) - math.log(t / (1 - t)), math.sqrt(1 / (n * p) + 1 / (n * (1 - p)))
+        return math.log(p / (1 - p)) - math.log(t / (1 - t)), math.sqrt(1 / (n * p) + 1 / (n * (1 - p))), ""
     if not r.has("mean_treatment", "mean_control", "n_treatment", "n_control"):
         raise CannotPool("cannot convert a share difference to an SMD without both group shares and sizes")
+    p1, p2 = r.get("mean_treatment") / full, r.get("mean_control") / full
+    # an empty cell (a share of 0 or 100%): 0.5 added to every cell (Cochrane Handbook 10.4.4.2)
+    continuity = 0.5 if {p1, p2} & {0.0, 1.0} else 0.0
     try:
-        return effects.log_odds_ratio(
-            r.get("mean_treatment") / full, r.get("n_treatment"), r.get("mean_control") / full, r.get("n_control")
-        )
+        lor, lse = effects.log_odds_ratio(p1, r.get("n_treatment"), p2, r.get("n_control"), continuity=continuity)
     except ValueError as err:
         raise CannotPool(str(err)) from None
+    return lor, lse, " (0.5 added to each cell: an empty cell)" if continuity else ""
 
 
 # --- the table ------------------------------------------------------------------------------------
 
 
+_SIGNIFICANCE = {True: "significant", False: "not significant", None: "significance not reported"}
+
+
 def _harmonise_row(r: _Row, dom: dict[str, Any], estimand_wanted: str = "itt") -> dict[str, Any]:
+    """One record on its domain's metric, as a direction-only finding, or with the reason it is left out.
+
+    The rule for figures without a standard error (data/README.md "Findings without a standard
+    error"): any comparison whose direction is known, from the source's words or from its two
+    printed levels, enters through the censored direction-only likelihood, whether that direction
+    is an increase, a decrease or none, and with the significance the source reports, or none.
+    """
     out: dict[str, Any] = dict(yi=math.nan, sei=math.nan, poolable=False, direction_only=False,
                                exclusion_reason=None, harmonisation=None)
     # The direction as counted on the domain's scale: flipped, like yi, where the outcome's good direction is
     # the domain's opposite. ``direction`` itself stays as the source reported it.
     flip = (r.get("beneficial") or dom["beneficial"]) != dom["beneficial"]
-    direction = r.get("direction")
-    if flip and direction in ("increase", "decrease"):
-        direction = "decrease" if direction == "increase" else "increase"
-    out["direction_counted"] = direction
+
+    def in_domain(direction: str | None) -> str | None:
+        return {"increase": "decrease", "decrease": "increase"}.get(direction, direction) if flip else direction
+
+    out["direction_counted"] = in_domain(r.get("direction"))
     estimand = r.get("estimand")
+
+    def direction_only(why_no_se: str) -> dict[str, Any]:
+        direction, whence = _stated_or_derived_direction(r)
+        if direction is None:
+            raise CannotPool(f"{why_no_se}, and no direction is reported" if why_no_se else "no figure and no direction reported")
+        note = f"direction only ({whence}; {_SIGNIFICANCE[r.get('significant')]})"
+        out.update(poolable=True, direction_only=True, direction_counted=in_domain(direction),
+                   harmonisation=note + (f"; {why_no_se}" if why_no_se else ""))
+        return out
+
     try:
         if r.data.get("curated_poolable") is False:
             raise CannotPool(r.get("curated_reason"))
+        critical = [d for d in ROB_DOMAINS if r.get(f"rob_{d}") == "critical"]
+        if critical:
+            raise CannotPool(f"risk of bias critical ({', '.join(critical)})" + (f" — {r.get('rob_estimate')}" if r.get("rob_estimate") else ""))
         if r.get("outcome_type") == "process":
             raise CannotPool("process measure: describes how the service was delivered, not an outcome for people")
         if estimand == "tot" and estimand_wanted != "tot":
@@ -168,15 +252,12 @@ def _harmonise_row(r: _Row, dom: dict[str, Any], estimand_wanted: str = "itt") -
             )
         if estimand in NOT_AN_EFFECT:
             raise CannotPool(NOT_AN_EFFECT[estimand])
-        numeric = any(r.has(f) for f in ("estimate", "mean_treatment", "se", "share_improved"))
-        if not numeric:
-            if direction is None:
-                raise CannotPool("no figure and no direction reported")
-            if r.get("significant") is None:
-                raise CannotPool("direction reported without saying whether it is statistically significant")
-            out.update(poolable=True, direction_only=True, harmonisation="direction and significance only")
-            return out
-        est, se, how = _own_effect(r)
+        if not any(r.has(f) for f in ("estimate", "mean_treatment", "se", "share_improved")):
+            return direction_only("")
+        try:
+            est, se, how = _own_effect(r)
+        except CannotPool as why:  # levels or an estimate, but no standard error: the figure's direction still counts
+            return direction_only(str(why))
         yi, sei, conv = _to_domain(r, est, se, dom["metric"])
         if flip:
             yi, conv = -yi, conv + "; sign flipped (lower is better for this outcome)"
@@ -285,15 +366,16 @@ ESTIMANDS = ("itt", "tot")
 
 
 def harmonise(raw, domains: dict[str, dict[str, Any]] | None = None, *, estimand: str = "itt"):
-    """Add ``yi, sei, vi, poolable, direction_only, exclusion_reason`` and the domain metadata columns.
+    """Add ``yi, sei, vi, poolable, direction_only, exclusion_reason``, the derived ``difference`` and the domain metadata columns.
 
     ``domains`` maps domain id to ``{label, metric, beneficial, mid, scale}`` (and ``assumed``: field ->
     a sentence saying it was assumed rather than given); without it, the domains are described
     as a CSV's are, from the table's own columns (:func:`csv_domains`).
     ``estimand="tot"`` (participation, a sensitivity analysis): each participation (Bloom)
-    effect is harmonised instead of being left out, and the ITT it rescales is then left
-    out, so an ITT and its TOT are still never pooled together; an ITT whose TOT cannot
-    be pooled, and every estimate without a TOT, stays as it is.
+    effect is harmonised instead of being left out (standardised with its ITT row's SDs and
+    sizes where it has none of its own), and the ITT it rescales is left out, whether or not
+    the TOT can be pooled: an outcome is analysed on the participation estimand or not at all,
+    never with its ITT standing in. Estimates without a TOT stay as they are.
     """
     import pandas as pd
 
@@ -311,22 +393,33 @@ def _harmonised(records: list[dict[str, Any]], domains: dict[str, dict[str, Any]
     """The columns :func:`harmonise` adds, one dict per raw record (same order)."""
     if estimand not in ESTIMANDS:
         raise ValueError(f"estimand must be one of {', '.join(ESTIMANDS)}, got {estimand!r}")
+    position = {rec.get("estimate_id"): i for i, rec in enumerate(records)}
+
+    def itt_of(rec: dict[str, Any]) -> int | None:
+        return position.get(f"{rec['project_id']}:{rec['tot_of']}") if rec.get("estimand") == "tot" and rec.get("tot_of") else None
+
     rows = []
     for rec in records:
         dom = domains[rec["domain"]]
-        rows.append({**_harmonise_row(_Row(rec), dom, estimand), **{f"domain_{k}": dom[k] for k in ("label", "metric", "beneficial", "mid", "scale")},
+        i = itt_of(rec)
+        row = _Row(rec, itt=_Row(records[i]) if i is not None else None)
+        rows.append({**_harmonise_row(row, dom, estimand), **{f"domain_{k}": dom[k] for k in ("label", "metric", "beneficial", "mid", "scale")},
                      "domain_assumed": dict(dom.get("assumed") or {})})
     if estimand == "tot":
-        position = {rec.get("estimate_id"): i for i, rec in enumerate(records)}
+        # An outcome with a participation effect is analysed on that estimand or not at all: its ITT
+        # never stands in for a TOT that cannot be pooled.
         for rec, row in zip(records, rows):
-            if rec.get("estimand") == "tot" and row["poolable"] and rec.get("tot_of"):
-                i = position.get(f"{rec['project_id']}:{rec['tot_of']}")
-                if i is not None and rows[i]["poolable"]:
-                    rows[i].update(poolable=False, direction_only=False, yi=math.nan, sei=math.nan, exclusion_reason=(
-                        f"ITT replaced by its participation (Bloom) effect {rec.get('estimate_id')!r} (estimand = tot); "
-                        "the two are never pooled together"))
-    for row in rows:
+            i = itt_of(rec)
+            if i is None or not rows[i]["poolable"]:
+                continue
+            instead = ("its participation (Bloom) effect {tot!r} is pooled in its place" if row["poolable"] else
+                       "its participation (Bloom) effect {tot!r} cannot be pooled ({why}), and the ITT does not stand in for it")
+            rows[i].update(poolable=False, direction_only=False, yi=math.nan, sei=math.nan, exclusion_reason=(
+                "ITT left out of the participation analysis (estimand = tot): "
+                + instead.format(tot=rec.get("estimate_id"), why=row["exclusion_reason"])))
+    for rec, row in zip(records, rows):
         row["vi"] = row["sei"] * row["sei"]
+        row["difference"], row["difference_basis"] = derived_difference(rec) or (None, None)
     return rows
 
 
@@ -334,10 +427,13 @@ def _domain_dicts(base: EvidenceBase) -> dict[str, dict[str, Any]]:
     return {d.id: d.model_dump() for d in base.domains}
 
 
+#: The evidence table's leading columns (``metaeval evidence``). ``difference`` is derived by metaeval
+#: from the source's two levels (``difference_basis`` says how); ``estimate`` is the source's own figure.
 COLUMNS = [
-    "project_id", "design", "outcome", "domain", "population", "estimand", "metric", "estimate", "se",
-    "ci_low", "ci_high", "p_value", "n_treatment", "n_control", "direction", "significant", "direction_counted", "yi", "sei",
-    "poolable", "exclusion_reason", "source",
+    "project_id", "design", "outcome", "domain", "population", "estimand", "metric", "estimate",
+    "difference", "difference_basis", "mean_treatment", "sd_treatment", "n_treatment", "mean_control",
+    "sd_control", "n_control", "se", "ci_low", "ci_high", "p_value", "direction", "significant",
+    "direction_counted", "risk_of_bias", "yi", "sei", "poolable", "exclusion_reason", "source",
 ]
 
 
@@ -394,7 +490,8 @@ def evidence_frame(records: list[dict[str, Any]]):
 
 #: What a model reads of the evidence (``metaeval.model.prepare``); :func:`evidence_digest` hashes these columns.
 EVIDENCE_COLUMNS = ("estimate_id", "project_id", "domain", "design", "yi", "sei", "poolable", "exclusion_reason", "direction_only",
-                    "direction_counted", "significant", "sig_level", "domain_label", "domain_metric", "domain_beneficial", "domain_mid", "domain_scale")
+                    "direction_counted", "significant", "sig_level", "domain_label", "domain_metric", "domain_beneficial", "domain_mid", "domain_scale",
+                    "benefit_basis", *(f"rob_{d}" for d in ROB_DOMAINS))
 
 
 def evidence_digest(evidence) -> str:
@@ -480,6 +577,17 @@ def _checks_for_row(rec: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> li
             v = rec.get(name)
             if present(v) and not -full <= v <= full:
                 out.append(("share_range", name, f"{v:g} is not a difference of shares between −{full:g} and {full:g}"))
+    direction, diff = rec.get("direction"), derived_difference(rec)
+    printed = rec.get("estimate") if present(rec.get("estimate")) else (diff[0] if diff else None)
+    if direction in ("increase", "decrease") and printed is not None and not (printed > 0 if direction == "increase" else printed < 0):
+        out.append(("direction_vs_levels", "direction", f"says {direction} but the printed figures give {printed:+g}"))
+    for whole_id in _ids(rec.get("part_of")):
+        whole = by_id.get(whole_id)
+        if full and whole is not None:
+            for name in ("mean_treatment", "mean_control"):
+                part_v, whole_v = rec.get(name), whole.get(name)
+                if present(part_v) and present(whole_v) and part_v > whole_v + _half_unit(part_v) + _half_unit(whole_v):
+                    out.append(("part_exceeds_whole", name, f"{part_v:g} exceeds {whole_v:g} in {whole_id!r}, which it is part of"))
     itt = by_id.get(f"{rec['project_id']}:{rec.get('tot_of')}") if rec.get("estimand") == "tot" else None
     if itt is not None and present(est) and present(itt.get("estimate")) and present(rec.get("take_up")):
         a = itt["estimate"]
@@ -491,11 +599,16 @@ def _checks_for_row(rec: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> li
     return out
 
 
+def _ids(cell) -> list[str]:
+    """The estimate ids in a ``part_of`` cell ("a; b")."""
+    return [i.strip() for i in cell.split(";") if i.strip()] if isinstance(cell, str) else []
+
+
 def check_consistency(table) -> list[Finding]:
     """Run every consistency check on a harmonised table; acknowledged source inconsistencies are kept as such."""
     needed = ("estimate_id", "project_id", "file", "record", "acknowledged", "estimate", "ci_low", "ci_high",
               "ci_level", "p_value", "metric", "mean_treatment", "mean_control", "target", "estimand", "tot_of",
-              "take_up", "poolable")
+              "take_up", "poolable", "direction", "part_of", "shared_sample")
     return _findings(table[[c for c in needed if c in table.columns]].to_dict("records"))
 
 
@@ -516,7 +629,35 @@ def _findings(records: list[dict[str, Any]]) -> list[Finding]:
             if itt is not None and itt.get("poolable"):
                 findings.append(Finding("itt_tot_both_poolable", "error", Problem(
                     **where, field="poolable", message=f"both this participation effect and its ITT {itt['estimate_id']!r} are poolable")))
+        findings += _dependence(rec, by_id, where)
     return findings
+
+
+def _dependence(rec: dict[str, Any], by_id: dict[str, dict[str, Any]], where: dict[str, str]) -> list[Finding]:
+    """Errors where a pooled record shares people with another pooled record (data/README.md "Dependence").
+
+    A part pooled beside its whole counts its people twice; two pooled records of one sample
+    (``shared_sample``: rows of one status table) are dependent shares of the same people. The
+    model has no covariance between estimates, so at most one of them may be pooled.
+    """
+    if not rec.get("poolable"):
+        return []
+    out = []
+    for whole_id in _ids(rec.get("part_of")):
+        whole = by_id.get(whole_id)
+        if whole is not None and whole.get("poolable"):
+            out.append(Finding("dependence", "error", Problem(**where, field="part_of", message=(
+                f"is part of {whole_id!r} and both are pooled: the same people would count twice; "
+                "leave one out (poolable: false) with the reason"))))
+    sample = rec.get("shared_sample")
+    if isinstance(sample, str) and sample:
+        first = next(r for r in by_id.values() if r.get("project_id") == rec["project_id"]
+                     and r.get("shared_sample") == sample and r.get("poolable"))
+        if first["estimate_id"] != rec["estimate_id"]:
+            out.append(Finding("dependence", "error", Problem(**where, field="shared_sample", message=(
+                f"comes from the same sample ({sample!r}) as {first['estimate_id']!r} and both are pooled: "
+                "shares of one sample are dependent; pool one of them and leave the others out with the reason"))))
+    return out
 
 
 @dataclass

@@ -4,7 +4,12 @@ For estimate k of project p in domain d, with design s::
 
     yi_k     ~ Normal(theta_k + bias_k, sei_k)            (or the censored likelihood below)
     theta_k  = mu_d + tau_d * z_{p,d} + omega_d * z_k     (omega only where a project has > 1 estimate in d)
-    bias_k   = sign_d * (delta_s + sigma_s * z_{p,d,s})   (no bias term for rct / unspecified designs)
+    bias_k   = sign_d * (delta_s + sigma_s * z_{p,d,s,r})  (no bias term for rct / unspecified designs)
+
+where ``r`` is the estimate's set of outcome-level risk-of-bias domains judged ``high``: under
+``[risk_of_bias] high = "inflate"`` each adds ``sd x scale`` in quadrature to sigma_s (a
+randomised estimate with such a judgement gets a bias term of mean 0), so estimates of one
+project cell with different judgements have separate bias terms (data/README.md "Risk of bias").
 
 all non-centred. ``sign_d`` is +1 when an increase is beneficial in domain d and -1
 otherwise, so a positive bias mean says "this design flatters the initiative".
@@ -33,6 +38,7 @@ import numpy as np
 
 from metaeval.cells import finite, flag, present
 from metaeval.errors import InputError, Problem
+from metaeval.priors import Prior
 from metaeval.spec import ALL_DESIGNS, UNBIASED_DESIGNS, ModelSpec
 
 REQUIRED_COLUMNS = ("estimate_id", "project_id", "domain", "design", "yi", "sei", "poolable")
@@ -127,6 +133,15 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
         if design not in spec.designs:
             leave_out(f"design {design!r} is not among the designs model {spec.name!r} admits")
             continue
+        if _text(r.get("benefit_basis")) == "curator" and spec.inferred_benefit != "include":
+            leave_out("beneficial direction inferred by the curator, not stated by the source or given by the domain; "
+                      f"model {spec.name!r} leaves such outcomes out ([data] inferred_benefit = exclude)")
+            continue
+        high = [d for d in spec.rob_domains if _text(r.get(f"rob_{d}")) == "high"] if spec.rob_high != "ignore" else []
+        if high and spec.rob_high == "exclude":
+            leave_out(f"risk of bias high ({', '.join(high)}); model {spec.name!r} leaves such estimates out ([risk_of_bias] high = exclude)")
+            continue
+        base["risk_of_bias"] = high
         if flag(r.get("direction_only")):
             if spec.direction_only == "exclude":
                 leave_out(f"reported only as direction and significance; model {spec.name!r} leaves such findings out (direction_only.mode = exclude)")
@@ -197,20 +212,31 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
             m["project_index"] = i
     layout.omega_domains = sorted({d for (d, _), members in cells.items() if len(members) > 1})
 
-    # bias terms: one per project cell and biased design (or the design level of a hierarchy)
+    # bias terms: one per project cell, biased design and set of high risk-of-bias judgements (or
+    # the design level of a hierarchy); risk of bias widens only the additive terms' fixed priors
     biased = spec.bias_mode in ("additive", "hierarchical")
-    groups: dict[tuple[str, str, str], int] = {}
+    inflating = spec.bias_mode == "additive" and spec.rob_high == "inflate"
+    groups: dict[tuple[str, str, str, tuple[str, ...]], int] = {}
+    high_of = {k["estimate_id"]: tuple(k.pop("risk_of_bias")) for k in kept}
+    if not inflating:
+        high_of = dict.fromkeys(high_of, ())
     for k in kept:
-        if biased and k["design"] not in UNBIASED_DESIGNS:
-            key = (k["domain"], k["project"], k["design"])
+        high = high_of[k["estimate_id"]]
+        if biased and (k["design"] not in UNBIASED_DESIGNS or high):
+            key = (k["domain"], k["project"], k["design"], high)
             if key not in groups:
                 groups[key] = len(groups)
-                cell_designs = layout.projects[k["project_index"]]["designs"]
-                label = f"{key[0]}/{key[1]}" + (f":{key[2]}" if len(cell_designs) > 1 else "")
-                term = {"label": label, "domain": key[0], "project": key[1], "design": key[2], "sign": sign[key[0]], "scale": scale[key[0]]}
+                label = f"{key[0]}/{key[1]}" + (f":{key[2]}" if len(layout.projects[k["project_index"]]["designs"]) > 1 else "")
+                if high and any(high_of[m["estimate_id"]] != high for m in kept if m["project_index"] == k["project_index"]):
+                    label += f"[{'+'.join(high)} high]"
+                term = {"label": label, "domain": key[0], "project": key[1], "design": key[2], "sign": sign[key[0]],
+                        "scale": scale[key[0]], "risk_of_bias": list(high)}
                 if spec.bias_mode == "additive":
-                    prior, scaled = spec.bias_prior(key[2], scale[key[0]])
-                    term.update(mean=prior.params[0], sd=prior.params[1], prior=str(prior), scaled=scaled)
+                    prior, scaled = spec.bias_prior(key[2], scale[key[0]]) or (Prior("normal", (0.0, 0.0)), True)
+                    extra = spec.rob_inflation(high, scale[key[0]])
+                    mean, sd = prior.params[0], math.hypot(prior.params[1], extra)
+                    term.update(mean=mean, sd=sd, prior=str(Prior("normal", (mean, sd))) if extra else str(prior),
+                                scaled=scaled, rob_sd=extra)
                 layout.bias_terms.append(term)
             k["bias_index"] = groups[key]
         else:

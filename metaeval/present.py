@@ -6,7 +6,8 @@ import json
 import math
 from typing import IO, Any
 
-_TERMINAL_COLUMNS = ["estimate_id", "design", "domain", "estimand", "metric", "estimate", "yi", "sei", "poolable", "exclusion_reason"]
+_TERMINAL_COLUMNS = ["estimate_id", "design", "domain", "estimand", "metric", "estimate", "difference", "direction", "yi", "sei", "poolable",
+                     "exclusion_reason"]
 
 
 def plain(value: Any) -> Any:

@@ -94,6 +94,7 @@ def render_report(
     result: Result,
     *,
     extras: Mapping | None = None,
+    appraisal=None,
     analysis=None,
     title: str = "metaeval report",
     progress: Callable[[str, int, int], None] | None = None,
@@ -106,8 +107,11 @@ def render_report(
     ``sensitivity`` and ``calibration`` (each a dict with optional ``title``, ``text``, ``table``
     (DataFrame or records) and ``figures`` (matplotlib Figures, PNG bytes or SVG text, bare or as
     ``{"caption", "figure"}``), or plain text); a missing one is reported as not available. Other
-    keys become further sections. ``progress(description, done, total)`` is called as each part
-    is built. Same inputs, same text: nothing depends on the clock.
+    keys become further sections. ``analysis`` (:func:`metaeval.analysis.analyse`) fills the
+    initiative sections: the initiatives × domains matrix, the comparison, costs, the plan for the
+    next evaluation and a card per initiative; without it they are made from the result alone (no
+    draws: probabilities approximate, no comparison or plan). ``progress(description, done,
+    total)`` is called as each part is built. Same inputs, same text: nothing depends on the clock.
     """
     from metaeval import __version__
 
@@ -139,7 +143,8 @@ def render_report(
     step("evidence table")
     context["excluded"] = views.excluded(result, rows, names)
     step("left-out estimates")
-    context["findings"] = views.findings(result, rows, names)
+    context["findings"] = views.findings(result, rows, names, appraisal)
+    context["risk_of_bias"] = views.risk_of_bias(appraisal, names)
     step("direction-only findings")
     context["assumptions"] = views.assumptions(rows, names)
     step("assumptions")
@@ -161,7 +166,8 @@ def render_report(
         step(section["title"])
     toc = ([{"anchor": "overview", "title": "Overview"}] + [{"anchor": a, "title": t} for a, t in _INITIATIVE_TOC]
            + [{"anchor": s["anchor"], "title": s["label"]} for s in domains]
-           + [{"anchor": a, "title": t} for a, t in (("evidence", "The evidence"), ("excluded", "Estimates left out of pooling"),
+           + [{"anchor": a, "title": t} for a, t in (("evidence", "The evidence"), ("risk-of-bias", "Risk of bias per estimate"),
+                                                    ("excluded", "Estimates left out of pooling"),
                                                     ("direction-only", "Findings without numbers"), ("assumptions", "Stated assumptions"),
                                                     ("priors", "Priors and bias assumptions"), ("diagnostics", "Diagnostics"))]
            + [{"anchor": s["anchor"], "title": s["title"]} for s in sections] + [{"anchor": "reading", "title": "How to read this report"}])
@@ -214,6 +220,7 @@ def write_report(
     result: Result,
     *,
     extras: Mapping | None = None,
+    appraisal=None,
     analysis=None,
     title: str = "metaeval report",
     progress: bool | None = None,
@@ -237,8 +244,8 @@ def write_report(
             def advance(description: str, done: int, total: int) -> None:
                 bar.update(task, description=escape(description), completed=done, total=total)
 
-            text = render_report(evidence, result, extras=extras, analysis=analysis, title=title, progress=advance)
+            text = render_report(evidence, result, extras=extras, appraisal=appraisal, analysis=analysis, title=title, progress=advance)
     else:
-        text = render_report(evidence, result, extras=extras, analysis=analysis, title=title)
+        text = render_report(evidence, result, extras=extras, appraisal=appraisal, analysis=analysis, title=title)
     write_atomic(path, text)
     return path

@@ -176,6 +176,15 @@ class BiasTerm(_Frozen):
     design: str
     prior: str | None = None
     scaled: bool | None = None
+    risk_of_bias: tuple[str, ...] = Field((), description="domains of bias judged high that widened this term's prior")
+
+
+class RiskOfBiasRule(_Frozen):
+    """How per-estimate risk-of-bias judgements entered the model (data/README.md "Risk of bias")."""
+
+    high: Literal["inflate", "exclude", "ignore"]
+    sd: float = Field(description="added in quadrature per domain judged high, in units of the domain's scale")
+    domains: tuple[str, ...]
 
 
 class Sampler(_Frozen):
@@ -202,6 +211,9 @@ class ModelRecord(_Frozen):
     target_accept: float | None
     hdi_prob: float
     overrides: dict[str, str]
+    inferred_benefit: Literal["exclude", "include"] | None = Field(
+        None, description="whether outcomes whose beneficial direction the curator inferred entered (null: not applied)")
+    risk_of_bias: RiskOfBiasRule | None = None
     bias_terms: tuple[BiasTerm, ...] = ()
     sampler: Sampler | None = None
 

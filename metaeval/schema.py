@@ -24,16 +24,25 @@ Design = Literal[
 #: Designs from strongest to weakest, as DOMAIN.md ranks them.
 DESIGN_LADDER: tuple[str, ...] = Design.__args__  # type: ignore[attr-defined]
 
-Evaluator = Literal["independent", "commissioned", "in_house"]
+#: Who evaluated: an independent team, one commissioned by the programme's owner, the provider
+#: itself, or not stated by the source ("unknown").
+Evaluator = Literal["independent", "commissioned", "in_house", "unknown"]
 Status = Literal["final", "preliminary"]
 OutcomeSource = Literal["register", "survey", "caseworker_rating"]
 Estimand = Literal["itt", "tot", "difference", "pre_post", "single_arm", "vs_target"]
 Metric = Literal["pp", "share", "hours", "grade", "score", "count", "dkk", "dkk_1000", "smd", "log_or", "md"]
 Direction = Literal["increase", "decrease", "none"]
-Judgement = Literal["low", "some", "high"]
+#: Risk-of-bias judgements, worst last. "critical" (ROBINS-I's level) means the result is too
+#: problematic in that domain to be evidence of an effect: such an estimate is never pooled.
+Judgement = Literal["low", "some", "high", "critical"]
+JUDGEMENTS: tuple[str, ...] = Judgement.__args__  # type: ignore[attr-defined]
+#: The domains of bias judged per project and, where an outcome differs, per estimate.
+ROB_DOMAINS = ("confounding", "selection", "attrition", "measurement", "reporting")
+#: Whose judgement an outcome's beneficial direction is (see data/README.md "Benefit").
+BenefitBasis = Literal["domain", "source", "curator"]
 OutcomeType = Literal["outcome", "intermediate", "process"]
 #: Consistency checks (see metaeval.harmonise) a record may acknowledge as the source's own inconsistency.
-CheckName = Literal["ci_contains_estimate", "p_value_vs_ci", "tot_vs_itt", "share_range"]
+CheckName = Literal["ci_contains_estimate", "p_value_vs_ci", "tot_vs_itt", "share_range", "direction_vs_levels", "part_exceeds_whole"]
 
 Slug = Field(pattern=r"^[a-z0-9][a-z0-9_]*$", max_length=64)
 
@@ -65,16 +74,37 @@ class Assumption(_Strict):
 
 
 class RiskOfBias(_Strict):
+    """One domain's judgement, its reason, and (optionally) the source's words it rests on."""
+
     judgement: Judgement
     rationale: str = Field(min_length=1)
+    quote: str | None = Field(None, min_length=1, max_length=600, description="verbatim from the source")
 
 
 class RiskOfBiasProfile(_Strict):
+    """A project's judgements; they hold for each of its estimates unless the estimate says otherwise."""
+
     confounding: RiskOfBias
     selection: RiskOfBias
     attrition: RiskOfBias
     measurement: RiskOfBias
     reporting: RiskOfBias
+
+
+class RiskOfBiasOverride(_Strict):
+    """An estimate's own judgements, for the domains where its outcome differs from its project's."""
+
+    confounding: RiskOfBias | None = None
+    selection: RiskOfBias | None = None
+    attrition: RiskOfBias | None = None
+    measurement: RiskOfBias | None = None
+    reporting: RiskOfBias | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> RiskOfBiasOverride:
+        if all(getattr(self, d) is None for d in ROB_DOMAINS):
+            raise ValueError(f"an estimate's risk_of_bias names at least one of {', '.join(ROB_DOMAINS)}")
+        return self
 
 
 class SampleSize(_Strict):
@@ -118,6 +148,9 @@ class Estimate(_Strict):
     metric: Metric
     outcome_type: OutcomeType = "outcome"
     beneficial: Literal["increase", "decrease"] | None = None
+    benefit_basis: BenefitBasis | None = Field(
+        None, description="whose judgement the beneficial direction is; required with `beneficial`"
+    )
 
     estimate: float | None = None
     se: float | None = Field(None, gt=0)
@@ -141,6 +174,14 @@ class Estimate(_Strict):
     sig_level: float = Field(0.05, gt=0, lt=1)
 
     tot_of: str | None = Field(None, description="id of the ITT estimate this participation effect rescales")
+    part_of: list[str] = Field(
+        [], description="ids of records of this project whose people (or money) include all of this record's"
+    )
+    shared_sample: str | None = Field(
+        None, pattern=r"^[a-z0-9][a-z0-9_]*$", max_length=64,
+        description="records computed from one sample measured once (one status table); at most one is pooled",
+    )
+    risk_of_bias: RiskOfBiasOverride | None = None
     poolable: bool = True
     exclusion_reason: str | None = None
 
@@ -170,6 +211,11 @@ class Estimate(_Strict):
             raise ValueError("poolable: false needs an exclusion_reason a person understands")
         if self.estimand == "vs_target" and self.target is None:
             raise ValueError("a vs_target estimate needs the target it is compared with")
+        if self.beneficial is not None and self.benefit_basis is None:
+            raise ValueError("`beneficial` needs a `benefit_basis`: source (the source says so), domain (the domain's "
+                             "quantity measured the other way round) or curator (inferred)")
+        if self.id in self.part_of:
+            raise ValueError("part_of names the estimate itself")
         has_number = any(
             v is not None for v in (self.estimate, self.mean_treatment, self.se, self.share_improved)
         )
@@ -193,6 +239,8 @@ class Project(_Strict):
     status: Status
     outcome_source: OutcomeSource
     source: str = Field(pattern=r"^[\w.-]+\.txt$")
+    evaluator_provenance: Provenance | None = Field(None, description="where the source says who evaluated")
+    status_provenance: Provenance | None = Field(None, description="where the source says how final the results are")
     risk_of_bias: RiskOfBiasProfile
     sample_sizes: list[SampleSize] = []
     take_up: TakeUp | None = None
@@ -210,6 +258,9 @@ class Project(_Strict):
         for est in self.estimates:
             if est.tot_of and est.tot_of not in seen:
                 raise ValueError(f"estimate {est.id!r}: tot_of names {est.tot_of!r}, which is not an estimate here")
+            for whole in est.part_of:
+                if whole not in seen:
+                    raise ValueError(f"estimate {est.id!r}: part_of names {whole!r}, which is not an estimate here")
         return self
 
 

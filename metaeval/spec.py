@@ -25,7 +25,7 @@ from pathlib import Path
 
 from metaeval.errors import InputError, Problem
 from metaeval.priors import Prior, PriorError, parse_assignment, parse_prior
-from metaeval.schema import DESIGN_LADDER
+from metaeval.schema import DESIGN_LADDER, ROB_DOMAINS
 
 #: Where the bundled model files live.
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -37,6 +37,11 @@ DIRECTION_ONLY_MODES = ("censored", "exclude")
 #: latent: project effects and bias terms are sampled; marginal: integrated out where a cell has only estimates.
 EFFECTS_MODES = ("latent", "marginal")
 DOMAIN_PARAMS = ("mu", "tau", "omega", "se")
+#: What a per-estimate risk-of-bias judgement of "high" does (data/README.md "Risk of bias"):
+#: widen the estimate's bias-term prior, leave the estimate out, or nothing.
+ROB_HIGH_MODES = ("inflate", "exclude", "ignore")
+#: Whether an outcome whose beneficial direction the curator inferred may enter the model.
+INFERRED_BENEFIT_MODES = ("exclude", "include")
 HIERARCHY_PARAMS = ("mean", "design_sd", "project_sd")
 _POSITIVE = ("tau", "omega", "se", "design_sd", "project_sd")
 
@@ -45,7 +50,8 @@ _TABLES: dict[str, tuple[str, ...]] = {
     "bias": ("mode", "designs", "weights", "hierarchy"),
     "direction_only": ("mode", "se"),
     "effects": ("mode",),
-    "data": ("designs",),
+    "data": ("designs", "inferred_benefit"),
+    "risk_of_bias": ("high", "sd", "domains"),
     "sampler": ("target_accept",),
     "summary": ("hdi_prob",),
 }
@@ -67,6 +73,10 @@ class ModelSpec:
     direction_only_se: Prior | None = None
     effects: str = "latent"
     designs: tuple[str, ...] = ALL_DESIGNS
+    inferred_benefit: str = "exclude"
+    rob_high: str = "inflate"
+    rob_sd: float = 0.25
+    rob_domains: tuple[str, ...] = ("attrition", "measurement", "reporting")
     target_accept: float = 0.99
     hdi_prob: float = 0.95
     overrides: dict[str, Prior] = field(default_factory=dict)
@@ -91,6 +101,12 @@ class ModelSpec:
     def hierarchy_prior(self, param: str) -> Prior:
         return self.overrides.get(f"bias.{param}", self.bias_hierarchy[param])
 
+    def rob_inflation(self, high: list[str] | tuple[str, ...], scale: float) -> float:
+        """The SD (in the metric) that ``high`` judgements add, in quadrature, to a bias term's prior."""
+        if self.rob_high != "inflate":
+            return 0.0
+        return self.rob_sd * scale * len(high) ** 0.5
+
     def weight(self, design: str) -> float:
         """Power-prior weight of a design under variance inflation (1: full weight)."""
         if self.bias_mode != "variance_inflation":
@@ -114,6 +130,8 @@ class ModelSpec:
             "direction_only": {"mode": self.direction_only, "se": str(self.direction_only_se)},
             "effects": self.effects,
             "designs": list(self.designs),
+            "inferred_benefit": self.inferred_benefit,
+            "risk_of_bias": {"high": self.rob_high, "sd": self.rob_sd, "domains": list(self.rob_domains)},
             "target_accept": self.target_accept,
             "hdi_prob": self.hdi_prob,
             "overrides": {k: str(v) for k, v in sorted(self.overrides.items())},
@@ -353,6 +371,23 @@ def _from_dict(raw: dict, source: str) -> ModelSpec:
         bad("data", "designs", f"expected a non-empty list drawn from {', '.join(ALL_DESIGNS)}, got {included!r}")
         included = list(ALL_DESIGNS)
 
+    inferred_benefit = data.get("inferred_benefit", "exclude")
+    if inferred_benefit not in INFERRED_BENEFIT_MODES:
+        bad("data", "inferred_benefit", f"expected one of {', '.join(INFERRED_BENEFIT_MODES)}, got {inferred_benefit!r}")
+
+    rob = raw.get("risk_of_bias", {}) if isinstance(raw.get("risk_of_bias"), dict) else {}
+    rob_high = rob.get("high", "inflate")
+    if rob_high not in ROB_HIGH_MODES:
+        bad("risk_of_bias", "high", f"expected one of {', '.join(ROB_HIGH_MODES)}, got {rob_high!r}")
+    rob_sd = rob.get("sd", 0.25)
+    if isinstance(rob_sd, bool) or not isinstance(rob_sd, (int, float)) or not 0 <= rob_sd < 10:
+        bad("risk_of_bias", "sd", f"expected a number in [0, 10) (units of the domain's scale), got {rob_sd!r}")
+        rob_sd = 0.25
+    rob_domains = rob.get("domains", ["attrition", "measurement", "reporting"])
+    if not isinstance(rob_domains, list) or any(d not in ROB_DOMAINS for d in rob_domains):
+        bad("risk_of_bias", "domains", f"expected a list drawn from {', '.join(ROB_DOMAINS)}, got {rob_domains!r}")
+        rob_domains = []
+
     sampler = raw.get("sampler", {}) if isinstance(raw.get("sampler"), dict) else {}
     target_accept = sampler.get("target_accept", 0.99)
     if not isinstance(target_accept, float) or not 0 < target_accept < 1:
@@ -377,6 +412,10 @@ def _from_dict(raw: dict, source: str) -> ModelSpec:
         direction_only_se=se_prior,
         effects=effects,
         designs=tuple(d for d in ALL_DESIGNS if d in included),
+        inferred_benefit=str(inferred_benefit),
+        rob_high=str(rob_high),
+        rob_sd=float(rob_sd),
+        rob_domains=tuple(d for d in ROB_DOMAINS if d in rob_domains),
         target_accept=float(target_accept),
         hdi_prob=float(hdi_prob),
     )

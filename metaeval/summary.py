@@ -49,6 +49,7 @@ from metaeval.result import (
     ProjectEffect,
     Provenance,
     Result,
+    RiskOfBiasRule,
     Sampler,
 )
 from metaeval.sampling import CachedFit, SamplerSettings, diagnose, fit_cached
@@ -195,30 +196,33 @@ def _pooling(post, layout: Layout, meta: dict, j: int, tau) -> float | None:
     own = [e for e in layout.estimates if e["project_index"] == j]
     if not own:
         return None
-    # the project's data as one estimate of its effect: the precision of its estimates, each with its
-    # sampling variance (over the design weight) plus omega^2 where the project has several
+    # the project's data as one estimate of its effect: its estimates, each with its sampling variance
+    # (over the design weight) plus omega^2 where the project has several, collapsed within each bias
+    # term (whose prior variance they share; a cell may hold estimates with different terms, e.g. one
+    # judged at high risk of bias) and then across terms
     variances = np.array([e["sei"] ** 2 / e["weight"] for e in own])
     if any(e["replicate_index"] >= 0 for e in own) and "omega" in post:
-        omega = post["omega"].sel(omega_domain=meta["id"]).values[..., None]
-        v_sampling = 1 / np.sum(1 / (variances + omega**2), axis=-1)
-    else:
-        v_sampling = 1 / np.sum(1 / variances)
-    terms = [layout.bias_terms[b] for b in {e["bias_index"] for e in own} if b >= 0]
-    v_bias = 0.0
-    if terms and "sd" in terms[0]:
-        v_bias = max(t["sd"] for t in terms) ** 2
-    elif terms and "bias_project_sd" in post:
-        v_bias = (meta["scale"] * post["bias_project_sd"].values) ** 2
-    v = v_sampling + v_bias
+        variances = variances + post["omega"].sel(omega_domain=meta["id"]).values[..., None] ** 2
+    precision = 0.0
+    for b in sorted({e["bias_index"] for e in own}):
+        rows = [i for i, e in enumerate(own) if e["bias_index"] == b]
+        v_bias = 0.0
+        if b >= 0 and "sd" in layout.bias_terms[b]:
+            v_bias = layout.bias_terms[b]["sd"] ** 2
+        elif b >= 0 and "bias_project_sd" in post:
+            v_bias = (meta["scale"] * post["bias_project_sd"].values) ** 2
+        precision = precision + 1 / (1 / np.sum(1 / variances[..., rows], axis=-1) + v_bias)
+    v = 1 / precision
     return float(np.mean(v / (v + tau**2)))
 
 
 def model_record(spec: dict, bias_terms: list[dict] = (), sampler: Sampler | None = None) -> ModelRecord:
     """The model block of a result, from a spec's plain data (``ModelSpec.to_dict()``)."""
     return ModelRecord(
-        **{k: v for k, v in spec.items() if k not in ("bias", "direction_only")},
+        **{k: v for k, v in spec.items() if k not in ("bias", "direction_only", "risk_of_bias")},
         bias=BiasModel(**spec["bias"]), direction_only=DirectionOnly(**spec["direction_only"]),
-        bias_terms=tuple(BiasTerm(**{k: t[k] for k in ("label", "design", "prior", "scaled") if k in t}) for t in bias_terms),
+        risk_of_bias=RiskOfBiasRule(**spec["risk_of_bias"]) if spec.get("risk_of_bias") else None,
+        bias_terms=tuple(BiasTerm(**{k: t[k] for k in ("label", "design", "prior", "scaled", "risk_of_bias") if k in t}) for t in bias_terms),
         sampler=sampler,
     )
 

@@ -328,6 +328,8 @@ def reported(r: dict) -> list[str]:
         elif finite(r.get("se")) is not None:
             part += f" (SE {words.number(r.get('se'))})"
         out.append(part)
+    if finite(r.get("estimate")) is None and finite(r.get("difference")) is not None:
+        out.append(f"difference {words.number(r.get('difference'))} {text(metric)} ({text(r.get('difference_basis'))})")
     if finite(r.get("mean_treatment")) is not None or finite(r.get("mean_control")) is not None:
         part = f"group means {words.number(r.get('mean_treatment'))} vs {words.number(r.get('mean_control'))}"
         if finite(r.get("sd_treatment")) is not None or finite(r.get("sd_control")) is not None:
@@ -348,7 +350,7 @@ def reported(r: dict) -> list[str]:
 def counted(r: dict) -> str | None:
     """How a direction-only finding was counted, where that differs from what was reported."""
     direction, on_scale = text(r.get("direction")), text(r.get("direction_counted"))
-    if on_scale in ("increase", "decrease") and on_scale != direction:
+    if on_scale in ("increase", "decrease") and direction and on_scale != direction:  # a direction read from levels is not flipped
         return f"counted as an {on_scale} on the domain's scale: lower is better for this outcome"
     return None
 
@@ -413,8 +415,11 @@ def excluded(result: Result, rows: list[dict], names: Names) -> list[dict]:
     return out
 
 
-def findings(result: Result, rows: list[dict], names: Names) -> list[dict]:
-    """Findings reported only as a direction, beside their domain's posterior: do they agree?"""
+def findings(result: Result, rows: list[dict], names: Names, appraisal=None) -> list[dict]:
+    """Findings reported only as a direction, nulls and positives alike, beside their domain's posterior: do they
+    agree? With the ``appraisal`` (:func:`metaeval.appraisal.appraise`), also where each direction comes from and the
+    region of the z-statistic it stands for in the model."""
+    by_id = {f.estimate_id: f for f in appraisal.findings} if appraisal is not None else {}
     mode = result.model.direction_only.mode
     left_out = {x.estimate_id: x.stage for x in result.exclusions}
     out = []
@@ -437,10 +442,12 @@ def findings(result: Result, rows: list[dict], names: Names) -> list[dict]:
             p_same, agree = words.probability(p), "agrees" if p >= 0.8 else "disagrees" if p <= 0.2 else "inconclusive"
         effect = next((p for p in dom.projects if p.project == text(r.get("project_id"))), None) if dom else None
         metric = dom.metric if dom else None
+        stated = text(r.get("direction")) or (f"{on_scale} (read from the levels)" if on_scale else "no direction")
+        row = by_id.get(eid)
         out.append({
             "outcome": text(r.get("outcome")) or "–", "project": names.project(r.get("project_id")), "id": eid,
-            "domain": names.domain(d), "reported": f"{text(r.get('direction')) or 'no direction'}, {_significance(r)}",
-            "counted": counted(r), "used": used,
+            "domain": names.domain(d), "reported": f"{stated}, {_significance(r)}",
+            "counted": counted(r), "used": used, "region": row.region if row is not None and row.region else None,
             "pooled": (f"{words.number(dom.mu.mean, metric)} ({words.interval(dom.mu.hdi_low, dom.mu.hdi_high, metric)})"
                        if dom and dom.mu.mean is not None else "–"),
             "project_effect": (f"{words.number(effect.mean, metric)} ({words.interval(effect.hdi_low, effect.hdi_high, metric)})"
@@ -448,6 +455,16 @@ def findings(result: Result, rows: list[dict], names: Names) -> list[dict]:
             "p_same": p_same, "agree": agree,
         })
     return out
+
+
+def risk_of_bias(appraisal, names: Names) -> list[dict]:
+    """Every estimate's risk-of-bias judgements (its own where its outcome differs from its project's) and
+    what the model did with them (:func:`metaeval.appraisal.appraise`); empty without judgements."""
+    if appraisal is None:
+        return []
+    return [{"id": r.estimate_id, "project": names.project(r.project_id), "outcome": r.outcome or "–",
+             "domain": names.domain(r.domain), "judgements": "; ".join(f"{k} {v}" for k, v in r.judgements.items()),
+             "overall": r.overall or "–", "own": r.own or "", "treatment": r.treatment} for r in appraisal.risk_of_bias]
 
 
 def assumptions(rows: list[dict], names: Names) -> dict:

@@ -301,10 +301,53 @@ def test_drc_control_size_is_missing_and_covered_by_an_assumption(projects):
     assert {s.n for s in drc.sample_sizes if s.group == "participants"} == {56}
 
 
+# DRC's support-status table as printed (participants, controls, in whole percent) and its two headline unions
+DRC_TABLE = ((18, 7), (9, 5), (16, 10), (0, 1), (0, 2), (49, 63), (0, 10), (7, 2))
+DRC_UNIONS = (((0, 2), 35, 17), ((0, 1, 3), 27, 13))  # ordinary employment; self-supporting or in education
+
+
+def _denominators(column: int, sizes) -> list[int]:
+    """Group sizes N for which integer counts exist that round (half up) to every printed share, to the
+    headline unions, and add up to N: a brute-force search, independent of the YAML's arithmetic."""
+    import itertools
+
+    def counts(share, n):
+        return [k for k in range(n + 1) if math.floor(100 * k / n + 0.5) == share]
+
+    fits = []
+    for n in sizes:
+        options = [counts(row[column], n) for row in DRC_TABLE]
+        if any(not o for o in options):
+            continue
+        for ks in itertools.product(*options):
+            if sum(ks) == n and all(math.floor(100 * sum(ks[i] for i in rows) / n + 0.5) == union[column]
+                                    for rows, *union in DRC_UNIONS):
+                fits.append(n)
+                break
+    return fits
+
+
+def test_drc_denominators_are_the_ones_the_printed_shares_allow(projects):
+    """The participants' follow-up denominator is 55 (56 fits no printed share set), the controls at least 83."""
+    drc = projects["drc_sib"]
+    by_id = {e.id: e for e in drc.estimates}
+    assert [n for n in _denominators(0, range(1, 57))] == [55]
+    assert _denominators(1, range(1, 84)) == [83]
+    assumed = {a.field: a.value for a in drc.assumptions}
+    assert (assumed["n_treatment"], assumed["n_control"]) == (55, 83)
+    for field, value in (("n_treatment", "55"), ("n_control", "83")):
+        rationale = next(a.rationale for a in drc.assumptions if a.field == field)
+        assert value in rationale and "/" in rationale  # the arithmetic is shown in the record
+    table_rows = [e for e in drc.estimates if e.shared_sample == "status_2m" and e.metric == "pp"]
+    assert table_rows and all(e.n_treatment is None for e in table_rows)  # 56 (the enrolment) is not the follow-up N
+    assert by_id["municipal_budget_surplus"].n_treatment == 56  # per SIB participant, as printed
+
+
 def test_drc_headline_figures(projects):
     by_id = {e.id: e for e in projects["drc_sib"].estimates}
     emp = by_id["ordinary_employment"]
     assert (emp.estimate, emp.mean_treatment, emp.mean_control, emp.significant) == (18, 35, 17, True)
+    assert emp.poolable and emp.shared_sample == "status_2m"
     sso = by_id["self_support_or_education"]
     assert (sso.mean_treatment, sso.mean_control, sso.estimate) == (27, 13, None)
     # the table rows: participants vs control, in whole percent; each column sums to 100 up to
@@ -362,12 +405,25 @@ def test_assens_before_after(projects):
 # --------------------------------------------------------------------------- provenance
 
 def _provenances(project: Project):
+    from metaeval.schema import ROB_DOMAINS, Provenance
+
     for e in project.estimates:
         yield f"estimate {e.id}", e.provenance
+        for d in ROB_DOMAINS:
+            judgement = getattr(e.risk_of_bias, d, None) if e.risk_of_bias else None
+            if judgement and judgement.quote:
+                yield f"estimate {e.id} risk of bias {d}", Provenance(location=d, quote=judgement.quote)
     for s in project.sample_sizes:
         yield f"sample size {s.group}", s.provenance
     if project.take_up:
         yield "take_up", project.take_up.provenance
+    for d in ROB_DOMAINS:
+        judgement = getattr(project.risk_of_bias, d)
+        if judgement.quote:
+            yield f"risk of bias {d}", Provenance(location=d, quote=judgement.quote)
+    for what in ("evaluator_provenance", "status_provenance"):
+        if getattr(project, what):
+            yield what, getattr(project, what)
 
 
 def test_every_quote_occurs_in_its_seed(projects):
@@ -405,3 +461,48 @@ def test_figures_from_plain_text_sources_are_in_their_quote_or_notes(projects):
                 value = getattr(e, field)
                 if value is not None:
                     assert _number_in(value, where), (p.id, e.id, field, value)
+
+
+# --------------------------------------------------------------------------- judgements as the sources state them
+
+def test_status_and_evaluator_as_the_sources_state_them(projects):
+    oto, vive, drc = projects["oto"], projects["vive_social_support"], projects["drc_sib"]
+    assert oto.status == "preliminary" and "pagaende" in oto.status_provenance.quote  # the effort is still running
+    assert vive.evaluator == "commissioned" and "for Social- og Boligstyrelsen" in vive.evaluator_provenance.quote
+    assert drc.evaluator == "unknown" and drc.evaluator_provenance is not None
+
+
+def test_every_beneficial_direction_says_whose_judgement_it_is(projects):
+    inferred = sorted(f"{p.id}:{e.id}" for p, e in _all_estimates(projects) if e.benefit_basis == "curator")
+    assert inferred == ["assens_job_familie:interventions_per_child", "vive_social_support:gp_use",
+                        "vive_social_support:hospital_contacts_schizophrenia"]
+    for p, e in _all_estimates(projects):
+        if e.beneficial is not None:
+            assert e.benefit_basis in ("domain", "source", "curator"), (p.id, e.id)
+
+
+def test_oto_pupil_wellbeing_is_judged_high_risk_of_attrition_bias_with_the_authors_words(projects):
+    by_id = {e.id: e for e in projects["oto"].estimates}
+    for eid in ("wellbeing_itt", "wellbeing_tot"):
+        attrition = by_id[eid].risk_of_bias.attrition
+        assert attrition.judgement == "high" and "tredjedel" in attrition.quote
+    assert projects["oto"].risk_of_bias.attrition.judgement == "low"  # the register outcomes keep the project's judgement
+
+
+def test_parts_name_wholes_whose_levels_contain_theirs(projects):
+    for p in projects.values():
+        by_id = {e.id: e for e in p.estimates}
+        for e in p.estimates:
+            for whole in e.part_of:
+                assert not e.poolable or not by_id[whole].poolable, (p.id, e.id, whole)
+                if e.metric == "pp" and by_id[whole].metric == "pp" and e.mean_treatment is not None:
+                    assert e.mean_treatment <= by_id[whole].mean_treatment + 1, (p.id, e.id)
+
+
+def test_one_sample_one_pooled_record(projects):
+    for p in projects.values():
+        pooled: dict[str, list[str]] = {}
+        for e in p.estimates:
+            if e.shared_sample and e.poolable:
+                pooled.setdefault(e.shared_sample, []).append(e.id)
+        assert all(len(ids) == 1 for ids in pooled.values()), (p.id, pooled)

@@ -113,6 +113,20 @@ def test_risk_of_bias_and_missing_comparison_groups():
     assert c.level == "very low"  # starts low, two levels off, floored
 
 
+def test_risk_of_bias_is_weighed_per_estimate_not_per_project():
+    """One project, three estimates: the one judged high (a survey with heavy non-response, say) carries a fifth
+    of the weight, so the domain is not downgraded; judged high on the two precise ones, it is."""
+    rows = _rows(("rct", "some", 0.1), ("rct", "some", 0.1), ("rct", "high", 0.2))
+    for r in rows:
+        r["project_id"] = "p"
+    tau = 0.1  # the domain's tau mean: weights 1/(sei^2 + tau^2) = 50, 50, 20
+    assert not [g for g in rate(_domain(tau=(tau, 0.05)), rows).downgrades if "high risk" in g.reason]
+    for r, judgement in zip(rows, ("high", "high", "some")):
+        r["risk_of_bias"] = judgement
+    assert [g.reason for g in rate(_domain(tau=(tau, 0.05)), rows).downgrades if "high risk" in g.reason] == [
+        "83% of the weight from estimates at high risk of bias"]
+
+
 def test_direction_only_findings_that_make_up_half_of_what_entered():
     c = rate(_domain(mu=(0.3, 0.05), new=(0.3, 0.1)), _rows(("rct", "low", 0.1), direction_only=1))
     assert any("directions without a number" in g.reason for g in c.downgrades)

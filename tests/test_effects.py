@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from metaeval import effects
@@ -98,3 +99,35 @@ def test_smd_from_adjusted_effect_keeps_its_precision():
 def test_refuses_input_it_cannot_use(call):
     with pytest.raises(ValueError):
         call()
+
+
+def test_agresti_caffo_adds_one_success_and_one_failure_to_each_group():
+    # 0 of 55 vs 8.3 of 83 (DRC's 0% vs 10%): p~ = 1/57 and 9.3/85
+    t1, t2 = 1 / 57, 9.3 / 85
+    assert effects.agresti_caffo_se(0.0, 55, 0.1, 83) == pytest.approx(math.sqrt(t1 * (1 - t1) / 57 + t2 * (1 - t2) / 85))
+    assert effects.agresti_caffo_se(0.0, 10, 0.0, 10) > 0  # where the Wald SE is 0
+
+
+@pytest.mark.parametrize("p1, p2", [(0.005, 0.02), (0.02, 0.10)])
+def test_agresti_caffo_se_covers_where_the_wald_se_of_an_empty_group_does_not(p1, p2):
+    """Exact coverage of (observed difference ± 1.96 SE) given that the first group came out empty (x1 = 0),
+    summed over the binomial distribution of the second: the situation harmonisation uses the AC SE for."""
+    from scipy.stats import binom
+
+    n1, n2, true = 55, 83, p1 - p2
+    x2 = np.arange(n2 + 1)
+    weight = binom.pmf(x2, n2, p2)
+    d = 0.0 - x2 / n2
+    wald = np.sqrt((x2 / n2) * (1 - x2 / n2) / n2)
+    ac = np.array([effects.agresti_caffo_se(0.0, n1, x / n2, n2) for x in x2])
+    covered = lambda se: float(np.sum(weight * (np.abs(d - true) <= 1.959964 * se)))  # noqa: E731
+    assert covered(ac) >= 0.95
+    assert covered(ac) > covered(wald)
+
+
+def test_log_odds_ratio_with_a_continuity_correction_accepts_an_empty_cell():
+    lor, se = effects.log_odds_ratio(0.0, 50, 0.1, 100, continuity=0.5)
+    assert lor == pytest.approx(math.log(0.5 * 90.5 / (50.5 * 10.5)))
+    assert se == pytest.approx(math.sqrt(1 / 0.5 + 1 / 50.5 + 1 / 10.5 + 1 / 90.5))
+    with pytest.raises(ValueError, match="empty cell"):
+        effects.log_odds_ratio(0.0, 50, 0.1, 100)

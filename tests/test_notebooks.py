@@ -268,7 +268,8 @@ def test_researcher_models(run_notebook):
     assert state["model_name"] == "pessimistic_before_after"
     model_file = Path(state["model_file"])
     assert model_file.parent == out and model_file.is_file() and Path(state["out"]) == out
-    assert [t["prior"] for t in state["bias_terms"]] == ["normal(5, 4)"]  # 0.5 and 0.4 x the domain scale of 10 pp
+    # 0.5 and 0.4 x the domain scale of 10 pp; Assens' high attrition adds 0.25 x 10 to the SD in quadrature (data/README.md)
+    assert [t["prior"] for t in state["bias_terms"] if t["label"] == "self_support/assens_job_familie"] == ["normal(5, 4.71699)"]
     mu = state["mu_self_support"]
     # more bias assumed for the before-after estimate: a lower pooled self-support mean
     assert mu["bias"] < mu["default"]
@@ -280,7 +281,7 @@ def test_researcher_models(run_notebook):
     # the extended model: the Potential links the domains and is sampled with the rest
     assert "gap_self_support_employment" in state["linked_vars"]
     assert abs(state["gap"]["linked"]) < abs(state["gap"]["default"])
-    assert mu["linked"] < mu["default"]
+    assert (mu["linked"] - mu["default"]) * state["gap"]["default"] < 0  # self-support moves towards employment
     assert state["gates"] == {"default": True, "linked": True}
     assert "linked domains" in _text(_tagged(nb, "extension"))
 

@@ -422,3 +422,29 @@ def test_report_cites_the_committed_calibration_study_of_the_default_model(case,
                   default.model_copy(update={"model": model.model_copy(update={"name": "no_bias"})}),
                   default.model_copy(update={"model": model.model_copy(update={"overrides": {"tau": "halfnormal(1)"}})})):
         assert "calibration" not in (_report_extras(args, evidence, other) or {})
+
+
+def test_the_appraisal_is_in_the_report():
+    """Per-estimate risk of bias with what the model did, and each finding's region of z, beside the posterior."""
+    from metaeval.appraisal import appraise
+    from metaeval.exact import fit_exact
+    from metaeval.harmonise import load_evidence
+    from metaeval.model import prepare
+    from metaeval.spec import load_spec
+
+    evidence, spec = load_evidence(), load_spec("default")
+    appraisal = appraise(evidence, prepare(evidence, spec))
+    result = judge(fit_exact(evidence, priors=spec.priors), evidence)
+    names = views.Names(views.rows_of(evidence), result)
+    rob = {r["id"]: r for r in views.risk_of_bias(appraisal, names)}
+    assert rob["drc_sib:status_permanent_transfers"]["overall"] == "critical"
+    assert "confounding critical" in rob["drc_sib:status_permanent_transfers"]["judgements"]
+    found = {f["id"]: f for f in views.findings(result, views.rows_of(evidence), names, appraisal)}
+    assert found["vive_social_support:job_retention"]["reported"] == "none, not significant"
+    assert found["vive_social_support:job_retention"]["region"] == "|z| < 1.96"  # a null enters as a null
+    levels = found["cph_mjolnerparken:goal2_youth_education_or_job"]
+    assert levels["reported"].startswith("decrease (read from the levels)") and levels["counted"] is None
+    text = report.render_report(evidence, result, appraisal=appraisal)
+    section = Page(_section(text, "risk-of-bias", "excluded")).text
+    assert "drc_sib:status_permanent_transfers" in section and "critical" in section
+    assert "No per-estimate risk-of-bias judgements" in report.render_report(evidence, result)  # without the appraisal

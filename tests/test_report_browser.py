@@ -40,7 +40,7 @@ if not CHROMIUM.exists():
 
 #: Where screenshots are kept for a person to look at (set METAEVAL_SCREENSHOTS=DIR); default: pytest's tmp dir.
 SCREENSHOT_DIR = os.environ.get("METAEVAL_SCREENSHOTS")
-SECTION_IDS = ["overview", "domains", "evidence", "estimates", "excluded", "direction-only", "assumptions", "priors",
+SECTION_IDS = ["overview", "domains", "evidence", "estimates", "risk-of-bias", "excluded", "direction-only", "assumptions", "priors",
                "diagnostics", "robustness", "comparison", "sensitivity", "calibration", "reading"]
 
 

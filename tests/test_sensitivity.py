@@ -106,7 +106,7 @@ def test_estimand_tot_pools_participation_effects_instead_of_their_itts():
     assert not (itt["estimand"] == "tot").pipe(lambda m: itt[m]["poolable"]).any()  # the default never pools a TOT
     for rec in pooled_tots.itertuples():
         partner = by_id.loc[f"{rec.project_id}:{rec.tot_of}"]
-        assert not partner["poolable"] and "replaced by its participation" in partner["exclusion_reason"]
+        assert not partner["poolable"] and "pooled in its place" in partner["exclusion_reason"]
     # a TOT on the domain's own metric enters at its reported value: flexjob is in percentage points
     flex = by_id.loc["oto:flexjob_tot"]
     assert flex["poolable"] and flex["yi"] == pytest.approx(flex["estimate"])

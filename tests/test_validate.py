@@ -39,6 +39,13 @@ BROKEN = {
     "tot_not_itt_over_take_up": ("estimate 'hours_tot'", "estimate", "is not ITT 20 / take-up 0.500"),
     "judgement_not_allowed": ("project 'demo'", "risk_of_bias.reporting.judgement", "'moderate'"),
     "not_a_mapping": ("", "", "expected a mapping"),
+    # dependence (data/README.md "Dependence"): a part pooled beside its whole, two pooled rows of one sample
+    "pooled_part_of_pooled_total": ("estimate 'self_support_wages'", "part_of", "is part of 'demo:self_support' and both are pooled"),
+    "two_pooled_rows_of_one_sample": ("estimate 'self_support_wages'", "shared_sample", "same sample ('status_table') as 'demo:self_support'"),
+    "part_exceeds_whole": ("estimate 'self_support_wages'", "mean_treatment", "35 exceeds 30 in 'demo:self_support'"),
+    "part_of_unknown_estimate": ("project 'demo'", "", "part_of names 'self_supprt'"),
+    "direction_contradicts_levels": ("estimate 'self_support'", "direction", "says decrease but the printed figures give +10"),
+    "beneficial_without_basis": ("estimate 'self_support'", "", "needs a `benefit_basis`"),
 }
 
 
