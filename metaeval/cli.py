@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from metaeval.errors import ClusterFailed, InputError, Problem, SamplingFailed
@@ -318,12 +319,13 @@ def cmd_report(args: argparse.Namespace) -> int:
             summary, key = found
     extras = _report_extras(args, evidence, summary)
     appraisal = None if args.summary is not None else _appraisal(args, evidence)  # a summary file's model may be another
+    analysis = _analysis(args, evidence, summary)
     if args.output is not None:
-        print(write_report(args.output, evidence, summary, extras=extras, appraisal=appraisal))
+        print(write_report(args.output, evidence, summary, extras=extras, appraisal=appraisal, analysis=analysis))
         return 0
     from metaeval.summary import publish  # the report joins the summary it shows, as one set in OUT
 
-    publish(args.out, summary, key=key, report=lambda path: write_report(path, evidence, summary, extras=extras, appraisal=appraisal))
+    publish(args.out, summary, key=key, report=lambda path: write_report(path, evidence, summary, extras=extras, appraisal=appraisal, analysis=analysis))
     print(args.out / "report.html")
     return 0
 
@@ -473,16 +475,163 @@ def cmd_run(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(chatter):
         cmd_validate(args)
         print()
+    _costs(args)  # a bad costs file is reported before the fit, not after
     records, summary, key = _fit(args, say=False, cross_check=True)
     status = _emit_summary(args, summary, records)
     evidence = evidence_frame(records)
     extras = _report_extras(args, evidence, summary)
     appraisal = _appraisal(args, evidence)
+    analysis = _analysis(args, evidence, summary)
     from metaeval.summary import publish  # summary, table, key and report switched in together
 
-    publish(args.out, summary, key=key, report=lambda path: write_report(path, evidence, summary, extras=extras, appraisal=appraisal))
+    publish(args.out, summary, key=key, report=lambda path: write_report(path, evidence, summary, extras=extras, appraisal=appraisal, analysis=analysis))
     print(f"\nreport: {args.out / 'report.html'}", file=chatter)
     return status
+
+
+# --- the analyst's questions: compare, plan, costs ------------------------------------------------
+
+
+def _fitted_draws(args: argparse.Namespace, evidence=None):
+    """The evidence, the judged result and the posterior of the fit in --out for these inputs; fitted first
+    when there is none (saying so on stderr)."""
+    from metaeval.draws import cached_posterior
+    from metaeval.spec import load_spec
+    from metaeval.summary import cached_summary, fit_and_summarise
+
+    spec = load_spec(args.model, args.prior)
+    evidence = _load(args) if evidence is None else evidence
+    settings = _sampler_settings(args)
+    posterior = cached_posterior(evidence, spec, out=args.out, settings=settings)
+    result = cached_summary(evidence, spec, out=args.out, settings=settings) if posterior is not None else None
+    if posterior is None or result is None:
+        print(f"note: no fit in {args.out} for this evidence, model, sampler settings and seed: fitting it first", file=sys.stderr)
+        result, fitted = fit_and_summarise(evidence, spec, out=args.out, settings=settings)
+        posterior = fitted.posterior
+    if result.diagnostics is not None and not result.diagnostics.passed:
+        print(f"warning: the fit's diagnostics gate FAILED ({'; '.join(result.diagnostics.failures)}); do not rely on these numbers",
+              file=sys.stderr)
+    return evidence, spec, result, posterior
+
+
+def _reference_draws(args: argparse.Namespace, evidence, spec, *, fit: bool):
+    """The posterior of the no-bias variant of the model (``robustness``'s no_bias), from --out; fitted when
+    ``fit`` and there is none (saying so). None when the model makes no bias adjustment or it is not there."""
+    from metaeval.draws import cached_posterior
+    from metaeval.robustness import variants
+
+    if spec.bias_mode == "none":
+        return None
+    variant = variants(spec, [])[0].spec(spec)
+    settings = _sampler_settings(args)
+    posterior = cached_posterior(evidence, variant, out=args.out, settings=settings)
+    if posterior is None and fit:
+        from metaeval.sampling import fit_cached
+
+        print(f"note: fitting the no_bias variant once (cached in {args.out}) to check the ranking against", file=sys.stderr)
+        posterior = fit_cached(evidence, variant, out=args.out, settings=settings).posterior
+    return posterior
+
+
+def _costs(args: argparse.Namespace, evidence=None):
+    """The cost figures of the evidence directory (none for a --csv), checked against its projects and domains."""
+    from metaeval.costs import load_costs
+
+    if getattr(args, "csv", None) is not None:
+        return ()
+    known = None if evidence is None else set(evidence["project_id"].astype(str))
+    domains = None if evidence is None else set(evidence["domain"].astype(str))
+    return load_costs(args.data, projects=known, domains=domains)
+
+
+def _emit(args: argparse.Namespace, result, *, json_text: Callable[[], str], frame: Callable, table: Callable[[], str]) -> int:
+    """Print an analysis as --format asks; the exit status of the fit's diagnostics gate (see ``_emit_summary``)."""
+    if args.format == "json":
+        sys.stdout.write(json_text())
+    elif args.format == "csv":
+        from metaeval.files import safe_csv
+
+        sys.stdout.write(safe_csv(frame()))
+    else:
+        sys.stdout.write(table())
+    return 0 if result.diagnostics is None or result.diagnostics.passed or args.allow_failed_gate else GATE_FAILED
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Pairwise comparison and ranking of the initiatives per domain, on their bias-adjusted effects."""
+    from metaeval.ranking import compare
+
+    evidence, spec, result, posterior = _fitted_draws(args)
+    projects = [p.strip() for p in args.projects.split(",") if p.strip()] if args.projects else None
+    reference = None if args.no_bias_check else _reference_draws(args, evidence, spec, fit=True)
+    from metaeval.analysis import project_names
+
+    names = project_names(evidence)
+    comparison = compare(posterior, domain=args.domain, projects=projects, reference=reference, names=names)
+    from metaeval.present import comparison_table
+
+    return _emit(args, result, json_text=comparison.to_json, frame=comparison.to_frame, table=lambda: comparison_table(comparison, names))
+
+
+def _numbers(text: str | None, option: str, kind=float) -> list | None:
+    if text is None:
+        return None
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(Problem("command line", "", option, f"expected comma-separated numbers, got {text!r}")) from None
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """What a new randomised evaluation would do to each domain's verdict (value of information)."""
+    from metaeval.planning import plan
+
+    n = _numbers(args.n, "--n", int)
+    se = _numbers(args.se, "--se")
+    if args.plot is not None and args.plot.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise InputError(Problem(str(args.plot), "", "--plot", "the file must end in .png, .svg or .pdf"))
+    evidence, _, result, posterior = _fitted_draws(args)
+    result_plan = plan(posterior, evidence=evidence, domain=args.domain, n=n, sd=args.sd, se=se, sims=args.sims, seed=args.seed)
+    if args.plot is not None:
+        from metaeval.planning import plan_figure
+        from metaeval.plots import save_figure
+
+        print(f"figure: {save_figure(plan_figure(result_plan), args.plot)}", file=sys.stderr)
+    from metaeval.present import plan_table
+
+    return _emit(args, result, json_text=result_plan.to_json, frame=result_plan.to_frame, table=lambda: plan_table(result_plan))
+
+
+def cmd_costs(args: argparse.Namespace) -> int:
+    """The costs the initiatives report, as printed, and the cost per person helped where one can be computed."""
+    from metaeval.costs import cost_effectiveness
+
+    evidence = _load(args)
+    figures = _costs(args, evidence)  # a bad costs file is reported before any fit
+    evidence, _, result, posterior = _fitted_draws(args, evidence)
+    effectiveness = cost_effectiveness(figures, posterior, wtp=args.wtp)
+    from metaeval.present import costs_table, to_json
+
+    return _emit(args, result, table=lambda: costs_table(figures, effectiveness), frame=effectiveness.to_frame,
+                 json_text=lambda: to_json({"costs": [f.model_dump(mode="json") for f in figures],
+                                            "cost_effectiveness": effectiveness.model_dump(mode="json")}))
+
+
+def _analysis(args: argparse.Namespace, evidence, summary):
+    """The report's initiative sections (:func:`metaeval.analysis.analyse`) from what --out holds: the fit's draws
+    and, if it was fitted, the no_bias variant's; never fits."""
+    from metaeval.analysis import analyse
+
+    costs = _costs(args, evidence)
+    if summary.engine != "mcmc" or getattr(args, "summary", None) is not None:
+        return analyse(evidence, summary, costs=costs)
+    from metaeval.draws import cached_posterior
+    from metaeval.spec import load_spec
+
+    spec = load_spec(args.model, args.prior)
+    posterior = cached_posterior(evidence, spec, out=args.out, settings=_sampler_settings(args))
+    reference = _reference_draws(args, evidence, spec, fit=False) if posterior is not None else None
+    return analyse(evidence, summary, source=posterior, reference=reference, costs=costs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -554,6 +703,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, metavar="N", help="worker processes of the local cluster (default: one per core)")
     p.set_defaults(func=cmd_sensitivity)
 
+    analyst = {}
+    for name, func, text in (
+        ("compare", cmd_compare, "which initiative does more? P(A better than B), P(best) and ranks per domain (reads the fit in --out)"),
+        ("plan", cmd_plan, "plan the next evaluation: how much would a new randomised study narrow each domain's interval, and change its verdict?"),
+        ("costs", cmd_costs, "the costs the initiatives report, and the cost per person helped where cost and effect share a comparison"),
+    ):
+        p = analyst[name] = sub.add_parser(name, help=text)
+        _evidence_options(p)
+        _model_options(p)
+        _format_option(p)
+        p.add_argument("--sampler", choices=["nutpie", "pymc"], default="nutpie", help="NUTS implementation, if a fit is needed (default: nutpie)")
+        p.set_defaults(func=func)
+    p = analyst["compare"]
+    p.add_argument("--domain", metavar="D", help="compare in this domain only")
+    p.add_argument("--projects", metavar="A,B,...", help="compare only these projects (ids)")
+    p.add_argument("--no-bias-check", action="store_true", help="do not check the order against the no_bias variant (which is fitted once if missing)")
+    p = analyst["plan"]
+    p.add_argument("--domain", metavar="D", help="plan for this domain only")
+    p.add_argument("--n", metavar="N,N,...", help="participants per arm of the new study (default: 50,100,200,400)")
+    p.add_argument("--sd", type=float, metavar="X", help="the outcome's SD per person in the domain's metric (SE = SD * sqrt(2/n)); needs --domain")
+    p.add_argument("--se", metavar="X[,X...]", help="the new study's SE directly (one per --n, if given); needs --domain")
+    p.add_argument("--sims", type=int, default=1000, help="simulated studies per size (default: 1000)")
+    p.add_argument("--plot", type=Path, metavar="FILE", help="also draw expected interval width and P(changed verdict) against n (.png, .svg, .pdf)")
+    analyst["costs"].add_argument("--wtp", type=float, metavar="DKK",
+                                  help="willingness to pay per person helped, in DKK of the cost's price year: P(worth it) at it")
+
     p = sub.add_parser("plot", help="export a figure on its own (PNG, SVG or PDF)")
     kinds = p.add_subparsers(dest="figure", required=True, metavar="FIGURE")
     q = kinds.add_parser("forest", help="a domain's forest plot: raw and shrunken project effects, pooled and predictive")
@@ -601,7 +776,7 @@ def check_output_paths(args: argparse.Namespace) -> None:
     from metaeval.files import check_output_file, inside, probe_writable
 
     outputs = [(name, getattr(args, attr), kind) for name, attr, kind in
-               (("--out", "out", "dir" if args.func is not cmd_plot else "file"), ("--output", "output", "file"))
+               (("--out", "out", "dir" if args.func is not cmd_plot else "file"), ("--output", "output", "file"), ("--plot", "plot", "file"))
                if getattr(args, attr, None) is not None]
     if not outputs:
         return
