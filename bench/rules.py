@@ -39,7 +39,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = "5390352"  # main before the appraisal rules (issue 16)
+BASE = "5390352"  # main before the appraisal rules
 
 RUNNER = """
 import json, math, sys
@@ -237,7 +237,7 @@ def _markdown(record: dict) -> str:
     states = [s["state"] for s in record["itt"]]
     rows = compare_fits([(s["state"], s["summary"]) for s in record["itt"]])
     out = [
-        "# What the appraisal rules move (issue 16)",
+        "# What the appraisal rules move",
         "",
         f"Written by `bench/rules.py` on {record['date']} (head {record['head']}, base {record['base']}); "
         f"{record['settings']}, seed {record['seed']}. Each column adds one rule of `data/README.md` to the one before; "

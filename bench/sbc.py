@@ -51,7 +51,7 @@ FIGURE = PUBLISHED.with_name("sbc_ranks.png")
 #: Posterior draws kept per fit after thinning: ranks take L + 1 = 200 values.
 L = 199
 BINS = 20
-#: The pre-stated primary parameters (the issue: domain means, tau, one bias parameter).
+#: The primary parameters, stated before the run: domain means, tau, one bias parameter.
 PRIMARY = ["mu[jobs]", "mu[support]", "mu[pension]", "mu[grades]",
            "tau[jobs]", "tau[support]", "tau[pension]", "tau[grades]",
            "bias[jobs/comparison]"]

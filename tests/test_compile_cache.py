@@ -1,4 +1,4 @@
-"""Issue 17: the persistent compile cache of nutpie's callbacks, and the rest of a quick fresh-process fit.
+"""The persistent compile cache of nutpie's callbacks, and the rest of a quick fresh-process fit.
 
 Every test that builds a cache entry uses its own cache folder, so it starts cold whatever ran before.
 A cold entry is compiled in a child process (a few seconds for these small models).

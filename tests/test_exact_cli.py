@@ -1,6 +1,6 @@
 """`metaeval fit --engine exact` as a command: what it imports, what it leaves under --out, and the CSV table it fits.
 
-Its speed (issue 4: a 1,000-study CSV well under a second, whole command) is measured in bench/bench_exact.py,
+Its speed (the target: a 1,000-study CSV well under a second, whole command) is measured in bench/bench_exact.py,
 not asserted here.
 """
 

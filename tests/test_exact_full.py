@@ -199,7 +199,7 @@ def test_a_mu_prior_without_conjugacy_has_no_exact_form(prior):
 
 @pytest.fixture(scope="module")
 def evidence():
-    """Shaped like the bundled evidence before issue 16's appraisal (direction-only findings in one project
+    """Shaped like the bundled evidence before the appraisal rules of data/README.md (direction-only findings in one project
     of a domain, a project with two estimates, weak designs): the bundled evidence now has findings in up
     to six projects of a domain, which the exact engine refuses (see the CLI tests)."""
     from _model_fixtures import bundled_like

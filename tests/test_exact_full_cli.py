@@ -36,7 +36,7 @@ def test_engine_exact_computes_the_chosen_model(tmp_path):
 
 
 def test_engine_exact_refuses_findings_in_several_projects_of_a_domain(tmp_path):
-    """The bundled evidence has direction-only findings in up to six projects of a domain (issue 16): no exact
+    """The bundled evidence has direction-only findings in up to six projects of a domain (the appraisal rules of data/README.md): no exact
     form here (yet), said plainly with the way out."""
     rc, out, err = _cli("fit", "--engine", "exact", "--out", tmp_path)
     assert rc == 2 and out == ""

@@ -1,4 +1,4 @@
-"""Issue 8, faults: atomic writes survive SIGKILL, corrupt or stale caches are refitted, failures are never results.
+"""Faults: atomic writes survive SIGKILL, corrupt or stale caches are refitted, failures are never results.
 
 The kill tests run `metaeval` in a subprocess with a test hook (``METAEVAL_TEST_PAUSE_BEFORE_RENAME``, see
 ``metaeval/files.py``) that freezes the process after it has written a temporary file and before the

@@ -1,4 +1,4 @@
-"""Issue 14: random and mutated bytes for every reader, for a fixed budget of examples each.
+"""Random and mutated bytes for every reader, for a fixed budget of examples each.
 
 Each example is a file the command reads (an evidence CSV, a project or domains YAML, a model TOML, a fit
 summary given to plot and report, a sensitivity record, a fit record and summary inside the output folder),

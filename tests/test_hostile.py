@@ -1,4 +1,4 @@
-"""Issue 14: metaeval holds in a hostile world. One test (or one parametrised case) per case of the issue's "Why".
+"""metaeval holds in a hostile world: one test (or one parametrised case) per way it was seen to fail.
 
 Writes where they must not, hangs and runaway cost, tracebacks instead of messages, and faults that left an
 inconsistent result. Each test failed on main at 5390352 and passes now. Commands run in-process (``main``) where
@@ -130,7 +130,7 @@ def test_a_domain_from_the_data_cannot_name_a_file_outside_out(tmp_path):
 
 
 def test_a_symlink_in_out_cannot_lead_a_fit_into_another_folder(tmp_path, capsys, monkeypatch):
-    """OUT/fits -> elsewhere let a fit write its cache there (data/, in the issue)."""
+    """OUT/fits -> elsewhere (data/, say) let a fit write its cache there."""
     victim = tmp_path / "victim"
     victim.mkdir()
     out = tmp_path / "out"

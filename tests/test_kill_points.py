@@ -1,4 +1,4 @@
-"""Issue 14: a kill (SIGKILL) or a full disk at any point of `metaeval run` leaves the previous or the new complete
+"""A kill (SIGKILL) or a full disk at any point of `metaeval run` leaves the previous or the new complete
 result set, never a mix, and the next run succeeds.
 
 The points are every step of a run's writes (``metaeval.files.checkpoint``: before and after each file's rename,

@@ -1,7 +1,7 @@
-"""Issue 8, audit and reproducibility: outputs record versions, seed and hashes; same inputs + seed = same bytes.
+"""Audit and reproducibility: outputs record versions, seed and hashes; same inputs + seed = same bytes.
 
-"Same bytes" is checked across separate processes. DESIGN.md notes that a cold and a warm compile cache
-gave different chains for the same seed, so the MCMC check first runs one warm-up process and then
+"Same bytes" is checked across separate processes. A cold and a warm compile cache were seen to give
+different chains for the same seed (metaeval/compile_cache.py says why and what it does about it), so the MCMC check first runs one warm-up process and then
 compares two processes started after it.
 """
 

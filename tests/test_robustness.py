@@ -1,4 +1,4 @@
-"""Issue 8: bad input of every kind exits 2 with a message naming file, record and field, and no traceback.
+"""Bad input of every kind exits 2 with a message naming file, record and field, and no traceback.
 
 The corpus: committed files under tests/fixtures/bad_csv/, bad_models/ and bad_evidence/ (made by
 tests/fixtures/make_bad_inputs.py), the 25 broken evidence files and 7 CSV strings of test_validate.py, and

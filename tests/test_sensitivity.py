@@ -60,7 +60,7 @@ def test_default_grid_varies_one_factor_at_a_time():
     for s in scenarios[1:]:
         differs = [f for f in FACTORS if s[f] != grid.baseline[f]]
         assert differs == s["changed"] and len(differs) == 1
-    # the factors are all there
+    # the factors of models/sensitivity.toml are all there
     assert set(grid.levels["bias"]) == {"no_bias", "variance_inflation", "design_hierarchy"}
     assert grid.levels["estimand"] == ["tot"] and grid.levels["direction_only"] == ["out"]
 
@@ -183,7 +183,7 @@ def test_leave_one_out_finds_the_project_that_carries_the_sign(known):
 
 def test_power_scaling_flags_the_single_project_tau_as_prior_driven(known):
     ps = known.power_scaling
-    # one project: tau's posterior is its prior (DESIGN.md); the data cannot move it
+    # one project: tau's posterior is its prior; the data cannot move it
     assert ps["solo"]["tau"]["diagnosis"] == "potential strong prior / weak likelihood"
     assert "driven by the prior" in ps["solo"]["plain"]
     assert ps["solo"]["tau"]["prior"] > 0.05 > ps["solo"]["tau"]["likelihood"]
