@@ -34,6 +34,7 @@ EIGHT = Path(__file__).parent / "fixtures" / "eight_schools.csv"
 HEAVY = ("pandas", "pymc", "pytensor", "nutpie", "arviz", "xarray", "matplotlib", "scipy.stats", "dask")
 
 
+@pytest.mark.subprocess
 def test_exact_fit_imports_no_pandas_sampler_plotting_or_scipy_stats(tmp_path):
     code = ("import sys\nfrom metaeval.cli import main\nrc = main(sys.argv[1:])\n"
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\nsys.exit(rc)")

@@ -87,6 +87,7 @@ def test_variance_parameters_match_brute_force(case):
         assert om_sd == pytest.approx(ref["omega"][1], abs=1e-3 * ref["omega"][1])
 
 
+@pytest.mark.slow
 def test_intervals_hold_their_mass_under_the_brute_force_posterior(case):
     block, post, ref = case
     rows = _rows(block)
@@ -108,6 +109,7 @@ def test_intervals_hold_their_mass_under_the_brute_force_posterior(case):
         assert (F[3] - F[2]) == pytest.approx(F[5] - F[4], rel=2e-3), i
 
 
+@pytest.mark.slow
 def test_probabilities_match_brute_force(case):
     block, post, ref = case
     rows = _rows(block)

@@ -192,6 +192,7 @@ def test_summary_reader_with_structural_edits(exact_summary, data):
         cli(["report", "--csv", EIGHT, "--summary", "in/s.json", "--output", "out/r.html"])
 
 
+@pytest.mark.slow
 @SLOW
 @given(data=st.data())
 def test_sensitivity_record_in_the_output_folder(data):
@@ -212,6 +213,7 @@ def fitted(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.mcmc
 @SLOW
 @given(data=st.data())
 def test_fit_record_and_cached_summary_in_the_output_folder(fitted, data):
