@@ -65,6 +65,7 @@ def case(request):
     return block, BlockPosterior(block), brute_force(block, **grids)
 
 
+@pytest.mark.slow
 def test_moments_match_brute_force_and_stated_errors_cover_them(case):
     block, post, ref = case
     rows = _rows(block)

@@ -25,6 +25,9 @@ from hypothesis import strategies as st
 
 from metaeval.cli import main
 
+#: A budget of examples per reader is a long check, not a unit test: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
 EIGHT = FIXTURES / "eight_schools.csv"
