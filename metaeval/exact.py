@@ -352,7 +352,7 @@ def exact_posterior(
         raise ValueError("labels must be unique, one per estimate")
     mu_prior = Prior("flat", ()) if mu_prior is None else mu_prior
     _check_priors(tau_prior, mu_prior)
-    _check_scales(y, s, tau_prior, mu_prior, mid, labels)
+    check_scales(y, s, tau_prior, mu_prior, mid, labels)
     scale = _unit(s)
     if scale != 1.0:  # solved in units near the SEs (exact: a power of two), reported in the data's units
         y, s, tau_prior, mu_prior = y / scale, s / scale, tau_prior.scaled(1 / scale), mu_prior.scaled(1 / scale)
@@ -637,7 +637,7 @@ def scale_problems(yi, sei, labels) -> list[tuple[int, str, str]]:
     return out
 
 
-def _check_scales(y: np.ndarray, s: np.ndarray, tau_prior: Prior, mu_prior: Prior, mid: float | None, labels) -> None:
+def check_scales(y: np.ndarray, s: np.ndarray, tau_prior: Prior, mu_prior: Prior, mid: float | None, labels) -> None:
     """Refuse numbers too far from the data's scale to integrate accurately, naming the value and why (ValueError)."""
     problems = scale_problems(y, s, labels)
     if problems:

@@ -202,7 +202,7 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
         cells.setdefault((k["domain"], k["project"]), []).append(k)
     for i, ((d, p), members) in enumerate(sorted(cells.items())):
         normal = [m for m in members if m["kind"] == "estimate"]
-        w = [1 / m["sei"] ** 2 for m in normal]
+        w = [(min(n["sei"] for n in normal) / m["sei"]) ** 2 for m in normal]  # relative: 1/sei² underflows at sei 1e-300
         raw = sum(wi * m["yi"] for wi, m in zip(w, normal)) / sum(w) if normal else None
         layout.projects.append({
             "label": f"{d}/{p}", "domain": d, "project": p,
