@@ -145,6 +145,9 @@ def render_report(
     step("left-out estimates")
     context["findings"] = views.findings(result, rows, names, appraisal)
     context["risk_of_bias"] = views.risk_of_bias(appraisal, names)
+    from metaeval.appraisal import bundled_rules_record, rules_moves
+
+    context["rules"] = views.rules_moves(rules_moves(bundled_rules_record(), result.provenance.evidence_sha256), names)
     step("direction-only findings")
     context["assumptions"] = views.assumptions(rows, names)
     step("assumptions")
@@ -167,6 +170,7 @@ def render_report(
     toc = ([{"anchor": "overview", "title": "Overview"}] + [{"anchor": a, "title": t} for a, t in _INITIATIVE_TOC]
            + [{"anchor": s["anchor"], "title": s["label"]} for s in domains]
            + [{"anchor": a, "title": t} for a, t in (("evidence", "The evidence"), ("risk-of-bias", "Risk of bias per estimate"),
+                                                    ("rules-move", "What the appraisal rules move"),
                                                     ("excluded", "Estimates left out of pooling"),
                                                     ("direction-only", "Findings without numbers"), ("assumptions", "Stated assumptions"),
                                                     ("priors", "Priors and bias assumptions"), ("diagnostics", "Diagnostics"))]
