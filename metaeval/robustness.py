@@ -131,13 +131,16 @@ def report_section(robustness: Robustness, baseline: Result) -> dict:
         mine = [o for o in robustness.outcomes if o.domain == d]
         changed = [o for o in mine if o.verdict != words.verdict(dom.mu.p_beneficial)[0]]
         unassessed = "not assessed: no computed variant leaves this domain anything to pool"
+        flips = "; ".join(o.variant for o in mine if o.flipped)
+        if flips and not (dom.certainty and any(g.domain == "robustness" for g in dom.certainty.downgrades)):
+            flips += " (not counted in this domain's certainty rating)"
         rows.append({"domain": dom.label, "verdict": words.verdict(dom.mu.p_beneficial)[0],
                      "variants fitted": len(mine),
-                     "direction flips under": "; ".join(o.variant for o in mine if o.flipped) or ("none" if mine else unassessed),
+                     "direction flips under": flips or ("none" if mine else unassessed),
                      "verdict changes under": "; ".join(f"{o.variant}: {o.verdict} ({words.probability(o.p_beneficial)})"
                                                         for o in changed if not o.flipped) or ("none" if mine else "–")})
     text = ["Each domain's verdict under the variants a methodologist would try first, fitted exactly where the variant "
-            "has an exact form. A direction that flips lowers the domain's certainty."]
+            "has an exact form. A direction that flips is a reason to lower the domain's certainty (robustness)."]
     if robustness.skipped:
         by_reason: dict[str, list[str]] = {}
         for label, why in robustness.skipped:

@@ -59,6 +59,11 @@ def test_a_direction_that_changes_is_a_flip_in_the_section(bundled):
     flips = check(evidence, spec, mirrored).flips()
     assert flips["activation"] == ["randomised trials only", "findings without numbers left out"]
     row = next(r for r in report_section(check(evidence, spec, mirrored), mirrored)["table"] if r["domain"] == dom.label)
+    assert row["direction flips under"] == ("randomised trials only; findings without numbers left out "
+                                            "(not counted in this domain's certainty rating)")  # the baseline was judged without them
+    judged = judge(mirrored, evidence, flips)
+    assert any(g.domain == "robustness" for g in judged.domains["activation"].certainty.downgrades)
+    row = next(r for r in report_section(check(evidence, spec, judged), judged)["table"] if r["domain"] == dom.label)
     assert row["direction flips under"] == "randomised trials only; findings without numbers left out"
 
 
