@@ -110,7 +110,9 @@ def render_report(
     keys become further sections. ``analysis`` (:func:`metaeval.analysis.analyse`) fills the
     initiative sections: the initiatives × domains matrix, the comparison, costs, the plan for the
     next evaluation and a card per initiative; without it they are made from the result alone (no
-    draws: probabilities approximate, no comparison or plan). ``progress(description, done,
+    draws: probabilities approximate, no comparison or plan). "What the appraisal rules move" shows the
+    record of ``bench/rules.py`` where ``result`` is of the evidence it was made on (the same evidence
+    digest), and says otherwise that it does not apply. ``progress(description, done,
     total)`` is called as each part is built. Same inputs, same text: nothing depends on the clock.
     """
     from metaeval import __version__

@@ -472,7 +472,7 @@ def rules_moves(moves, names: Names) -> dict:
     reason (:func:`metaeval.appraisal.rules_moves`); where the record is not of this evidence, only why."""
     if not moves.applies:
         return {"applies": False, "why_not": moves.why_not}
-    steps = [{"anchor": f"rule-{i}", "number": i, "name": s.rule.name, "section": s.rule.section, "reason": s.rule.reason,
+    steps = [{"anchor": f"rule-{i}", "name": s.rule.name, "section": s.rule.section, "reason": s.rule.reason,
               "admitted": list(s.admitted), "removed": list(s.removed),
               "counts": ", ".join([*([f"{words.plural(len(s.admitted), 'estimate')} let in"] if s.admitted else []),
                                    *([f"{words.plural(len(s.removed), 'estimate')} left out"] if s.removed else [])])
