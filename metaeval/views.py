@@ -529,8 +529,22 @@ def priors(result: Result) -> dict:
         "settings": {k: v for k, v in (("direction-only findings", f"{model.direction_only.mode}" + (f", SE prior {model.direction_only.se}" if model.direction_only.se else "")),
                                        ("effects", model.effects), ("designs admitted", ", ".join(model.designs) or "–"),
                                        ("target_accept", model.target_accept), ("interval probability", model.hdi_prob),
-                                       ("overrides", ", ".join(f"{k}={v}" for k, v in model.overrides.items()) or "none"))},
+                                       ("overrides", ", ".join(f"{k}={v}" for k, v in model.overrides.items()) or "none"),
+                                       *_appraisal_options(model))},
     }
+
+
+def _appraisal_options(model) -> list[tuple[str, str]]:
+    """How the fit applied the appraisal rules that are model options (data/README.md); none where it did not say."""
+    out = []
+    if model.inferred_benefit is not None:
+        out.append(("outcomes whose benefit the curator inferred", {"exclude": "left out", "include": "admitted"}[model.inferred_benefit]))
+    rule = model.risk_of_bias
+    if rule is not None:
+        out.append((f"risk of bias judged high ({', '.join(rule.domains)})",
+                    {"inflate": f"widens the bias prior by {rule.sd:g} x the domain's scale per domain judged high",
+                     "exclude": "the estimate is left out", "ignore": "shown, not used"}[rule.high]))
+    return out
 
 
 def diagnostics(result: Result) -> dict:

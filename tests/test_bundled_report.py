@@ -138,6 +138,10 @@ def test_every_domain_carries_a_certainty_with_reasons(mcmc):
         assert badge["certainty"] == f"{c['level']} certainty" and badge["reasons"] == [g["reason"] for g in c["downgrades"]]
         if c["level"] != c["start"]:
             assert c["downgrades"], d  # a lower level always says why
+    assert rules_moves(RECORD, result.provenance.evidence_sha256).applies  # the report `run` writes shows what the rules move
+    settings = views.priors(result)["settings"]  # and the appraisal options its fit used
+    assert settings["outcomes whose benefit the curator inferred"] == "left out"
+    assert settings["risk of bias judged high (attrition, measurement, reporting)"].startswith("widens the bias prior by 0.25")
 
 
 def _reasons(c: dict) -> dict[str, list[str]]:
