@@ -424,11 +424,17 @@ def _appraisal(args: argparse.Namespace, evidence):
 
 
 def _report_extras(args: argparse.Namespace, evidence, summary: dict) -> dict | None:
-    """The report's optional sections: the saved sensitivity run for this evidence, and the calibration study
-    when the summary comes from the model it calibrated (the default MCMC model, no prior overrides)."""
+    """The report's optional sections: the robustness check of a summary fitted here (the variants the exact
+    engine computes, the others named with the reason), the saved sensitivity run for this evidence, and the
+    calibration study when the summary comes from the model it calibrated (the default model, no prior overrides)."""
     from metaeval.sensitivity import saved_extras
 
     extras = {}
+    if getattr(args, "summary", None) is None and summary.domains:  # a summary file's model may be another
+        from metaeval.robustness import check, report_section
+        from metaeval.spec import load_spec
+
+        extras["robustness"] = report_section(check(evidence, load_spec(args.model, args.prior), summary), summary)
     section = saved_extras(args.out / "sensitivity", evidence)
     if section:
         extras["sensitivity"] = section

@@ -287,6 +287,17 @@ def test_priors_and_bias_assumptions_listed(case):
     assert "Bias-adjusted <additive> design bias" in section  # escaped model text
     assert "lognormal(-2.30259, 0.5)" in section  # direction-only SE prior, under other settings
     view = views.priors(result)
+    from metaeval.result import RiskOfBiasRule
+
+    # the appraisal options, shown where the fit records them (not by an engine that applies none)
+    unapplied = result.model.model_copy(update={"inferred_benefit": None, "risk_of_bias": None})
+    assert not any("risk of bias" in k or "curator" in k for k in views.priors(result.model_copy(update={"model": unapplied}))["settings"])
+
+    default = result.model.model_copy(update={"inferred_benefit": "exclude", "risk_of_bias": RiskOfBiasRule(
+        high="inflate", sd=0.25, domains=("attrition", "reporting"))})
+    settings = views.priors(result.model_copy(update={"model": default}))["settings"]
+    assert settings["outcomes whose benefit the curator inferred"] == "left out"
+    assert settings["risk of bias judged high (attrition, reporting)"] == "widens the bias prior by 0.25 x the domain's scale per domain judged high"
     assert view["per_domain"]["params"] == ["mu", "tau"]
     assert {r["domain"]: r["priors"] for r in view["per_domain"]["rows"]}["Employment"] == [
         result.domains["employment"].priors["mu"], result.domains["employment"].priors["tau"]]
