@@ -318,7 +318,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                       "run `metaeval fit` with the same options first, or pass --summary FILE", file=sys.stderr)
                 return 1
             summary, key = found
-    extras = _report_extras(args, evidence, summary)
+    summary, extras = _report_extras(args, evidence, summary)
     appraisal = None if args.summary is not None else _appraisal(args, evidence)  # a summary file's model may be another
     analysis = _analysis(args, evidence, summary)
     if args.output is not None:
@@ -423,18 +423,22 @@ def _appraisal(args: argparse.Namespace, evidence):
     return appraise(evidence, prepare(evidence, load_spec(args.model, args.prior)))
 
 
-def _report_extras(args: argparse.Namespace, evidence, summary: dict) -> dict | None:
-    """The report's optional sections: the robustness check of a summary fitted here (the variants the exact
-    engine computes, the others named with the reason), the saved sensitivity run for this evidence, and the
-    calibration study when the summary comes from the model it calibrated (the default model, no prior overrides)."""
+def _report_extras(args: argparse.Namespace, evidence, summary):
+    """The summary, its certainty judged with the robustness check, and the report's optional sections: that check
+    of a summary fitted here (the variants the exact engine computes, the others named with the reason), the saved
+    sensitivity run for this evidence, and the calibration study when the summary comes from the model it
+    calibrated (the default model, no prior overrides)."""
     from metaeval.sensitivity import saved_extras
 
     extras = {}
     if getattr(args, "summary", None) is None and summary.domains:  # a summary file's model may be another
+        from metaeval.certainty import judge
         from metaeval.robustness import check, report_section
         from metaeval.spec import load_spec
 
-        extras["robustness"] = report_section(check(evidence, load_spec(args.model, args.prior), summary), summary)
+        robustness = check(evidence, load_spec(args.model, args.prior), summary)
+        summary = judge(summary, evidence, robustness.flips())  # a direction that flips under a variant lowers certainty
+        extras["robustness"] = report_section(robustness, summary)
     section = saved_extras(args.out / "sensitivity", evidence)
     if section:
         extras["sensitivity"] = section
@@ -442,7 +446,7 @@ def _report_extras(args: argparse.Namespace, evidence, summary: dict) -> dict | 
         calibration = _calibration_section()
         if calibration:
             extras["calibration"] = calibration
-    return extras or None
+    return summary, extras or None
 
 
 def _calibration_section() -> dict | None:
@@ -482,9 +486,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print()
     _costs(args)  # a bad costs file is reported before the fit, not after
     records, summary, key = _fit(args, say=False, cross_check=True)
-    status = _emit_summary(args, summary, records)
     evidence = evidence_frame(records)
-    extras = _report_extras(args, evidence, summary)
+    summary, extras = _report_extras(args, evidence, summary)
+    status = _emit_summary(args, summary, records)
     appraisal = _appraisal(args, evidence)
     analysis = _analysis(args, evidence, summary)
     from metaeval.summary import publish  # summary, table, key and report switched in together

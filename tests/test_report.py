@@ -426,13 +426,13 @@ def test_report_cites_the_committed_calibration_study_of_the_default_model(case,
     assert {row["parameter"]: row["chi-square p"] for row in section["table"]} == record["analysis"]["primary_p_values"]
     evidence, args = load_evidence(), build_parser().parse_args(["report", "--out", str(tmp_path)])
     _, default, _ = case  # the default MCMC model, no overrides
-    assert _report_extras(args, evidence, default)["calibration"] == section
+    assert _report_extras(args, evidence, default)[1]["calibration"] == section
     # the study calibrates the default MCMC model only: not cited for the exact engine, another model or prior
     model = default.model
     for other in (default.model_copy(update={"engine": "exact", "diagnostics": None}),
                   default.model_copy(update={"model": model.model_copy(update={"name": "no_bias"})}),
                   default.model_copy(update={"model": model.model_copy(update={"overrides": {"tau": "halfnormal(1)"}})})):
-        assert "calibration" not in (_report_extras(args, evidence, other) or {})
+        assert "calibration" not in (_report_extras(args, evidence, other)[1] or {})
 
 
 def test_the_appraisal_is_in_the_report():

@@ -78,10 +78,15 @@ def test_run_and_report_put_it_in_the_report_and_a_summary_file_does_not(bundled
     from metaeval.cli import _report_extras, build_parser
 
     evidence, spec, baseline = bundled
+    from metaeval.certainty import judge
+
+    robustness = check(evidence, spec, baseline)
     for argv in (["run", "--out", str(tmp_path)], ["report", "--out", str(tmp_path)]):
-        extras = _report_extras(build_parser().parse_args(argv), evidence, baseline)
-        assert extras["robustness"] == report_section(check(evidence, spec, baseline), baseline)
+        judged, extras = _report_extras(build_parser().parse_args(argv), evidence, baseline)
+        assert judged == judge(baseline, evidence, robustness.flips())  # a flip lowers the certainty the report shows
+        assert extras["robustness"] == report_section(robustness, judged)
     summary_file = Path(tmp_path) / "summary.json"
     summary_file.write_text(baseline.to_json(), encoding="utf-8")
     args = build_parser().parse_args(["report", "--out", str(tmp_path), "--summary", str(summary_file)])
-    assert "robustness" not in (_report_extras(args, evidence, baseline) or {})
+    assert _report_extras(args, evidence, baseline)[0] is baseline
+    assert "robustness" not in (_report_extras(args, evidence, baseline)[1] or {})
