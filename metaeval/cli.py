@@ -150,7 +150,7 @@ def _exact_summary(args: argparse.Namespace, evidence, spec):
     pass rows, so this path never imports pandas).
     """
     from metaeval.certainty import judge
-    from metaeval.exact_core import NoExactForm
+    from metaeval.exact_block import NoExactForm
     from metaeval.exact_full import fit_exact_model
 
     try:

@@ -19,7 +19,8 @@ import math
 
 import numpy as np
 
-from metaeval.exact_core import NEW, Block, BlockPosterior, NoExactForm
+from metaeval.exact_block import NEW, Block, NoExactForm
+from metaeval.exact_core import BlockPosterior
 from metaeval.model import Layout, prepare
 from metaeval.priors import parse_prior
 from metaeval.result import Bias, DomainResult, Exclusion, Numerical, Posterior, Provenance, ProjectEffect, Result
@@ -238,7 +239,7 @@ def summarise_exact(layout: Layout, spec: ModelSpec, evidence=None) -> Result:
     """The :class:`~metaeval.result.Result` (engine "exact") of ``spec``'s posterior for the evidence in
     ``layout`` (``evidence``, the table or rows it was made from, for the provenance's digest).
 
-    Raises :class:`~metaeval.exact_core.NoExactForm` when the model has no exact form on this evidence.
+    Raises :class:`~metaeval.exact_block.NoExactForm` when the model has no exact form on this evidence.
     """
     from threadpoolctl import threadpool_limits
 

@@ -238,7 +238,7 @@ def fit_scenario(
     if drop_project is not None:
         table = evidence[evidence["project_id"].astype(str) != drop_project].reset_index(drop=True)
     if engine != "mcmc":
-        from metaeval.exact_core import NoExactForm
+        from metaeval.exact_block import NoExactForm
         from metaeval.exact_full import exact_reason, summarise_exact
 
         layout = prepare(table, spec)
