@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metaeval.exact import _log_dtau_dz, _prior_scales, _tau_from_z
+from metaeval.tau_grid import log_dtau_dz, prior_scales, tau_from_z
 from metaeval.exact_block import COARSE, DROP, REACH, STEP, Block
 from metaeval.exact_level import Level
 from metaeval.exact_nodes import Nodes, Prepared, find_mode, t_reach
@@ -65,11 +65,11 @@ class _Axis:
         return np.arange(math.ceil(self.t0 / step - 1e-9), math.floor(self.t1 / step + 1e-9) + 1) * step
 
     def value(self, t: np.ndarray) -> np.ndarray:
-        return _tau_from_z(self.centre + self.spread * np.sinh(t), self.prior)
+        return tau_from_z(self.centre + self.spread * np.sinh(t), self.prior)
 
     def log_jacobian(self, t: np.ndarray) -> np.ndarray:
         """log d(value)/dt."""
-        return _log_dtau_dz(self.centre + self.spread * np.sinh(t), self.prior) + np.log(self.spread * np.cosh(t))
+        return log_dtau_dz(self.centre + self.spread * np.sinh(t), self.prior) + np.log(self.spread * np.cosh(t))
 
 
 class _Grid:
@@ -87,19 +87,19 @@ class _Grid:
         def logdens_z(z_tau, z_om):
             """log posterior density in (z_tau, z_omega) at arrays of points."""
             z_tau, z_om = np.broadcast_arrays(np.atleast_1d(np.asarray(z_tau, float)), np.atleast_1d(np.asarray(z_om, float)))
-            tau = _tau_from_z(z_tau, b.tau_prior)
-            om = _tau_from_z(z_om, b.omega_prior) if self.two else np.zeros(tau.size)
+            tau = tau_from_z(z_tau, b.tau_prior)
+            om = tau_from_z(z_om, b.omega_prior) if self.two else np.zeros(tau.size)
             ok = (tau > 0) & np.isfinite(tau) & ((om > 0) & np.isfinite(om) if self.two else True)
             out = np.full(tau.shape, -np.inf)
             if ok.any():
-                lp = prep.nodes(tau[ok], om[ok], density_only=True).log_post + _log_dtau_dz(z_tau[ok], b.tau_prior)
+                lp = prep.nodes(tau[ok], om[ok], density_only=True).log_post + log_dtau_dz(z_tau[ok], b.tau_prior)
                 if self.two:
-                    lp += _log_dtau_dz(z_om[ok], b.omega_prior)
+                    lp += log_dtau_dz(z_om[ok], b.omega_prior)
                 out[ok] = np.where(np.isfinite(lp), lp, -np.inf)
             return out
 
         data = [x for x in (math.sqrt(b.v.min()) if b.v.size else 0, float(np.ptp(b.y)) if b.y.size else 0) if x > 0]
-        tau_scales = data + [s for s in _prior_scales(b.tau_prior) if s > 0]
+        tau_scales = data + [s for s in prior_scales(b.tau_prior) if s > 0]
         span_tau = (math.log(min(tau_scales)) - 12, math.log(max(tau_scales)) + 6)
         if not self.two:
             c, a = find_mode(lambda z: logdens_z(z, 0.0), *span_tau)
@@ -108,7 +108,7 @@ class _Grid:
             self.top = float(logdens_z(c, 0.0)[0]) + math.log(a)  # a node's density in t: below the maximum
             self._fill()
             return
-        om_scales = data + [s for s in _prior_scales(b.omega_prior) if s > 0]
+        om_scales = data + [s for s in prior_scales(b.omega_prior) if s > 0]
         span_om = (math.log(min(om_scales)) - 12, math.log(max(om_scales)) + 6)
         c_om = math.log(float(np.median(om_scales)))
         for _ in range(2):  # coordinate-wise scans to the mode

@@ -198,10 +198,10 @@ def _missing_moments(block: Block) -> dict | None:
     estimates (one fewer under a flat mu prior; direction-only findings add nothing): E[tau] needs a > 2 and
     its SD a > 3, and so does a new project's effect. omega's tail is not worked out: under a heavy-tailed
     prior its moments are left out."""
-    from metaeval.exact import _TAIL_EXPONENT
+    from metaeval.tau_grid import TAIL_EXPONENT
 
     def tail(prior) -> float:
-        return prior.params[0] + 1.0 if prior.family == "halfstudentt" else _TAIL_EXPONENT.get(prior.family, math.inf)
+        return prior.params[0] + 1.0 if prior.family == "halfstudentt" else TAIL_EXPONENT.get(prior.family, math.inf)
 
     n = len(set(block.cluster.tolist()))
     a = tail(block.tau_prior) + n - (block.mu_prior.family == "flat")

@@ -10,7 +10,8 @@ import math
 import numpy as np
 from scipy import special
 
-from metaeval.exact import _gauss_rule, _shortest_interval, _tau_from_z
+from metaeval.mixtures import gauss_rule, shortest_interval
+from metaeval.tau_grid import tau_from_z
 from metaeval.exact_block import (
     CHUNK,
     COARSE,
@@ -63,7 +64,7 @@ def _hdi(evaluate, mean: np.ndarray, sd: np.ndarray, p: float):
     density, the density's slope) at x (rows x points): Newton on F(b) - F(a) = p and f(a) = f(b) from the
     normal approximation, a few dozen evaluations rather than a table. Rows where Newton does not settle,
     or whose density dips inside the interval (not unimodal), are solved from a table of the CDF
-    (:func:`metaeval.exact._shortest_interval`)."""
+    (:func:`metaeval.mixtures.shortest_interval`)."""
     half = special.ndtri(0.5 + p / 2)
     a, b = mean - half * sd, mean + half * sd
     done = np.zeros(mean.size, dtype=bool)
@@ -87,7 +88,7 @@ def _hdi(evaluate, mean: np.ndarray, sd: np.ndarray, p: float):
     if bad.any():  # a table of the CDF over mean +- 12 SD, 1,200 points a row
         x = mean[:, None] + sd[:, None] * np.linspace(-12.0, 12.0, 1201)
         F, f, df = (v[bad] for v in evaluate(x))
-        lo, hi = _shortest_interval(x[bad], F, f, df, p)
+        lo, hi = shortest_interval(x[bad], F, f, df, p)
         a, b = a.copy(), b.copy()
         a[bad], b[bad] = lo, hi
     return a, b
@@ -273,7 +274,7 @@ class Level:
         for n in (3, 4, 6, 8, 12):
             if n ** g.ndim * 3 > self.weight.size:
                 break
-            nodes1, w1 = _gauss_rule(z1, marginal, n)
+            nodes1, w1 = gauss_rule(z1, marginal, n)
             if b.has_omega:
                 t2 = self.ts[1]
                 z2 = self.axes[1].centre + self.axes[1].spread * np.sinh(t2)
@@ -282,13 +283,13 @@ class Level:
                 rows = np.maximum(np.sinc((at[:, None] - t1[None, :]) / h) @ g, 0.0)  # the density at each node, over omega
                 faint = rows.max(1) <= 1e-12 * g.max()  # a node far out: the nearest grid row's shape
                 rows[faint] = g[np.abs(at[faint, None] - t1[None, :]).argmin(1)]
-                rules = [_gauss_rule(z2, r / r.sum(), n) for r in rows]
+                rules = [gauss_rule(z2, r / r.sum(), n) for r in rows]
                 zq = np.array([(a, x) for a, (xs, _) in zip(nodes1, rules) for x in xs])
                 wq = np.array([wa * wb for wa, (_, ws) in zip(w1, rules) for wb in ws])
             else:
                 zq, wq = nodes1[:, None], w1
-            tau = _tau_from_z(zq[:, 0], b.tau_prior)
-            om = _tau_from_z(zq[:, 1], b.omega_prior) if b.has_omega else np.zeros(tau.size)
+            tau = tau_from_z(zq[:, 0], b.tau_prior)
+            om = tau_from_z(zq[:, 1], b.omega_prior) if b.has_omega else np.zeros(tau.size)
             with np.errstate(divide="ignore"):
                 yield Level(self.prep, self.axes, self.ts, (tau.size,), self.prep.nodes(tau, om, self.coarse), np.log(wq), self.coarse)
 
@@ -301,7 +302,7 @@ class Level:
         sd = math.sqrt(max(float(x**2 @ self.weight) - mean**2, 0.0))
         g = self.g.sum(axis=1 - i) if self.g.ndim == 2 else self.g
         t, ax = self.ts[i], self.axes[i]
-        lo, hi = _shortest_interval(*(a[None] for a in _sinc_table(t, g, ax.value)), p)
+        lo, hi = shortest_interval(*(a[None] for a in _sinc_table(t, g, ax.value)), p)
         support_low = ax.prior.params[0] if ax.prior.family == "uniform" else 0.0
         # an interval from the grid's first cell (negligible density) starts at the support's end
         low = support_low if lo[0] <= ax.value(t[1:2])[0] else float(lo[0])

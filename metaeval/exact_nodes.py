@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy import special
 
-from metaeval.exact import _log_dtau_dz, _prior_scales, _scan_mode, _tau_from_z
+from metaeval.tau_grid import log_dtau_dz, prior_scales, scan_mode, tau_from_z
 from metaeval.exact_block import COARSE, DROP, ETA_STEP, REACH, SE_STEP, Block, NoExactForm
 from metaeval.priors import Prior
 
@@ -23,7 +23,7 @@ _LOG_2PI = math.log(2 * math.pi)
 def find_mode(logdens, z0: float, z1: float) -> tuple[float, float]:
     """Mode and SD (from the curvature) of a unimodal log density in z, from a scan of [z0, z1] widened as
     needed (the one-level engine's search)."""
-    return _scan_mode(logdens, np.arange(z0, z1 + 0.25, 0.5))[:2]
+    return scan_mode(logdens, np.arange(z0, z1 + 0.25, 0.5))[:2]
 
 
 def t_reach(logdens, centre: float, spread: float, step: float) -> tuple[float, float]:
@@ -41,16 +41,16 @@ def _prior_rule(prior: Prior, step: float):
     in z = log x (logit for a uniform prior), z = c + a sinh(t) with t on multiples of ``step``."""
 
     def logdens(z):
-        return np.where(np.isfinite(z), prior.logpdf(_tau_from_z(z, prior)) + _log_dtau_dz(z, prior), -np.inf)
+        return np.where(np.isfinite(z), prior.logpdf(tau_from_z(z, prior)) + log_dtau_dz(z, prior), -np.inf)
 
-    scales = [s for s in _prior_scales(prior) if s > 0]
+    scales = [s for s in prior_scales(prior) if s > 0]
     c, a = find_mode(logdens, math.log(min(scales)) - 10, math.log(max(scales)) + 10)
     t0, t1 = t_reach(logdens, c, a, step)
     t = np.arange(math.ceil(t0 / step), math.floor(t1 / step) + 1) * step
     z = c + a * np.sinh(t)
     lw = logdens(z) + np.log(a * np.cosh(t))
     w = np.exp(lw - lw.max())
-    return _tau_from_z(z, prior), w / w.sum()
+    return tau_from_z(z, prior), w / w.sum()
 
 
 # ---------------------------------------------------------------------------- censored factors
