@@ -349,7 +349,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     """Fit the sensitivity grid (+ leave-one-project-out, power-scaling) on Dask; write table, figures, report."""
-    from metaeval.sensitivity import load_grid, report_extras, run_sensitivity, write_outputs
+    from metaeval.sensitivity import load_grid, run_sensitivity
+    from metaeval.sensitivity_outputs import report_extras, write_outputs
 
     grid = load_grid(args.grid)
     grid = grid.with_levels(tau=args.tau, bias=args.bias, inclusion=args.inclusion, estimand=args.estimand,
@@ -425,7 +426,7 @@ def _appraisal(args: argparse.Namespace, evidence):
 def _report_extras(args: argparse.Namespace, evidence, summary: dict) -> dict | None:
     """The report's optional sections: the saved sensitivity run for this evidence, and the calibration study
     when the summary comes from the model it calibrated (the default MCMC model, no prior overrides)."""
-    from metaeval.sensitivity import saved_extras
+    from metaeval.sensitivity_outputs import saved_extras
 
     extras = {}
     section = saved_extras(args.out / "sensitivity", evidence)
