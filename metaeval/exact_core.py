@@ -41,12 +41,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metaeval.tau_grid import log_dtau_dz, prior_scales, tau_from_z
 from metaeval.exact_block import COARSE, DROP, REACH, STEP, Block
 from metaeval.exact_level import Level
 from metaeval.exact_nodes import Nodes, Prepared, find_mode, t_reach
 from metaeval.priors import Prior
-
+from metaeval.tau_grid import log_dtau_dz, prior_scales, tau_from_z
 
 # ---------------------------------------------------------------------------- the grid
 

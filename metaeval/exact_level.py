@@ -10,8 +10,6 @@ import math
 import numpy as np
 from scipy import special
 
-from metaeval.mixtures import gauss_rule, shortest_interval
-from metaeval.tau_grid import tau_from_z
 from metaeval.exact_block import (
     CHUNK,
     COARSE,
@@ -25,6 +23,8 @@ from metaeval.exact_block import (
     WEIGHT_FLOOR,
 )
 from metaeval.exact_nodes import Nodes, sum_by
+from metaeval.mixtures import gauss_rule, shortest_interval
+from metaeval.tau_grid import tau_from_z
 
 
 @functools.cache

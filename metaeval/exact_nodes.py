@@ -10,9 +10,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy import special
 
-from metaeval.tau_grid import log_dtau_dz, prior_scales, scan_mode, tau_from_z
 from metaeval.exact_block import COARSE, DROP, ETA_STEP, REACH, SE_STEP, Block, NoExactForm
 from metaeval.priors import Prior
+from metaeval.tau_grid import log_dtau_dz, prior_scales, scan_mode, tau_from_z
 
 _LOG_2PI = math.log(2 * math.pi)
 
