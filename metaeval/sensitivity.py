@@ -286,6 +286,8 @@ def power_scaling_by_domain(posterior, model, *, threshold: float = 0.05) -> dic
     import pymc as pm
     from arviz_stats import psense_summary
 
+    from metaeval.model import layout_of
+
     tree = posterior.copy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -293,7 +295,7 @@ def power_scaling_by_domain(posterior, model, *, threshold: float = 0.05) -> dic
             tree = pm.compute_log_likelihood(tree, model=model, progressbar=False)
         if "log_prior" not in tree.children:
             tree = pm.stats.compute_log_prior(tree, model=model, progressbar=False)
-    layout = model._metaeval_layout  # noqa: SLF001
+    layout = layout_of(model)
     log_prior = tree["log_prior"].to_dataset()
     out: dict[str, dict] = {}
     for dom in layout.domains:
