@@ -4,9 +4,12 @@ section, the files of a run, and that section again from a saved run."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from metaeval.sensitivity import BASELINE, FACTORS, Grid, SensitivityResult
+
+log = logging.getLogger(__name__)
 
 
 def spec_curve(table, domain: str, *, decision_probability: float = 0.9):
@@ -120,8 +123,6 @@ def saved_extras(directory: str | Path, evidence) -> dict | None:
     The file is in the output folder, which metaeval does not trust: one that does not have the shape a run
     writes is left out of the report, with a note, rather than stopping it.
     """
-    import sys
-
     from metaeval.harmonise import evidence_digest
 
     saved = load_result(directory)
@@ -134,6 +135,6 @@ def saved_extras(directory: str | Path, evidence) -> dict | None:
         result = SensitivityResult(grid, saved["scenarios"], saved["results"], saved["loo"], saved["power_scaling"], saved["evidence_digest"])
         return report_extras(result)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
-        print(f"note: {Path(directory) / 'sensitivity.json'} is not a sensitivity run's record ({type(err).__name__}: {err}); "
-              "the report leaves the sensitivity section out", file=sys.stderr)
+        log.warning("%s is not a sensitivity run's record (%s: %s); the report leaves the sensitivity section out",
+                    Path(directory) / "sensitivity.json", type(err).__name__, err)
         return None
