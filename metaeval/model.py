@@ -209,7 +209,7 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
             "label": f"{d}/{p}", "domain": d, "project": p,
             "designs": sorted({m["design"] for m in members}),
             "n_estimates": len(members), "n_findings": len(members) - len(normal),
-            "raw": raw, "raw_se": math.sqrt(1 / sum(w)) if normal else None,
+            "raw": raw, "raw_se": min(n["sei"] for n in normal) / math.sqrt(sum(w)) if normal else None,
         })
         for m in members:
             m["project_index"] = i
