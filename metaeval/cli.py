@@ -151,7 +151,7 @@ def _exact_summary(args: argparse.Namespace, evidence, spec):
     pass rows, so this path never imports pandas).
     """
     from metaeval.certainty import judge
-    from metaeval.exact_core import NoExactForm
+    from metaeval.exact_block import NoExactForm
     from metaeval.exact_full import fit_exact_model
 
     try:
@@ -350,7 +350,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     """Fit the sensitivity grid (+ leave-one-project-out, power-scaling) on Dask; write table, figures, report."""
-    from metaeval.sensitivity import load_grid, report_extras, run_sensitivity, write_outputs
+    from metaeval.sensitivity import load_grid, run_sensitivity
+    from metaeval.sensitivity_outputs import report_extras, write_outputs
 
     grid = load_grid(args.grid)
     grid = grid.with_levels(tau=args.tau, bias=args.bias, inclusion=args.inclusion, estimand=args.estimand,
@@ -428,7 +429,7 @@ def _report_extras(args: argparse.Namespace, evidence, summary):
     of a summary fitted here (the variants the exact engine computes, the others named with the reason), the saved
     sensitivity run for this evidence, and the calibration study when the summary comes from the model it
     calibrated (the default model, no prior overrides)."""
-    from metaeval.sensitivity import saved_extras
+    from metaeval.sensitivity_outputs import saved_extras
 
     extras = {}
     if getattr(args, "summary", None) is None and summary.domains:  # a summary file's model may be another

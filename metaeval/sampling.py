@@ -470,11 +470,11 @@ MAGNITUDE_MAX = 1e150
 def check_magnitudes(evidence) -> None:
     """Refuse, per domain, estimates and SEs too far from the domain's median SE to sample with, or whose squares do
     not fit in double precision (InputError naming file, record and field): the exact engine's rule
-    (:func:`metaeval.exact.scale_problems`) and the unscaled engines' limit (the sampler, ``classic``). Without it an
+    (:func:`metaeval.tau_grid.scale_problems`) and the unscaled engines' limit (the sampler, ``classic``). Without it an
     SE of 1e-300 or 1e300 ended in ZeroDivisionError or OverflowError while the model was built, and ``classic``
     printed null estimates with exit 0."""
     from metaeval.errors import InputError, Problem
-    from metaeval.exact import scale_problems
+    from metaeval.tau_grid import scale_problems
 
     rows = evidence[evidence["poolable"].astype(bool) & ~evidence["direction_only"].astype(bool)] if len(evidence) else evidence
     problems = []

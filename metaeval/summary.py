@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 from pathlib import Path
@@ -54,23 +53,12 @@ from metaeval.result import (
     Result,
     RiskOfBiasRule,
     Sampler,
+    round_significant,
 )
 from metaeval.sampling import CachedFit, SamplerSettings, diagnose, fit_cached, load_posterior
 from metaeval.spec import ModelSpec, spec_digest
 
 log = logging.getLogger(__name__)
-
-SIGNIFICANT_DIGITS = 6
-
-
-def _round(x) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    if not math.isfinite(x):
-        return None
-    value = float(f"{x:.{SIGNIFICANT_DIGITS}g}")
-    return 0.0 if value == 0 else value  # no "-0.0"
 
 
 def _rounded(obj):
@@ -83,7 +71,7 @@ def _rounded(obj):
     if isinstance(obj, int):
         return obj
     try:
-        return _round(obj)
+        return round_significant(obj)
     except (TypeError, ValueError):
         return obj
 
@@ -139,10 +127,10 @@ def _posterior(values, hdi_prob: float, sign: float | None = None, mid: float | 
     low, high = az.hdi(xr.DataArray(values, dims=("chain", "draw")), prob=hdi_prob).values
     extra = {}
     if sign is not None:
-        extra["p_beneficial"] = _round(np.mean(sign * flat > 0))
+        extra["p_beneficial"] = round_significant(np.mean(sign * flat > 0))
         if mid:
-            extra["p_mid"] = _round(np.mean(sign * flat > mid))
-    return Posterior(mean=_round(flat.mean()), sd=_round(flat.std(ddof=1)), hdi_low=_round(low), hdi_high=_round(high),
+            extra["p_mid"] = round_significant(np.mean(sign * flat > mid))
+    return Posterior(mean=round_significant(flat.mean()), sd=round_significant(flat.std(ddof=1)), hdi_low=round_significant(low), hdi_high=round_significant(high),
                      hdi_prob=hdi_prob, **extra)
 
 
@@ -163,19 +151,19 @@ def _domain_result(post, layout: Layout, spec: dict, meta: dict, z_new, hdi_prob
         theta = post["theta_project"].isel(project=j).values
         draws[cell["project"]] = sign * np.asarray(theta, dtype=float).ravel()
         summary = _posterior(theta, hdi_prob)
-        entry = {"project": cell["project"], "design": "+".join(cell["designs"]), "raw": _round(cell["raw"]),
-                 "raw_se": _round(cell["raw_se"]), "mean": summary.mean, "sd": summary.sd, "hdi_low": summary.hdi_low,
-                 "hdi_high": summary.hdi_high, "pooling": _round(_pooling(post, layout, meta, j, tau))}
+        entry = {"project": cell["project"], "design": "+".join(cell["designs"]), "raw": round_significant(cell["raw"]),
+                 "raw_se": round_significant(cell["raw_se"]), "mean": summary.mean, "sd": summary.sd, "hdi_low": summary.hdi_low,
+                 "hdi_high": summary.hdi_high, "pooling": round_significant(_pooling(post, layout, meta, j, tau))}
         terms = sorted({k["bias_index"] for k in members if k["project_index"] == j and k["bias_index"] >= 0})
         if terms and "bias" in post:
             b = post["bias"].isel(bias_term=terms).values
-            entry["bias"] = Bias(mean=_round(b.mean()), sd=_round(b.std(ddof=1)))
+            entry["bias"] = Bias(mean=round_significant(b.mean()), sd=round_significant(b.std(ddof=1)))
         entries[cell["project"]] = entry
     names = sorted(draws)
     stack = np.vstack([draws[n] for n in names])
     first = np.bincount(np.argmax(stack, axis=0), minlength=len(names)) / stack.shape[1]
-    projects = tuple(ProjectEffect(**entries[n], p_best=_round(first[i])) for i, n in enumerate(names))
-    pairwise = {a: {b: _round(np.mean(draws[a] > draws[b])) for b in names if b != a} for a in names} if len(names) > 1 else {}
+    projects = tuple(ProjectEffect(**entries[n], p_best=round_significant(first[i])) for i, n in enumerate(names))
+    pairwise = {a: {b: round_significant(np.mean(draws[a] > draws[b])) for b in names if b != a} for a in names} if len(names) > 1 else {}
     designs: dict[str, int] = {}
     for k in members:
         designs[k["design"]] = designs.get(k["design"], 0) + 1
@@ -190,7 +178,7 @@ def _domain_result(post, layout: Layout, spec: dict, meta: dict, z_new, hdi_prob
         n_findings=sum(1 for k in members if "z_low" in k), designs=dict(sorted(designs.items())),
         mu=mu_post, tau=tau_post, omega=omega, theta_new=_posterior(mu + tau * z_new, hdi_prob, sign),
         projects=projects, pairwise=pairwise, priors=priors, prior_influence=prior_influence(mu_post, tau_post, priors),
-        notes=tuple(_notes(layout, spec, meta, [p for _, p in cells], members)),
+        notes=tuple(domain_notes(layout, spec, meta, [p for _, p in cells], members)),
     )
 
 
@@ -232,7 +220,7 @@ def model_record(spec: dict, bias_terms: list[dict] = (), sampler: Sampler | Non
     )
 
 
-def _notes(layout: Layout, spec: dict, meta: dict, cells: list[dict], members: list[dict]) -> list[str]:
+def domain_notes(layout: Layout, spec: dict, meta: dict, cells: list[dict], members: list[dict]) -> list[str]:
     """Plain sentences on what a domain's result rests on (what was left out is in the result's exclusions)."""
     notes = []
     d = meta["id"]

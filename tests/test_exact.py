@@ -24,6 +24,7 @@ import pytest
 from scipy import integrate, optimize, special, stats
 
 from metaeval import exact as exact_module
+from metaeval import mixtures, tau_grid
 from metaeval.exact import exact_posterior, fit_exact
 from metaeval.priors import Prior, parse_prior
 
@@ -548,8 +549,8 @@ def test_finer_grid_changes_nothing(monkeypatch):
     reported number by more than 1e-6 of its scale (the grid is converged)."""
     kwargs = dict(tau_prior=parse_prior("halfcauchy(5)"), mu_prior=parse_prior("normal(0, 5)"))
     base = exact_posterior(SCHOOLS_Y, SCHOOLS_SE, **kwargs).summary()
-    monkeypatch.setattr(exact_module, "_H_T", exact_module._H_T / 2)
-    monkeypatch.setattr(exact_module, "_X_STEP", exact_module._X_STEP / 2)
+    monkeypatch.setattr(tau_grid, "_H_T", tau_grid._H_T / 2)
+    monkeypatch.setattr(mixtures, "_X_STEP", mixtures._X_STEP / 2)
     fine = exact_posterior(SCHOOLS_Y, SCHOOLS_SE, **kwargs).summary()
     for key in ("mu", "tau", "theta_new"):
         for stat in ("mean", "sd", "hdi_low", "hdi_high"):
