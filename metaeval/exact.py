@@ -33,10 +33,9 @@ from scipy import special
 
 from metaeval.cells import finite, present
 from metaeval.mixtures import WEIGHT_FLOOR, gauss_rule, hermite_eval, mixture_cdf, mixture_interval, shortest_interval
-from metaeval.priors import Prior, parse_prior
+from metaeval.priors import Prior
 from metaeval.tau_grid import (
     TAIL_EXPONENT,
-    TAU_FAMILIES,
     check_priors,
     check_scales,
     conditional,
@@ -517,27 +516,6 @@ def _exact_domains(evidence, priors: Mapping[str, Prior], hdi_prob: float, overr
             notes=tuple(summary["notes"] + notes),
         )
     return out_domains, tuple(exclusions)
-
-
-def not_exact(layout, spec) -> str | None:
-    """Why this engine cannot compute the model ``spec`` makes of this evidence (``layout``, from
-    :func:`metaeval.model.prepare`), or None when it computes that very model: one estimate per
-    project and domain, no design-bias terms, no direction-only findings, equal weights, a normal
-    or flat mu prior and a tau prior on tau > 0."""
-    if layout.bias_terms:
-        return "the model has design-bias terms"
-    if layout.findings:
-        return "the model has direction-only findings"
-    if layout.omega_domains:
-        return "a project has several estimates in a domain"
-    if any(e["weight"] != 1.0 for e in layout.estimates):
-        return "the model down-weights designs"
-    for param in ("mu", "tau"):
-        for text in layout.priors.get(param, {}).values():
-            prior = parse_prior(text)
-            if (param == "mu" and prior.family not in ("normal", "flat")) or (param == "tau" and prior.family not in TAU_FAMILIES):
-                return f"the {param} prior {prior} has no exact treatment here"
-    return None
 
 
 # ---------------------------------------------------------------------------- fit_exact helpers
