@@ -23,7 +23,7 @@ arguments to resume). Each worker process compiles the sampler once and reuses i
 for every replication (``metaeval.sampling``: same model structure, new data).
 
 Run:      .venv/bin/python bench/sbc.py                       (1,000 fits at 4 x (1000 + 1000); about 1.3 s a fit)
-Analyse:  .venv/bin/python bench/sbc.py --analyse             (tests; metaeval/calibration/ gets the record and picture)
+Analyse:  .venv/bin/python bench/sbc.py --analyse             (tests; metaeval/records/ gets the record and picture)
 """
 
 from __future__ import annotations

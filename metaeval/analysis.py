@@ -77,12 +77,12 @@ def analyse(evidence, result: Result, *, source=None, reference=None, reference_
 
 def project_names(evidence) -> dict[str, str]:
     """Project id -> readable name, from the evidence table."""
-    from metaeval.initiatives import _text
+    from metaeval.cells import cell_text
 
     rows = evidence.to_dict("records") if hasattr(evidence, "to_dict") else list(evidence or [])
     out: dict[str, str] = {}
     for r in rows:
-        pid = _text(r.get("project_id"))
+        pid = cell_text(r.get("project_id"))
         if pid:
-            out.setdefault(pid, _text(r.get("project_name")) or pid)
+            out.setdefault(pid, cell_text(r.get("project_name")) or pid)
     return out

@@ -2,8 +2,9 @@
 
 - ``data/``: the bundled evidence base (domains, projects, costs, the source excerpts and ``README.md``);
 - ``models/``: the model files ``--model NAME`` names;
-- ``calibration/``: the simulation-based calibration record of the default model the report cites
-  (written by ``bench/sbc.py``).
+- ``records/``: the recorded studies the report cites: the simulation-based calibration of the default
+  model (``sbc.json``, ``sbc_ranks.png``, written by ``bench/sbc.py``) and what the appraisal rules move on the
+  bundled evidence (``rules.json``, written by ``bench/rules.py``).
 
 In a checkout the top-level ``data`` and ``models`` are symlinks to ``metaeval/data`` and ``metaeval/models``,
 the place to edit them; the files themselves live in the package so that a wheel or sdist holds real files.
@@ -23,7 +24,7 @@ atexit.register(_extracted.close)
 
 @functools.cache
 def bundled_path(name: str) -> Path:
-    """A file system path to the shipped folder or file ``name`` (``"data"``, ``"models"``, ``"calibration/..."``).
+    """A file system path to the shipped folder or file ``name`` (``"data"``, ``"models"``, ``"records/sbc.json"``).
 
     Installed as files (a wheel, an editable install) this is the file itself; from a zipped install
     importlib.resources extracts it to a temporary folder that lasts until the process ends.

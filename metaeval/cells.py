@@ -1,4 +1,4 @@
-"""Reading one cell of an evidence table or row: missing, a finite number, a yes/no flag.
+"""Reading one cell of an evidence table or row: missing, a finite number, text, a yes/no flag.
 
 The same rules everywhere a table is read (harmonisation, model, engines, plots, report), for
 a pandas DataFrame's cells (NaN, ``pd.NA``) and plain rows (None) alike.
@@ -26,6 +26,12 @@ def finite(value) -> float | None:
     except (TypeError, ValueError):
         return None
     return x if math.isfinite(x) else None
+
+
+
+def cell_text(value) -> str:
+    """A cell as text, stripped; "" when it is missing."""
+    return str(value).strip() if present(value) else ""
 
 
 _YES, _NO = ("true", "yes", "1"), ("false", "no", "0", "")

@@ -38,8 +38,8 @@ from pydantic import Field, ValidationError, model_validator
 
 from metaeval import words
 from metaeval.errors import InputError, Problem
-from metaeval.result import _Frozen
-from metaeval.schema import Provenance, Slug, _Strict
+from metaeval.result import Frozen
+from metaeval.schema import Provenance, Slug, Strict
 
 #: The ratio of cost to persons helped is summarised only when the effect is this likely beneficial.
 RATIO_P_HELPS = 0.975
@@ -51,7 +51,7 @@ DEFAULT_SEED = 20261124
 # ---------------------------------------------------------------------------- the file
 
 
-class PerPerson(_Strict):
+class PerPerson(Strict):
     """An effect from the same comparison as a cost, and the group sizes that put both on one unit."""
 
     domain: str = Slug
@@ -63,7 +63,7 @@ class PerPerson(_Strict):
     assumption: str = Field(min_length=1, description="what is assumed in putting cost and effect on one unit")
 
 
-class CostFigure(_Strict):
+class CostFigure(Strict):
     """One cost figure as the source prints it."""
 
     id: str = Slug
@@ -127,7 +127,7 @@ class CostFigure(_Strict):
         return 1000.0 if self.unit == "dkk_1000" else 1.0
 
 
-class CostFile(_Strict):
+class CostFile(Strict):
     costs: list[CostFigure]
 
 
@@ -177,7 +177,7 @@ def load_costs(data_dir: str | Path | None = None, *, projects=None, domains=Non
 # ---------------------------------------------------------------------------- cost per person helped
 
 
-class Ratio(_Frozen):
+class Ratio(Frozen):
     """The cost per person helped: median and interval, in DKK of the cost's price year."""
 
     median: float
@@ -186,7 +186,7 @@ class Ratio(_Frozen):
     prob: float
 
 
-class CostPerPerson(_Frozen):
+class CostPerPerson(Frozen):
     """The cost per person helped for one cost figure, one outcome and one way of taking the effect."""
 
     cost: str
@@ -211,7 +211,7 @@ class CostPerPerson(_Frozen):
     assumptions: tuple[str, ...]
 
 
-class CostEffectiveness(_Frozen):
+class CostEffectiveness(Frozen):
     """Every cost per person helped that could be computed, and why none is for the other figures."""
 
     results: tuple[CostPerPerson, ...]
@@ -248,7 +248,7 @@ def cost_effectiveness(figures, source, *, wtp: float | None = None, grid=DEFAUL
     ``wtp``: the analyst's willingness to pay per person helped (DKK), marked on the curve.
     """
     from metaeval.draws import domain_draws
-    from metaeval.summary import _round
+    from metaeval.result import round_significant
 
     draws = domain_draws(source)
     if wtp is not None and not (math.isfinite(wtp) and wtp >= 0):
@@ -276,7 +276,7 @@ def cost_effectiveness(figures, source, *, wtp: float | None = None, grid=DEFAUL
                 if effects[b] is None:
                     reasons[f"{f.id}/{target.domain}/{b}"] = "the project has no numeric estimate of its own in this domain"
                     continue
-                results.append(_per_person(f, target, dd, b, cost, per_unit * effects[b], wtp, grid, _round))
+                results.append(_per_person(f, target, dd, b, cost, per_unit * effects[b], wtp, grid, round_significant))
     return CostEffectiveness(results=tuple(results), no_ratio=reasons)
 
 
@@ -324,10 +324,10 @@ def ceac_figure(ce: CostEffectiveness, names: Mapping[str, str] | None = None):
     """The acceptability curves: P(acceptable) against willingness to pay per person helped, one line per outcome and basis."""
     from matplotlib.figure import Figure
 
-    from metaeval.plots import _plain_text, _style
+    from metaeval.plots import plain_text, plot_style
 
     names = names or {}
-    with _style():
+    with plot_style():
         fig = Figure(figsize=(8.4, 3.8), dpi=100)
         ax = fig.add_subplot()
         colours = {}
@@ -335,7 +335,7 @@ def ceac_figure(ce: CostEffectiveness, names: Mapping[str, str] | None = None):
             key = (r.cost, r.domain)
             xs, ys = zip(*r.ceac)
             line, = ax.plot([x / 1000 for x in xs], [100 * y for y in ys], color=colours.get(key), linestyle="-" if r.basis == "model" else "--",
-                            label=_plain_text(f"{names.get(r.project, r.project)}: per {r.outcome} ({r.basis})", 70))
+                            label=plain_text(f"{names.get(r.project, r.project)}: per {r.outcome} ({r.basis})", 70))
             colours.setdefault(key, line.get_color())
             if r.wtp is not None:
                 ax.axvline(r.wtp / 1000, color="#555555", linewidth=0.8, linestyle=":")

@@ -19,10 +19,21 @@ import math
 
 import numpy as np
 
-from metaeval.exact_core import NEW, Block, BlockPosterior, NoExactForm
+from metaeval.exact_block import NEW, Block, NoExactForm
+from metaeval.exact_core import BlockPosterior
 from metaeval.model import Layout, prepare
 from metaeval.priors import parse_prior
-from metaeval.result import Bias, DomainResult, Exclusion, Numerical, Posterior, Provenance, ProjectEffect, Result
+from metaeval.result import (
+    Bias,
+    DomainResult,
+    Exclusion,
+    Numerical,
+    Posterior,
+    ProjectEffect,
+    Provenance,
+    Result,
+    round_significant,
+)
 from metaeval.spec import ModelSpec
 
 #: Pairwise probabilities are reported for domains with at most this many projects (a square table).
@@ -73,14 +84,14 @@ def _stats(post: BlockPosterior, rows, p: float) -> list[dict]:
     (mean, sd), (e_mean, e_sd) = post.both("moments", rows)
     (lo, hi), (e_lo, e_hi) = post.both("intervals", rows, p)
     error = np.max([e_mean, e_sd, e_lo, e_hi], axis=0) / np.where(sd > 0, sd, 1.0)
-    return [{"mean": _round(mean[i]), "sd": _round(sd[i]), "hdi_low": _round(lo[i]), "hdi_high": _round(hi[i]),
-             "error_sd": _round(error[i])} for i in range(len(rows))]
+    return [{"mean": round_significant(mean[i]), "sd": round_significant(sd[i]), "hdi_low": round_significant(lo[i]), "hdi_high": round_significant(hi[i]),
+             "error_sd": round_significant(error[i])} for i in range(len(rows))]
 
 
 def domain_result(layout: Layout, spec: dict, meta: dict, hdi_prob: float) -> tuple[DomainResult, float]:
     """One domain's :class:`~metaeval.result.DomainResult`, and the largest estimated error of its probabilities."""
     from metaeval.certainty import prior_influence
-    from metaeval.summary import _notes
+    from metaeval.summary import domain_notes
 
     d, sign, mid = meta["id"], meta["sign"], meta["mid"]
     block, cells, terms = domain_block(layout, d)
@@ -91,7 +102,7 @@ def domain_result(layout: Layout, spec: dict, meta: dict, hdi_prob: float) -> tu
     def probability(row: int, threshold: float) -> float:
         value, error = post.both("prob_above", np.array([row]), sign, threshold)
         errors_p.append(float(error[0]))
-        return _round(value[0])
+        return round_significant(value[0])
 
     mu = Posterior(**_stats(post, np.array([0]), hdi_prob)[0], hdi_prob=hdi_prob, p_beneficial=probability(0, 0.0),
                    p_mid=probability(0, mid) if mid else None)
@@ -119,17 +130,17 @@ def domain_result(layout: Layout, spec: dict, meta: dict, hdi_prob: float) -> tu
         if own:  # pooled over the cell's bias terms, as summarise pools their draws
             means, sds = b_mean[own], b_sd[own]
             pooled = float(means.mean())
-            bias = Bias(mean=_round(pooled), sd=_round(math.sqrt(max(float((sds**2 + means**2).mean()) - pooled**2, 0.0))))
-        projects.append(ProjectEffect(project=cell["project"], design="+".join(cell["designs"]), raw=_round(cell["raw"]),
-                                      raw_se=_round(cell["raw_se"]), pooling=None if math.isnan(pooling[k]) else _round(pooling[k]),
-                                      bias=bias, p_best=_round(first[k]), **theta[k]))
+            bias = Bias(mean=round_significant(pooled), sd=round_significant(math.sqrt(max(float((sds**2 + means**2).mean()) - pooled**2, 0.0))))
+        projects.append(ProjectEffect(project=cell["project"], design="+".join(cell["designs"]), raw=round_significant(cell["raw"]),
+                                      raw_se=round_significant(cell["raw_se"]), pooling=None if math.isnan(pooling[k]) else round_significant(pooling[k]),
+                                      bias=bias, p_best=round_significant(first[k]), **theta[k]))
     pairwise = {}
     names = [labels[k] for k in np.argsort(labels)]
-    notes = _notes(layout, spec, meta, [layout.projects[i] for i in cells], [k for k in layout.estimates + layout.findings if k["domain"] == d])
+    notes = domain_notes(layout, spec, meta, [layout.projects[i] for i in cells], [k for k in layout.estimates + layout.findings if k["domain"] == d])
     if 1 < C <= PAIRWISE_MAX_PROJECTS:
         table, table_err = post.both("pairwise", theta_rows, sign)
         order = {label: k for k, label in enumerate(labels)}
-        pairwise = {a: {b: _round(table[order[a], order[b]]) for b in names if b != a} for a in names}
+        pairwise = {a: {b: round_significant(table[order[a], order[b]]) for b in names if b != a} for a in names}
         errors_p.append(float(table_err.max()))
     elif C > PAIRWISE_MAX_PROJECTS:
         notes.append(f"{C} projects: pairwise probabilities are left out (the exact engine reports them up to "
@@ -197,10 +208,10 @@ def _missing_moments(block: Block) -> dict | None:
     estimates (one fewer under a flat mu prior; direction-only findings add nothing): E[tau] needs a > 2 and
     its SD a > 3, and so does a new project's effect. omega's tail is not worked out: under a heavy-tailed
     prior its moments are left out."""
-    from metaeval.exact import _TAIL_EXPONENT
+    from metaeval.tau_grid import TAIL_EXPONENT
 
     def tail(prior) -> float:
-        return prior.params[0] + 1.0 if prior.family == "halfstudentt" else _TAIL_EXPONENT.get(prior.family, math.inf)
+        return prior.params[0] + 1.0 if prior.family == "halfstudentt" else TAIL_EXPONENT.get(prior.family, math.inf)
 
     n = len(set(block.cluster.tolist()))
     a = tail(block.tau_prior) + n - (block.mu_prior.family == "flat")
@@ -216,8 +227,8 @@ def _missing_moments(block: Block) -> dict | None:
 def _axis(post: BlockPosterior, axis: int, hdi_prob: float) -> Posterior:
     """tau (axis 0) or omega (axis 1): mean, SD, shortest interval and the estimated error (in SDs)."""
     (mean, sd, lo, hi), errors = post.both("axis_summary", axis, hdi_prob)
-    return Posterior(mean=_round(mean), sd=_round(sd), hdi_low=_round(lo), hdi_high=_round(hi), hdi_prob=hdi_prob,
-                     error_sd=_round(max(errors) / sd if sd > 0 else 0.0))
+    return Posterior(mean=round_significant(mean), sd=round_significant(sd), hdi_low=round_significant(lo), hdi_high=round_significant(hi), hdi_prob=hdi_prob,
+                     error_sd=round_significant(max(errors) / sd if sd > 0 else 0.0))
 
 
 def exact_reason(layout: Layout, spec: ModelSpec) -> str | None:
@@ -234,11 +245,28 @@ def exact_reason(layout: Layout, spec: ModelSpec) -> str | None:
     return None
 
 
+def check_numbers(layout: Layout) -> None:
+    """Refuse, per domain, estimates, SEs, prior scales or a MID too far apart to integrate in double precision
+    (ValueError naming the domain and the number: :func:`metaeval.tau_grid.check_scales`, the one-level engine's rule)."""
+    from metaeval.tau_grid import check_scales
+
+    for meta in layout.domains:
+        d = meta["id"]
+        rows = [e for e in layout.estimates if e["domain"] == d]
+        if not rows:
+            continue
+        try:
+            check_scales(np.array([e["yi"] for e in rows]), np.array([e["sei"] for e in rows]), parse_prior(layout.priors["tau"][d]),
+                         parse_prior(layout.priors["mu"][d]), meta.get("mid"), [e["estimate_id"] for e in rows])
+        except ValueError as err:
+            raise ValueError(f"domain {d!r}: {err}") from None
+
+
 def summarise_exact(layout: Layout, spec: ModelSpec, evidence=None) -> Result:
     """The :class:`~metaeval.result.Result` (engine "exact") of ``spec``'s posterior for the evidence in
     ``layout`` (``evidence``, the table or rows it was made from, for the provenance's digest).
 
-    Raises :class:`~metaeval.exact_core.NoExactForm` when the model has no exact form on this evidence.
+    Raises :class:`~metaeval.exact_block.NoExactForm` when the model has no exact form on this evidence.
     """
     from threadpoolctl import threadpool_limits
 
@@ -249,6 +277,7 @@ def summarise_exact(layout: Layout, spec: ModelSpec, evidence=None) -> Result:
     reason = exact_reason(layout, spec)
     if reason:
         raise NoExactForm(reason)
+    check_numbers(layout)
     spec_dict = spec.to_dict()
     with threadpool_limits(1):  # small linear algebra: BLAS threads only spin (twice the CPU time, measured)
         parts = {d: _cached_domain_result(key) for d, key in _domain_keys(layout, spec_dict, spec.hdi_prob).items()}
@@ -260,7 +289,7 @@ def summarise_exact(layout: Layout, spec: ModelSpec, evidence=None) -> Result:
         exclusions=tuple(Exclusion(estimate_id=x["estimate_id"], project=x["project"], domain=x["domain"], design=x.get("design"),
                                    reason=x["reason"], stage=x.get("stage", "model")) for x in layout.excluded),
         diagnostics=None,
-        numerical=Numerical(error_sd_max=max(e.error_sd for e in errors), error_p_max=_round(max(part[1] for part in parts.values()))),
+        numerical=Numerical(error_sd_max=max(e.error_sd for e in errors), error_p_max=round_significant(max(part[1] for part in parts.values()))),
         model=model_record(spec_dict, layout.bias_terms),
         seed=None,
         provenance=Provenance(versions=package_versions(), evidence_sha256=evidence_digest(evidence) if evidence is not None else None,
@@ -271,14 +300,6 @@ def summarise_exact(layout: Layout, spec: ModelSpec, evidence=None) -> Result:
 def fit_exact_model(evidence, spec: ModelSpec) -> Result:
     """:func:`summarise_exact` of the harmonised evidence (the table, or its rows) under ``spec``."""
     return summarise_exact(prepare(evidence, spec), spec, evidence)
-
-
-def _round(x) -> float | None:
-    """Six significant digits, as the MCMC summary rounds; None for a missing or non-finite value."""
-    if x is None or not math.isfinite(float(x)):
-        return None
-    value = float(f"{float(x):.6g}")
-    return 0.0 if value == 0 else value
 
 
 #: The cross-check fails when an MCMC posterior mean or SD is further than this many Monte Carlo standard
@@ -317,7 +338,7 @@ def with_cross_check(result: Result, posterior, evidence, spec: ModelSpec) -> Re
                 where = f"{d}: {name} ({'posterior mean' if stat == 'mean' else 'posterior SD'})"
                 worst = max(worst, (diff / want.sd, where))
                 worst_z = max(worst_z, (z, where))
-    check = CrossCheck(max_discrepancy_sd=_round(worst[0]), quantity=worst[1], max_z=_round(worst_z[0]),
+    check = CrossCheck(max_discrepancy_sd=round_significant(worst[0]), quantity=worst[1], max_z=round_significant(worst_z[0]),
                        threshold=CROSS_CHECK_Z, passed=worst_z[0] <= CROSS_CHECK_Z)
     diagnostics = result.diagnostics
     update = {"cross_check": check}

@@ -7,7 +7,7 @@ bias level) and p's own effect and design bias are integrated out, so the weight
 collapse onto the few draws whose θ_p happens to fit p's data. With u = θ_p + bias_p ~ Normal(mu
 + m_b, sqrt(tau² + s_b²)) (the bias term's prior mean and SD; 0 without one) and p's estimates
 ``Normal(y; u, sqrt(se² / weight + ω²))``, the estimates integrate in closed form
-(``metaeval.model._collapse``, as the marginal model does); a direction-only finding, whose
+(``metaeval.model.collapse``, as the marginal model does); a direction-only finding, whose
 censored likelihood (the model's) is a difference of normal CDFs, in closed form too, and
 several findings by Gauss–Hermite quadrature over u's conditional distribution given the
 estimates. A project whose estimates in a domain carry
@@ -27,7 +27,7 @@ import json
 import numpy as np
 from pydantic import Field
 
-from metaeval.result import _Frozen
+from metaeval.result import Frozen
 
 #: A leave-it-out shift whose weights have fewer effective draws than this is marked unreliable.
 ESS_RELIABLE = 100
@@ -37,7 +37,7 @@ ESS_RELIABLE = 100
 _GH_NODES = 100
 
 
-class Shift(_Frozen):
+class Shift(Frozen):
     """A domain's pooled mean with and without one project's data."""
 
     domain: str
@@ -55,7 +55,7 @@ def project_loglik(posterior) -> tuple[dict[tuple[str, str], np.ndarray], dict[t
     """Per (domain, project): log p(the project's data in the domain | the domain's parameters), (chain, draw),
     the project's effect and bias integrated out (see the module docstring); and the cells where they
     could not be, with how their weights were made instead."""
-    from metaeval.model import _LOG_2PI, Layout, _collapse, _segsum_np
+    from metaeval.model import LOG_2PI, Layout, collapse, segsum_np
 
     layout = Layout.from_dict(json.loads(posterior.attrs["metaeval_layout"]))
     post = posterior["posterior"].to_dataset()
@@ -83,10 +83,10 @@ def project_loglik(posterior) -> tuple[dict[tuple[str, str], np.ndarray], dict[t
             y = np.array([r["yi"] for _, r in cell["estimates"]])
             v = np.stack(np.broadcast_arrays(*[r["sei"] ** 2 / r["weight"] + (np.square(omega) if r["replicate_index"] >= 0 else 0.0)
                                                for _, r in cell["estimates"]]), axis=-1)
-            precision, ybar, l_rows = _collapse(y, v, np.zeros(len(y), dtype=int), 1, _segsum_np, np.log)
+            precision, ybar, l_rows = collapse(y, v, np.zeros(len(y), dtype=int), 1, segsum_np, np.log)
             precision, ybar = precision[..., 0], ybar[..., 0]
-            total += l_rows.sum(axis=-1) + 0.5 * (_LOG_2PI - np.log(precision))
-            total += -0.5 * (_LOG_2PI + np.log(1 / precision + var) + (ybar - centre) ** 2 / (1 / precision + var))
+            total += l_rows.sum(axis=-1) + 0.5 * (LOG_2PI - np.log(precision))
+            total += -0.5 * (LOG_2PI + np.log(1 / precision + var) + (ybar - centre) ** 2 / (1 / precision + var))
             # u given the estimates, for the findings below
             var_u = 1 / (precision + 1 / var)
             centre, var = var_u * (precision * ybar + centre / var), var_u
@@ -163,7 +163,7 @@ def _conditional_loglik(post, layout, cell: dict, omega) -> np.ndarray:
 def leave_out(posterior) -> dict[str, dict[str, Shift]]:
     """Per domain and project: the pooled mean without the project's data (see the module docstring)."""
     from metaeval.draws import domain_draws
-    from metaeval.summary import _round
+    from metaeval.result import round_significant
 
     draws = domain_draws(posterior)
     loglik, fallback = project_loglik(posterior)
@@ -185,8 +185,8 @@ def leave_out(posterior) -> dict[str, dict[str, Shift]]:
                 note = "importance-sampling estimate (no refit)" + (f"; {fallback[(d, p)]}" if (d, p) in fallback else "")
                 if not reliable:
                     note = f"unreliable: only {ess:.0f} effective draws; `metaeval sensitivity` refits without the project"
-                shift = Shift(domain=d, project=p, mu_without=_round(without), shift=_round(without - mu.mean()),
-                              shift_in_sd=_round((without - mu.mean()) / sd) if sd > 0 else None,
-                              p_beneficial_without=_round(w @ (dd.sign * mu > 0)), ess=_round(ess), reliable=reliable, note=note)
+                shift = Shift(domain=d, project=p, mu_without=round_significant(without), shift=round_significant(without - mu.mean()),
+                              shift_in_sd=round_significant((without - mu.mean()) / sd) if sd > 0 else None,
+                              p_beneficial_without=round_significant(w @ (dd.sign * mu > 0)), ess=round_significant(ess), reliable=reliable, note=note)
             out.setdefault(d, {})[p] = shift
     return out

@@ -22,12 +22,12 @@ from typing import Literal
 from pydantic import Field
 
 from metaeval import words
-from metaeval.cells import finite, flag, present
+from metaeval.cells import cell_text, finite, flag
 from metaeval.influence import Shift
-from metaeval.result import Bias, Result, _Frozen
+from metaeval.result import Bias, Frozen, Result
 
 
-class DomainEffect(_Frozen):
+class DomainEffect(Frozen):
     """One initiative in one domain: what it reported and what the model makes of it."""
 
     domain: str
@@ -52,7 +52,7 @@ class DomainEffect(_Frozen):
     shift: Shift | None = None
 
 
-class UnusedFigure(_Frozen):
+class UnusedFigure(Frozen):
     """A figure of the initiative that did not enter the fit, and why."""
 
     estimate_id: str
@@ -61,7 +61,7 @@ class UnusedFigure(_Frozen):
     reason: str
 
 
-class Profile(_Frozen):
+class Profile(Frozen):
     """One initiative."""
 
     project: str
@@ -79,7 +79,7 @@ class Profile(_Frozen):
         return next((e for e in self.effects if e.domain == domain), None)
 
 
-class Profiles(_Frozen):
+class Profiles(Frozen):
     """Every initiative of the evidence (strongest design first) and the fitted domains (the matrix's columns)."""
 
     domains: tuple[str, ...]
@@ -97,21 +97,21 @@ def profiles(evidence, result: Result, *, draws: Mapping | None = None, shifts: 
     ``draws``: per-domain draws (:func:`metaeval.draws.domain_draws`) for exact probabilities.
     ``shifts``: leave-it-out shifts (:func:`metaeval.influence.leave_out`).
     """
-    from metaeval.summary import _round
+    from metaeval.result import round_significant
 
     rows = evidence.to_dict("records") if hasattr(evidence, "to_dict") else list(evidence or [])
     excluded = {x.estimate_id: x.reason for x in result.exclusions}
     by_project: dict[str, list[dict]] = {}
     for r in rows:
-        by_project.setdefault(_text(r.get("project_id")) or _text(r.get("estimate_id")), []).append(r)
+        by_project.setdefault(cell_text(r.get("project_id")) or cell_text(r.get("estimate_id")), []).append(r)
     out = []
     for pid, mine in by_project.items():
         first = mine[0]
-        domains_seen = list(dict.fromkeys(_text(r.get("domain")) for r in mine))
+        domains_seen = list(dict.fromkeys(cell_text(r.get("domain")) for r in mine))
         order = [d for d in result.domains if d in domains_seen] + [d for d in domains_seen if d not in result.domains]
         effects, unused = [], []
         for d in order:
-            here = [r for r in mine if _text(r.get("domain")) == d]
+            here = [r for r in mine if cell_text(r.get("domain")) == d]
             dom = result.domains.get(d)
             mine_here = [p for p in dom.projects if p.project == pid] if dom else []
             effect = next((p for p in mine_here if p.estimate_id is None), None)
@@ -120,7 +120,7 @@ def profiles(evidence, result: Result, *, draws: Mapping | None = None, shifts: 
             entered = [r for r in here if _entered(r, excluded) and mine_here]
             for r in here:
                 if r not in entered:
-                    unused.append(UnusedFigure(estimate_id=_text(r.get("estimate_id")), domain=d, outcome=_text(r.get("outcome")) or "–",
+                    unused.append(UnusedFigure(estimate_id=cell_text(r.get("estimate_id")), domain=d, outcome=cell_text(r.get("outcome")) or "–",
                                                reason=_reason(r, excluded, dom is not None)))
             entry = {"domain": d, "n_figures": len(here), "n_entered": len(entered),
                      "n_direction_only": sum(1 for r in entered if flag(r.get("direction_only")))}
@@ -134,24 +134,20 @@ def profiles(evidence, result: Result, *, draws: Mapping | None = None, shifts: 
             effects.append(DomainEffect(
                 status="pooled", design=effect.design, raw=effect.raw, raw_se=effect.raw_se, mean=effect.mean, sd=effect.sd,
                 hdi_low=effect.hdi_low, hdi_high=effect.hdi_high, pooling=effect.pooling, bias=effect.bias,
-                p_beneficial=_round(p_ben), p_mid=_round(p_mid), from_draws=from_draws,
+                p_beneficial=round_significant(p_ben), p_mid=round_significant(p_mid), from_draws=from_draws,
                 shift=(shifts or {}).get(d, {}).get(pid), **entry))
         out.append(Profile(
-            project=pid, name=_text(first.get("project_name")) or pid, design=_text(first.get("design")) or "unspecified",
-            evaluator=_text(first.get("evaluator")) or None, status=_text(first.get("status")) or None,
-            risk_of_bias=_text(first.get("risk_of_bias")) or None, outcome_source=_text(first.get("outcome_source")) or None,
-            source=_text(first.get("source")) or None, effects=tuple(effects), unused=tuple(unused)))
+            project=pid, name=cell_text(first.get("project_name")) or pid, design=cell_text(first.get("design")) or "unspecified",
+            evaluator=cell_text(first.get("evaluator")) or None, status=cell_text(first.get("status")) or None,
+            risk_of_bias=cell_text(first.get("risk_of_bias")) or None, outcome_source=cell_text(first.get("outcome_source")) or None,
+            source=cell_text(first.get("source")) or None, effects=tuple(effects), unused=tuple(unused)))
     out.sort(key=lambda p: (words.design_rank(p.design), p.name.lower()))
     return Profiles(domains=tuple(result.domains), profiles=tuple(out))
 
 
-def _text(value) -> str:
-    return str(value).strip() if present(value) else ""
-
-
 def _entered(r: dict, excluded: Mapping[str, str]) -> bool:
     """Whether a figure entered the fit: a poolable number or a direction-only finding, not left out by the model."""
-    if _text(r.get("estimate_id")) in excluded:
+    if cell_text(r.get("estimate_id")) in excluded:
         return False
     if flag(r.get("direction_only")):
         return True
@@ -159,12 +155,12 @@ def _entered(r: dict, excluded: Mapping[str, str]) -> bool:
 
 
 def _reason(r: dict, excluded: Mapping[str, str], fitted: bool) -> str:
-    eid = _text(r.get("estimate_id"))
+    eid = cell_text(r.get("estimate_id"))
     if eid in excluded:
         return excluded[eid]
     if not fitted:
-        return _text(r.get("exclusion_reason")) or "its domain was not fitted"
-    return _text(r.get("exclusion_reason")) or "not in this model's fit (its design or project is outside this model variant)"
+        return cell_text(r.get("exclusion_reason")) or "its domain was not fitted"
+    return cell_text(r.get("exclusion_reason")) or "not in this model's fit (its design or project is outside this model variant)"
 
 
 def _probabilities(dom, effect, dd, project: str) -> tuple[float | None, float | None, bool]:

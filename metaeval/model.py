@@ -42,6 +42,8 @@ from metaeval.priors import Prior
 from metaeval.spec import ALL_DESIGNS, UNBIASED_DESIGNS, ModelSpec
 
 REQUIRED_COLUMNS = ("estimate_id", "project_id", "domain", "design", "yi", "sei", "poolable")
+#: Why an outcome with ``benefit_basis: curator`` is left out (data/README.md "Benefit only where the source or the domain says so").
+INFERRED_BENEFIT = "beneficial direction inferred by the curator, not stated by the source or given by the domain"
 #: Finite stand-in for an unbounded side of a censoring region, in z units.
 _Z_INF = 40.0
 
@@ -136,8 +138,7 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
             leave_out(f"design {design!r} is not among the designs model {spec.name!r} admits")
             continue
         if _text(r.get("benefit_basis")) == "curator" and spec.inferred_benefit != "include":
-            leave_out("beneficial direction inferred by the curator, not stated by the source or given by the domain; "
-                      f"model {spec.name!r} leaves such outcomes out ([data] inferred_benefit = exclude)")
+            leave_out(f"{INFERRED_BENEFIT}; model {spec.name!r} leaves such outcomes out ([data] inferred_benefit = exclude)")
             continue
         high = [d for d in spec.rob_domains if _text(r.get(f"rob_{d}")) == "high"] if spec.rob_high != "ignore" else []
         if high and spec.rob_high == "exclude":
@@ -202,13 +203,13 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
         cells.setdefault((k["domain"], k["project"]), []).append(k)
     for i, ((d, p), members) in enumerate(sorted(cells.items())):
         normal = [m for m in members if m["kind"] == "estimate"]
-        w = [1 / m["sei"] ** 2 for m in normal]
+        w = [(min(n["sei"] for n in normal) / m["sei"]) ** 2 for m in normal]  # relative: 1/sei² underflows at sei 1e-300
         raw = sum(wi * m["yi"] for wi, m in zip(w, normal)) / sum(w) if normal else None
         layout.projects.append({
             "label": f"{d}/{p}", "domain": d, "project": p,
             "designs": sorted({m["design"] for m in members}),
             "n_estimates": len(members), "n_findings": len(members) - len(normal),
-            "raw": raw, "raw_se": math.sqrt(1 / sum(w)) if normal else None,
+            "raw": raw, "raw_se": min(n["sei"] for n in normal) / math.sqrt(sum(w)) if normal else None,
         })
         for m in members:
             m["project_index"] = i
@@ -272,13 +273,13 @@ def _vector_rv(name: str, priors: list, dims: str, labels: list[str]):
     import pymc as pm
     import pytensor.tensor as pt
 
-    from metaeval.priors import _PYMC_NAMES
+    from metaeval.priors import PYMC_NAMES
 
     families = {p.family for p in priors}
     if len(families) == 1:
         first = priors[0]
         kwargs = {k: pm.Data(f"{name}_prior_{k}", np.array([p.kwargs()[k] for p in priors], dtype=float), dims=dims) for k in first.kwargs()}
-        return getattr(pm, _PYMC_NAMES[first.family])(name, **kwargs, dims=dims)
+        return getattr(pm, PYMC_NAMES[first.family])(name, **kwargs, dims=dims)
     parts = [p.to_pymc(f"{name}_{label}") for p, label in zip(priors, labels)]
     return pm.Deterministic(name, pt.stack(parts), dims=dims)
 
@@ -302,7 +303,7 @@ def _omega_slot(row: dict, o_index: dict[str, int]) -> int:
     return o_index[row["domain"]] if row["replicate_index"] >= 0 else len(o_index)
 
 
-def _collapse(y, v, index, n, segsum, log):
+def collapse(y, v, index, n, segsum, log):
     """Integrate out a Gaussian level: rows ``y ~ N(theta[index], v)`` given per-group ``theta``.
 
     Returns each group's precision ``P`` and precision-weighted mean ``ybar`` (so that
@@ -312,10 +313,10 @@ def _collapse(y, v, index, n, segsum, log):
     """
     precision = segsum(1 / v, index, n)
     mean = segsum(y / v, index, n) / precision
-    return precision, mean, -0.5 * (_LOG_2PI + log(v) + (y - mean[..., index]) ** 2 / v)
+    return precision, mean, -0.5 * (LOG_2PI + log(v) + (y - mean[..., index]) ** 2 / v)
 
 
-_LOG_2PI = math.log(2 * math.pi)
+LOG_2PI = math.log(2 * math.pi)
 
 
 def cell_groups(layout: Layout, spec: ModelSpec) -> dict:
@@ -355,7 +356,7 @@ def model_from_layout(layout: Layout, spec: ModelSpec):
     replicated estimate.
 
     With ``effects = "marginal"`` the project effects and bias terms of cells holding only
-    estimates are integrated out too (``_collapse``, twice): the sampler sees the domain
+    estimates are integrated out too (``collapse``, twice): the sampler sees the domain
     parameters alone, and ``fit`` draws those effects afterwards from their exact
     conditional posterior (``draw_marginal_effects``). Sampled effects then live on the
     ``latent_project`` and ``latent_bias_term`` dims, and every likelihood is a
@@ -487,7 +488,7 @@ def _segsum_pt(values, index, n):
     return pt.inc_subtensor(pt.zeros(n)[index], values)
 
 
-def _segsum_np(values, index, n):
+def segsum_np(values, index, n):
     """Sum the last axis of ``values`` by ``index`` into ``n`` slots."""
     out = np.zeros((n, *values.shape[:-1]))
     np.add.at(out, index, np.moveaxis(values, -1, 0))
@@ -511,11 +512,11 @@ def _marginal_likelihood(layout, split, mu, tau, omega_all, o_index, yi, sei, we
     else:
         m_g, s_g = pt.zeros(n_groups), pt.zeros(n_groups)
     v = sei[rows] ** 2 / weight[rows] + omega_all[row_omega] ** 2
-    p_g, ybar_g, l_rows = _collapse(yi[rows], v, row_group, n_groups, _segsum_pt, pt.log)
-    p_c, xbar_c, l_groups = _collapse(ybar_g - m_g, 1 / p_g + s_g**2, group_cell, n_cells, _segsum_pt, pt.log)
+    p_g, ybar_g, l_rows = collapse(yi[rows], v, row_group, n_groups, _segsum_pt, pt.log)
+    p_c, xbar_c, l_groups = collapse(ybar_g - m_g, 1 / p_g + s_g**2, group_cell, n_cells, _segsum_pt, pt.log)
     cell_domain = project_domain[pm.Data("marginal_projects", _ints(split["marginal"]))]
-    l_cells = 0.5 * (_LOG_2PI - pt.log(p_c)) + pm.logp(pm.Normal.dist(mu[cell_domain], pt.sqrt(1 / p_c + tau[cell_domain] ** 2)), xbar_c)
-    per_cell = (_segsum_pt(l_rows, group_cell[row_group], n_cells) + _segsum_pt(0.5 * (_LOG_2PI - pt.log(p_g)) + l_groups, group_cell, n_cells) + l_cells)
+    l_cells = 0.5 * (LOG_2PI - pt.log(p_c)) + pm.logp(pm.Normal.dist(mu[cell_domain], pt.sqrt(1 / p_c + tau[cell_domain] ** 2)), xbar_c)
+    per_cell = (_segsum_pt(l_rows, group_cell[row_group], n_cells) + _segsum_pt(0.5 * (LOG_2PI - pt.log(p_g)) + l_groups, group_cell, n_cells) + l_cells)
     pm.Potential("marginal_likelihood", per_cell, dims="marginal_project")
 
 
@@ -562,8 +563,8 @@ def draw_marginal_effects(posterior, layout: Layout, spec: ModelSpec, seed: int)
             v = np.broadcast_to(sampling_var, (n_draw, len(rows))).copy()
             if replicated:
                 v[:, replicated] += post["omega"].values[chain][:, omega_of_row] ** 2
-            p_g, ybar_g, _ = _collapse(y, v, row_group, n_groups, _segsum_np, np.log)
-            p_c, xbar_c, _ = _collapse(ybar_g - m_g, 1 / p_g + s2_g, group_cell, n_cells, _segsum_np, np.log)
+            p_g, ybar_g, _ = collapse(y, v, row_group, n_groups, segsum_np, np.log)
+            p_c, xbar_c, _ = collapse(ybar_g - m_g, 1 / p_g + s2_g, group_cell, n_cells, segsum_np, np.log)
             shrink = tau**2 / (tau**2 + 1 / p_c)
             theta_c = mu + shrink * (xbar_c - mu) + np.sqrt(shrink / p_c) * rng.standard_normal(mu.shape)
             theta[chain][:, split["marginal"]] = theta_c

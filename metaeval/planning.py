@@ -43,7 +43,7 @@ from metaeval import words
 from metaeval.cells import finite, flag
 from metaeval.draws import DomainDraws, domain_draws
 from metaeval.errors import InputError, Problem
-from metaeval.result import _Frozen
+from metaeval.result import Frozen
 
 DEFAULT_N = (50, 100, 200, 400)
 DEFAULT_SIMS = 1000
@@ -168,14 +168,14 @@ def outcome_sd(dd: DomainDraws, rows: Sequence[Mapping] = ()) -> tuple[float | N
 # ---------------------------------------------------------------------------- the typed result
 
 
-class ClosedForm(_Frozen):
+class ClosedForm(Frozen):
     """The normal approximation with tau fixed at its posterior median (a check on the simulation)."""
 
     expected_width: float
     p_change: float = Field(ge=0, le=1)
 
 
-class PlanPoint(_Frozen):
+class PlanPoint(Frozen):
     """One size of new study in one domain: what it would do to the average effect's interval and verdict."""
 
     n: int | None = Field(description="participants per arm (null when the analyst set the SE directly)")
@@ -190,7 +190,7 @@ class PlanPoint(_Frozen):
     closed_form: ClosedForm
 
 
-class DomainPlan(_Frozen):
+class DomainPlan(Frozen):
     """One domain: today's interval and verdict, how the SE was set, and one point per study size."""
 
     domain: str
@@ -208,7 +208,7 @@ class DomainPlan(_Frozen):
     notes: tuple[str, ...] = ()
 
 
-class Plan(_Frozen):
+class Plan(Frozen):
     """The planning simulation for every domain it could be run for, and why not for the others."""
 
     domains: dict[str, DomainPlan]
@@ -310,7 +310,7 @@ def plan(
 def domain_plan(dd: DomainDraws, points: Sequence[tuple[int | None, float]], *, unit_sd: float | None, basis: str, sims: int,
                 rng: np.random.Generator) -> DomainPlan:
     """The plan of one domain for study sizes and SEs ``points`` ((n or None, se), ...)."""
-    from metaeval.summary import _round
+    from metaeval.result import round_significant
 
     mu, tau = dd.mu.ravel(), dd.tau.ravel()
     uniform = np.full((1, mu.size), 1.0 / mu.size)
@@ -324,20 +324,20 @@ def domain_plan(dd: DomainDraws, points: Sequence[tuple[int | None, float]], *, 
     for (k, se), s in zip(points, sims_out):
         labels = [words.verdict(p)[0] for p in s["p_beneficial"]]
         changed = np.mean([lab != verdict_now for lab in labels])
-        share = {lab: _round(labels.count(lab) / len(labels)) for lab in dict.fromkeys(labels)}
+        share = {lab: round_significant(labels.count(lab) / len(labels)) for lab in dict.fromkeys(labels)}
         cf_width, cf_change = normal_preposterior(float(mu.mean()), float(mu.var(ddof=1)), tau_median, se, sign=dd.sign,
                                                   prob=dd.hdi_prob, p_now=p_now)
-        result.append(PlanPoint(n=k, se=_round(se), expected_width=_round(s["width"].mean()), width_ratio=_round(s["width"].mean() / width_now),
-                                p_change=_round(changed), p_change_mcse=_round(math.sqrt(changed * (1 - changed) / sims)),
-                                verdicts=share, ess_min=_round(s["ess"].min()), ess_median=_round(np.median(s["ess"])),
-                                closed_form=ClosedForm(expected_width=_round(cf_width), p_change=_round(cf_change))))
+        result.append(PlanPoint(n=k, se=round_significant(se), expected_width=round_significant(s["width"].mean()), width_ratio=round_significant(s["width"].mean() / width_now),
+                                p_change=round_significant(changed), p_change_mcse=round_significant(math.sqrt(changed * (1 - changed) / sims)),
+                                verdicts=share, ess_min=round_significant(s["ess"].min()), ess_median=round_significant(np.median(s["ess"])),
+                                closed_form=ClosedForm(expected_width=round_significant(cf_width), p_change=round_significant(cf_change))))
         thin = float(np.mean(s["ess"] < ESS_LOW))
         if thin > THIN_SHARE:
             notes.append(f"n = {k if k is not None else '–'} (SE {words.number(se, dd.metric)}): in {words.probability(thin)} of the simulated "
                          f"studies fewer than {ESS_LOW} of the {mu.size} draws carry the weight; those numbers are thin.")
     return DomainPlan(domain=dd.domain, label=dd.label, metric=dd.metric, beneficial=dd.beneficial, hdi_prob=dd.hdi_prob,
-                      width=_round(width_now), p_beneficial=_round(p_now), verdict=verdict_now, sd=_round(unit_sd), se_basis=basis,
-                      tau_median=_round(tau_median), points=tuple(result), notes=tuple(notes))
+                      width=round_significant(width_now), p_beneficial=round_significant(p_now), verdict=verdict_now, sd=round_significant(unit_sd), se_basis=basis,
+                      tau_median=round_significant(tau_median), points=tuple(result), notes=tuple(notes))
 
 
 # ---------------------------------------------------------------------------- the figure
@@ -347,16 +347,16 @@ def plan_figure(result: Plan):
     """Expected interval width (as a share of today's) and P(changed verdict) against n, one line per domain."""
     from matplotlib.figure import Figure
 
-    from metaeval.plots import _plain_text, _style
+    from metaeval.plots import plain_text, plot_style
 
-    with _style():
+    with plot_style():
         fig = Figure(figsize=(8.4, 3.6), dpi=100)
         left, right = fig.subplots(1, 2)
         markers = "osD^vP"
         for i, (d, dp) in enumerate(result.domains.items()):
             xs = [p.n if p.n is not None else p.se for p in dp.points]
             style = {"marker": markers[i % len(markers)], "linestyle": "-" if i < 6 else "--"}
-            line, = left.plot(xs, [100 * p.width_ratio for p in dp.points], label=_plain_text(dp.label, 28), **style)
+            line, = left.plot(xs, [100 * p.width_ratio for p in dp.points], label=plain_text(dp.label, 28), **style)
             right.plot(xs, [100 * p.p_change for p in dp.points], color=line.get_color(), **style)
         by_n = all(p.n is not None for dp in result.domains.values() for p in dp.points)
         fig.supxlabel("participants per arm in a new randomised evaluation" if by_n else "SE of the new evaluation", fontsize=10)

@@ -50,7 +50,7 @@ def _style_path() -> str | None:
 
 
 @contextmanager
-def _style():
+def plot_style():
     """The ArviZ look plus fixed settings that keep saved files reproducible."""
     import matplotlib as mpl
     import matplotlib.style
@@ -70,7 +70,7 @@ def _style():
         yield
 
 
-def _plain_text(value, limit: int = _MAX_LABEL) -> str:
+def plain_text(value, limit: int = _MAX_LABEL) -> str:
     """Data text made safe for matplotlib: no mathtext ($), no line breaks, shortened."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
@@ -186,7 +186,7 @@ def forest_plot(evidence, result, domain: str):
     rows = forest_rows(evidence, result, domain)
     hdi_pct = f"{100 * dom.mu.hdi_prob:g}%"
 
-    with _style():
+    with plot_style():
         height = 1.9 + 0.3 * len(rows)
         fig = Figure(figsize=(8.4, height), dpi=100)
         ax = fig.add_subplot()
@@ -249,9 +249,9 @@ def forest_plot(evidence, result, domain: str):
         ax.set_yticks(ys)
         labels = []
         for r in rows:
-            text = _plain_text(r["label"])
+            text = plain_text(r["label"])
             if not r.get("in_model", True) and r["kind"] == "project":
-                text = _plain_text(r["label"], _MAX_LABEL - 13) + " (not pooled)"
+                text = plain_text(r["label"], _MAX_LABEL - 13) + " (not pooled)"
             labels.append(text)
         ax.set_yticklabels(labels)
         for tick, r in zip(ax.get_yticklabels(), rows):
@@ -266,8 +266,8 @@ def forest_plot(evidence, result, domain: str):
 
         units = metric_units(dom.metric)
         arrow = {"increase": "higher is better →", "decrease": "← lower is better"}.get(benefit, "direction of benefit not stated")
-        ax.set_xlabel(f"{_plain_text(dom.label)}: {units}\n{arrow}")
-        fig.suptitle(f"{_plain_text(dom.label, 60)}: raw and shrunken project effects", x=0.01, ha="left",
+        ax.set_xlabel(f"{plain_text(dom.label)}: {units}\n{arrow}")
+        fig.suptitle(f"{plain_text(dom.label, 60)}: raw and shrunken project effects", x=0.01, ha="left",
                      fontsize=12, fontweight="bold")
         if benefit in ("increase", "decrease"):
             from matplotlib.transforms import blended_transform_factory
@@ -316,7 +316,7 @@ def figure_bytes(fig, fmt: str = "png", dpi: int = 110) -> bytes:
     metadata = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
                 "pdf": {"CreationDate": None, "ModDate": None, "Creator": None, "Producer": None}}[fmt]
     buffer = io.BytesIO()
-    with _style():
+    with plot_style():
         fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata)
     return buffer.getvalue()
 

@@ -23,7 +23,7 @@ FAMILIES: dict[str, tuple[tuple[str, ...], str]] = {
     "lognormal": (("mu", "sigma"), "positive"),
     "uniform": (("lower", "upper"), "interval"),
 }
-_PYMC_NAMES = {
+PYMC_NAMES = {
     "normal": "Normal",
     "studentt": "StudentT",
     "flat": "Flat",
@@ -102,7 +102,7 @@ class Prior:
         """Create the PyMC random variable (inside a model context)."""
         import pymc as pm
 
-        return getattr(pm, _PYMC_NAMES[self.family])(name, **self.kwargs(), **kwargs)
+        return getattr(pm, PYMC_NAMES[self.family])(name, **self.kwargs(), **kwargs)
 
     def logpdf(self, x):
         """Log density at ``x`` (numpy array); the exact engine integrates against it.

@@ -26,7 +26,7 @@ from pydantic import Field
 from metaeval import words
 from metaeval.draws import DomainDraws, domain_draws
 from metaeval.errors import InputError, Problem
-from metaeval.result import _Frozen
+from metaeval.result import Frozen
 
 #: How many of the largest differences per domain get a sentence.
 N_SENTENCES = 3
@@ -62,7 +62,7 @@ def rank_draws(values: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------- the typed result
 
 
-class Difference(_Frozen):
+class Difference(Frozen):
     """A − B in the beneficial direction (positive: A does more good), its posterior and P(A better)."""
 
     a: str
@@ -74,7 +74,7 @@ class Difference(_Frozen):
     p_a_better_reference: float | None = Field(None, ge=0, le=1, description="P(A better) under the reference bias model")
 
 
-class Rank(_Frozen):
+class Rank(Frozen):
     """One project's place in its domain: P(best), the expected rank (1 = best) and its uncertainty."""
 
     project: str
@@ -88,7 +88,7 @@ class Rank(_Frozen):
     p_best_reference: float | None = None
 
 
-class DomainComparison(_Frozen):
+class DomainComparison(Frozen):
     """The comparison of the projects of one domain."""
 
     domain: str
@@ -106,7 +106,7 @@ class DomainComparison(_Frozen):
     flips: tuple[tuple[str, str], ...] = Field((), description="pairs (a, b) whose order flips under the reference model")
 
 
-class Comparison(_Frozen):
+class Comparison(Frozen):
     """Pairwise comparisons and rankings for every domain compared, and the domains that were not."""
 
     domains: dict[str, DomainComparison]
@@ -208,14 +208,14 @@ def _selected_domains(draws: Mapping[str, DomainDraws], domain) -> list[str]:
 def compare_domain(dd: DomainDraws, reference: DomainDraws | None = None, reference_label: str | None = None,
                    names: Mapping[str, str] | None = None) -> DomainComparison:
     """The comparison of one domain's projects (all of ``dd.projects``)."""
-    from metaeval.summary import _round
+    from metaeval.result import round_significant
 
     names = names or {}
     good = dd.sign * dd.theta.reshape(len(dd.projects), -1)  # larger = more beneficial
     p = pairwise_probabilities(good)
     p_ref = pairwise_probabilities(reference.sign * reference.theta.reshape(len(reference.projects), -1)) if reference is not None else None
     k = len(dd.projects)
-    pairwise = {a: {b: _round(p[i, j]) for j, b in enumerate(dd.projects) if j != i} for i, a in enumerate(dd.projects)}
+    pairwise = {a: {b: round_significant(p[i, j]) for j, b in enumerate(dd.projects) if j != i} for i, a in enumerate(dd.projects)}
 
     differences = []
     for i in range(k):
@@ -223,9 +223,9 @@ def compare_domain(dd: DomainDraws, reference: DomainDraws | None = None, refere
             a, b = (i, j) if good[i].mean() >= good[j].mean() else (j, i)  # the one doing more good first
             diff = good[a] - good[b]
             low, high = hdi(diff, dd.hdi_prob)
-            differences.append(Difference(a=dd.projects[a], b=dd.projects[b], p_a_better=_round(p[a, b]), mean=_round(diff.mean()),
-                                          hdi_low=_round(low), hdi_high=_round(high),
-                                          p_a_better_reference=None if p_ref is None else _round(p_ref[a, b])))
+            differences.append(Difference(a=dd.projects[a], b=dd.projects[b], p_a_better=round_significant(p[a, b]), mean=round_significant(diff.mean()),
+                                          hdi_low=round_significant(low), hdi_high=round_significant(high),
+                                          p_a_better_reference=None if p_ref is None else round_significant(p_ref[a, b])))
     differences.sort(key=lambda x: (-x.mean, x.a, x.b))
 
     ranks = rank_draws(good)
@@ -235,11 +235,11 @@ def compare_domain(dd: DomainDraws, reference: DomainDraws | None = None, refere
     for i, project in enumerate(dd.projects):
         r = ranks[i]
         counts = np.bincount(r, minlength=k + 1)[1:] / r.size
-        rank_rows.append(Rank(project=project, design=dd.designs[i], p_best=_round(counts[0]), expected_rank=_round(r.mean()),
-                              rank_sd=_round(r.std(ddof=1)), rank_low=int(np.quantile(r, tail, method="inverted_cdf")),
+        rank_rows.append(Rank(project=project, design=dd.designs[i], p_best=round_significant(counts[0]), expected_rank=round_significant(r.mean()),
+                              rank_sd=round_significant(r.std(ddof=1)), rank_low=int(np.quantile(r, tail, method="inverted_cdf")),
                               rank_high=int(np.quantile(r, 1 - tail, method="inverted_cdf")),
-                              p_rank=tuple(_round(c) for c in counts),
-                              p_best_reference=None if best_ref is None else _round(best_ref[i])))
+                              p_rank=tuple(round_significant(c) for c in counts),
+                              p_best_reference=None if best_ref is None else round_significant(best_ref[i])))
     rank_rows.sort(key=lambda r: (r.expected_rank, r.project))
     flips = tuple((x.a, x.b) for x in differences if x.p_a_better_reference is not None and flipped(x.p_a_better, x.p_a_better_reference))
     return DomainComparison(

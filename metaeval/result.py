@@ -22,6 +22,7 @@ engine: the shortest interval, the same thing for a unimodal posterior).
 from __future__ import annotations
 
 import json
+import math
 from functools import cache
 from typing import Literal
 
@@ -31,11 +32,26 @@ from pydantic import BaseModel, ConfigDict, Field
 SCHEMA_VERSION = 2
 
 
-class _Frozen(BaseModel):
+#: Every number a result publishes is rounded to this many significant digits.
+SIGNIFICANT_DIGITS = 6
+
+
+def round_significant(x) -> float | None:
+    """A published number: SIGNIFICANT_DIGITS significant digits; None for a missing or non-finite value."""
+    if x is None:
+        return None
+    x = float(x)
+    if not math.isfinite(x):
+        return None
+    value = float(f"{x:.{SIGNIFICANT_DIGITS}g}")
+    return 0.0 if value == 0 else value  # no "-0.0"
+
+
+class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, defer_build=True)
 
 
-class Posterior(_Frozen):
+class Posterior(Frozen):
     """One scalar quantity's posterior: mean, SD and interval (null where it does not exist)."""
 
     mean: float | None
@@ -49,14 +65,14 @@ class Posterior(_Frozen):
                                                           "interval ends, in posterior SDs (null for MCMC: see diagnostics)")
 
 
-class Bias(_Frozen):
+class Bias(Frozen):
     """The posterior of a project's design-bias term (signed in the domain's metric)."""
 
     mean: float
     sd: float
 
 
-class ProjectEffect(_Frozen):
+class ProjectEffect(Frozen):
     """One project's effect in a domain: its data as reported and as the model shrinks it."""
 
     project: str
@@ -79,7 +95,7 @@ class ProjectEffect(_Frozen):
         return self.estimate_id or self.project
 
 
-class PriorInfluence(_Frozen):
+class PriorInfluence(Frozen):
     """How much of a domain's result its prior decides: posterior SD over prior SD (1: the data taught nothing)."""
 
     mu: float | None
@@ -88,7 +104,7 @@ class PriorInfluence(_Frozen):
     threshold: float
 
 
-class Downgrade(_Frozen):
+class Downgrade(Frozen):
     """One reason the certainty of a domain's evidence is lower, in GRADE's terms."""
 
     domain: Literal["risk of bias", "imprecision", "inconsistency", "indirectness", "prior dominance", "robustness"]
@@ -96,7 +112,7 @@ class Downgrade(_Frozen):
     reason: str
 
 
-class Certainty(_Frozen):
+class Certainty(Frozen):
     """A GRADE-like rating of how far a domain's result can be trusted, with every downgrade's reason."""
 
     level: Literal["high", "moderate", "low", "very low"]
@@ -106,7 +122,7 @@ class Certainty(_Frozen):
     effect_shown: bool = Field(description="false when the estimate rests only on priors and direction-only findings")
 
 
-class DomainResult(_Frozen):
+class DomainResult(Frozen):
     """Everything a fit says about one outcome domain."""
 
     id: str
@@ -139,7 +155,7 @@ class DomainResult(_Frozen):
         return -1.0 if self.beneficial == "decrease" else 1.0
 
 
-class Exclusion(_Frozen):
+class Exclusion(Frozen):
     """An estimate that did not enter, with the stage that left it out and why."""
 
     estimate_id: str
@@ -152,7 +168,7 @@ class Exclusion(_Frozen):
                     "engine: the engine cannot use it")
 
 
-class CrossCheck(_Frozen):
+class CrossCheck(Frozen):
     """The MCMC fit against the exact engine's answer for the same model, where it has one (``metaeval run``)."""
 
     max_discrepancy_sd: float = Field(description="largest |MCMC - exact| of a posterior mean or SD (mu, tau, project "
@@ -164,7 +180,7 @@ class CrossCheck(_Frozen):
     passed: bool
 
 
-class Diagnostics(_Frozen):
+class Diagnostics(Frozen):
     """The MCMC diagnostics gate (Vehtari et al. 2021) over every posterior variable."""
 
     rhat_max: float | None
@@ -177,7 +193,7 @@ class Diagnostics(_Frozen):
     cross_check: CrossCheck | None = None
 
 
-class Numerical(_Frozen):
+class Numerical(Frozen):
     """The exact engine's estimate of its own numerical error: the largest change between its default rules
     and rules 1.5 times coarser (an upper bound in practice; tests/test_exact_full.py holds it to that)."""
 
@@ -185,19 +201,19 @@ class Numerical(_Frozen):
     error_p_max: float = Field(ge=0, description="probabilities (beneficial, beyond the MID, best, pairwise)")
 
 
-class BiasModel(_Frozen):
+class BiasModel(Frozen):
     mode: Literal["none", "additive", "variance_inflation", "hierarchical"]
     designs: dict[str, str] = {}
     weights: dict[str, float] = {}
     hierarchy: dict[str, str] = {}
 
 
-class DirectionOnly(_Frozen):
+class DirectionOnly(Frozen):
     mode: Literal["censored", "exclude"]
     se: str | None = None
 
 
-class BiasTerm(_Frozen):
+class BiasTerm(Frozen):
     label: str
     design: str
     prior: str | None = None
@@ -205,7 +221,7 @@ class BiasTerm(_Frozen):
     risk_of_bias: tuple[str, ...] = Field((), description="domains of bias judged high that widened this term's prior")
 
 
-class RiskOfBiasRule(_Frozen):
+class RiskOfBiasRule(Frozen):
     """How per-estimate risk-of-bias judgements entered the model (data/README.md "Risk of bias")."""
 
     high: Literal["inflate", "exclude", "ignore"]
@@ -213,7 +229,7 @@ class RiskOfBiasRule(_Frozen):
     domains: tuple[str, ...]
 
 
-class Sampler(_Frozen):
+class Sampler(Frozen):
     chains: int
     draws: int
     tune: int
@@ -222,7 +238,7 @@ class Sampler(_Frozen):
     target_accept: float | None
 
 
-class ModelRecord(_Frozen):
+class ModelRecord(Frozen):
     """The model that was fitted: priors in scale units, bias handling, options, and how it was sampled."""
 
     name: str
@@ -244,14 +260,14 @@ class ModelRecord(_Frozen):
     sampler: Sampler | None = None
 
 
-class Provenance(_Frozen):
+class Provenance(Frozen):
     versions: dict[str, str] | None
     evidence_sha256: str | None
     model_sha256: str | None
     seed: int | None
 
 
-class Result(_Frozen):
+class Result(Frozen):
     """A whole fit (see the module docstring)."""
 
     schema_version: Literal[2] = SCHEMA_VERSION

@@ -47,7 +47,7 @@ CheckName = Literal["ci_contains_estimate", "p_value_vs_ci", "tot_vs_itt", "shar
 Slug = Field(pattern=r"^[a-z0-9][a-z0-9_]*$", max_length=64)
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     """Base: unknown fields are errors, strings are stripped, NaN and infinities are refused.
 
     Validators are built on first use (``defer_build``): every command imports this module
@@ -57,7 +57,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False, defer_build=True)
 
 
-class Provenance(_Strict):
+class Provenance(Strict):
     """Where a figure comes from: the seed file, the table or section, and a short quote."""
 
     source: str | None = Field(None, description="seed file name; defaults to the project's source")
@@ -65,7 +65,7 @@ class Provenance(_Strict):
     quote: str = Field(min_length=1, max_length=600)
 
 
-class Assumption(_Strict):
+class Assumption(Strict):
     """A value the source does not give, supplied by the curator; the report lists every one."""
 
     field: str = Field(min_length=1)
@@ -73,7 +73,7 @@ class Assumption(_Strict):
     rationale: str = Field(min_length=1)
 
 
-class RiskOfBias(_Strict):
+class RiskOfBias(Strict):
     """One domain's judgement, its reason, and (optionally) the source's words it rests on."""
 
     judgement: Judgement
@@ -81,7 +81,7 @@ class RiskOfBias(_Strict):
     quote: str | None = Field(None, min_length=1, max_length=600, description="verbatim from the source")
 
 
-class RiskOfBiasProfile(_Strict):
+class RiskOfBiasProfile(Strict):
     """A project's judgements; they hold for each of its estimates unless the estimate says otherwise."""
 
     confounding: RiskOfBias
@@ -91,7 +91,7 @@ class RiskOfBiasProfile(_Strict):
     reporting: RiskOfBias
 
 
-class RiskOfBiasOverride(_Strict):
+class RiskOfBiasOverride(Strict):
     """An estimate's own judgements, for the domains where its outcome differs from its project's."""
 
     confounding: RiskOfBias | None = None
@@ -107,7 +107,7 @@ class RiskOfBiasOverride(_Strict):
         return self
 
 
-class SampleSize(_Strict):
+class SampleSize(Strict):
     """A group size the source reports (or says it does not report: n is then null)."""
 
     group: str = Field(min_length=1)
@@ -116,7 +116,7 @@ class SampleSize(_Strict):
     notes: str | None = None
 
 
-class TakeUp(_Strict):
+class TakeUp(Strict):
     """Participation among those offered: the share used by Bloom's ITT→TOT correction."""
 
     n_offered: int = Field(gt=0)
@@ -131,7 +131,7 @@ class TakeUp(_Strict):
         return self
 
 
-class Estimate(_Strict):
+class Estimate(Strict):
     """One reported figure: an effect, a difference, a before/after change or a single-arm share.
 
     Only what the source gives is filled in. For ``pre_post`` records "treatment" means
@@ -224,7 +224,7 @@ class Estimate(_Strict):
         return self
 
 
-class Project(_Strict):
+class Project(Strict):
     """One evaluated initiative: design-quality metadata, group sizes and its estimates."""
 
     id: str = Slug
@@ -264,7 +264,7 @@ class Project(_Strict):
         return self
 
 
-class Domain(_Strict):
+class Domain(Strict):
     """An outcome domain: the metric estimates are pooled on and which direction helps."""
 
     id: str = Slug
@@ -278,7 +278,7 @@ class Domain(_Strict):
     scale_rationale: str = Field(min_length=1)
 
 
-class DomainsFile(_Strict):
+class DomainsFile(Strict):
     domains: list[Domain] = Field(min_length=1)
 
     @model_validator(mode="after")

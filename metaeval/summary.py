@@ -31,7 +31,7 @@ Definitions:
 from __future__ import annotations
 
 import json
-import math
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -53,21 +53,12 @@ from metaeval.result import (
     Result,
     RiskOfBiasRule,
     Sampler,
+    round_significant,
 )
 from metaeval.sampling import CachedFit, SamplerSettings, diagnose, fit_cached, load_posterior
 from metaeval.spec import ModelSpec, spec_digest
 
-SIGNIFICANT_DIGITS = 6
-
-
-def _round(x) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    if not math.isfinite(x):
-        return None
-    value = float(f"{x:.{SIGNIFICANT_DIGITS}g}")
-    return 0.0 if value == 0 else value  # no "-0.0"
+log = logging.getLogger(__name__)
 
 
 def _rounded(obj):
@@ -80,7 +71,7 @@ def _rounded(obj):
     if isinstance(obj, int):
         return obj
     try:
-        return _round(obj)
+        return round_significant(obj)
     except (TypeError, ValueError):
         return obj
 
@@ -136,10 +127,10 @@ def _posterior(values, hdi_prob: float, sign: float | None = None, mid: float | 
     low, high = az.hdi(xr.DataArray(values, dims=("chain", "draw")), prob=hdi_prob).values
     extra = {}
     if sign is not None:
-        extra["p_beneficial"] = _round(np.mean(sign * flat > 0))
+        extra["p_beneficial"] = round_significant(np.mean(sign * flat > 0))
         if mid:
-            extra["p_mid"] = _round(np.mean(sign * flat > mid))
-    return Posterior(mean=_round(flat.mean()), sd=_round(flat.std(ddof=1)), hdi_low=_round(low), hdi_high=_round(high),
+            extra["p_mid"] = round_significant(np.mean(sign * flat > mid))
+    return Posterior(mean=round_significant(flat.mean()), sd=round_significant(flat.std(ddof=1)), hdi_low=round_significant(low), hdi_high=round_significant(high),
                      hdi_prob=hdi_prob, **extra)
 
 
@@ -160,19 +151,19 @@ def _domain_result(post, layout: Layout, spec: dict, meta: dict, z_new, hdi_prob
         theta = post["theta_project"].isel(project=j).values
         draws[cell["project"]] = sign * np.asarray(theta, dtype=float).ravel()
         summary = _posterior(theta, hdi_prob)
-        entry = {"project": cell["project"], "design": "+".join(cell["designs"]), "raw": _round(cell["raw"]),
-                 "raw_se": _round(cell["raw_se"]), "mean": summary.mean, "sd": summary.sd, "hdi_low": summary.hdi_low,
-                 "hdi_high": summary.hdi_high, "pooling": _round(_pooling(post, layout, meta, j, tau))}
+        entry = {"project": cell["project"], "design": "+".join(cell["designs"]), "raw": round_significant(cell["raw"]),
+                 "raw_se": round_significant(cell["raw_se"]), "mean": summary.mean, "sd": summary.sd, "hdi_low": summary.hdi_low,
+                 "hdi_high": summary.hdi_high, "pooling": round_significant(_pooling(post, layout, meta, j, tau))}
         terms = sorted({k["bias_index"] for k in members if k["project_index"] == j and k["bias_index"] >= 0})
         if terms and "bias" in post:
             b = post["bias"].isel(bias_term=terms).values
-            entry["bias"] = Bias(mean=_round(b.mean()), sd=_round(b.std(ddof=1)))
+            entry["bias"] = Bias(mean=round_significant(b.mean()), sd=round_significant(b.std(ddof=1)))
         entries[cell["project"]] = entry
     names = sorted(draws)
     stack = np.vstack([draws[n] for n in names])
     first = np.bincount(np.argmax(stack, axis=0), minlength=len(names)) / stack.shape[1]
-    projects = tuple(ProjectEffect(**entries[n], p_best=_round(first[i])) for i, n in enumerate(names))
-    pairwise = {a: {b: _round(np.mean(draws[a] > draws[b])) for b in names if b != a} for a in names} if len(names) > 1 else {}
+    projects = tuple(ProjectEffect(**entries[n], p_best=round_significant(first[i])) for i, n in enumerate(names))
+    pairwise = {a: {b: round_significant(np.mean(draws[a] > draws[b])) for b in names if b != a} for a in names} if len(names) > 1 else {}
     designs: dict[str, int] = {}
     for k in members:
         designs[k["design"]] = designs.get(k["design"], 0) + 1
@@ -187,7 +178,7 @@ def _domain_result(post, layout: Layout, spec: dict, meta: dict, z_new, hdi_prob
         n_findings=sum(1 for k in members if "z_low" in k), designs=dict(sorted(designs.items())),
         mu=mu_post, tau=tau_post, omega=omega, theta_new=_posterior(mu + tau * z_new, hdi_prob, sign),
         projects=projects, pairwise=pairwise, priors=priors, prior_influence=prior_influence(mu_post, tau_post, priors),
-        notes=tuple(_notes(layout, spec, meta, [p for _, p in cells], members)),
+        notes=tuple(domain_notes(layout, spec, meta, [p for _, p in cells], members)),
     )
 
 
@@ -229,7 +220,7 @@ def model_record(spec: dict, bias_terms: list[dict] = (), sampler: Sampler | Non
     )
 
 
-def _notes(layout: Layout, spec: dict, meta: dict, cells: list[dict], members: list[dict]) -> list[str]:
+def domain_notes(layout: Layout, spec: dict, meta: dict, cells: list[dict], members: list[dict]) -> list[str]:
     """Plain sentences on what a domain's result rests on (what was left out is in the result's exclusions)."""
     notes = []
     d = meta["id"]
@@ -284,6 +275,7 @@ def publish(out: str | Path, result: Result, *, key: str | None = None, report=N
     """
     out = Path(out)
     _keep_legacy_results(out)
+    log.info("writing the results to %s", out)
     with result_set(out / RESULT) as staging:
         write_summary(result, staging)
         if key is not None:
@@ -385,8 +377,6 @@ def fit_and_summarise(evidence, spec: ModelSpec, *, out: str | Path, settings: S
 
 def cached_fit(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerSettings | None = None) -> tuple[Result, str] | None:
     """The judged result and cache key of an existing, trusted fit for these inputs, without refitting (None if there is none)."""
-    import sys
-
     from metaeval.certainty import judge
     from metaeval.model import prepare
     from metaeval.sampling import cache_key, fit_dir, verify_fit
@@ -398,7 +388,7 @@ def cached_fit(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerS
         return None
     problem = verify_fit(directory, key)
     if problem is not None:
-        print(f"note: the cached fit in {directory} cannot be trusted ({problem}); `metaeval fit` will fit it again", file=sys.stderr)
+        log.warning("the cached fit in %s cannot be trusted (%s); `metaeval fit` will fit it again", directory, problem)
         return None
     return judge(_summary_of(directory.resolve()), evidence), key
 

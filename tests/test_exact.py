@@ -24,6 +24,7 @@ import pytest
 from scipy import integrate, optimize, special, stats
 
 from metaeval import exact as exact_module
+from metaeval import mixtures, tau_grid
 from metaeval.exact import exact_posterior, fit_exact
 from metaeval.priors import Prior, parse_prior
 
@@ -548,8 +549,8 @@ def test_finer_grid_changes_nothing(monkeypatch):
     reported number by more than 1e-6 of its scale (the grid is converged)."""
     kwargs = dict(tau_prior=parse_prior("halfcauchy(5)"), mu_prior=parse_prior("normal(0, 5)"))
     base = exact_posterior(SCHOOLS_Y, SCHOOLS_SE, **kwargs).summary()
-    monkeypatch.setattr(exact_module, "_H_T", exact_module._H_T / 2)
-    monkeypatch.setattr(exact_module, "_X_STEP", exact_module._X_STEP / 2)
+    monkeypatch.setattr(tau_grid, "_H_T", tau_grid._H_T / 2)
+    monkeypatch.setattr(mixtures, "_X_STEP", mixtures._X_STEP / 2)
     fine = exact_posterior(SCHOOLS_Y, SCHOOLS_SE, **kwargs).summary()
     for key in ("mu", "tau", "theta_new"):
         for stat in ("mean", "sd", "hdi_low", "hdi_high"):
@@ -683,6 +684,22 @@ def test_fit_exact_shape_and_json():
     assert reasons["d:emp"] == ("evidence", "no numbers in the source")
     assert reasons["v:pension"][0] == "engine"
     assert out.domains["grade"].mid is None and out.domains["grade"].mu.p_mid is None
+
+
+def test_fit_exact_leaves_out_a_curator_inferred_benefit_and_records_it():
+    """As the default model does (data/README.md "Benefit only where the source or the domain says so"): an outcome whose
+    beneficial direction the curator inferred does not enter; the model record says the rule applied, or that it did not."""
+    plain = fit_exact(_table(), priors=PRIORS)
+    assert plain.model.inferred_benefit is None  # no benefit_basis column: the rule had nothing to apply to
+    table = _table().assign(benefit_basis="domain")
+    table.loc[table["estimate_id"] == "b:emp", "benefit_basis"] = "curator"
+    out = fit_exact(table, priors=PRIORS)
+    assert out.model.inferred_benefit == "exclude"
+    assert [p.project for p in out.domains["employment"].projects] == ["a", "c"]
+    left = {x.estimate_id: x for x in out.exclusions}["b:emp"]
+    assert left.stage == "model" and "inferred by the curator" in left.reason
+    kept = table[table["estimate_id"] != "b:emp"]
+    assert out.domains["employment"].mu == fit_exact(kept, priors=PRIORS).domains["employment"].mu
 
 
 def test_fit_exact_scales_spec_priors_and_not_overrides():

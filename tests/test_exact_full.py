@@ -21,7 +21,8 @@ import pytest
 from _exact_brute import brute_force, weighted_draws
 
 from metaeval.exact import exact_posterior
-from metaeval.exact_core import NEW, Block, BlockPosterior, NoExactForm
+from metaeval.exact_block import NEW, Block, NoExactForm
+from metaeval.exact_core import BlockPosterior
 from metaeval.priors import parse_prior as P
 
 #: Actual errors below this many posterior SDs (a hundredth of the engine's target) are not held to the

@@ -96,7 +96,7 @@ def test_figure_draws_the_rows_axis_and_legend(case):
     rows = plots.forest_rows(evidence, summary, "employment")
     fig = plots.forest_plot(evidence, summary, "employment")
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_yticklabels()] == [plots._plain_text(r["label"]) for r in rows]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [plots.plain_text(r["label"]) for r in rows]
     segments = {tuple(round(v, 9) for v in line.get_xdata()) for line in ax.get_lines() if len(line.get_xdata()) == 2}
     for r in rows:
         if r.get("raw_x") is not None:

@@ -1,0 +1,466 @@
+"""The exact core's posterior under one set of rules (:mod:`metaeval.exact_core`): node weights, and every latent
+quantity as a mixture of normals over the (tau, omega, eta) nodes: moments, CDFs, shortest intervals, pooling
+factors and comparisons between clusters (NumPy/SciPy only)."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from scipy import special
+
+from metaeval.exact_block import (
+    CHUNK,
+    COARSE,
+    COMPARE_BUDGET,
+    COMPRESS_BUDGET,
+    COMPRESS_TOL,
+    ETA_STEP,
+    NARROW,
+    NEW,
+    STEP,
+    WEIGHT_FLOOR,
+)
+from metaeval.exact_nodes import Nodes, sum_by
+from metaeval.mixtures import gauss_rule, shortest_interval
+from metaeval.tau_grid import tau_from_z
+
+
+@functools.cache
+def _gh(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Hermite nodes and weights for the standard normal (weights sum to 1)."""
+    x, w = np.polynomial.hermite_e.hermegauss(n)
+    return x, w / w.sum()
+
+
+
+# ---------------------------------------------------------------------------- mixtures
+
+
+def _sinc_table(t: np.ndarray, g: np.ndarray, x_of_t, refine: int = 8):
+    """x, CDF, density and its slope tabulated ``refine`` times finer than the uniform nodes t, for a
+    density g in t known at the nodes.
+
+    g is interpolated by its cardinal (sinc) series, whose integral (through the sine integral) gives the
+    CDF: for a g analytic in a strip, as here, this converges geometrically like the trapezoid rule on the
+    same nodes. The density's slope comes from finite differences on the fine table.
+    """
+    h = t[1] - t[0] if t.size > 1 else STEP
+    tt = np.arange(t[0] - 2 * h, t[-1] + 2 * h + 1e-12, h / refine)
+    d = (tt[:, None] - t[None, :]) / h
+    total = g.sum()
+    cdf = np.clip(np.maximum.accumulate((g * (0.5 + special.sici(np.pi * d)[0] / np.pi)).sum(1) / total), 0.0, 1.0)
+    dens_t = np.sinc(d) @ g / (total * h)
+    dens_t = np.where(dens_t > 1e-9 * dens_t.max(), dens_t, 0.0)  # the series' ringing where g is negligible: the
+    # Jacobian dx/dt there is tiny too, and would turn it into density
+    x = x_of_t(tt)
+    dens = dens_t / np.gradient(x, tt, edge_order=2)
+    return x, cdf, dens, np.gradient(dens, x, edge_order=2)
+
+
+def _hdi(evaluate, mean: np.ndarray, sd: np.ndarray, p: float):
+    """Shortest intervals holding mass p, per row, of distributions given by ``evaluate(x)`` -> (CDF,
+    density, the density's slope) at x (rows x points): Newton on F(b) - F(a) = p and f(a) = f(b) from the
+    normal approximation, a few dozen evaluations rather than a table. Rows where Newton does not settle,
+    or whose density dips inside the interval (not unimodal), are solved from a table of the CDF
+    (:func:`metaeval.mixtures.shortest_interval`)."""
+    half = special.ndtri(0.5 + p / 2)
+    a, b = mean - half * sd, mean + half * sd
+    done = np.zeros(mean.size, dtype=bool)
+    for _ in range(60):
+        F, f, df = evaluate(np.stack([a, b], 1))
+        g1, g2 = F[:, 1] - F[:, 0] - p, f[:, 1] - f[:, 0]
+        done = (np.abs(g1) < 1e-10) & (np.abs(g2) <= 1e-6 * np.maximum(f[:, 0], f[:, 1]))
+        if done.all():
+            break
+        fa, fb, da, db = f[:, 0], f[:, 1], df[:, 0], df[:, 1]
+        det = fb * da - fa * db
+        ok = det > 0
+        step_a = np.where(ok, -(db * g1 - fb * g2) / np.where(ok, det, 1.0), 0.0)
+        step_b = np.where(ok, -(da * g1 - fa * g2) / np.where(ok, det, 1.0), 0.0)
+        cap = np.maximum(np.abs(step_a), np.abs(step_b)) / np.maximum(0.5 * sd, 1e-300)  # at most half an SD a step
+        scale = 1 / np.maximum(cap, 1.0)
+        a, b = a + scale * step_a, b + scale * step_b
+    # a unimodal density stays above its value at the ends inside the interval
+    _, f, _ = evaluate(np.concatenate([np.stack([a, b], 1), a[:, None] + (b - a)[:, None] * np.linspace(0.1, 0.9, 9)], 1))
+    bad = ~done | (f[:, 2:].min(1) < np.minimum(f[:, 0], f[:, 1]) * (1 - 1e-9))
+    if bad.any():  # a table of the CDF over mean +- 12 SD, 1,200 points a row
+        x = mean[:, None] + sd[:, None] * np.linspace(-12.0, 12.0, 1201)
+        F, f, df = (v[bad] for v in evaluate(x))
+        lo, hi = shortest_interval(x[bad], F, f, df, p)
+        a, b = a.copy(), b.copy()
+        a[bad], b[bad] = lo, hi
+    return a, b
+
+
+# ---------------------------------------------------------------------------- one resolution
+
+
+class Level:
+    """The posterior under one set of rules: node weights, and the quantities as normal mixtures."""
+
+    def __init__(self, prep, axes, ts, shape, nodes: Nodes, log_t: np.ndarray, coarse: bool):
+        self.prep, self.axes, self.ts, self.coarse, self.nodes = prep, axes, ts, coarse, nodes
+        self.tau, self.omega = nodes.tau, nodes.omega
+        g = np.exp(log_t - log_t.max())
+        self.g = g.reshape(shape)  # density in t at the nodes (relative)
+        self.weight = g / g.sum()
+        edges = [self.g[0], self.g[-1]] + ([self.g[:, 0], self.g[:, -1]] if self.g.ndim == 2 else [])
+        self.edge_density = float(max(np.max(e) for e in edges))  # relative: large when the grid was cut short
+        self._reduced: dict = {}
+        self._tables = None
+        self.eta_step = ETA_STEP * (COARSE if coarse else 1)  # the lattice the eta nodes sit on
+        self._cdf_parts: dict = {}
+
+    def components(self, rows: np.ndarray):
+        """Means, SDs (rows x components) and weights of the mixtures of quantity ``rows``
+        (row NEW: a new cluster's effect, mu + tau z)."""
+        n = self.nodes
+        rows = np.asarray(rows)
+        base = np.where(rows == NEW, 0, rows)
+        cu = n.cov_u[:, base]
+        mean = n.mean[:, base, None] + np.einsum("nqh,nph->nqp", cu, n.u)  # (N, R, P)
+        var = n.var[:, base] - (cu**2).sum(-1) + np.where(rows == NEW, 1.0, 0.0) * (self.tau**2)[:, None]
+        sd = np.sqrt(np.maximum(var, 0.0))[:, :, None] * np.ones(n.u.shape[1])
+        w = self.weight[:, None] * n.u_weight
+        K = w.size
+        return np.moveaxis(mean, 1, 0).reshape(len(rows), K), np.moveaxis(sd, 1, 0).reshape(len(rows), K), w.ravel()
+
+    def moments(self, rows: np.ndarray):
+        m, s, w = self.components(rows)
+        mean = m @ w
+        return mean, np.sqrt(np.maximum((m**2 + s**2) @ w - mean**2, 0.0))
+
+    def prob_above(self, rows: np.ndarray, sign: float, threshold: float):
+        """P(sign * quantity > threshold) per row (sign +1 or -1)."""
+        F = np.clip(self.cdf(rows, np.full((len(rows), 1), sign * threshold))[0][:, 0], 0.0, 1.0)
+        return 1 - F if sign > 0 else F
+
+    def intervals(self, rows: np.ndarray, p: float):
+        """Shortest intervals holding mass p, per row."""
+        level = self.reduced(rows)
+        mean, sd = level.moments(rows)
+        lo, hi = np.empty(len(rows)), np.empty(len(rows))
+        chunk = max(1, CHUNK // (level.weight.size * level.nodes.u.shape[1] * 6))
+        for r0 in range(0, len(rows), chunk):
+            part = rows[r0:r0 + chunk]
+            lo[r0:r0 + chunk], hi[r0:r0 + chunk] = _hdi(lambda x: level.cdf(part, x), mean[r0:r0 + chunk], sd[r0:r0 + chunk], p)
+        return lo, hi
+
+    def cdf(self, rows: np.ndarray, x: np.ndarray):
+        """CDF, density and the density's slope of quantity ``rows`` at x (rows x points).
+
+        Given a node, a quantity is m + c u + s Z with u the (standardised) eta and Z ~ N(0, 1). Where s
+        is wide against c times eta's spread, the sum over the eta nodes is accurate; where it is narrow
+        (a project effect pinned by a direction-only finding: s can be 0), the CDF is E_Z[G((x - m - sZ) / c)]
+        with G the CDF of eta, from its cardinal series on the eta nodes (Gauss-Hermite over Z)."""
+        key = tuple(np.asarray(rows).tolist())
+        if key not in self._cdf_parts:
+            self._cdf_parts = {key: self._split(np.asarray(rows))}
+        m, s, w, narrow = self._cdf_parts[key]
+        z = np.clip((x[:, :, None] - m[:, None, :]) / s[:, None, :], -37.0, 37.0)  # Phi(-37) ~ 6e-300: no denormals
+        phi = np.exp(-0.5 * z * z) / (math.sqrt(2 * math.pi) * s[:, None, :])
+        F = np.einsum("rxk,rk->rx", special.ndtr(z), w)
+        f = np.einsum("rxk,rk->rx", phi, w)
+        df = -np.einsum("rxk,rk->rx", phi * z / s[:, None, :], w)
+        if narrow is not None:
+            parts = self._narrow_cdf(*narrow, x)
+            F, f, df = F + parts[0], f + parts[1], df + parts[2]
+        return F, f, df
+
+    def _split(self, rows: np.ndarray):
+        """For ``cdf``: the components (means, SDs and weights per row, those of narrow node-row pairs
+        weightless) and the narrow pairs' data."""
+        n = self.nodes
+        base = np.where(rows == NEW, 0, rows)
+        m, s, w = self.components(rows)
+        P = n.u.shape[1]
+        keep = w > WEIGHT_FLOOR * w.max()
+        m, s, w = m[:, keep], np.maximum(s[:, keep], 1e-300), np.broadcast_to(w[keep] / w[keep].sum(), (len(rows), int(keep.sum()))).copy()
+        if self.prep.H != 1:
+            return m, s, w, None
+        node_of = np.repeat(np.arange(self.weight.size), P)[keep]
+        c = n.cov_u[:, base, 0]  # (N, R)
+        sd = np.sqrt(np.maximum(n.var[:, base] - c * c + np.where(rows == NEW, 1.0, 0.0) * (self.tau**2)[:, None], 0.0))
+        narrow = sd < NARROW * np.abs(c) * n.u_scale[:, None]
+        if not narrow.any():
+            return m, s, w, None
+        w[narrow[node_of].T] = 0.0
+        i, r = np.nonzero(narrow)
+        total = self.weight[np.unique(node_of)].sum()  # the kept nodes' weight (the components' normaliser)
+        return m, s, w, (i, r, n.mean[i, base[r]], c[i, r], sd[i, r], self.weight[i] / total, len(rows))
+
+    def _narrow_cdf(self, node, r, m, c, s, weight, n_rows, x):
+        """The narrow branch of ``cdf`` (see there): the node-row pairs (node, r) with their quantity's
+        mean m, slope c on eta and SD s, and the node's weight; summed per row."""
+        n = self.nodes
+        grid, G, D = self._eta_tables()
+        zj, wj = _gh(16)
+        cc = np.where(c == 0, 1e-300, c)
+        v = (x[r][:, :, None] - m[:, None, None] - s[:, None, None] * zj) / cc[:, None, None]  # (K, X, J)
+        scale = n.u_scale[node][:, None, None]
+        t = np.arcsinh((v - n.u_centre[node][:, None, None]) / scale)
+        step = grid[1] - grid[0]
+        pos = np.clip((t - grid[0]) / step, 0.0, grid.size - 1 - 1e-9)
+        j0 = pos.astype(int)
+        frac = pos - j0
+        at = node[:, None, None]
+        G0, G1, D0, D1 = G[at, j0], G[at, j0 + 1], D[at, j0] * step, D[at, j0 + 1] * step
+        f2, f3 = frac * frac, frac * frac * frac  # cubic Hermite on the table, and its derivatives
+        G_t = np.clip((2 * f3 - 3 * f2 + 1) * G0 + (f3 - 2 * f2 + frac) * D0 + (3 * f2 - 2 * f3) * G1 + (f3 - f2) * D1, 0.0, 1.0)
+        g_t = ((6 * f2 - 6 * frac) * G0 + (3 * f2 - 4 * frac + 1) * D0 + (6 * frac - 6 * f2) * G1 + (3 * f2 - 2 * frac) * D1) / step
+        dg_t = ((12 * frac - 6) * G0 + (6 * frac - 4) * D0 + (6 - 12 * frac) * G1 + (6 * frac - 2) * D1) / step**2
+        dt = 1 / (scale * np.cosh(t))  # dt/dv, and its derivative
+        ddt = -np.tanh(t) * dt * dt
+        Fn = np.where((cc > 0)[:, None, None], G_t, 1 - G_t) @ wj
+        fn = (g_t * dt / np.abs(cc)[:, None, None]) @ wj
+        dfn = ((dg_t * dt * dt + g_t * ddt) / (cc * np.abs(cc))[:, None, None]) @ wj
+        out = [np.zeros((n_rows, x.shape[1])) for _ in range(3)]
+        for total, part in zip(out, (Fn, fn, dfn)):
+            np.add.at(total, r, weight[:, None] * part)
+        return out
+
+    def _eta_tables(self):
+        """One eta dimension: per node, the CDF G and density D in t of eta's tilted density, from the
+        cardinal (sinc) series on its trapezoid nodes, tabulated 8 times finer (cf. ``_sinc_table``)."""
+        if self._tables is None:
+            n = self.nodes
+            P, h = n.u.shape[1], self.eta_step
+            t = (np.arange(P) - (P - 1) / 2) * h
+            grid = np.arange(t[0] - 2 * h, t[-1] + 2 * h + 1e-12, h / 8)
+            d = (grid[:, None] - t[None, :]) / h
+            G = n.u_weight @ (0.5 + special.sici(np.pi * d)[0] / np.pi).T
+            D = n.u_weight @ (np.sinc(d) / h).T
+            self._tables = (grid, G, D)
+        return self._tables
+
+    def reduced(self, rows: np.ndarray) -> Level:
+        """For many rows on many nodes (and no censored observations), the cheapest of the Gauss rules of
+        ``_candidates`` that reproduces this level's mixture CDFs within COMPRESS_TOL at the mean and mean
+        +- 2 SD of ``rows`` (the 16 whose mixtures vary most, when there are more); else this level itself.
+        Used for intervals and comparisons, not for moments."""
+        key = tuple(np.asarray(rows).tolist())
+        if len(rows) * self.weight.size <= COMPRESS_BUDGET or self.prep.H:
+            return self
+        if key in self._reduced:
+            return self._reduced[key]
+        m, s, w = self.components(rows)
+        keep = w > WEIGHT_FLOOR * w.max()
+        spread = (m[:, keep].max(1) - m[:, keep].min(1)) / np.maximum(s[:, keep].min(1), 1e-300)
+        probe_rows = np.asarray(rows)[np.argsort(spread)[-16:]]
+        mean, sd = self.moments(probe_rows)
+        probes = mean[:, None] + sd[:, None] * np.array([-2.0, 0.0, 2.0])
+
+        exact = self.cdf(probe_rows, probes)[0]
+        choice = self
+        for candidate in self._candidates():
+            if candidate is not None and np.max(np.abs(candidate.cdf(probe_rows, probes)[0] - exact)) <= COMPRESS_TOL:
+                choice = candidate
+                break
+        self._reduced[key] = choice
+        return choice
+
+    def _candidates(self):
+        """Cheaper rules, cheapest first (see ``reduced``): Gauss rules of this level's own measure over
+        (z_tau, z_omega), n points per axis. In z_tau it is the n-point Gauss rule of the grid's marginal
+        measure (Lanczos, as the one-level engine compresses); for omega, at each of those nodes, the Gauss
+        rule of the conditional measure, whose density there comes from the grid's cardinal series in t."""
+        b = self.prep.b
+        g = self.g if self.g.ndim == 2 else self.g[:, None]
+        t1 = self.ts[0]
+        z1 = self.axes[0].centre + self.axes[0].spread * np.sinh(t1)
+        marginal = g.sum(1) / g.sum()
+        for n in (3, 4, 6, 8, 12):
+            if n ** g.ndim * 3 > self.weight.size:
+                break
+            nodes1, w1 = gauss_rule(z1, marginal, n)
+            if b.has_omega:
+                t2 = self.ts[1]
+                z2 = self.axes[1].centre + self.axes[1].spread * np.sinh(t2)
+                at = np.arcsinh((nodes1 - self.axes[0].centre) / self.axes[0].spread)
+                h = t1[1] - t1[0] if t1.size > 1 else STEP
+                rows = np.maximum(np.sinc((at[:, None] - t1[None, :]) / h) @ g, 0.0)  # the density at each node, over omega
+                faint = rows.max(1) <= 1e-12 * g.max()  # a node far out: the nearest grid row's shape
+                rows[faint] = g[np.abs(at[faint, None] - t1[None, :]).argmin(1)]
+                rules = [gauss_rule(z2, r / r.sum(), n) for r in rows]
+                zq = np.array([(a, x) for a, (xs, _) in zip(nodes1, rules) for x in xs])
+                wq = np.array([wa * wb for wa, (_, ws) in zip(w1, rules) for wb in ws])
+            else:
+                zq, wq = nodes1[:, None], w1
+            tau = tau_from_z(zq[:, 0], b.tau_prior)
+            om = tau_from_z(zq[:, 1], b.omega_prior) if b.has_omega else np.zeros(tau.size)
+            with np.errstate(divide="ignore"):
+                yield Level(self.prep, self.axes, self.ts, (tau.size,), self.prep.nodes(tau, om, self.coarse), np.log(wq), self.coarse)
+
+    # -- the variance parameters ------------------------------------------------------------------
+
+    def axis_summary(self, i: int, p: float):
+        """Mean, SD and shortest interval of tau (i = 0) or omega (i = 1)."""
+        x = self.tau if i == 0 else self.omega
+        mean = float(x @ self.weight)
+        sd = math.sqrt(max(float(x**2 @ self.weight) - mean**2, 0.0))
+        g = self.g.sum(axis=1 - i) if self.g.ndim == 2 else self.g
+        t, ax = self.ts[i], self.axes[i]
+        lo, hi = shortest_interval(*(a[None] for a in _sinc_table(t, g, ax.value)), p)
+        support_low = ax.prior.params[0] if ax.prior.family == "uniform" else 0.0
+        # an interval from the grid's first cell (negligible density) starts at the support's end
+        low = support_low if lo[0] <= ax.value(t[1:2])[0] else float(lo[0])
+        return mean, sd, low, float(hi[0])
+
+    def pooling(self) -> np.ndarray:
+        """baggr's pooling factor per cluster, E[v / (v + tau^2)], v the variance of the cluster's Gaussian
+        observations as one estimate of its effect (omega included where flagged) plus the largest prior
+        variance of its offsets among them; NaN for a cluster without Gaussian observations."""
+        b, prep = self.prep.b, self.prep
+        om_values, j = np.unique(self.omega, return_inverse=True)
+        v = b.v[None, :] + b.residual[None, :] * (om_values**2)[:, None]
+        precision = sum_by(1 / v, b.cluster, prep.C)[j]  # (N, C)
+        offset_var = np.zeros(prep.C)
+        if b.offset.size and (b.offset >= 0).any():
+            with_offset = b.offset >= 0
+            np.maximum.at(offset_var, b.cluster[with_offset], b.offset_sd[b.offset[with_offset]] ** 2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            var = 1 / precision + offset_var
+            out = self.expect((var / (var + (self.tau**2)[:, None])).T)
+        return np.where(prep.has_data, out, np.nan)
+
+    def expect(self, values: np.ndarray) -> np.ndarray:
+        """E[values] over (tau, omega): ``values`` has the nodes on its last axis."""
+        return values @ self.weight
+
+    # -- comparisons between clusters -------------------------------------------------------------
+
+    def _given_eta(self, rows: np.ndarray, floor: float, at_most: int | None = None, offset: float = 0.5):
+        """Per component kept (weight above ``floor`` x the largest): its weight and node, mu's conditional
+        mean and variance given eta, and the rows' conditional means, variances, covariances with mu and
+        with the standardised eta. With ``at_most``, more components than that are replaced by a
+        systematic sample of that many (in grid order, no random numbers)."""
+        n = self.nodes
+        w = (self.weight[:, None] * n.u_weight).ravel()
+        keep = np.flatnonzero(w > floor * w.max())
+        weights = w[keep] / w[keep].sum()
+        if at_most is not None and keep.size > at_most:
+            picks = np.searchsorted(np.cumsum(weights), (np.arange(at_most) + offset) / at_most).clip(0, keep.size - 1)
+            picked, counts = np.unique(picks, return_counts=True)
+            keep, weights = keep[picked], counts / at_most
+        P = n.u.shape[1]
+        node = keep // P
+        u = n.u.reshape(n.u.shape[0] * P, n.u.shape[2])[keep]
+        cu = n.cov_u[node]
+        mu_mean = n.mean[node, 0] + (cu[:, 0] * u).sum(-1)
+        mu_var = np.maximum(n.var[node, 0] - (cu[:, 0] ** 2).sum(-1), 1e-300)
+        m = n.mean[node][:, rows] + np.einsum("kqh,kh->kq", cu[:, rows], u)
+        v = np.maximum(n.var[node][:, rows] - (cu[:, rows] ** 2).sum(-1), 0.0)
+        c = n.cov_mu[node][:, rows] - np.einsum("kqh,kh->kq", cu[:, rows], cu[:, 0])
+        return weights, node, mu_mean, mu_var, m, v, c, cu[:, rows]
+
+    def _joint(self, rows: np.ndarray):
+        """Per component kept (a systematic sample for 4 rows or more): its weight, and the rows'
+        conditional means and covariance matrix."""
+        level = self.reduced(rows)
+        n = level.nodes
+        w, node, _, _, m, v, _, cu = level._given_eta(rows, WEIGHT_FLOOR, _sample_size(len(rows) ** 2) if len(rows) > 3 else None)
+        # Cov(theta_a, theta_b | tau, omega) = r_a r_b V + [a = b] q_a, less what eta explains
+        V = n.var[node, 0]
+        r = n.cov_mu[node][:, rows] / V[:, None]
+        cov = r[:, :, None] * r[:, None, :] * V[:, None, None] - np.einsum("kah,kbh->kab", cu, cu)
+        idx = np.arange(len(rows))
+        cov[:, idx, idx] = v
+        return w, m, cov
+
+    def pairwise(self, rows: np.ndarray, sign: float) -> np.ndarray:
+        """P(sign * q_a > sign * q_b) for rows a, b (the diagonal is meaningless)."""
+        w, m, cov = self._joint(rows)
+        var = np.diagonal(cov, axis1=1, axis2=2)
+        diff_var = var[:, :, None] + var[:, None, :] - 2 * cov
+        diff_mean = sign * (m[:, :, None] - m[:, None, :])
+        return np.einsum("kab,k->ab", _prob_positive(diff_mean, diff_var), w)
+
+    def first(self, rows: np.ndarray, sign: float, points: int = 8) -> np.ndarray:
+        """P(row a has the largest sign * value among ``rows``) per row (cluster effects only), and the error
+        of sampling the components (0 where they are not sampled).
+
+        Two rows: a normal CDF per component; three: a bivariate normal orthant (Owen's T). More: given
+        (tau, omega), eta and mu the cluster effects are independent normals, so P(a first) is a
+        one-dimensional integral of a's density times the others' CDFs, by the trapezoid rule on a grid
+        over the top of the range, with Gauss-Hermite over mu, on two interleaved systematic samples of the
+        components (their difference is the sampling error).
+        Rows that cannot come first (mean plus 4.5 SDs below another's mean minus 4.5 SDs in every
+        component) get 0 and take no part.
+        """
+        L = len(rows)
+        if L == 1:
+            return np.ones(1), np.zeros(1)
+        if L <= 3:
+            w, m, cov = self._joint(rows)
+            var = np.diagonal(cov, axis1=1, axis2=2)
+            out = np.zeros(L)
+            for a in range(L):
+                b = [i for i in range(L) if i != a]
+                mean = sign * (m[:, a, None] - m[:, b])  # D_i = sign (q_a - q_b_i)
+                dvar = var[:, a, None] + var[:, b] - 2 * cov[:, a, b]
+                if L == 2:
+                    out[a] = _prob_positive(mean[:, 0], dvar[:, 0]) @ w
+                    continue
+                sd = np.sqrt(np.maximum(dvar, 1e-300))
+                c12 = var[:, a] - cov[:, a, b[0]] - cov[:, a, b[1]] + cov[:, b[0], b[1]]
+                out[a] = _bivariate_normal(mean[:, 0] / sd[:, 0], mean[:, 1] / sd[:, 1], c12 / (sd[:, 0] * sd[:, 1])) @ w
+            return out, np.zeros(L)
+        halves = [self._first_many(rows, sign, points, offset) for offset in (0.25, 0.75)]
+        return 0.5 * (halves[0] + halves[1]), np.abs(halves[0] - halves[1])
+
+    def _first_many(self, rows: np.ndarray, sign: float, points: int, offset: float) -> np.ndarray:
+        """``first`` for four rows or more, on one systematic sample of the components."""
+        # the sample: about COMPARE_BUDGET * 50 evaluations of a normal CDF in all (x 128, mu 8, rows)
+        w, _, mu_mean, mu_var, m, v, c, _ = self.reduced(rows)._given_eta(rows, 1e-10, _sample_size(len(rows) * 20) // 2, offset)
+        hi_, lo_ = sign * m + 4.5 * np.sqrt(v), sign * m - 4.5 * np.sqrt(v)  # 9 SDs apart: P(ahead) < 1e-10
+        live = np.flatnonzero((hi_ >= lo_.max(1, keepdims=True)).any(0))
+        m, v, c = m[:, live], v[:, live], c[:, live]
+        slope = c / mu_var[:, None]
+        sd = np.maximum(np.sqrt(np.maximum(v - slope * c, 0.0)), 1e-12)  # given mu as well
+        x_mu, w_mu = _gh(points)
+        mu = mu_mean[:, None] + np.sqrt(mu_var)[:, None] * x_mu  # (K, J)
+        mean = sign * (m[:, None, :] + slope[:, None, :] * (mu[:, :, None] - mu_mean[:, None, None]))  # (K, J, L)
+        # per (component, mu): x on a grid from where every row but a negligible few lies below, to the top;
+        # log of the product of all rows' CDFs, then each row's density against the others' product
+        low = (mean - 7.5 * sd[:, None, :]).max(-1)
+        high = (mean + 7.5 * sd[:, None, :]).max(-1)
+        step = np.clip(sd.min(1)[:, None] / 3, (high - low) / 128, (high - low) / 48)  # resolve the narrowest, within reason
+        count = int(np.ceil(((high - low) / step).max())) + 1
+        x = low[..., None] + step[..., None] * np.arange(count)  # (K, J, X)
+        out = np.zeros(len(rows))
+        chunk = max(1, CHUNK // (count * live.size * x_mu.size))
+        for k0 in range(0, len(w), chunk):
+            ks = slice(k0, k0 + chunk)
+            z = (x[ks][..., None] - mean[ks][:, :, None, :]) / sd[ks][:, None, None, :]  # (k, J, X, L)
+            log_cdf = special.log_ndtr(z)
+            dens = np.exp(-0.5 * z * z + log_cdf.sum(-1, keepdims=True) - log_cdf) / (sd[ks][:, None, None, :] * math.sqrt(2 * math.pi))
+            per = dens.sum(2) * step[ks][..., None]  # (k, J, L): trapezoid (the integrand is negligible at both ends)
+            out[live] += np.einsum("kjl,j,k->l", per, w_mu, w[ks])
+        return out
+
+
+def _sample_size(work: int) -> int:
+    """How many components the comparisons sample (see COMPARE_BUDGET) for ``work`` per component."""
+    return int(np.clip(COMPARE_BUDGET // max(work, 1), 32, 256))
+
+
+def _prob_positive(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """P(D > 0) for D ~ Normal(mean, var), with var = 0 a point mass."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(var > 1e-300, mean / np.sqrt(np.maximum(var, 1e-300)), np.where(mean > 0, np.inf, -np.inf))
+    return special.ndtr(z)
+
+
+def _bivariate_normal(h: np.ndarray, k: np.ndarray, rho: np.ndarray) -> np.ndarray:
+    """P(X < h, Y < k) for standard normals with correlation rho, by Owen's T function (Owen 1956)."""
+    rho = np.clip(rho, -1 + 1e-12, 1 - 1e-12)
+    h = np.where(h == 0, 1e-15, h)
+    k = np.where(k == 0, 1e-15, k)
+    root = np.sqrt(1 - rho * rho)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = (0.5 * (special.ndtr(h) + special.ndtr(k)) - special.owens_t(h, (k - rho * h) / (h * root))
+               - special.owens_t(k, (h - rho * k) / (k * root)) - np.where(h * k < 0, 0.5, 0.0))
+    return np.clip(out, 0.0, 1.0)
+
