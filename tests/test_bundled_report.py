@@ -127,6 +127,7 @@ def mcmc(tmp_path_factory):
         {d: views.domain(result, rows, d, names)["certainty"] for d in result.domains}
 
 
+@pytest.mark.mcmc
 @pytest.mark.slow
 def test_every_domain_carries_a_certainty_with_reasons(mcmc):
     result, overview, certainty = mcmc
@@ -151,6 +152,7 @@ def _reasons(c: dict) -> dict[str, list[str]]:
     return out
 
 
+@pytest.mark.mcmc
 @pytest.mark.slow
 def test_health_and_wellbeing_has_no_number_and_says_its_size_is_the_priors(mcmc):
     """No numeric estimate: the one finding is a direction, so the size comes from the priors; no effect is printed."""
@@ -163,6 +165,7 @@ def test_health_and_wellbeing_has_no_number_and_says_its_size_is_the_priors(mcmc
     assert any("directions without a number" in r for r in reasons["risk of bias"])
 
 
+@pytest.mark.mcmc
 @pytest.mark.slow
 def test_disability_pension_is_not_sure_from_one_non_significant_trial_and_a_direction(mcmc):
     """The trial (non-significant) and VIVE's direction-only finding are what is left after the appraisal rules (DRC's
@@ -177,6 +180,7 @@ def test_disability_pension_is_not_sure_from_one_non_significant_trial_and_a_dir
     assert "drc_sib:status_permanent_transfers" in {x.estimate_id for x in result.exclusions_in("disability_pension")}
 
 
+@pytest.mark.mcmc
 @pytest.mark.slow
 def test_firm_oriented_activation_rests_on_directions_beside_a_trial_that_carries_all_the_weight(mcmc):
     result, overview, certainty = mcmc

@@ -3,7 +3,7 @@
 Exactly what a researcher adding metaeval to their own project does: ``pip wheel . -w dist --no-deps``, a new
 virtual environment with the lock's dependencies (``pip install -r requirements.lock``, from the package
 registry), the wheel with ``--no-deps``, then ``metaeval run`` in an unrelated empty folder. It passes only if
-the bundled evidence, the model files and the calibration record travel inside the wheel and are found there
+the bundled evidence, the model files and the records the report cites travel inside the wheel and are found there
 (importlib.resources), not in this checkout. About 3 minutes of wall time, most of it the install (measured:
 100 s wall, 47 CPU-seconds) and the first compile of the model in an empty compile cache.
 """
@@ -62,4 +62,7 @@ def test_a_wheel_installed_in_a_fresh_environment_runs_from_any_folder(tmp_path)
 
     assert provenance["evidence_sha256"] == evidence_digest(load_evidence(REPO / "data"))
     assert provenance["model_sha256"] == load_spec(REPO / "models" / "default.toml").digest()
-    assert "Calibration of the model" in report and "Rank histograms and ECDF differences" in report  # record and picture
+    # the records the report cites came from the wheel too: the calibration study with its picture, and the
+    # appraisal rules' record (shown only when it was made on the evidence the run read)
+    assert "Calibration of the model" in report and "Rank histograms and ECDF differences" in report
+    assert "the pooled average effect before the appraisal rules" in report
