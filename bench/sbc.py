@@ -46,7 +46,7 @@ from coverage_study import simulate
 RESULTS = HERE / "sbc_results.json"
 #: What the report cites of the default run (package data, read through metaeval.bundled): the record without
 #: its per-replication ranks (1 MB that stay here), and the picture.
-PUBLISHED = HERE.parent / "metaeval" / "calibration" / "sbc.json"
+PUBLISHED = HERE.parent / "metaeval" / "records" / "sbc.json"
 FIGURE = PUBLISHED.with_name("sbc_ranks.png")
 #: Posterior draws kept per fit after thinning: ranks take L + 1 = 200 values.
 L = 199

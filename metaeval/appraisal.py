@@ -258,7 +258,8 @@ class RulesMoves:
     recorded: str = ""  # when, at which commit, with which model and sampler settings
 
 
-RULES_RECORD = "metaeval/records/rules.json"
+#: Package data (``metaeval/records/``, read through :mod:`metaeval.bundled`), written by ``bench/rules.py``.
+RULES_RECORD = "records/rules.json"
 
 
 def bundled_rules_record() -> dict | None:
@@ -268,7 +269,7 @@ def bundled_rules_record() -> dict | None:
     from metaeval.bundled import bundled_path
 
     try:
-        return json.loads(bundled_path("records/rules.json").read_text(encoding="utf-8"))
+        return json.loads(bundled_path(RULES_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
@@ -277,10 +278,10 @@ def rules_moves(record: dict | None, evidence_sha256: str | None) -> RulesMoves:
     """What the appraisal rules move, from ``record`` (:func:`bundled_rules_record`), if it is of the evidence
     whose digest is ``evidence_sha256`` (:func:`metaeval.harmonise.evidence_digest`; a result's provenance)."""
     if record is None:
-        return RulesMoves(False, f"No record of what the appraisal rules move is installed ({RULES_RECORD}, written by bench/rules.py).")
+        return RulesMoves(False, f"No record of what the appraisal rules move is installed (metaeval/{RULES_RECORD}, written by bench/rules.py).")
     recorded = record.get("evidence_sha256")
     if not recorded:
-        return RulesMoves(False, f"The record ({RULES_RECORD}) does not say which evidence it was made on, so it cannot be "
+        return RulesMoves(False, f"The record (metaeval/{RULES_RECORD}) does not say which evidence it was made on, so it cannot be "
                                  "shown as this evidence's.")
     if evidence_sha256 != recorded:
         return RulesMoves(False, (
@@ -292,7 +293,7 @@ def rules_moves(record: dict | None, evidence_sha256: str | None) -> RulesMoves:
     documented = {r.state: r for r in RULES}
     missing = [s["state"] for s in states[1:] if s["state"] not in documented]
     if missing:
-        return RulesMoves(False, f"The record ({RULES_RECORD}) has states no documented rule names: {', '.join(missing)}.")
+        return RulesMoves(False, f"The record (metaeval/{RULES_RECORD}) has states no documented rule names: {', '.join(missing)}.")
     steps = tuple(RuleStep(documented[cur["state"]], tuple(sorted(set(cur["entered"]) - set(prev["entered"]))),
                            tuple(sorted(set(prev["entered"]) - set(cur["entered"]))))
                   for prev, cur in zip(states, states[1:]))
