@@ -368,7 +368,8 @@ def test_a_dict_is_not_a_result(case):
 
 
 def test_cli_report(case, tmp_path, capsys):
-    from metaeval.cli import _calibration_section, main
+    from metaeval.cli import main
+    from metaeval.commands import calibration_section
 
     evidence, result, _ = case
     data = hostile_data_dir(tmp_path)
@@ -379,7 +380,7 @@ def test_cli_report(case, tmp_path, capsys):
     path = Path(capsys.readouterr().out.strip())
     assert path == out / "report.html"
     # the summary file is shown as given (judged when it was written); the default MCMC model cites its calibration
-    assert path.read_text(encoding="utf-8") == report.render_report(evidence, result, extras={"calibration": _calibration_section()})
+    assert path.read_text(encoding="utf-8") == report.render_report(evidence, result, extras={"calibration": calibration_section()})
     # the exact engine needs no earlier fit
     assert main(["report", "--data", str(data), "--engine", "exact", "--output", str(tmp_path / "exact.html")]) == 0
     assert "exact numerical integration" in (tmp_path / "exact.html").read_text(encoding="utf-8")
@@ -416,23 +417,24 @@ def test_metafor_csv_report_has_no_invented_units_or_designs():
 
 
 def test_report_cites_the_committed_calibration_study_of_the_default_model(case, tmp_path):
-    from metaeval.cli import _calibration_section, _report_extras, build_parser
+    from metaeval.cli import build_parser
+    from metaeval.commands import calibration_section, report_extras
     from metaeval.harmonise import load_evidence
 
     record = json.loads((Path(__file__).resolve().parents[1] / "bench" / "sbc_results.json").read_text())
-    section = _calibration_section()
+    section = calibration_section()
     assert section["text"].count(record["analysis"]["verdict"]) == 1
     assert f"at commit {record['code']['commit'][:12]}" in section["text"]  # which code was calibrated
     assert {row["parameter"]: row["chi-square p"] for row in section["table"]} == record["analysis"]["primary_p_values"]
     evidence, args = load_evidence(), build_parser().parse_args(["report", "--out", str(tmp_path)])
     _, default, _ = case  # the default MCMC model, no overrides
-    assert _report_extras(args, evidence, default)[1]["calibration"] == section
+    assert report_extras(args, evidence, default)[1]["calibration"] == section
     # the study calibrates the default MCMC model only: not cited for the exact engine, another model or prior
     model = default.model
     for other in (default.model_copy(update={"engine": "exact", "diagnostics": None}),
                   default.model_copy(update={"model": model.model_copy(update={"name": "no_bias"})}),
                   default.model_copy(update={"model": model.model_copy(update={"overrides": {"tau": "halfnormal(1)"}})})):
-        assert "calibration" not in (_report_extras(args, evidence, other)[1] or {})
+        assert "calibration" not in (report_extras(args, evidence, other)[1] or {})
 
 
 def test_the_appraisal_is_in_the_report():
