@@ -8,14 +8,16 @@ and :func:`load_evidence`, the table every later stage starts from.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from metaeval import effects
 from metaeval.cells import present
+from metaeval.columns import Computed, Rows, Same
 from metaeval.errors import InputError, Problem
-from metaeval.evidence import COUNT_COLUMNS, EvidenceBase, csv_records, raw_records, read_evidence_base
+from metaeval.evidence import COUNT_COLUMNS, CsvTable, EvidenceBase, raw_records, read_csv_table, read_evidence_base
 from metaeval.schema import ROB_DOMAINS
 
 BINARY = {"pp": 100.0, "share": 1.0}  # metric -> value of "everyone"
@@ -305,43 +307,55 @@ def derived_scale(yi: list[float], sei: list[float]) -> float:
     return top * math.sqrt(sum((x / top) ** 2 for x in values) / len(yi)) if top > 0 else 0.0
 
 
-def csv_domains(records: list[dict[str, Any]], path: Path | str, domains_file: Path | str | None = None,
+def csv_domains(domain: Sequence[str], given: Mapping[str, Sequence], estimate: Sequence[float], se: Sequence[float],
+                record: Callable[[int], str], path: Path | str, domains_file: Path | str | None = None,
                 defaults: DomainDefaults | None = None) -> dict[str, dict[str, Any]]:
     """The domains of a CSV's rows, each described by (first that says) its rows' columns
     (``beneficial``, ``scale``, ``mid``, ``metric``, ``label``: constant within a domain), the
     domains file (the schema of ``data/domains.yaml``), or the command-line defaults.
 
-    What none of them says is assumed and written down in the domain's ``assumed`` (field -> a
-    sentence every output shows): an increase is beneficial, and the scale is :func:`derived_scale`.
-    A column that disagrees with itself within a domain or with the domains file is an
-    :class:`InputError` naming the rows.
+    The rows are given as columns: each row's ``domain``; ``given``, the values of the describing
+    columns the CSV has (None where a row leaves one blank); ``estimate`` and ``se``; and ``record``,
+    how a message names row ``i``. What none of them says is assumed and written down in the domain's
+    ``assumed`` (field -> a sentence every output shows): an increase is beneficial, and the scale is
+    :func:`derived_scale`. A column that disagrees with itself within a domain or with the domains
+    file is an :class:`InputError` naming the rows.
     """
     from metaeval.evidence import read_domains
 
     defaults = defaults or DomainDefaults()
     described = {d.id: d for d in read_domains(Path(domains_file))} if domains_file is not None else {}
+    members: dict[str, list[int]] = {}
+    for i, name in enumerate(domain):
+        members.setdefault(name, []).append(i)
     problems: list[Problem] = []
     out: dict[str, dict[str, Any]] = {}
-    for name in dict.fromkeys(rec["domain"] for rec in records):
-        rows = [rec for rec in records if rec["domain"] == name]
-        given: dict[str, tuple[Any, dict]] = {}
-        for rec in rows:
-            for field_name, value in (rec.get("domain_given") or {}).items():
-                first = given.setdefault(field_name, (value, rec))
-                if first[0] != value:
-                    problems.append(Problem(str(path), rec["record"], field_name,
-                                            f"domain {name!r} is given {field_name} {first[0]!r} on {first[1]['record']}; a domain's "
-                                            f"{field_name} must be the same on every row, got {value!r}"))
+    for name, rows in members.items():
+        first: dict[str, tuple[Any, int]] = {}  # field -> its first value in the domain, and that row
+        clashes: list[tuple[int, int, Problem]] = []  # (row, field's place): a row's clashes in the order of _DESCRIBED
+        for place, field_name in enumerate(_DESCRIBED):
+            column = given.get(field_name)
+            for i in rows if column is not None else ():
+                value = column[i]
+                if value is None:
+                    continue
+                value0, i0 = first.setdefault(field_name, (value, i))
+                if value0 != value:
+                    clashes.append((i, place, Problem(str(path), record(i), field_name,
+                                                      f"domain {name!r} is given {field_name} {value0!r} on {record(i0)}; a domain's "
+                                                      f"{field_name} must be the same on every row, got {value!r}")))
+        problems += [p for *_, p in sorted(clashes, key=lambda c: c[:2])]
+        given_first = sorted(first.items(), key=lambda item: (item[1][1], _DESCRIBED.index(item[0])))  # in the order the rows give them
         sidecar = described.get(name)
         if sidecar is not None:
-            for field_name, (value, rec) in given.items():
+            for field_name, (value, i) in given_first:
                 if getattr(sidecar, field_name) != value:
-                    problems.append(Problem(str(path), rec["record"], field_name,
+                    problems.append(Problem(str(path), record(i), field_name,
                                             f"{value!r} contradicts the domains file {domains_file} ({field_name}: {getattr(sidecar, field_name)!r})"))
         dom: dict[str, Any] = {"id": name, "assumed": {}}
         for field_name in _DESCRIBED:
-            if field_name in given:
-                dom[field_name] = given[field_name][0]
+            if field_name in first:
+                dom[field_name] = first[field_name][0]
             elif sidecar is not None:
                 dom[field_name] = getattr(sidecar, field_name)
             else:
@@ -353,7 +367,7 @@ def csv_domains(records: list[dict[str, Any]], path: Path | str, domains_file: P
             dom["assumed"]["beneficial"] = ("direction assumed: an increase is beneficial (no `beneficial` column, domains "
                                             "file or --beneficial says which direction helps)")
         if dom["scale"] is None:
-            dom["scale"] = derived_scale([r["estimate"] for r in rows], [r["se"] for r in rows])
+            dom["scale"] = derived_scale([estimate[i] for i in rows], [se[i] for i in rows])
             dom["assumed"]["scale"] = (f"scale derived from the data: {dom['scale']:.3g}, the root-mean-square of yi and sei "
                                        "(the default priors are in units of the scale; give a `scale` column, domains file or --scale)")
         if dom["mid"] is None:
@@ -383,7 +397,10 @@ def harmonise(raw, domains: dict[str, dict[str, Any]] | None = None, *, estimand
 
     records = raw.to_dict("records")
     if domains is None:
-        domains = csv_domains(records, "evidence table")
+        given = [rec.get("domain_given") or {} for rec in records]
+        domains = csv_domains([rec["domain"] for rec in records], {f: [g.get(f) for g in given] for f in _DESCRIBED},
+                              [rec["estimate"] for rec in records], [rec["se"] for rec in records],
+                              lambda i: records[i]["record"], "evidence table")
         records = on_domain_metric(records, domains)
         raw = raw.assign(metric=[r["metric"] for r in records])
     derived = pd.DataFrame(_harmonised(records, domains, estimand))
@@ -455,39 +472,94 @@ def load_evidence(data_dir: Path | str | None = None, *, csv: Path | str | None 
 
 
 def evidence_records(data_dir: Path | str | None = None, *, csv: Path | str | None = None, domains: Path | str | None = None,
-                     defaults: DomainDefaults | None = None, estimand: str = "itt") -> list[dict[str, Any]]:
-    """The rows of :func:`load_evidence` as plain dicts, read, harmonised and checked without pandas
-    (so ``metaeval fit --engine exact`` does not import it); :func:`evidence_frame` makes the table."""
+                     defaults: DomainDefaults | None = None, estimand: str = "itt") -> Sequence[Mapping[str, Any]]:
+    """The rows of :func:`load_evidence`, read, harmonised and checked without pandas (so ``metaeval fit
+    --engine exact`` does not import it); :func:`evidence_frame` makes the table.
+
+    An evidence directory gives a list of dicts; a CSV gives :class:`~metaeval.columns.Rows`, read-only
+    mappings over its columns (a million rows cost their columns, not a million dicts).
+    """
+    return _checked(data_dir, csv=csv, domains=domains, defaults=defaults, estimand=estimand)[0]
+
+
+def _checked(data_dir: Path | str | None, *, csv: Path | str | None, domains: Path | str | None, defaults: DomainDefaults | None,
+             estimand: str = "itt") -> tuple[Sequence[Mapping[str, Any]], list[Finding]]:
+    """:func:`evidence_records`, and the findings of the consistency checks (run once; errors are raised)."""
+    if estimand not in ESTIMANDS:
+        raise ValueError(f"estimand must be one of {', '.join(ESTIMANDS)}, got {estimand!r}")
     if csv is None and (domains is not None or (defaults is not None and defaults != DomainDefaults())):
         raise InputError(Problem(str(data_dir or "data/"), "", "--domains, --beneficial, --scale, --mid",
                                  "describe the domains of a --csv; an evidence directory describes its own in domains.yaml"))
+    records: Sequence[Mapping[str, Any]]
     if csv is not None:
-        raw = csv_records(csv)
-        domains = csv_domains(raw, csv, domains, defaults)
-        raw = on_domain_metric(raw, domains)
+        table = read_csv_table(csv)
+        described = csv_domains(table.domain, table.given, table.yi, table.sei, table.record, csv, domains, defaults)
+        records, findings = _csv_rows(table, described), _csv_findings(table, described)
     else:
         base = read_evidence_base(data_dir)
-        raw, domains = raw_records(base), _domain_dicts(base)
-    records = [{**rec, **row} for rec, row in zip(raw, _harmonised(raw, domains, estimand))]
-    for rec in records:
-        for col in COLUMNS:
-            rec.setdefault(col, None)
-    errors = [f for f in _findings(records) if f.severity == "error"]
+        raw, described = raw_records(base), _domain_dicts(base)
+        records = [{**rec, **row} for rec, row in zip(raw, _harmonised(raw, described, estimand))]
+        for rec in records:
+            for col in COLUMNS:
+                rec.setdefault(col, None)
+        findings = _findings(records)
+    errors = [f.problem for f in findings if f.severity == "error"]
     if errors:
-        raise InputError([f.problem for f in errors])
-    return records
+        raise InputError(errors)
+    return records, findings
 
 
-def evidence_frame(records: list[dict[str, Any]]):
+def _csv_rows(table: CsvTable, domains: dict[str, dict[str, Any]]) -> Rows:
+    """A CSV's evidence rows, harmonised column by column.
+
+    A CSV row is a reported estimate with its SE on its domain's metric (its ``metric``, where it has one,
+    is its domain's: :func:`csv_domains`), with no direction, design-bias judgement, TOT or level of its
+    own, so :func:`_harmonise_row` leaves it as it is, under either estimand: poolable, ``yi`` and ``sei``
+    as given. tests/test_exact_cli.py holds these columns to the row-by-row harmonisation of the same CSV.
+    """
+    n, domain = len(table), table.domain
+
+    def of_domain(key: str) -> Computed:
+        return Computed(lambda i: domains[domain[i]][key], n)
+
+    columns: dict[str, Sequence] = {
+        **table.raw_columns(), "metric": of_domain("metric"),
+        "yi": table.yi, "sei": table.sei, "poolable": Same(True, n), "direction_only": Same(False, n), "exclusion_reason": Same(None, n),
+        "harmonisation": Same("reported estimate; reported SE", n), "direction_counted": Same(None, n),
+        **{f"domain_{k}": of_domain(k) for k in ("label", "metric", "beneficial", "mid", "scale", "assumed")},
+        "vi": [s * s for s in table.sei], "difference": Same(None, n), "difference_basis": Same(None, n),
+    }
+    return Rows({**columns, **{c: Same(None, n) for c in COLUMNS if c not in columns}})
+
+
+def _csv_findings(table: CsvTable, domains: dict[str, dict[str, Any]]) -> list[Finding]:
+    """The consistency checks (:func:`_checks_for_row`) on a CSV's rows, column by column.
+
+    Of them only the range of a difference of shares bears on a CSV, whose rows have no CI, p-value,
+    levels, direction, parts or TOT; tests/test_exact_cli.py holds this to the row-by-row checks.
+    """
+    bound = {name: BINARY.get(dom["metric"]) for name, dom in domains.items()}
+    if not any(bound.values()):
+        return []
+    return [Finding("share_range", "error", Problem(str(table.path), table.record(i), "estimate", _not_a_share_difference(v, full)))
+            for i, (name, v) in enumerate(zip(table.domain, table.yi)) if (full := bound[name]) and not -full <= v <= full]
+
+
+def evidence_frame(records: Sequence[Mapping[str, Any]]):
     """The evidence table from :func:`evidence_records`: identifying and reported columns first."""
     import pandas as pd
 
-    table = pd.DataFrame(records)
+    table = pd.DataFrame(records.lists() if isinstance(records, Rows) else records)
     for col in COUNT_COLUMNS:
         if col in table.columns:
             table[col] = table[col].astype("Int64")
     first = ["estimate_id", *COLUMNS]
     return table[first + [c for c in table.columns if c not in first]]
+
+
+def _column(records: Sequence[Mapping[str, Any]], name: str) -> list:
+    """One column of :func:`evidence_records`' rows."""
+    return records.column(name) if isinstance(records, Rows) else [rec.get(name) for rec in records]
 
 
 #: What a model reads of the evidence (``metaeval.model.prepare``); :func:`evidence_digest` hashes these columns.
@@ -578,7 +650,7 @@ def _checks_for_row(rec: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> li
         for name in ("estimate", "ci_low", "ci_high"):
             v = rec.get(name)
             if present(v) and not -full <= v <= full:
-                out.append(("share_range", name, f"{v:g} is not a difference of shares between −{full:g} and {full:g}"))
+                out.append(("share_range", name, _not_a_share_difference(v, full)))
     direction, diff = rec.get("direction"), derived_difference(rec)
     printed = rec.get("estimate") if present(rec.get("estimate")) else (diff[0] if diff else None)
     if direction in ("increase", "decrease") and printed is not None and not (printed > 0 if direction == "increase" else printed < 0):
@@ -599,6 +671,10 @@ def _checks_for_row(rec: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> li
             out.append(("tot_vs_itt", "estimate",
                         f"participation effect {est:g} is not ITT {a:g} / take-up {rec['take_up']:.3f} = {a / rec['take_up']:.3g}"))
     return out
+
+
+def _not_a_share_difference(v: float, full: float) -> str:
+    return f"{v:g} is not a difference of shares between −{full:g} and {full:g}"
 
 
 def _ids(cell) -> list[str]:
@@ -693,26 +769,35 @@ class ValidationReport:
 def validate(data_dir: Path | str | None = None, *, csv: Path | str | None = None, domains: Path | str | None = None,
              defaults: DomainDefaults | None = None) -> ValidationReport:
     """Validate an evidence base (schema, cross-file and consistency checks); raises InputError on problems."""
-    table = load_evidence(data_dir, csv=csv, domains=domains, defaults=defaults)
-    findings = check_consistency(table)
-    numeric = table[table["poolable"] & ~table["direction_only"]]
+    from collections import Counter
+
+    records, findings = _checked(data_dir, csv=csv, domains=domains, defaults=defaults)
+    direction_only = _column(records, "direction_only")
+    numeric = Counter(d for d, pooled, only in zip(_column(records, "domain"), _column(records, "poolable"), direction_only)
+                      if pooled and not only)
     return ValidationReport(
         source=str(csv) if csv is not None else str(Path(data_dir) if data_dir else "bundled evidence (data/)"),
-        n_projects=table["project_id"].nunique(),
-        n_estimates=len(table),
-        n_poolable=len(numeric),
-        n_direction_only=int(table["direction_only"].sum()),
-        by_domain=numeric.groupby("domain").size().to_dict(),
+        n_projects=len(set(_column(records, "project_id"))),
+        n_estimates=len(records),
+        n_poolable=sum(numeric.values()),
+        n_direction_only=sum(map(bool, direction_only)),
+        by_domain=dict(sorted(numeric.items())),
         acknowledged=[f.problem for f in findings if f.severity == "acknowledged"],
-        assumed=domain_assumptions(table.to_dict("records")),
+        assumed=domain_assumptions(records),
     )
 
 
-def domain_assumptions(records) -> dict[str, list[str]]:
-    """Per domain, the sentences saying what was assumed rather than given (:func:`csv_domains`); only domains with some."""
+def domain_assumptions(records: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Per domain, the sentences saying what was assumed rather than given (:func:`csv_domains`); only domains with some.
+
+    ``records``: :func:`evidence_records`' rows (a domain's are alike: its first row is read).
+    """
+    first: dict[str, int] = {}
+    for i, name in enumerate(_column(records, "domain")):
+        first.setdefault(str(name), i)
     out: dict[str, list[str]] = {}
-    for rec in records:
-        assumed = rec.get("domain_assumed")
+    for name, i in first.items():
+        assumed = records[i].get("domain_assumed")
         if isinstance(assumed, dict) and assumed:
-            out.setdefault(str(rec["domain"]), list(assumed.values()))
+            out[name] = list(assumed.values())
     return out
