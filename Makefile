@@ -19,6 +19,8 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 env: $(VENV)/.installed
 
+# The first run compiles the model into the compile cache (~/.cache/metaeval; about 20 s, and metaeval says so);
+# every later fit of a model of this shape loads it and starts in seconds.
 run: $(VENV)/.installed
 	$(BIN)/metaeval run
 

@@ -9,6 +9,9 @@ The public API follows the flow evidence → harmonise → model → sampling (f
 >>> posterior = metaeval.fit(model, seed=1)      # xarray.DataTree (ArviZ)
 >>> result = metaeval.summarise(posterior)       # a typed Result: per domain mu, tau, theta_new, projects, ...
 >>> result = metaeval.judge(result, evidence)    # with a certainty rating per domain (GRADE-like)
+>>> exact = metaeval.fit_exact_model(evidence, spec)  # the same Result without sampling (conditionally Gaussian models)
+>>> metaeval.compare(posterior)                   # which initiative does more: P(A better than B), P(best), ranks
+>>> metaeval.plan(posterior, evidence=evidence)   # what a new randomised evaluation would change (value of information)
 
 Submodules are imported on first use, so ``import metaeval`` stays cheap.
 """
@@ -31,6 +34,8 @@ _API = {
     "Result": "metaeval.result",
     "fit_exact": "metaeval.exact",
     "exact_posterior": "metaeval.exact",
+    "fit_exact_model": "metaeval.exact_full",
+    "exact_draws": "metaeval.exact_full",
     "rma": "metaeval.classic",
     "classic_by_domain": "metaeval.classic",
     "forest_plot": "metaeval.plots",
@@ -38,6 +43,16 @@ _API = {
     "validate": "metaeval.harmonise",
     "read_csv": "metaeval.evidence",
     "InputError": "metaeval.errors",
+    "compare": "metaeval.ranking",
+    "plan": "metaeval.planning",
+    "profiles": "metaeval.initiatives",
+    "analyse": "metaeval.analysis",
+    "domain_draws": "metaeval.draws",
+    "leave_out": "metaeval.influence",
+    "load_costs": "metaeval.costs",
+    "cost_effectiveness": "metaeval.costs",
+    "ceac_figure": "metaeval.costs",
+    "plan_figure": "metaeval.planning",
 }
 
 __all__ = sorted(_API)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from metaeval.errors import ClusterFailed, InputError, Problem, SamplingFailed
@@ -115,9 +116,13 @@ def cmd_classic(args: argparse.Namespace) -> int:
 
 
 def _fit_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", choices=["mcmc", "exact"], default="mcmc", help="mcmc: the full model with PyMC; exact: the one-level model on a grid (no bias terms, no direction-only findings)")
+    p.add_argument("--engine", choices=ENGINES, default="mcmc",
+                   help="mcmc: the model with PyMC; exact: the same model integrated numerically, without sampling, where it "
+                        "has an exact form (every bundled model but design_hierarchy; exit 2 otherwise); auto: exact where it "
+                        "has one, else mcmc (default: mcmc)")
     p.add_argument("--sampler", choices=["nutpie", "pymc"], default="nutpie", help="NUTS implementation for --engine mcmc (default: nutpie)")
     p.add_argument("--refit", action="store_true", help="fit again even when a cached fit for the same inputs exists")
+    p.add_argument("--cache-dir", type=Path, metavar="DIR", help="where compiled models are kept across runs (default: $METAEVAL_CACHE_DIR, else ~/.cache/metaeval)")
 
 
 def _sampler_settings(args: argparse.Namespace):
@@ -133,26 +138,43 @@ def _sampler_settings(args: argparse.Namespace):
     return SamplerSettings(chains=args.chains, draws=args.draws, tune=args.tune, seed=args.seed, sampler=args.sampler)
 
 
+#: --engine: exact inference where the model has an exact form (metaeval.exact_full), MCMC otherwise.
+ENGINES = ("mcmc", "exact", "auto")
+
+
 def _exact_summary(args: argparse.Namespace, evidence, spec):
-    """The exact engine's result, judged (:func:`metaeval.certainty.judge`).
+    """The exact engine's result for the model of ``--model``/``--prior``, judged (:func:`metaeval.certainty.judge`);
+    exit 2 with the reason where that model has no exact form on this evidence.
 
     ``evidence``: the table or its rows (``evidence_records``; the fit and summary commands
     pass rows, so this path never imports pandas).
     """
     from metaeval.certainty import judge
-    from metaeval.exact import fit_exact
+    from metaeval.exact_core import NoExactForm
+    from metaeval.exact_full import fit_exact_model
 
     try:
-        result = fit_exact(evidence, priors=spec.priors, hdi_prob=spec.hdi_prob, overrides=spec.overrides)
-    except (ValueError, OverflowError) as err:  # a number the engine cannot use, or a model it cannot compute: said why
+        result = fit_exact_model(evidence, spec)
+    except NoExactForm as err:  # a model this engine has no exact form for: said why
+        raise InputError(Problem("command line", "", "--engine exact", str(err))) from None
+    except (ValueError, OverflowError) as err:  # a number the engine cannot use: said why
         raise InputError(Problem(str(args.csv or args.data or "the evidence"), "", "--engine exact", str(err))) from None
-    domains = sorted(result.domains)
-    unknown = [(k, k.partition(".")[0], k.partition(".")[2]) for k in spec.overrides
-               if k.partition(".")[0] in ("mu", "tau", "omega", "se") and k.partition(".")[2] and k.partition(".")[2] not in domains]
-    if unknown:  # as the MCMC path (metaeval.model.prepare) does: an override for no domain is a mistake, not a no-op
-        raise InputError([Problem("--prior", key, head, f"no domain {tail!r} in the model; domains: {', '.join(domains) or 'none'}") for key, head, tail in unknown])
-    provenance = result.provenance.model_copy(update={"model_sha256": spec.digest()})  # the spec it was asked to compute
-    return judge(result.model_copy(update={"provenance": provenance}), evidence)
+    return judge(result, evidence)
+
+
+def _engine(args: argparse.Namespace, evidence, spec) -> str:
+    """The engine ``--engine`` asks for: ``auto`` is exact where the model has an exact form on this evidence."""
+    if args.engine != "auto":
+        return args.engine
+    return "exact" if _exact_reason(evidence, spec) is None else "mcmc"
+
+
+def _exact_reason(evidence, spec) -> str | None:
+    """Why the exact engine cannot compute ``spec``'s model on ``evidence`` (None: it can)."""
+    from metaeval.exact_full import exact_reason
+    from metaeval.model import prepare
+
+    return exact_reason(prepare(evidence, spec), spec)
 
 
 #: Exit status of a command whose result was written but failed the diagnostics gate (see the README).
@@ -182,33 +204,35 @@ def _emit_summary(args: argparse.Namespace, summary: dict, evidence=None) -> int
 
 def _exact_computes(args: argparse.Namespace, evidence) -> bool:
     """Whether ``--engine exact`` computes the very model of ``--model``/``--prior`` on this evidence."""
-    from metaeval.exact import not_exact
-    from metaeval.harmonise import evidence_frame
-    from metaeval.model import prepare
     from metaeval.spec import load_spec
 
-    spec = load_spec(args.model, args.prior)
-    table = evidence if hasattr(evidence, "columns") else evidence_frame(evidence)
-    return not_exact(prepare(table, spec), spec) is None
+    return _exact_reason(evidence, load_spec(args.model, args.prior)) is None
 
 
-def _fit(args: argparse.Namespace, *, say: bool = True):
+def _fit(args: argparse.Namespace, *, say: bool = True, cross_check: bool = False):
     """The evidence rows (``evidence_records``), their summary (fitted, or reused from the cache, with the chosen
     engine) and the fit's cache key (None for the exact engine, which has no cache). Nothing is published yet.
 
     ``say``: note on stderr what was assumed about the domains (``run`` has said it in its validation).
+    ``cross_check``: an MCMC result is checked against the exact engine's for the same model, where it has one
+    (``diagnostics.cross_check``; a discrepancy beyond Monte Carlo error fails the gate).
     """
     from metaeval.spec import load_spec
 
     spec = load_spec(args.model, args.prior)
     records = _load(args, rows=True, say=say)
-    if args.engine == "exact":  # computed afresh every time (no cache); its summary is published as the MCMC one is
+    if _engine(args, records, spec) == "exact":  # computed afresh every time (no cache); published as the MCMC one is
         return records, _exact_summary(args, records, spec), None
     from metaeval.harmonise import evidence_frame
     from metaeval.summary import fit_and_summarise
 
-    summary, fitted = fit_and_summarise(evidence_frame(records), spec, out=args.out, settings=_sampler_settings(args), refit=args.refit,
+    table = evidence_frame(records)
+    summary, fitted = fit_and_summarise(table, spec, out=args.out, settings=_sampler_settings(args), refit=args.refit,
                                         publish_result=False)
+    if cross_check:  # the exact answer for the same model, where there is one, as an oracle for the sampler
+        from metaeval.exact_full import with_cross_check
+
+        summary = with_cross_check(summary, fitted.posterior, table, spec)
     return records, summary, fitted.key
 
 
@@ -228,7 +252,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.model, args.prior)
     records = _load(args, rows=True)
-    if args.engine == "exact":
+    if _engine(args, records, spec) == "exact":
         return _emit_summary(args, _exact_summary(args, records, spec))
     from metaeval.summary import cached_summary
 
@@ -282,7 +306,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         from metaeval.spec import load_spec
 
         spec = load_spec(args.model, args.prior)
-        if args.engine == "exact":
+        if _engine(args, evidence, spec) == "exact":
             summary = _exact_summary(args, evidence, spec)
         else:
             from metaeval.summary import cached_fit
@@ -294,12 +318,14 @@ def cmd_report(args: argparse.Namespace) -> int:
                 return 1
             summary, key = found
     extras = _report_extras(args, evidence, summary)
+    appraisal = None if args.summary is not None else _appraisal(args, evidence)  # a summary file's model may be another
+    analysis = _analysis(args, evidence, summary)
     if args.output is not None:
-        print(write_report(args.output, evidence, summary, extras=extras))
+        print(write_report(args.output, evidence, summary, extras=extras, appraisal=appraisal, analysis=analysis))
         return 0
     from metaeval.summary import publish  # the report joins the summary it shows, as one set in OUT
 
-    publish(args.out, summary, key=key, report=lambda path: write_report(path, evidence, summary, extras=extras))
+    publish(args.out, summary, key=key, report=lambda path: write_report(path, evidence, summary, extras=extras, appraisal=appraisal, analysis=analysis))
     print(args.out / "report.html")
     return 0
 
@@ -345,7 +371,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
     out = args.out / "sensitivity"
     result = run_sensitivity(grid=grid, **_source(args), settings=asdict(settings), overrides=args.prior,
-                             out=args.out, scheduler=args.scheduler, workers=args.workers, progress=None, refit=args.refit)
+                             out=args.out, scheduler=args.scheduler, workers=args.workers, progress=None, refit=args.refit,
+                             engine=args.engine)
     table = result.table()
     if args.format == "json":
         import json
@@ -369,7 +396,11 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         from metaeval.sensitivity import scenario_spec
 
         evidence = _load(args, estimand=result.scenarios[0]["estimand"])
-        summary = cached_summary(evidence, scenario_spec(result.scenarios[0], grid, args.prior), out=args.out, settings=settings)
+        spec = scenario_spec(result.scenarios[0], grid, args.prior)
+        if args.engine != "mcmc" and _exact_reason(evidence, spec) is None:
+            summary = _exact_summary(args, evidence, spec)
+        else:
+            summary = cached_summary(evidence, spec, out=args.out, settings=settings)
     else:
         summary = None
     from metaeval.files import result_set
@@ -380,6 +411,15 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
             paths["report"] = write_report(staging / "report.html", evidence, summary, extras={"sensitivity": report_extras(result)})
     print(f"\nwritten to {out}: " + ", ".join(sorted({p.name for p in paths.values()})), file=chatter)
     return 0 if all(r["ok"] for r in result.results) else 1
+
+
+def _appraisal(args: argparse.Namespace, evidence):
+    """Each estimate's risk of bias and each finding's region as the model of --model/--prior uses them."""
+    from metaeval.appraisal import appraise
+    from metaeval.model import prepare
+    from metaeval.spec import load_spec
+
+    return appraise(evidence, prepare(evidence, load_spec(args.model, args.prior)))
 
 
 def _report_extras(args: argparse.Namespace, evidence, summary: dict) -> dict | None:
@@ -435,15 +475,163 @@ def cmd_run(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(chatter):
         cmd_validate(args)
         print()
-    records, summary, key = _fit(args, say=False)
+    _costs(args)  # a bad costs file is reported before the fit, not after
+    records, summary, key = _fit(args, say=False, cross_check=True)
     status = _emit_summary(args, summary, records)
     evidence = evidence_frame(records)
     extras = _report_extras(args, evidence, summary)
+    appraisal = _appraisal(args, evidence)
+    analysis = _analysis(args, evidence, summary)
     from metaeval.summary import publish  # summary, table, key and report switched in together
 
-    publish(args.out, summary, key=key, report=lambda path: write_report(path, evidence, summary, extras=extras))
+    publish(args.out, summary, key=key, report=lambda path: write_report(path, evidence, summary, extras=extras, appraisal=appraisal, analysis=analysis))
     print(f"\nreport: {args.out / 'report.html'}", file=chatter)
     return status
+
+
+# --- the analyst's questions: compare, plan, costs ------------------------------------------------
+
+
+def _fitted_draws(args: argparse.Namespace, evidence=None):
+    """The evidence, the judged result and the posterior of the fit in --out for these inputs; fitted first
+    when there is none (saying so on stderr)."""
+    from metaeval.draws import cached_posterior
+    from metaeval.spec import load_spec
+    from metaeval.summary import cached_summary, fit_and_summarise
+
+    spec = load_spec(args.model, args.prior)
+    evidence = _load(args) if evidence is None else evidence
+    settings = _sampler_settings(args)
+    posterior = cached_posterior(evidence, spec, out=args.out, settings=settings)
+    result = cached_summary(evidence, spec, out=args.out, settings=settings) if posterior is not None else None
+    if posterior is None or result is None:
+        print(f"note: no fit in {args.out} for this evidence, model, sampler settings and seed: fitting it first", file=sys.stderr)
+        result, fitted = fit_and_summarise(evidence, spec, out=args.out, settings=settings)
+        posterior = fitted.posterior
+    if result.diagnostics is not None and not result.diagnostics.passed:
+        print(f"warning: the fit's diagnostics gate FAILED ({'; '.join(result.diagnostics.failures)}); do not rely on these numbers",
+              file=sys.stderr)
+    return evidence, spec, result, posterior
+
+
+def _reference_draws(args: argparse.Namespace, evidence, spec, *, fit: bool):
+    """The posterior of the no-bias variant of the model (``robustness``'s no_bias), from --out; fitted when
+    ``fit`` and there is none (saying so). None when the model makes no bias adjustment or it is not there."""
+    from metaeval.draws import cached_posterior
+    from metaeval.robustness import variants
+
+    if spec.bias_mode == "none":
+        return None
+    variant = variants(spec, [])[0].spec(spec)
+    settings = _sampler_settings(args)
+    posterior = cached_posterior(evidence, variant, out=args.out, settings=settings)
+    if posterior is None and fit:
+        from metaeval.sampling import fit_cached
+
+        print(f"note: fitting the no_bias variant once (cached in {args.out}) to check the ranking against", file=sys.stderr)
+        posterior = fit_cached(evidence, variant, out=args.out, settings=settings).posterior
+    return posterior
+
+
+def _costs(args: argparse.Namespace, evidence=None):
+    """The cost figures of the evidence directory (none for a --csv), checked against its projects and domains."""
+    from metaeval.costs import load_costs
+
+    if getattr(args, "csv", None) is not None:
+        return ()
+    known = None if evidence is None else set(evidence["project_id"].astype(str))
+    domains = None if evidence is None else set(evidence["domain"].astype(str))
+    return load_costs(args.data, projects=known, domains=domains)
+
+
+def _emit(args: argparse.Namespace, result, *, json_text: Callable[[], str], frame: Callable, table: Callable[[], str]) -> int:
+    """Print an analysis as --format asks; the exit status of the fit's diagnostics gate (see ``_emit_summary``)."""
+    if args.format == "json":
+        sys.stdout.write(json_text())
+    elif args.format == "csv":
+        from metaeval.files import safe_csv
+
+        sys.stdout.write(safe_csv(frame()))
+    else:
+        sys.stdout.write(table())
+    return 0 if result.diagnostics is None or result.diagnostics.passed or args.allow_failed_gate else GATE_FAILED
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Pairwise comparison and ranking of the initiatives per domain, on their bias-adjusted effects."""
+    from metaeval.ranking import compare
+
+    evidence, spec, result, posterior = _fitted_draws(args)
+    projects = [p.strip() for p in args.projects.split(",") if p.strip()] if args.projects else None
+    reference = None if args.no_bias_check else _reference_draws(args, evidence, spec, fit=True)
+    from metaeval.analysis import project_names
+
+    names = project_names(evidence)
+    comparison = compare(posterior, domain=args.domain, projects=projects, reference=reference, names=names)
+    from metaeval.present import comparison_table
+
+    return _emit(args, result, json_text=comparison.to_json, frame=comparison.to_frame, table=lambda: comparison_table(comparison, names))
+
+
+def _numbers(text: str | None, option: str, kind=float) -> list | None:
+    if text is None:
+        return None
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(Problem("command line", "", option, f"expected comma-separated numbers, got {text!r}")) from None
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """What a new randomised evaluation would do to each domain's verdict (value of information)."""
+    from metaeval.planning import plan
+
+    n = _numbers(args.n, "--n", int)
+    se = _numbers(args.se, "--se")
+    if args.plot is not None and args.plot.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise InputError(Problem(str(args.plot), "", "--plot", "the file must end in .png, .svg or .pdf"))
+    evidence, _, result, posterior = _fitted_draws(args)
+    result_plan = plan(posterior, evidence=evidence, domain=args.domain, n=n, sd=args.sd, se=se, sims=args.sims, seed=args.seed)
+    if args.plot is not None:
+        from metaeval.planning import plan_figure
+        from metaeval.plots import save_figure
+
+        print(f"figure: {save_figure(plan_figure(result_plan), args.plot)}", file=sys.stderr)
+    from metaeval.present import plan_table
+
+    return _emit(args, result, json_text=result_plan.to_json, frame=result_plan.to_frame, table=lambda: plan_table(result_plan))
+
+
+def cmd_costs(args: argparse.Namespace) -> int:
+    """The costs the initiatives report, as printed, and the cost per person helped where one can be computed."""
+    from metaeval.costs import cost_effectiveness
+
+    evidence = _load(args)
+    figures = _costs(args, evidence)  # a bad costs file is reported before any fit
+    evidence, _, result, posterior = _fitted_draws(args, evidence)
+    effectiveness = cost_effectiveness(figures, posterior, wtp=args.wtp)
+    from metaeval.present import costs_table, to_json
+
+    return _emit(args, result, table=lambda: costs_table(figures, effectiveness), frame=effectiveness.to_frame,
+                 json_text=lambda: to_json({"costs": [f.model_dump(mode="json") for f in figures],
+                                            "cost_effectiveness": effectiveness.model_dump(mode="json")}))
+
+
+def _analysis(args: argparse.Namespace, evidence, summary):
+    """The report's initiative sections (:func:`metaeval.analysis.analyse`) from what --out holds: the fit's draws
+    and, if it was fitted, the no_bias variant's; never fits."""
+    from metaeval.analysis import analyse
+
+    costs = _costs(args, evidence)
+    if summary.engine != "mcmc" or getattr(args, "summary", None) is not None:
+        return analyse(evidence, summary, costs=costs)
+    from metaeval.draws import cached_posterior
+    from metaeval.spec import load_spec
+
+    spec = load_spec(args.model, args.prior)
+    posterior = cached_posterior(evidence, spec, out=args.out, settings=_sampler_settings(args))
+    reference = _reference_draws(args, evidence, spec, fit=False) if posterior is not None else None
+    return analyse(evidence, summary, source=posterior, reference=reference, costs=costs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -496,6 +684,10 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
     _format_option(p)
     p.add_argument("--sampler", choices=["nutpie", "pymc"], default="nutpie", help="NUTS implementation (default: nutpie)")
+    p.add_argument("--engine", choices=ENGINES, default="mcmc",
+                   help="mcmc: every scenario with PyMC on Dask; exact: every scenario integrated numerically, in this process "
+                        "(a scenario without an exact form, such as design_hierarchy, fails and says why; no power-scaling); "
+                        "auto: exact where a scenario has an exact form, else mcmc (default: mcmc)")
     p.add_argument("--refit", action="store_true", help="fit again even when cached fits exist")
     p.add_argument("--grid", default="sensitivity", metavar="NAME|PATH", help="grid file: a name under models/ or a TOML path (default: sensitivity)")
     p.add_argument("--tau", nargs="*", metavar="PRIOR", help="tau priors to try, in domain-scale units, e.g. halfnormal(0.2) halfcauchy(0.2)")
@@ -510,6 +702,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler (tcp://HOST:PORT), or 'serial'; default: a local cluster")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes of the local cluster (default: one per core)")
     p.set_defaults(func=cmd_sensitivity)
+
+    analyst = {}
+    for name, func, text in (
+        ("compare", cmd_compare, "which initiative does more? P(A better than B), P(best) and ranks per domain (reads the fit in --out)"),
+        ("plan", cmd_plan, "plan the next evaluation: how much would a new randomised study narrow each domain's interval, and change its verdict?"),
+        ("costs", cmd_costs, "the costs the initiatives report, and the cost per person helped where cost and effect share a comparison"),
+    ):
+        p = analyst[name] = sub.add_parser(name, help=text)
+        _evidence_options(p)
+        _model_options(p)
+        _format_option(p)
+        p.add_argument("--sampler", choices=["nutpie", "pymc"], default="nutpie", help="NUTS implementation, if a fit is needed (default: nutpie)")
+        p.set_defaults(func=func)
+    p = analyst["compare"]
+    p.add_argument("--domain", metavar="D", help="compare in this domain only")
+    p.add_argument("--projects", metavar="A,B,...", help="compare only these projects (ids)")
+    p.add_argument("--no-bias-check", action="store_true", help="do not check the order against the no_bias variant (which is fitted once if missing)")
+    p = analyst["plan"]
+    p.add_argument("--domain", metavar="D", help="plan for this domain only")
+    p.add_argument("--n", metavar="N,N,...", help="participants per arm of the new study (default: 50,100,200,400)")
+    p.add_argument("--sd", type=float, metavar="X", help="the outcome's SD per person in the domain's metric (SE = SD * sqrt(2/n)); needs --domain")
+    p.add_argument("--se", metavar="X[,X...]", help="the new study's SE directly (one per --n, if given); needs --domain")
+    p.add_argument("--sims", type=int, default=1000, help="simulated studies per size (default: 1000)")
+    p.add_argument("--plot", type=Path, metavar="FILE", help="also draw expected interval width and P(changed verdict) against n (.png, .svg, .pdf)")
+    analyst["costs"].add_argument("--wtp", type=float, metavar="DKK",
+                                  help="willingness to pay per person helped, in DKK of the cost's price year: P(worth it) at it")
 
     p = sub.add_parser("plot", help="export a figure on its own (PNG, SVG or PDF)")
     kinds = p.add_subparsers(dest="figure", required=True, metavar="FIGURE")
@@ -558,7 +776,7 @@ def check_output_paths(args: argparse.Namespace) -> None:
     from metaeval.files import check_output_file, inside, probe_writable
 
     outputs = [(name, getattr(args, attr), kind) for name, attr, kind in
-               (("--out", "out", "dir" if args.func is not cmd_plot else "file"), ("--output", "output", "file"))
+               (("--out", "out", "dir" if args.func is not cmd_plot else "file"), ("--output", "output", "file"), ("--plot", "plot", "file"))
                if getattr(args, attr, None) is not None]
     if not outputs:
         return
@@ -592,6 +810,15 @@ def check_output_paths(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command and return its exit status; as the program itself (no ``argv``), end the process after it."""
+    status = _run(argv, as_program=argv is None)
+    if argv is None:
+        _exit_fast(status)
+    return status
+
+
+def _run(argv: list[str] | None, as_program: bool) -> int:
+    """Parse, check the outputs, run the command inside the confined folders, and turn every failure into a status."""
     from metaeval import interrupts
     from metaeval.files import confine, switched
 
@@ -599,6 +826,12 @@ def main(argv: list[str] | None = None) -> int:
     with interrupts.installed():
         try:
             args = build_parser().parse_args(argv)
+            if getattr(args, "cache_dir", None) is not None:
+                from metaeval.compile_cache import ENV_VAR
+
+                os.environ[ENV_VAR] = str(args.cache_dir.resolve())  # read by the compile cache, here and in its compile process
+            if as_program:
+                _short_lived(args)
             check_output_paths(args)
             folders, files = _outputs(args)
             with confine(*folders, files=files):
@@ -628,6 +861,42 @@ def _kept(sets: list) -> str:
     """What a command stopped part-way left: every result set is whole, switched in or not at all."""
     done = list(dict.fromkeys(map(str, sets)))
     return f"stopped after {', '.join(done)} had been written in full" if done else "nothing new was kept; earlier results are as they were"
+
+
+def _short_lived(args: argparse.Namespace) -> None:
+    """Settings for a process that runs one command and ends, measured on a fresh ``metaeval fit --refit``.
+
+    - Full collections of the cyclic garbage collector are put off: 7 of them scanned the imported
+      libraries again and again (0.8 CPU-s; freezing the heap after the imports saved 0.35).
+    - dask is absent to every command but sensitivity, which runs on it: xarray imports dask and
+      dask.array (0.3-0.5 s) at its first DataArray only to recognise dask arrays, and there are none.
+    """
+    import gc
+
+    gc.set_threshold(*gc.get_threshold()[:2], 1000)
+    if args.func is not cmd_sensitivity:
+        sys.modules.setdefault("dask", None)  # `import dask` raises ImportError from now on
+
+
+def _exit_fast(status: int):
+    """Flush the output, run the atexit handlers, and end the process without the interpreter's teardown.
+
+    Freeing the object graphs of numba, LLVM and PyTensor one by one took about a second after a fit,
+    and nothing depends on it: every file is complete (written atomically) before a command returns.
+    """
+    import atexit
+
+    def flush():
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe or stream: nothing more can be written
+                pass
+
+    flush()
+    atexit._run_exitfuncs()
+    flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

@@ -723,28 +723,14 @@ def _conditional(tau2: np.ndarray, y: np.ndarray, s2: np.ndarray, mu_prior: Prio
     return mean, 1.0 / precision, loglik
 
 
-def _tau_grid(y: np.ndarray, s: np.ndarray, tau_prior: Prior, mu_prior: Prior, tail: float) -> dict:
-    s2 = s * s
-    uniform = tau_prior.family == "uniform"
-
-    def log_post_z(z):
-        """Unnormalised log posterior density of z."""
-        tau = _tau_from_z(z, tau_prior)
-        out = _conditional(tau * tau, y, s2, mu_prior)[2] + tau_prior.logpdf(tau) + _log_dtau_dz(z, tau_prior)
-        return np.where(np.isfinite(out), out, -np.inf)
-
-    # 1. scan a wide range of z in steps of 0.5, widening it while the maximum sits on an edge
-    scales = [x for x in (s.min(), s.max(), np.ptp(y), *_prior_scales(tau_prior)) if x > 0 and math.isfinite(x)]
-    if uniform:
-        width = tau_prior.params[1] - tau_prior.params[0]
-        z_lo, z_hi = min(-15.0, math.log(min(scales) / width) - 15.0), 45.0
-    else:
-        z_lo, z_hi = math.log(min(scales)) - 15.0, math.log(max(scales)) + 15.0
-    z_scan = np.arange(z_lo, z_hi + 0.25, 0.5)
+def _scan_mode(log_post_z, z_scan: np.ndarray, *, widen: bool = True):
+    """The mode ``centre`` and SD ``spread`` (from the curvature there) of a unimodal log density in z: a scan
+    on ``z_scan`` (``widen``: widened while its maximum sits on an edge), then parabolas through ever
+    narrower zooms. Returns them with the scan's points and values."""
     lp_scan = log_post_z(z_scan)
     for _ in range(20):
         j = int(np.argmax(lp_scan))
-        if 0 < j < z_scan.size - 1 or uniform:
+        if 0 < j < z_scan.size - 1 or not widen:
             break
         extra = np.arange(1, 61) * 0.5
         new = z_scan[0] - extra[::-1] if j == 0 else z_scan[-1] + extra
@@ -754,7 +740,7 @@ def _tau_grid(y: np.ndarray, s: np.ndarray, tau_prior: Prior, mu_prior: Prior, t
     if not np.isfinite(lp_scan.max()):
         raise ValueError("the posterior of tau vanishes everywhere: check the tau prior against the data's scale")
 
-    # 2. zoom in on the mode and its curvature: c and a of z = c + a sinh(t)
+    # zoom in on the mode and its curvature: c and a of z = c + a sinh(t)
     j = int(np.clip(np.argmax(lp_scan), 1, z_scan.size - 2))
     lo, hi = z_scan[j - 1], z_scan[j + 1]
     centre, spread = z_scan[j], 1.0
@@ -772,7 +758,27 @@ def _tau_grid(y: np.ndarray, s: np.ndarray, tau_prior: Prior, mu_prior: Prior, t
         lo, hi = zz[j - 1], zz[j + 1]
         if hi - lo < 0.25 * spread:
             break
-    spread = float(np.clip(spread, 1e-12, 5.0))
+    return float(centre), float(np.clip(spread, 1e-12, 5.0)), z_scan, lp_scan
+
+
+def _tau_grid(y: np.ndarray, s: np.ndarray, tau_prior: Prior, mu_prior: Prior, tail: float) -> dict:
+    s2 = s * s
+    uniform = tau_prior.family == "uniform"
+
+    def log_post_z(z):
+        """Unnormalised log posterior density of z."""
+        tau = _tau_from_z(z, tau_prior)
+        out = _conditional(tau * tau, y, s2, mu_prior)[2] + tau_prior.logpdf(tau) + _log_dtau_dz(z, tau_prior)
+        return np.where(np.isfinite(out), out, -np.inf)
+
+    # 1-2. scan a wide range of z in steps of 0.5 (widened while the maximum sits on an edge), zoom in on the mode
+    scales = [x for x in (s.min(), s.max(), np.ptp(y), *_prior_scales(tau_prior)) if x > 0 and math.isfinite(x)]
+    if uniform:
+        width = tau_prior.params[1] - tau_prior.params[0]
+        z_lo, z_hi = min(-15.0, math.log(min(scales) / width) - 15.0), 45.0
+    else:
+        z_lo, z_hi = math.log(min(scales)) - 15.0, math.log(max(scales)) + 15.0
+    centre, spread, z_scan, lp_scan = _scan_mode(log_post_z, np.arange(z_lo, z_hi + 0.25, 0.5), widen=not uniform)
 
     # 3. how far the grid must reach: until the density (and tau^2 times it, when E[tau^2]
     #    exists) has dropped by e^-_DROP, seen both on the scan and on rays out from the mode

@@ -103,10 +103,12 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
     """
     from statistics import NormalDist  # not scipy.stats: half a second of import on the summary and report paths
 
-    missing = [c for c in REQUIRED_COLUMNS if c not in evidence.columns]
+    # the table, or its rows (metaeval.harmonise.evidence_records: the exact engine's path never imports pandas)
+    rows = evidence.to_dict("records") if hasattr(evidence, "to_dict") else [dict(r) for r in evidence]
+    columns = evidence.columns if hasattr(evidence, "columns") else set().union(*rows) if rows else set()
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise InputError([Problem("evidence table", "", c, "required column is missing") for c in missing])
-    rows = evidence.to_dict("records")
     problems: list[Problem] = []
     ids = [str(r["estimate_id"]) for r in rows]
     for dup in sorted(i for i, n in Counter(ids).items() if n > 1):

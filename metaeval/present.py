@@ -174,3 +174,94 @@ def render(result, fmt: str) -> str:
     if fmt == "csv":
         return summary_csv(result)
     return summary_table(result)
+
+
+# --- the analyst's questions: comparison, plan, costs as terminal text -------------------------------
+
+
+def _pct(p) -> str:
+    from metaeval.words import probability
+
+    return probability(p)
+
+
+def comparison_table(comparison, names=None) -> str:
+    """A comparison (``metaeval.compare``) as terminal text: per domain the sentences, ranks and P(row better than column)."""
+    names = names or {}
+    name = lambda p: names.get(p, p)  # noqa: E731
+    lines = []
+    for d, dc in comparison.domains.items():
+        lines.append(f"{d}: {dc.label} ({dc.beneficial} is beneficial; {dc.n_draws} draws)")
+        lines += [f"  {s}" for s in dc.sentences]
+        ref = dc.reference is not None
+        lines.append(f"  {'project':<28} {'design':<18} {'P(best)':>8} {'E[rank]':>8} {'range':>6}" + (f" {'P(best) ' + dc.reference:>18}" if ref else ""))
+        for r in dc.ranks:
+            lines.append(f"  {r.project:<28} {r.design:<18} {_pct(r.p_best):>8} {r.expected_rank:>8.2f} {f'{r.rank_low}-{r.rank_high}':>6}"
+                         + (f" {_pct(r.p_best_reference):>18}" if ref else ""))
+        order = [r.project for r in dc.ranks]
+        width = max(8, *(len(p) for p in order))
+        lines.append("  P(row better than column)")
+        lines.append("  " + " " * 28 + " ".join(f"{p:>{width}}" for p in order))
+        for a in order:
+            lines.append(f"  {a:<28}" + " ".join(f"{'-' if a == b else _pct(dc.pairwise[a][b]):>{width}}" for b in order))
+        if dc.flips:
+            lines.append("  driven by the bias assumptions (order flips under " + f"{dc.reference}): "
+                         + "; ".join(f"{name(a)} over {name(b)}" for a, b in dc.flips))
+        lines.append("")
+    for d, why in comparison.skipped.items():
+        lines.append(f"{d}: not compared: {why}")
+    if comparison.reference is None:
+        lines.append("note: the order was not checked against a model without bias adjustment")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def plan_table(plan) -> str:
+    """A plan (``metaeval.plan``) as terminal text: per domain today's verdict and, per study size, what a new study would do."""
+    lines = []
+    for d, dp in plan.domains.items():
+        lines.append(f"{d}: {dp.label}: today '{dp.verdict}' (P(beneficial) {_pct(dp.p_beneficial)}), interval width {_g(dp.width)}")
+        lines.append(f"  new study's SE: {dp.se_basis}")
+        lines.append(f"  {'n/arm':>6} {'SE':>8} {'E[width]':>9} {'of now':>7} {'P(change)':>10} {'± MC':>6} {'closed form':>19} {'min ESS':>8}")
+        for p in dp.points:
+            closed = f"{_g(p.closed_form.expected_width)}; {_pct(p.closed_form.p_change)}"
+            lines.append(f"  {p.n if p.n is not None else '-':>6} {_g(p.se):>8} {_g(p.expected_width):>9} {p.width_ratio:>7.0%} "
+                         f"{_pct(p.p_change):>10} {100 * p.p_change_mcse:>5.1f}  {closed:>19} {p.ess_min:>8.0f}")
+        lines += [f"  note: {n}" for n in dp.notes]
+        lines.append("")
+    for d, why in plan.skipped.items():
+        lines.append(f"{d}: not planned: {why}")
+    best = plan.most_changed()
+    if best is not None:
+        d, p = best
+        lines.append(f"most likely to change: {d} ({_pct(p.p_change)} with {p.n if p.n is not None else 'SE ' + _g(p.se)} per arm)")
+    lines.append(f"method: {plan.method}; seed {plan.seed}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def costs_table(figures, effectiveness=None) -> str:
+    """Cost figures as printed, and the cost per person helped where computed, as terminal text."""
+    lines = []
+    for f in figures:
+        unit = "thousand DKK" if f.unit == "dkk_1000" else "DKK"
+        value = f.statement if f.estimate is None else f"{f.estimate:,g} {unit}" + (f" ({f.ci_level:.0%} CI {f.ci_low:,g} to {f.ci_high:,g})" if f.ci_low is not None else "")
+        price = f"{f.price_year} prices" if f.price_year else "price year not stated"
+        lines.append(f"{f.project}/{f.id}: {f.what}")
+        lines.append(f"  {value}; per {f.per}; {price}; {f.perspective} perspective ({f.source}, {f.provenance.location})")
+        if f.no_ratio:
+            lines.append(f"  no cost per person helped: {f.no_ratio}")
+    if effectiveness is not None:
+        lines.append("")
+        for r in effectiveness.results:
+            ratio = ("no interval" if r.ratio is None else
+                     f"median {r.ratio.median:,.0f} DKK ({r.ratio.prob:.0%} interval {r.ratio.low:,.0f} to {r.ratio.high:,.0f})")
+            lines.append(f"{r.project}/{r.cost} per {r.outcome} (effect: {r.basis}; {r.currency}, {r.perspective} perspective): "
+                         f"P(helps) {_pct(r.p_helps)}, P(saves) {_pct(r.p_saves)}, cost per person helped {ratio}"
+                         + (f", P(worth it at {r.wtp:,.0f} DKK) {_pct(r.p_below_wtp)}" if r.wtp is not None else ""))
+            if r.ratio_note:
+                lines.append(f"  note: {r.ratio_note}")
+        for a in dict.fromkeys(a for r in effectiveness.results for a in r.assumptions):
+            lines.append(f"assumed: {a}")
+        for k, why in effectiveness.no_ratio.items():
+            if "/" in k:
+                lines.append(f"{k}: no cost per person helped: {why}")
+    return "\n".join(lines).rstrip() + "\n"

@@ -95,6 +95,7 @@ def render_report(
     *,
     extras: Mapping | None = None,
     appraisal=None,
+    analysis=None,
     title: str = "metaeval report",
     progress: Callable[[str, int, int], None] | None = None,
     dpi: int = 110,
@@ -106,8 +107,11 @@ def render_report(
     ``sensitivity`` and ``calibration`` (each a dict with optional ``title``, ``text``, ``table``
     (DataFrame or records) and ``figures`` (matplotlib Figures, PNG bytes or SVG text, bare or as
     ``{"caption", "figure"}``), or plain text); a missing one is reported as not available. Other
-    keys become further sections. ``progress(description, done, total)`` is called as each part
-    is built. Same inputs, same text: nothing depends on the clock.
+    keys become further sections. ``analysis`` (:func:`metaeval.analysis.analyse`) fills the
+    initiative sections: the initiatives × domains matrix, the comparison, costs, the plan for the
+    next evaluation and a card per initiative; without it they are made from the result alone (no
+    draws: probabilities approximate, no comparison or plan). ``progress(description, done,
+    total)`` is called as each part is built. Same inputs, same text: nothing depends on the clock.
     """
     from metaeval import __version__
 
@@ -115,7 +119,7 @@ def render_report(
         raise TypeError(f"the report is made from a metaeval.result.Result, not {type(result).__name__}")
     extras = dict(extras or {})
     keys = [*EXTRA_SECTIONS, *sorted(k for k in extras if k not in EXTRA_SECTIONS)]
-    total, done = 1 + len(result.domains) + 6 + len(keys), 0
+    total, done = 2 + len(result.domains) + 6 + len(keys), 0
 
     def step(description: str) -> None:
         nonlocal done
@@ -127,13 +131,15 @@ def render_report(
     names = views.Names(rows, result)
     overview = views.overview(result, rows, names)
     step("overview")
+    context = _initiative_sections(evidence, result, analysis, names, dpi)
+    step("initiatives")
     domains = []
     for d in result.domains:
         section = views.domain(result, rows, d, names)
         section["figure"], section["figure_missing"] = _forest(evidence, result, d, dpi)
         domains.append(section)
         step(f"domain {result.domains[d].label}")
-    context = {"evidence": views.evidence(rows, names)}
+    context["evidence"] = views.evidence(rows, names)
     step("evidence table")
     context["excluded"] = views.excluded(result, rows, names)
     step("left-out estimates")
@@ -158,7 +164,8 @@ def render_report(
         section["figures"] = embedded
         sections.append(section)
         step(section["title"])
-    toc = ([{"anchor": "overview", "title": "Overview"}] + [{"anchor": s["anchor"], "title": s["label"]} for s in domains]
+    toc = ([{"anchor": "overview", "title": "Overview"}] + [{"anchor": a, "title": t} for a, t in _INITIATIVE_TOC]
+           + [{"anchor": s["anchor"], "title": s["label"]} for s in domains]
            + [{"anchor": a, "title": t} for a, t in (("evidence", "The evidence"), ("risk-of-bias", "Risk of bias per estimate"),
                                                     ("excluded", "Estimates left out of pooling"),
                                                     ("direction-only", "Findings without numbers"), ("assumptions", "Stated assumptions"),
@@ -172,6 +179,41 @@ def render_report(
                            domains=domains, extras=sections, version=__version__, engine=result.engine, **context)
 
 
+_INITIATIVE_TOC = (("at-a-glance", "Initiatives at a glance"), ("compare", "Which initiative does more?"), ("costs", "Costs beside effects"),
+                   ("plan", "What would settle it"), ("initiatives", "The initiatives, one by one"))
+
+
+def _initiative_sections(evidence, result: Result, analysis, names, dpi: int) -> dict:
+    """The matrix, comparison, costs, plan and cards, as view data with their figures embedded."""
+    from metaeval.analysis import analyse
+
+    if analysis is None:
+        analysis = analyse(evidence, result)
+    ce_figure = plan_figure = None
+    if analysis.cost_effectiveness is not None and analysis.cost_effectiveness.results:
+        from metaeval.costs import ceac_figure
+
+        ce_figure = _try_figure(lambda: ceac_figure(analysis.cost_effectiveness, names.projects), "Cost-effectiveness acceptability curves",
+                                "Probability that the initiative is worth it against the price one would pay per person helped "
+                                "(solid: bias-adjusted pooled effect; dashed: the trial alone).", dpi)
+    if analysis.plan is not None and analysis.plan.domains:
+        from metaeval.planning import plan_figure as draw_plan
+
+        plan_figure = _try_figure(lambda: draw_plan(analysis.plan), "Expected interval width and probability of a changed verdict against study size",
+                                  "Left: the expected width of the average effect's interval after a new randomised evaluation, as a share of "
+                                  "today's. Right: the probability that the verdict changes. One line per outcome.", dpi)
+    return {"matrix": views.matrix(analysis, result, names), "comparison": views.comparison_view(analysis, names),
+            "costs": views.costs_view(analysis, names, ce_figure), "plan": views.plan_view(analysis, plan_figure),
+            "cards": views.cards(analysis, result, names)}
+
+
+def _try_figure(draw: Callable, alt: str, caption: str, dpi: int) -> dict:
+    try:
+        return figure(draw(), alt, caption, dpi=dpi)
+    except Exception as err:  # noqa: BLE001 - one bad figure must not lose the whole report
+        return {"src": None, "error": f"The figure could not be drawn: {err}"}
+
+
 def write_report(
     path: str | Path,
     evidence,
@@ -179,6 +221,7 @@ def write_report(
     *,
     extras: Mapping | None = None,
     appraisal=None,
+    analysis=None,
     title: str = "metaeval report",
     progress: bool | None = None,
 ) -> Path:
@@ -201,8 +244,8 @@ def write_report(
             def advance(description: str, done: int, total: int) -> None:
                 bar.update(task, description=escape(description), completed=done, total=total)
 
-            text = render_report(evidence, result, extras=extras, appraisal=appraisal, title=title, progress=advance)
+            text = render_report(evidence, result, extras=extras, appraisal=appraisal, analysis=analysis, title=title, progress=advance)
     else:
-        text = render_report(evidence, result, extras=extras, appraisal=appraisal, title=title)
+        text = render_report(evidence, result, extras=extras, appraisal=appraisal, analysis=analysis, title=title)
     write_atomic(path, text)
     return path

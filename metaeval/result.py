@@ -5,7 +5,9 @@ A :class:`Result` holds, per outcome domain, the pooled effect ``mu``, the betwe
 project ``theta_new``, the shrunken project effects with pooling factors and P(best), pairwise
 comparisons, the priors used and plain-language notes; then everything that was left out and by
 which stage, the sampler's diagnostics (``None`` for the exact engine: there is nothing to check,
-and nothing is faked), the model that was fitted, the seed and the provenance.
+and nothing is faked; with MCMC, also the cross-check against the exact answer where there is one),
+the exact engine's estimate of its numerical error, the model that was fitted, the seed and the
+provenance.
 
 It is frozen (pydantic): ``Result.from_json(r.to_json()) == r``. The JSON carries
 ``schema_version`` and is described by a JSON Schema shipped in the package
@@ -26,7 +28,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 #: Raised whenever a field is added, removed or changes meaning; readers refuse other versions.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class _Frozen(BaseModel):
@@ -43,6 +45,8 @@ class Posterior(_Frozen):
     hdi_prob: float = Field(gt=0, lt=1)
     p_beneficial: float | None = Field(None, ge=0, le=1, description="P(effect > 0 in the beneficial direction)")
     p_mid: float | None = Field(None, ge=0, le=1, description="P(effect beyond the minimal important difference)")
+    error_sd: float | None = Field(None, ge=0, description="exact engine: its estimated numerical error in the mean, SD and "
+                                                          "interval ends, in posterior SDs (null for MCMC: see diagnostics)")
 
 
 class Bias(_Frozen):
@@ -67,6 +71,7 @@ class ProjectEffect(_Frozen):
     pooling: float | None = Field(None, ge=0, le=1, description="0: its own data alone, 1: the domain mean (baggr)")
     bias: Bias | None = None
     p_best: float | None = Field(None, ge=0, le=1, description="P(this project's effect is the domain's most beneficial)")
+    error_sd: float | None = Field(None, ge=0, description="exact engine: its estimated numerical error, in posterior SDs")
 
     @property
     def key(self) -> str:
@@ -147,6 +152,18 @@ class Exclusion(_Frozen):
                     "engine: the engine cannot use it")
 
 
+class CrossCheck(_Frozen):
+    """The MCMC fit against the exact engine's answer for the same model, where it has one (``metaeval run``)."""
+
+    max_discrepancy_sd: float = Field(description="largest |MCMC - exact| of a posterior mean or SD (mu, tau, project "
+                                                  "effects), in the exact posterior's SDs")
+    quantity: str = Field(description="where it is: domain, quantity and statistic")
+    max_z: float = Field(description="largest |MCMC - exact| over its Monte Carlo standard error (with the exact "
+                                     "engine's numerical error)")
+    threshold: float = Field(description="max_z above this fails the gate")
+    passed: bool
+
+
 class Diagnostics(_Frozen):
     """The MCMC diagnostics gate (Vehtari et al. 2021) over every posterior variable."""
 
@@ -157,6 +174,15 @@ class Diagnostics(_Frozen):
     passed: bool
     failures: tuple[str, ...] = Field(description="one sentence per failed criterion, naming the worst variable")
     thresholds: dict[str, float]
+    cross_check: CrossCheck | None = None
+
+
+class Numerical(_Frozen):
+    """The exact engine's estimate of its own numerical error: the largest change between its default rules
+    and rules 1.5 times coarser (an upper bound in practice; tests/test_exact_full.py holds it to that)."""
+
+    error_sd_max: float = Field(ge=0, description="means, SDs and interval ends, in posterior SDs")
+    error_p_max: float = Field(ge=0, description="probabilities (beneficial, beyond the MID, best, pairwise)")
 
 
 class BiasModel(_Frozen):
@@ -228,11 +254,12 @@ class Provenance(_Frozen):
 class Result(_Frozen):
     """A whole fit (see the module docstring)."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     engine: Literal["mcmc", "exact"]
     domains: dict[str, DomainResult]
     exclusions: tuple[Exclusion, ...]
     diagnostics: Diagnostics | None
+    numerical: Numerical | None = None
     model: ModelRecord
     seed: int | None
     provenance: Provenance

@@ -82,16 +82,17 @@ def variants(spec: ModelSpec, projects: list[str]) -> list[Variant]:
 def exact_result(evidence, spec: ModelSpec) -> tuple[Result | None, str | None]:
     """The exact engine's result for ``spec`` on ``evidence`` (a table), or None and why it has no exact form."""
     from metaeval.errors import InputError
-    from metaeval.exact import fit_exact, not_exact
+    from metaeval.exact_full import exact_reason, summarise_exact
     from metaeval.model import prepare
 
     try:
-        why = not_exact(prepare(evidence, spec), spec)
+        layout = prepare(evidence, spec)
     except InputError as err:  # e.g. nothing left to fit once the variant drops it
         return None, "; ".join(p.message for p in err.problems)
+    why = exact_reason(layout, spec)
     if why is not None:
         return None, why
-    return fit_exact(evidence, priors=spec.priors, hdi_prob=spec.hdi_prob, overrides=spec.overrides), None
+    return summarise_exact(layout, spec, evidence), None
 
 
 def check(evidence, spec: ModelSpec, baseline: Result) -> Robustness:

@@ -11,12 +11,13 @@ Sampler: nutpie (PyMC's default when installed) at the spec's target_accept
 (0.995 in the bundled models). Measured on a 13-estimate fixture shaped like
 the bundled evidence (2 shared cores, warm compile cache, 4 x (1000 + 1000),
 target_accept 0.99, one process per fit): nutpie 13 s wall, the PyMC sampler
-with the numba backend 25 s, with the C backend 36 s; most of nutpie's time is
-compilation, which it repeats in every process (its numba wrappers cannot be cached
-on disk). Within a process a compiled sampler is reused for every model of the same
-structure (``_sample_nutpie``), so a notebook refit with other data or prior values
-pays only for sampling. ``sampler="pymc"`` remains an option (numba backend). Gate
-results over seeds: ``bench/gate_results.json``.
+with the numba backend 25 s, with the C backend 36 s; most of nutpie's time was
+compiling its two numba callbacks, which ``metaeval.compile_cache`` now keeps on disk
+across processes (a fresh fit of the bundled evidence: 24 CPU-s before, 6 after).
+Within a process a compiled sampler is reused for every model of the same structure
+(``_sample_nutpie``), so a notebook refit with other data or prior values pays only
+for sampling. ``sampler="pymc"`` remains an option (numba backend). Gate results over
+seeds: ``bench/gate_results.json``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 import os
 import sys
 import threading
+import types
 import warnings
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -88,7 +90,8 @@ def fit(
     ``target_accept`` defaults to the model spec's (0.99: lower values left
     divergences in the feasibility check). ``progress`` shows a progress bar;
     by default only when stderr is a terminal. The same seed gives the same draws
-    in the same environment (compile cache state included, see DESIGN.md).
+    in the same environment, whether the compile cache was cold or warm (nutpie's
+    callbacks always run as loaded from it: ``metaeval.compile_cache``).
     """
     import pymc as pm
 
@@ -176,7 +179,7 @@ def _structure(model) -> _Structure | None:
 
 
 def _sample_nutpie(model, settings: SamplerSettings, progress: bool):
-    """Sample with nutpie, compiling the model once per structure in this process.
+    """Sample with nutpie, compiling the model once per structure in this process (and loading it from disk).
 
     A model equal to an earlier one up to the values of its data containers (the same
     evidence shape and prior families, say, with other estimates or prior scales) reuses
@@ -186,9 +189,12 @@ def _sample_nutpie(model, settings: SamplerSettings, progress: bool):
     """
     import time
 
-    import nutpie
     from pymc.backends.arviz import patch_nutpie_idata
     from pytensor.graph.basic import equal_computations
+
+    from metaeval.compile_cache import compile_model
+
+    nutpie = _import_nutpie()
 
     structure = _structure(model)
     with _COMPILED_LOCK:
@@ -197,7 +203,7 @@ def _sample_nutpie(model, settings: SamplerSettings, progress: bool):
             entry = next((e for e in _COMPILED if e[0].signature == structure.signature
                           and equal_computations(e[0].outputs, structure.outputs, e[0].inputs, structure.inputs)), None)
         if entry is None:
-            compiled, template, values = nutpie.compile_pymc_model(model), model, {}
+            compiled, template, values = compile_model(model), model, {}
             if structure is not None:
                 _COMPILED.append((structure, compiled, model))
                 del _COMPILED[:-_COMPILED_MAX]
@@ -225,6 +231,38 @@ def _sample_nutpie(model, settings: SamplerSettings, progress: bool):
     return posterior
 
 
+class _ArviZStandIn(types.ModuleType):
+    """What ``import arviz`` gives nutpie: names from arviz_stats or arviz_base, the whole of arviz only for others.
+
+    The real ``arviz`` namespace star-imports arviz_base, arviz_stats and arviz_plots, in that order;
+    the last pulls in matplotlib (0.6 s of a fresh fit) and nutpie needs only arviz_base's converters.
+    """
+
+    def __getattr__(self, name: str):
+        import importlib
+
+        if not name.startswith("_"):
+            for source in ("arviz_stats", "arviz_base"):  # the later star import wins in arviz's namespace
+                module = importlib.import_module(source)
+                if hasattr(module, name):
+                    return getattr(module, name)
+        return getattr(importlib.import_module("arviz"), name)
+
+
+def _import_nutpie():
+    """nutpie, whose module-level ``import arviz`` gets the stand-in above (only while nutpie is imported)."""
+    if "nutpie" not in sys.modules and "arviz" not in sys.modules:
+        stand_in = sys.modules["arviz"] = _ArviZStandIn("arviz")
+        try:
+            import nutpie  # noqa: F401
+        finally:
+            if sys.modules.get("arviz") is stand_in:
+                del sys.modules["arviz"]
+    import nutpie
+
+    return nutpie
+
+
 def annotate(posterior, layout: Layout, spec: ModelSpec | None, settings: SamplerSettings):
     """Store what ``summarise`` needs with a posterior (layout, spec, settings, seed) and label projects by id and domain."""
     post = posterior["posterior"].to_dataset()
@@ -250,7 +288,7 @@ def diagnose(posterior) -> dict:
     the gate fails, ``failures``: one plain sentence per failed criterion naming
     the worst variable.
     """
-    import arviz as az
+    import arviz_stats as azs  # not arviz: that imports arviz_plots and matplotlib as well
     import numpy as np
 
     def extreme(ds, pick):
@@ -272,9 +310,9 @@ def diagnose(posterior) -> dict:
     post = posterior["posterior"].to_dataset()
     with warnings.catch_warnings():  # constant variables give NaN, handled above
         warnings.simplefilter("ignore", RuntimeWarning)
-        rhat, rhat_at = extreme(az.rhat(post), "max")
-        ess_bulk, bulk_at = extreme(az.ess(post, method="bulk"), "min")
-        ess_tail, tail_at = extreme(az.ess(post, method="tail"), "min")
+        rhat, rhat_at = extreme(azs.rhat(post), "max")
+        ess_bulk, bulk_at = extreme(azs.ess(post, method="bulk"), "min")
+        ess_tail, tail_at = extreme(azs.ess(post, method="tail"), "min")
     divergences = int(posterior["sample_stats"]["diverging"].sum()) if "diverging" in posterior["sample_stats"] else 0
     failures = []
     if rhat is None or rhat > RHAT_MAX:
@@ -346,9 +384,9 @@ def write_posterior(posterior, path: str | Path) -> None:
 
 def load_posterior(path: str | Path):
     """Read a saved posterior back as a DataTree (fully loaded, file closed)."""
-    import arviz as az
+    import xarray as xr
 
-    tree = az.from_netcdf(str(path))
+    tree = xr.open_datatree(str(path), engine="netcdf4")
     loaded = tree.load()
     tree.close()
     return loaded

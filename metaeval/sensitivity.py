@@ -218,13 +218,16 @@ def fit_scenario(
     power_scaling: bool = False,
     out: str | None = None,
     refit: bool = False,
+    engine: str = "mcmc",
 ) -> dict:
     """Fit one scenario (optionally without one project) and return its compact summary.
 
     ``evidence`` is the harmonised table for the scenario's estimand. With ``out`` the
     fit goes through the fit cache (``<out>/fits/<key>/``); ``settings`` are
     :class:`~metaeval.sampling.SamplerSettings` fields, seed included.
-    ``power_scaling`` adds the per-domain power-scaling diagnostics.
+    ``power_scaling`` adds the per-domain power-scaling diagnostics (MCMC only: they reweight draws).
+    ``engine``: ``mcmc``; ``exact`` (a scenario whose model has no exact form fails, saying why); or
+    ``auto`` (exact where the scenario's model has an exact form, else MCMC).
     """
     from metaeval.model import model_from_layout, prepare
     from metaeval.sampling import SamplerSettings, fit, fit_cached
@@ -234,6 +237,16 @@ def fit_scenario(
     table = evidence
     if drop_project is not None:
         table = evidence[evidence["project_id"].astype(str) != drop_project].reset_index(drop=True)
+    if engine != "mcmc":
+        from metaeval.exact_core import NoExactForm
+        from metaeval.exact_full import exact_reason, summarise_exact
+
+        layout = prepare(table, spec)
+        reason = exact_reason(layout, spec)
+        if reason is None:
+            return _compact(summarise_exact(layout, spec, table))
+        if engine == "exact":
+            raise NoExactForm(reason)
     sampler = SamplerSettings(**settings).resolved(spec)
     if out is not None:
         cached = fit_cached(table, spec, out=out, settings=sampler, refit=refit, progress=False)
@@ -498,8 +511,12 @@ def run_sensitivity(
     workers: int | None = None,
     progress=None,
     refit: bool = False,
+    engine: str = "mcmc",
 ) -> SensitivityResult:
     """Run the grid (+ leave-one-project-out refits) as one batch of tasks; power-scaling on the baseline.
+
+    ``engine`` (see :func:`fit_scenario`): with ``exact`` every fit takes well under a second, so the tasks
+    run in this process unless a ``scheduler`` is named (a Dask cluster costs more to start than they do).
 
     ``evidence``: a harmonised table to use as is (both estimands then use it; a TOT
     scenario needs ``data_dir``/``csv`` or the bundled evidence; ``domains`` and ``defaults`` describe a
@@ -517,7 +534,10 @@ def run_sensitivity(
     tables = {}
     for estimand in sorted({s["estimand"] for s in scenarios}):
         tables[estimand] = evidence if evidence is not None else load_evidence(data_dir, csv=csv, domains=domains, defaults=defaults, estimand=estimand)
-    common = {"grid": grid, "settings": settings, "overrides": tuple(overrides), "out": None if out is None else str(out), "refit": refit}
+    common = {"grid": grid, "settings": settings, "overrides": tuple(overrides), "out": None if out is None else str(out), "refit": refit,
+              "engine": engine}
+    if engine == "exact" and scheduler is None:
+        scheduler = "serial"
     tasks = [{**common, "scenario": s, "evidence": tables[s["estimand"]],
               "power_scaling": grid.power_scaling and s["name"] == BASELINE} for s in scenarios]
     projects: list[str] = []

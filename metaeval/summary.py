@@ -127,7 +127,7 @@ def summarise(posterior, *, hdi_prob: float | None = None, diagnostics: dict | N
 
 def _posterior(values, hdi_prob: float, sign: float | None = None, mid: float | None = None) -> Posterior:
     """Mean, SD and HDI of draws (chain, draw); with ``sign`` P(beneficial), and with ``mid`` P(beyond it) too."""
-    import arviz as az
+    import arviz_stats as az  # not arviz: that imports arviz_plots and matplotlib as well
     import numpy as np
     import xarray as xr
 

@@ -45,6 +45,8 @@ _DECIMALS = {"smd": 2, "log_or": 2, "md": 2, "grade": 2, "share": 3, "pp": 1, "h
 #: P(the average effect is beneficial) -> words, from the top down.
 _VERDICTS = ((0.975, "Very likely beneficial", "good2"), (0.9, "Likely beneficial", "good1"), (0.7, "Possibly beneficial", "lean"),
              (0.3, "Unclear", "unclear"), (0.1, "Possibly adverse", "leanbad"), (0.025, "Likely adverse", "bad1"))
+#: The P(beneficial) values where the verdict changes, from the top down.
+VERDICT_CUTS = tuple(threshold for threshold, _, _ in _VERDICTS)
 
 
 def design_label(design) -> str:

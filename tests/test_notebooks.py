@@ -30,11 +30,12 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 QUICKSTART = NOTEBOOKS / "01_analyst_quickstart.ipynb"
 RESEARCHER = NOTEBOOKS / "02_researcher_models.ipynb"
+DECISIONS = NOTEBOOKS / "03_analyst_decisions.ipynb"
 KERNEL_NAME = "metaeval-test-venv"
 PROBE_MARK = "METAEVAL-PROBE:"
 #: Whole-notebook budgets in seconds. Measured on 2 cores with a warm compile
-#: cache: quick start about 20 s, researcher about 70 s.
-BUDGET = {QUICKSTART.name: 300, RESEARCHER.name: 600}
+#: cache: quick start about 20 s, researcher about 70 s, decisions (two fits) about 100 s.
+BUDGET = {QUICKSTART.name: 300, RESEARCHER.name: 600, DECISIONS.name: 600}
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -122,7 +123,7 @@ def run_notebook(kernel_dir, tmp_path, monkeypatch):
 # --- fast checks on the committed files --------------------------------------------------
 
 
-@pytest.mark.parametrize("path", [QUICKSTART, RESEARCHER], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [QUICKSTART, RESEARCHER, DECISIONS], ids=lambda p: p.stem)
 def test_committed_without_outputs(path):
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
@@ -131,7 +132,7 @@ def test_committed_without_outputs(path):
     assert all(c.outputs == [] and c.execution_count is None for c in code), "strip the outputs before committing"
 
 
-@pytest.mark.parametrize("path", [QUICKSTART, RESEARCHER], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [QUICKSTART, RESEARCHER, DECISIONS], ids=lambda p: p.stem)
 def test_uses_only_the_top_level_api(path):
     nb = nbformat.read(path, as_version=4)
     source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
@@ -297,3 +298,67 @@ def test_researcher_models(run_notebook):
     assert set(state["pareto_k"]) == variants and all(len(k) == n_estimates for k in state["pareto_k"].values())
     assert "Pareto k > 0.7" in _text(_tagged(nb, "pareto-k"))
     assert "largest difference" in _text(_tagged(nb, "loo-reading"))
+
+
+DECISIONS_PROBE = f"""
+import json
+print({PROBE_MARK!r} + json.dumps({{
+    "gate": summary.diagnostics.passed,
+    "matrix_shape": list(matrix.shape),
+    "matrix_index": list(matrix.index),
+    "compare": {{d: {{"pairwise": dc.pairwise, "p_best": [r.p_best for r in dc.ranks], "reference": dc.reference}}
+                for d, dc in comparison.domains.items()}},
+    "ratios": [[r.cost, r.domain, r.basis, r.p_below_wtp] for r in effectiveness.results],
+    "no_ratio": sorted(effectiveness.no_ratio),
+    "plan": {{d: [[p.n, p.expected_width, p.p_change] for p in dp.points] for d, dp in plan.domains.items()}},
+    "most_changed": plan.most_changed()[0],
+    "report": str(report_path),
+}}))
+"""
+
+
+@pytest.mark.slow
+def test_analyst_decisions(run_notebook):
+    import metaeval
+
+    evidence = metaeval.load_evidence()
+    nb, state, out = run_notebook(DECISIONS, DECISIONS_PROBE)
+    assert state["gate"] is True
+    assert list((out / "fits").glob("*/posterior.nc")) and len(list((out / "fits").glob("*/posterior.nc"))) == 2
+
+    # 1. the initiatives x outcomes matrix, and the comparison checked against the face-value fit
+    assert state["matrix_shape"] == [evidence.project_id.nunique(), len(set(evidence.loc[evidence.poolable, "domain"]))]
+    assert any("[rct]" in row for row in state["matrix_index"])
+    assert "%" in _text(_tagged(nb, "matrix")) and "reason" in _text(_tagged(nb, "unused"))
+    for d, block in state["compare"].items():
+        assert block["reference"] == "no_bias"
+        assert sum(block["p_best"]) == pytest.approx(1, abs=1e-5)
+        for a, row in block["pairwise"].items():
+            for b, p in row.items():
+                assert p + block["pairwise"][b][a] == pytest.approx(1, abs=1e-5)
+    sentences = _text(_tagged(nb, "sentences"))
+    assert "Employment:" in sentences and "without the design-bias adjustment" in sentences
+    assert "P(best)" in _text(_tagged(nb, "ranking"))
+
+    # 2. costs as printed; the cost per person helped only for OtO, every other figure saying why not
+    assert "2022" in _text(_tagged(nb, "costs")) and "not stated" in _text(_tagged(nb, "costs"))
+    assert {(c, d, b) for c, d, b, _ in state["ratios"]} == {("oto_total_itt", d, b) for d in ("disability_pension", "flexjob")
+                                                          for b in ("model", "trial")}
+    assert all(0 <= p <= 1 for *_, p in state["ratios"])
+    assert {"drc_budget_surplus", "assens_success_after", "oto_social_itt"} <= set(state["no_ratio"])
+    assert any("image/png" in o.get("data", {}) for o in _tagged(nb, "ceac").outputs)
+
+    # 3. the plan: the expected width falls with n in every domain; the headline names a domain
+    for d, points in state["plan"].items():
+        widths = [w for _, w, _ in points]
+        assert [n for n, _, _ in points] == [50, 100, 200, 400] and widths == sorted(widths, reverse=True), d
+    assert any("image/png" in o.get("data", {}) for o in _tagged(nb, "plan-figure").outputs)
+    headline = _text(_tagged(nb, "plan-headline"))
+    assert "would most likely change the verdict in" in headline and state["most_changed"] in state["plan"]
+
+    # the report, with the initiative sections
+    report = Path(state["report"])
+    assert report.parent == out
+    html = report.read_text(encoding="utf-8")
+    assert html.index('id="at-a-glance"') < html.index('id="domains"') and 'class="card"' in html
+

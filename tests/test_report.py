@@ -259,7 +259,7 @@ def test_exact_engine_exclusions_and_no_sampling_diagnostics(exact_case):
     assert "described without numbers in the source" in excluded["drc:who5"]["reason"]
     direction = _section(text, "direction-only", "assumptions")
     assert direction.count("no: the engine cannot use it; shown beside it only") == 2  # the exact engine leaves them out
-    assert views.diagnostics(result) == {"exact": True, "rows": [], "gate": None, "failures": []}
+    assert views.diagnostics(result) == {"exact": True, "rows": [], "gate": None, "failures": [], "error_sd": None}  # the one-level engine states none
     assert "there are no sampling diagnostics" in text
 
 

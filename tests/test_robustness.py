@@ -560,7 +560,7 @@ def test_edge_exact_engine(case, tmp_path, capsys):
     summary = json.loads(out)  # json.loads would keep NaN; check every number is finite
     _finite_summary(summary["domains"]["all"])
     if case == "one_study":
-        assert any("posterior is its prior" in n for n in summary["domains"]["all"]["notes"])
+        assert any("posterior equals its prior" in n for n in summary["domains"]["all"]["notes"])
     if case == "se_from_1e-6_to_1e6":  # the precise study pins its own effect; the imprecise one is pulled to the mean
         s0 = next(p for p in summary["domains"]["all"]["projects"] if p["project"] == "s0")
         assert s0["mean"] == pytest.approx(0.3, abs=1e-4)

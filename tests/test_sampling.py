@@ -78,14 +78,12 @@ def test_fit_returns_an_annotated_datatree():
 
 @pytest.fixture
 def compile_count(monkeypatch):
-    """An empty compiled-sampler cache and a counter of nutpie compilations."""
-    import nutpie
-
-    from metaeval import sampling
+    """An empty compiled-sampler cache and a counter of compilations (each loads or builds a compile-cache entry)."""
+    from metaeval import compile_cache, sampling
 
     calls = []
-    original = nutpie.compile_pymc_model
-    monkeypatch.setattr(nutpie, "compile_pymc_model", lambda model, **kw: calls.append(model) or original(model, **kw))
+    original = compile_cache.compile_model
+    monkeypatch.setattr(compile_cache, "compile_model", lambda model: calls.append(model) or original(model))
     monkeypatch.setattr(sampling, "_COMPILED", [])
     return calls
 

@@ -1,0 +1,370 @@
+"""Exact inference for the bias-adjusted model: the :class:`~metaeval.model.Layout` in, the summary out.
+
+Whenever a model is conditionally Gaussian given each domain's variance parameters (additive bias with
+fixed priors, no bias, variance inflation, any inclusion rule; direction-only findings censored or left
+out), its posterior is computed by :mod:`metaeval.exact_core` without sampling. This module is the thin
+layer between the two: it reads what enters the model from the same ``Layout`` that ``model.prepare``
+makes for the PyMC model (so what enters and why is decided once), gives the core one block per domain,
+and returns the same :class:`~metaeval.result.Result` as :func:`metaeval.summary.summarise`, with each
+quantity's estimated numerical error beside it (``error_sd``: the largest change in its mean, SD or
+interval ends between the default and the coarse quadrature rules, in posterior SDs) and the largest
+over all quantities and probabilities in ``Result.numerical``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+
+import numpy as np
+
+from metaeval.exact_core import NEW, Block, BlockPosterior, NoExactForm
+from metaeval.model import Layout, prepare
+from metaeval.priors import parse_prior
+from metaeval.result import Bias, DomainResult, Exclusion, Numerical, Posterior, Provenance, ProjectEffect, Result
+from metaeval.spec import ModelSpec
+
+#: Pairwise probabilities are reported for domains with at most this many projects (a square table).
+PAIRWISE_MAX_PROJECTS = 200
+
+
+def exact_form(spec: ModelSpec) -> str | None:
+    """Why ``spec`` has no exact form (None when it has one, on evidence with direction-only findings in at
+    most one project/design cell a domain: see :func:`exact_reason`).
+
+    Exact: fixed bias priors (``additive``), ``none`` or ``variance_inflation``. Not: a design level
+    learned from the data (``hierarchical``, shared by all domains), or a mu prior other than normal or flat.
+    """
+    if spec.bias_mode == "hierarchical":
+        return (f"model {spec.name!r} learns a design-bias level shared by all domains (bias mode 'hierarchical'): "
+                "its domains are not conditionally Gaussian given a few variance parameters each; use --engine mcmc")
+    for key, prior in [("mu", spec.priors["mu"])] + [(k, p) for k, p in spec.overrides.items() if k.partition(".")[0] == "mu"]:
+        if prior.family not in ("normal", "flat"):
+            return f"the prior {key} = {prior} is not normal or flat, so mu is not conditionally Gaussian; use --engine mcmc"
+    return None
+
+
+def domain_block(layout: Layout, domain: str) -> tuple[Block, list[int], list[int]]:
+    """The core's block for one domain, with the layout indices of its project cells and bias terms."""
+    cells = [i for i, p in enumerate(layout.projects) if p["domain"] == domain]
+    terms = [j for j, t in enumerate(layout.bias_terms) if t["domain"] == domain]
+    cell_of = {i: k for k, i in enumerate(cells)}
+    term_of = {j: k for k, j in enumerate(terms)}
+    estimates = [(e["yi"], e["sei"] ** 2 / e["weight"], cell_of[e["project_index"]], term_of.get(e["bias_index"], -1),
+                  e["replicate_index"] >= 0) for e in layout.estimates if e["domain"] == domain]
+    se = parse_prior(layout.priors["se"][domain]) if "se" in layout.priors else None
+    censored = [(f["z_low"], f["z_high"], cell_of[f["project_index"]], term_of.get(f["bias_index"], -1),
+                 f["replicate_index"] >= 0, f["weight"], se) for f in layout.findings if f["domain"] == domain]
+    cell_of_project = {layout.projects[i]["project"]: k for k, i in enumerate(cells)}
+    offsets = [(cell_of_project[t["project"]], t["sign"] * t["mean"], t["sd"]) for t in (layout.bias_terms[j] for j in terms)]
+    block = Block.build(
+        n_clusters=len(cells),
+        mu_prior=parse_prior(layout.priors["mu"][domain]),
+        tau_prior=parse_prior(layout.priors["tau"][domain]),
+        omega_prior=parse_prior(layout.priors["omega"][domain]) if domain in layout.omega_domains else None,
+        estimates=estimates, offsets=offsets, censored=censored,
+    )
+    return block, cells, terms
+
+
+def _stats(post: BlockPosterior, rows, p: float) -> list[dict]:
+    """Mean, SD, shortest interval and their estimated error (in SDs) of quantity ``rows``."""
+    (mean, sd), (e_mean, e_sd) = post.both("moments", rows)
+    (lo, hi), (e_lo, e_hi) = post.both("intervals", rows, p)
+    error = np.max([e_mean, e_sd, e_lo, e_hi], axis=0) / np.where(sd > 0, sd, 1.0)
+    return [{"mean": _round(mean[i]), "sd": _round(sd[i]), "hdi_low": _round(lo[i]), "hdi_high": _round(hi[i]),
+             "error_sd": _round(error[i])} for i in range(len(rows))]
+
+
+def domain_result(layout: Layout, spec: dict, meta: dict, hdi_prob: float) -> tuple[DomainResult, float]:
+    """One domain's :class:`~metaeval.result.DomainResult`, and the largest estimated error of its probabilities."""
+    from metaeval.certainty import prior_influence
+    from metaeval.summary import _notes
+
+    d, sign, mid = meta["id"], meta["sign"], meta["mid"]
+    block, cells, terms = domain_block(layout, d)
+    post = BlockPosterior(block)
+    C = len(cells)
+    errors_p = []
+
+    def probability(row: int, threshold: float) -> float:
+        value, error = post.both("prob_above", np.array([row]), sign, threshold)
+        errors_p.append(float(error[0]))
+        return _round(value[0])
+
+    mu = Posterior(**_stats(post, np.array([0]), hdi_prob)[0], hdi_prob=hdi_prob, p_beneficial=probability(0, 0.0),
+                   p_mid=probability(0, mid) if mid else None)
+    new = Posterior(**_stats(post, np.array([NEW]), hdi_prob)[0], hdi_prob=hdi_prob, p_beneficial=probability(NEW, 0.0))
+    tau = _axis(post, 0, hdi_prob)
+    omega = _axis(post, 1, hdi_prob) if block.has_omega else None
+    missing = _missing_moments(block)
+    if missing:  # a heavy-tailed prior and few projects: say so rather than report the grid's finite stand-ins
+        tau = tau.model_copy(update={k: None for k in missing["tau"]})
+        new = new.model_copy(update={k: None for k in missing["theta_new"]})
+        omega = omega.model_copy(update={k: None for k in missing["omega"]}) if omega is not None else None
+
+    theta_rows = np.arange(1, C + 1)
+    theta = _stats(post, theta_rows, hdi_prob)
+    (b_mean, b_sd), _ = post.both("moments", np.arange(C + 1, C + 1 + len(terms)))
+    pooling = post.fine.pooling()
+    (first, sampling), (first_err, _) = post.both("first", theta_rows, sign)
+    errors_p.append(float(np.max(np.maximum(first_err, sampling), initial=0.0)))
+
+    projects, labels = [], [layout.projects[i]["project"] for i in cells]
+    for k in np.argsort(labels):
+        cell = layout.projects[cells[k]]
+        own = [n for n, j in enumerate(terms) if layout.bias_terms[j]["project"] == cell["project"]]
+        bias = None
+        if own:  # pooled over the cell's bias terms, as summarise pools their draws
+            means, sds = b_mean[own], b_sd[own]
+            pooled = float(means.mean())
+            bias = Bias(mean=_round(pooled), sd=_round(math.sqrt(max(float((sds**2 + means**2).mean()) - pooled**2, 0.0))))
+        projects.append(ProjectEffect(project=cell["project"], design="+".join(cell["designs"]), raw=_round(cell["raw"]),
+                                      raw_se=_round(cell["raw_se"]), pooling=None if math.isnan(pooling[k]) else _round(pooling[k]),
+                                      bias=bias, p_best=_round(first[k]), **theta[k]))
+    pairwise = {}
+    names = [labels[k] for k in np.argsort(labels)]
+    notes = _notes(layout, spec, meta, [layout.projects[i] for i in cells], [k for k in layout.estimates + layout.findings if k["domain"] == d])
+    if 1 < C <= PAIRWISE_MAX_PROJECTS:
+        table, table_err = post.both("pairwise", theta_rows, sign)
+        order = {label: k for k, label in enumerate(labels)}
+        pairwise = {a: {b: _round(table[order[a], order[b]]) for b in names if b != a} for a in names}
+        errors_p.append(float(table_err.max()))
+    elif C > PAIRWISE_MAX_PROJECTS:
+        notes.append(f"{C} projects: pairwise probabilities are left out (the exact engine reports them up to "
+                     f"{PAIRWISE_MAX_PROJECTS} projects a domain).")
+    if missing:
+        notes.append(f"{missing['what']}: not finite (a heavy-tailed prior and {missing['n']} project(s) with numeric estimates), "
+                     "reported as null; intervals and probabilities are exact.")
+    if post.fine.edge_density > 1e-6:
+        notes.append("tau's (or omega's) posterior still has density where the exact engine's grid ends (a heavy-tailed "
+                     "prior and little data): its mean and SD are those of the part within the grid, and may be understated.")
+    members = [k for k in layout.estimates + layout.findings if k["domain"] == d]
+    designs: dict[str, int] = {}
+    for k in members:
+        designs[k["design"]] = designs.get(k["design"], 0) + 1
+    priors = {param: per_domain[d] for param, per_domain in sorted(layout.priors.items()) if d in per_domain}
+    result = DomainResult(
+        id=d, label=meta["label"], metric=meta["metric"], beneficial=meta["beneficial"], mid=mid, scale=meta["scale"],
+        assumed=meta.get("assumed", {}), n_projects=C, n_estimates=len(members),
+        n_findings=sum(1 for k in members if "z_low" in k), designs=dict(sorted(designs.items())),
+        mu=mu, tau=tau, omega=omega, theta_new=new, projects=tuple(projects), pairwise=pairwise, priors=priors,
+        prior_influence=prior_influence(mu, tau, priors), notes=tuple(notes),
+    )
+    return result, max(errors_p)
+
+
+def _domain_keys(layout: Layout, spec: dict, hdi_prob: float) -> dict[str, str]:
+    """Per domain, everything its result depends on, as canonical JSON: its part of the layout (its rows
+    pointing at its own project cells and bias terms), the spec and the interval probability (sensitivity
+    grids and leave-one-out refits leave most domains as they were, and these are then not computed again)."""
+    fields = ("projects", "estimates", "findings", "bias_terms", "excluded")
+    parts = {meta["id"]: {field: [] for field in fields} for meta in layout.domains}
+    local: dict[str, dict[int, int]] = {"projects": {}, "bias_terms": {}}
+    for field in ("projects", "bias_terms"):
+        for i, row in enumerate(getattr(layout, field)):
+            local[field][i] = len(parts[row["domain"]][field])
+            parts[row["domain"]][field].append(row)
+    for field in ("estimates", "findings"):
+        for row in getattr(layout, field):
+            parts[row["domain"]][field].append({**row, "project_index": local["projects"][row["project_index"]],
+                                                "bias_index": local["bias_terms"].get(row["bias_index"], -1)})
+    for row in layout.excluded:
+        if row.get("domain") in parts:
+            parts[row["domain"]]["excluded"].append(row)
+    for meta in layout.domains:
+        d = meta["id"]
+        parts[d].update(priors={param: per_domain.get(d) for param, per_domain in layout.priors.items()},
+                        omega=d in layout.omega_domains, meta=meta, spec=spec, hdi_prob=hdi_prob)
+    return {d: json.dumps(part, sort_keys=True, default=str) for d, part in parts.items()}
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_domain_result(key: str) -> tuple[DomainResult, float]:
+    """:func:`domain_result` of the domain described by ``key`` (:func:`_domain_keys`)."""
+    part = json.loads(key)
+    d = part["meta"]["id"]
+    layout = Layout(domains=[part["meta"]], projects=part["projects"], estimates=part["estimates"], findings=part["findings"],
+                    bias_terms=part["bias_terms"], omega_domains=[d] if part["omega"] else [], excluded=part["excluded"],
+                    priors={param: {d: text} for param, text in part["priors"].items() if text is not None})
+    return domain_result(layout, part["spec"], part["meta"], part["hdi_prob"])
+
+
+def _missing_moments(block: Block) -> dict | None:
+    """The moments that do not exist under a heavy-tailed prior (as in :mod:`metaeval.exact`): the posterior
+    of tau decays like tau^-a, a = the prior's tail exponent plus the number of projects with numeric
+    estimates (one fewer under a flat mu prior; direction-only findings add nothing): E[tau] needs a > 2 and
+    its SD a > 3, and so does a new project's effect. omega's tail is not worked out: under a heavy-tailed
+    prior its moments are left out."""
+    from metaeval.exact import _TAIL_EXPONENT
+
+    def tail(prior) -> float:
+        return prior.params[0] + 1.0 if prior.family == "halfstudentt" else _TAIL_EXPONENT.get(prior.family, math.inf)
+
+    n = len(set(block.cluster.tolist()))
+    a = tail(block.tau_prior) + n - (block.mu_prior.family == "flat")
+    heavy_omega = block.omega_prior is not None and math.isfinite(tail(block.omega_prior))
+    gone = {"tau": [k for k, need in (("mean", 2), ("sd", 3)) if a <= need], "omega": ["mean", "sd"] if heavy_omega else []}
+    gone["theta_new"] = ["sd"] if "sd" in gone["tau"] else []
+    if not (gone["tau"] or gone["omega"]):
+        return None
+    what = [f"tau {k}" for k in gone["tau"]] + [f"theta_new {k}" for k in gone["theta_new"]] + [f"omega {k}" for k in gone["omega"]]
+    return {**gone, "what": ", ".join(what), "n": n}
+
+
+def _axis(post: BlockPosterior, axis: int, hdi_prob: float) -> Posterior:
+    """tau (axis 0) or omega (axis 1): mean, SD, shortest interval and the estimated error (in SDs)."""
+    (mean, sd, lo, hi), errors = post.both("axis_summary", axis, hdi_prob)
+    return Posterior(mean=_round(mean), sd=_round(sd), hdi_low=_round(lo), hdi_high=_round(hi), hdi_prob=hdi_prob,
+                     error_sd=_round(max(errors) / sd if sd > 0 else 0.0))
+
+
+def exact_reason(layout: Layout, spec: ModelSpec) -> str | None:
+    """Why the exact engine cannot compute the model ``spec`` makes of this evidence (None: it can)."""
+    reason = exact_form(spec)
+    if reason:
+        return reason
+    for meta in layout.domains:
+        groups = {(f["project_index"], f["bias_index"]) for f in layout.findings if f["domain"] == meta["id"]}
+        if len(groups) > 1:
+            return (f"domain {meta['id']!r} has direction-only findings in {len(groups)} project/design cells; the exact "
+                    "engine integrates them in one cell a domain only; use --engine mcmc (or leave them out: "
+                    "direction_only.mode = exclude)")
+    return None
+
+
+def summarise_exact(layout: Layout, spec: ModelSpec, evidence=None) -> Result:
+    """The :class:`~metaeval.result.Result` (engine "exact") of ``spec``'s posterior for the evidence in
+    ``layout`` (``evidence``, the table or rows it was made from, for the provenance's digest).
+
+    Raises :class:`~metaeval.exact_core.NoExactForm` when the model has no exact form on this evidence.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from metaeval.harmonise import evidence_digest
+    from metaeval.sampling import package_versions
+    from metaeval.summary import model_record
+
+    reason = exact_reason(layout, spec)
+    if reason:
+        raise NoExactForm(reason)
+    spec_dict = spec.to_dict()
+    with threadpool_limits(1):  # small linear algebra: BLAS threads only spin (twice the CPU time, measured)
+        parts = {d: _cached_domain_result(key) for d, key in _domain_keys(layout, spec_dict, spec.hdi_prob).items()}
+    domains = {d: part[0] for d, part in parts.items()}
+    errors = [e for dom in domains.values() for e in (dom.mu, dom.tau, dom.theta_new, *([dom.omega] if dom.omega else []), *dom.projects)]
+    return Result(
+        engine="exact",
+        domains=domains,
+        exclusions=tuple(Exclusion(estimate_id=x["estimate_id"], project=x["project"], domain=x["domain"], design=x.get("design"),
+                                   reason=x["reason"], stage=x.get("stage", "model")) for x in layout.excluded),
+        diagnostics=None,
+        numerical=Numerical(error_sd_max=max(e.error_sd for e in errors), error_p_max=_round(max(part[1] for part in parts.values()))),
+        model=model_record(spec_dict, layout.bias_terms),
+        seed=None,
+        provenance=Provenance(versions=package_versions(), evidence_sha256=evidence_digest(evidence) if evidence is not None else None,
+                              model_sha256=spec.digest(), seed=None),
+    )
+
+
+def fit_exact_model(evidence, spec: ModelSpec) -> Result:
+    """:func:`summarise_exact` of the harmonised evidence (the table, or its rows) under ``spec``."""
+    return summarise_exact(prepare(evidence, spec), spec, evidence)
+
+
+def _round(x) -> float | None:
+    """Six significant digits, as the MCMC summary rounds; None for a missing or non-finite value."""
+    if x is None or not math.isfinite(float(x)):
+        return None
+    value = float(f"{float(x):.6g}")
+    return 0.0 if value == 0 else value
+
+
+#: The cross-check fails when an MCMC posterior mean or SD is further than this many Monte Carlo standard
+#: errors from the exact value: with some 40 comparisons on the bundled evidence, a correct sampler trips
+#: it with probability about 40 x 6.8e-6 = 3e-4.
+CROSS_CHECK_Z = 4.5
+
+
+def with_cross_check(result: Result, posterior, evidence, spec: ModelSpec) -> Result:
+    """``result`` (MCMC) with ``diagnostics.cross_check``: its posterior means and SDs of mu, tau and the project
+    effects against the exact engine's for the same model (where it has an exact form; else unchanged). A
+    discrepancy beyond Monte Carlo error (:data:`CROSS_CHECK_Z`) fails the gate, naming the quantity."""
+    import arviz as az
+
+    from metaeval.result import CrossCheck
+
+    layout = prepare(evidence, spec)
+    if exact_reason(layout, spec) is not None or result.diagnostics is None:
+        return result
+    exact = summarise_exact(layout, spec, evidence)
+    names = ["mu", "tau", "theta_project"]
+    mcse = {method: az.mcse(posterior, var_names=names, method=method) for method in ("mean", "sd")}
+    worst, worst_z = (0.0, ""), (0.0, "")
+    for d, dom in result.domains.items():
+        ref = exact.domain(d)
+        pairs = [("mu", dom.mu, ref.mu, {"domain": d}), ("tau", dom.tau, ref.tau, {"domain": d})]
+        pairs += [(f"project {p.project}", p, ref.project(p.key), {"project": f"{d}/{p.project}"}) for p in dom.projects]
+        for name, got, want, at in pairs:
+            var = "theta_project" if "project" in at else name
+            for stat in ("mean", "sd"):
+                if None in (getattr(got, stat), getattr(want, stat), want.sd):  # a moment that does not exist
+                    continue
+                diff = abs(getattr(got, stat) - getattr(want, stat))
+                error = float(mcse[stat][var].sel(at).values)
+                z = diff / math.hypot(error, (want.error_sd or 0.0) * want.sd)
+                where = f"{d}: {name} ({'posterior mean' if stat == 'mean' else 'posterior SD'})"
+                worst = max(worst, (diff / want.sd, where))
+                worst_z = max(worst_z, (z, where))
+    check = CrossCheck(max_discrepancy_sd=_round(worst[0]), quantity=worst[1], max_z=_round(worst_z[0]),
+                       threshold=CROSS_CHECK_Z, passed=worst_z[0] <= CROSS_CHECK_Z)
+    diagnostics = result.diagnostics
+    update = {"cross_check": check}
+    if not check.passed:
+        update.update(passed=False, failures=(*diagnostics.failures, f"MCMC disagrees with the exact answer for the same model: "
+                                              f"{worst_z[1]} is {worst_z[0]:.1f} Monte Carlo standard errors off"))
+    return result.model_copy(update={"diagnostics": diagnostics.model_copy(update=update)})
+
+
+def exact_draws(evidence, spec: ModelSpec, *, draws: int = 4000, seed: int = 0):
+    """Independent draws from the exact posterior of ``spec`` on ``evidence``, as an ``xarray.DataTree``
+    shaped like an MCMC fit's (one chain; ``mu``, ``tau``, ``omega``, ``theta_project``, ``bias`` on the same
+    dims and coords, and the same attributes), so that whatever reads draws reads these too
+    (:func:`metaeval.summary.summarise`, ArviZ, the plots). Seeded: the same call gives the same draws.
+    See :meth:`metaeval.exact_core.BlockPosterior.draws` for how they are drawn."""
+    import xarray as xr
+
+    layout = prepare(evidence, spec)
+    reason = exact_reason(layout, spec)
+    if reason:
+        raise NoExactForm(reason)
+    rng = np.random.default_rng([seed, 18])
+    domains = [d["id"] for d in layout.domains]
+    mu, tau = np.empty((1, draws, len(domains))), np.empty((1, draws, len(domains)))
+    omega = np.empty((1, draws, len(layout.omega_domains)))
+    theta = np.empty((1, draws, len(layout.projects)))
+    bias = np.empty((1, draws, len(layout.bias_terms)))
+    for i, d in enumerate(domains):
+        block, cells, terms = domain_block(layout, d)
+        sample = BlockPosterior(block).draws(draws, rng)
+        mu[0, :, i], tau[0, :, i] = sample["mu"], sample["tau"]
+        if d in layout.omega_domains:
+            omega[0, :, layout.omega_domains.index(d)] = sample["omega"]
+        theta[0][:, cells] = sample["theta"]
+        bias[0][:, terms] = sample["offset"]
+    coords = {"chain": [0], "draw": np.arange(draws)}
+    posterior = xr.Dataset({
+        "mu": (("chain", "draw", "domain"), mu), "tau": (("chain", "draw", "domain"), tau),
+        "omega": (("chain", "draw", "omega_domain"), omega), "theta_project": (("chain", "draw", "project"), theta),
+        "bias": (("chain", "draw", "bias_term"), bias),
+    }, coords={**coords, "domain": domains, "omega_domain": layout.omega_domains,
+               "project": [p["label"] for p in layout.projects], "bias_term": [t["label"] for t in layout.bias_terms]})
+    tree = xr.DataTree.from_dict({"posterior": posterior})
+    from metaeval.harmonise import evidence_digest
+    from metaeval.sampling import package_versions
+
+    tree.attrs.update(metaeval_layout=json.dumps(layout.to_dict(), sort_keys=True), metaeval_spec=json.dumps(spec.to_dict(), sort_keys=True),
+                      metaeval_seed=int(seed), metaeval_versions=json.dumps(package_versions(), sort_keys=True),
+                      metaeval_evidence_sha256=evidence_digest(evidence), metaeval_engine="exact")
+    return tree

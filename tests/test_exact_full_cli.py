@@ -1,0 +1,161 @@
+"""The exact engine at the doors: --engine exact|mcmc|auto, the MCMC cross-check, exact sensitivity grids."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from metaeval.cli import main
+
+EIGHT = Path(__file__).parent / "fixtures" / "eight_schools.csv"
+
+
+def _cli(*args) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main([str(a) for a in args])
+    return rc, out.getvalue(), err.getvalue()
+
+
+MINI = Path(__file__).parent / "fixtures" / "mini"
+
+
+def test_engine_exact_computes_the_chosen_model(tmp_path):
+    """--engine exact is the chosen model itself, direction-only findings and all."""
+    rc, out, err = _cli("fit", "--engine", "exact", "--data", MINI, "--format", "json", "--out", tmp_path)
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["engine"] == "exact" and doc["model"]["name"] == "default" and doc["diagnostics"] is None
+    assert sum(d["n_findings"] for d in doc["domains"].values()) == 1
+    assert doc["numerical"]["error_sd_max"] < 0.01
+    assert (tmp_path / "summary.json").is_file()
+
+
+def test_engine_exact_refuses_findings_in_several_projects_of_a_domain(tmp_path):
+    """The bundled evidence has direction-only findings in up to six projects of a domain (issue 16): no exact
+    form here (yet), said plainly with the way out."""
+    rc, out, err = _cli("fit", "--engine", "exact", "--out", tmp_path)
+    assert rc == 2 and out == ""
+    assert "project/design cells" in err and "use --engine mcmc" in err and "direction_only.mode = exclude" in err
+
+
+def test_engine_exact_refuses_a_model_without_an_exact_form(tmp_path):
+    rc, out, err = _cli("fit", "--engine", "exact", "--model", "design_hierarchy", "--out", tmp_path)
+    assert rc == 2 and out == ""
+    assert "design_hierarchy" in err and "use --engine mcmc" in err and "Traceback" not in err
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_engine_auto_is_exact_where_the_model_has_an_exact_form(tmp_path):
+    import argparse
+
+    from metaeval.cli import _engine
+    from metaeval.harmonise import evidence_records
+    from metaeval.spec import load_spec
+
+    records = evidence_records(MINI)
+    auto = argparse.Namespace(engine="auto")
+    assert _engine(auto, records, load_spec("default")) == "exact"
+    assert _engine(auto, records, load_spec("design_hierarchy")) == "mcmc"
+    assert _engine(auto, evidence_records(), load_spec("default")) == "mcmc"  # findings in several projects of a domain
+    assert _engine(argparse.Namespace(engine="mcmc"), records, load_spec("default")) == "mcmc"
+    rc, out, err = _cli("fit", "--engine", "auto", "--csv", EIGHT, "--format", "json", "--out", tmp_path)
+    assert rc == 0, err
+    assert json.loads(out)["engine"] == "exact"
+
+
+def test_findings_in_two_cells_of_a_domain_are_refused_with_the_reason(tmp_path):
+    """Two projects in one domain reported only as direction and significance: no exact form (yet), said plainly."""
+    from metaeval.exact_full import exact_reason
+    from metaeval.model import prepare
+    from metaeval.spec import load_spec
+
+    import pandas as pd
+
+    table = pd.DataFrame([
+        dict(estimate_id="a", project_id="a", domain="d", design="rct", yi=0.1, sei=0.1, poolable=True),
+        dict(estimate_id="b", project_id="b", domain="d", design="rct", yi=None, sei=None, poolable=True,
+             direction_only=True, direction="increase", significant=True),
+        dict(estimate_id="c", project_id="c", domain="d", design="rct", yi=None, sei=None, poolable=True,
+             direction_only=True, direction="decrease", significant=False),
+    ])
+    spec = load_spec("default")
+    assert "2 project/design cells" in exact_reason(prepare(table, spec), spec)
+
+
+@pytest.fixture(scope="module")
+def mcmc_fit(tmp_path_factory):
+    """A short MCMC fit of eight schools under the default model (the one-level model: an exact form)."""
+    from metaeval.harmonise import load_evidence
+    from metaeval.sampling import SamplerSettings
+    from metaeval.spec import load_spec
+    from metaeval.summary import fit_and_summarise
+
+    table = load_evidence(csv=EIGHT)
+    spec = load_spec("default")
+    result, fitted = fit_and_summarise(table, spec, out=tmp_path_factory.mktemp("mcmc"),
+                                       settings=SamplerSettings(chains=4, draws=1000, tune=1000, seed=11), progress=False)
+    return table, spec, result, fitted
+
+
+def test_cross_check_passes_a_sound_fit_and_reports_its_largest_discrepancy(mcmc_fit):
+    from metaeval.exact_full import CROSS_CHECK_Z, with_cross_check
+
+    table, spec, result, fitted = mcmc_fit
+    checked = with_cross_check(result, fitted.posterior, table, spec)
+    check = checked.diagnostics.cross_check
+    assert check is not None and check.threshold == CROSS_CHECK_Z
+    assert check.passed and check.max_z <= CROSS_CHECK_Z
+    assert 0 < check.max_discrepancy_sd < 0.2  # 4,000 draws: Monte Carlo error of a few hundredths of an SD
+    assert check.quantity.startswith("all: ")
+    assert checked.diagnostics.passed == result.diagnostics.passed
+
+
+def test_cross_check_fails_the_gate_on_a_discrepancy_beyond_monte_carlo_error(mcmc_fit):
+    """A result whose pooled mean is off by half a posterior SD (a wrong model or a stuck sampler) fails."""
+    from metaeval.exact_full import with_cross_check
+
+    table, spec, result, fitted = mcmc_fit
+    dom = result.domain("all")
+    shifted = dom.model_copy(update={"mu": dom.mu.model_copy(update={"mean": dom.mu.mean + 0.5 * dom.mu.sd})})
+    wrong = result.model_copy(update={"domains": {"all": shifted}})
+    checked = with_cross_check(wrong, fitted.posterior, table, spec)
+    check = checked.diagnostics.cross_check
+    assert not check.passed and check.quantity == "all: mu (posterior mean)"
+    assert check.max_discrepancy_sd == pytest.approx(0.5, abs=0.05)
+    assert checked.diagnostics.passed is False
+    assert any("disagrees with the exact answer" in f and "all: mu" in f for f in checked.diagnostics.failures)
+
+
+def test_cross_check_leaves_a_model_without_an_exact_form_alone(mcmc_fit):
+    from dataclasses import replace
+
+    from metaeval.exact_full import with_cross_check
+
+    table, spec, result, fitted = mcmc_fit
+    hierarchical = replace(spec, bias_mode="hierarchical")
+    assert with_cross_check(result, fitted.posterior, table, hierarchical).diagnostics.cross_check is None
+
+
+def test_sensitivity_grid_with_the_exact_engine():
+    """Every scenario with an exact form is integrated; design_hierarchy fails, saying why; no power-scaling."""
+    from _model_fixtures import bundled_like
+
+    from metaeval.sensitivity import load_grid, run_sensitivity
+
+    result = run_sensitivity(grid=load_grid("sensitivity"), evidence=bundled_like(), engine="exact")
+    by_name = {s["name"]: r for s, r in zip(result.scenarios, result.results)}
+    assert not by_name["bias=design_hierarchy"]["ok"] and "hierarchical" in by_name["bias=design_hierarchy"]["error"]
+    assert all(r["ok"] for name, r in by_name.items() if name != "bias=design_hierarchy")
+    assert result.loo and all(item["ok"] for item in result.loo)
+    assert result.power_scaling is None
+    assert by_name["baseline"]["value"]["gate_passed"] is None  # nothing sampled, nothing to gate
+    # leaving out a project changes only the domains it is in
+    for item in result.loo:
+        for d, dom in item["value"]["domains"].items():
+            if item["project"] not in by_name["baseline"]["value"]["domains"][d]["projects"]:
+                assert dom == by_name["baseline"]["value"]["domains"][d], (item["project"], d)
