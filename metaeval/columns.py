@@ -1,11 +1,11 @@
 """A table as named columns, without pandas: its rows as read-only mappings, its columns as plain lists.
 
 A metafor-style CSV of a million rows is read, checked and harmonised column by column
-(:func:`metaeval.evidence.read_csv_table`, :func:`metaeval.harmonise.evidence_records`); a dict per
-row would cost 2 KB a row (measured in bench/bench_csv.py). A column is a list, a :class:`Same` (one
-value for every row) or a :class:`Computed` (each cell made from other columns when it is read), so
-the rows of a million-row CSV cost their columns, not a million dicts. ``pandas.DataFrame(rows.lists())``
-makes the table.
+(:func:`metaeval.evidence_csv.read_csv_table`, :func:`metaeval.harmonise.evidence_records`): a dict of
+about 45 keys per row cost 2.3 KB a row, 3.7 GB for a million (bench/bench_csv.py). A column is a list,
+a :class:`Same` (one value for every row) or a :class:`Computed` (each cell made from other columns when
+it is read), so the rows of a million-row CSV cost their columns, not a million dicts.
+``pandas.DataFrame(rows.lists())`` makes the table.
 """
 
 from __future__ import annotations
@@ -121,3 +121,8 @@ class Rows(Sequence):
     def lists(self) -> dict[str, list]:
         """Every column as a list: what ``pandas.DataFrame`` takes."""
         return {name: self.column(name) for name in self._columns}
+
+
+def column(rows: Sequence[Mapping[str, Any]], name: str) -> list:
+    """One column of a table's rows: :class:`Rows` or a list of dicts (a row without the column: None)."""
+    return rows.column(name) if isinstance(rows, Rows) else [row.get(name) for row in rows]
