@@ -16,10 +16,15 @@ measured and the load average before each case; the machine is shared, so read C
 ``--package DIR`` measures the ``metaeval`` package in DIR instead (e.g. an older commit's, from ``git archive``),
 for a before/after comparison in one session.
 
-Where the time went before (24b7e99, the code main had: 150 s wall, 3.68 GB): pydantic per row, one dict of
-about 45 keys per row, a DataFrame of those dicts turned back into dicts twice, and the consistency checks run
-twice. Now (metaeval.evidence_csv, metaeval.columns): each column of a block of 65,536 rows is checked in one
-pydantic call, and the rows are columns, not dicts.
+Results (2026-11-30, 2 shared cores at load 6-9; CPU seconds and peak RSS of the command, 2 fresh runs each):
+
+- 24b7e99, the CSV path main has at 76477f8 (``csv-validate-2026-11-30-2.json``): plain 84.7 / 82.6 CPU-s,
+  4.54 GB peak (170-199 s wall). Where it went: pydantic per row, one dict of about 45 keys per row, a DataFrame
+  of those dicts turned back into dicts twice, and the consistency checks run twice.
+- 1dc33ca (``csv-validate-2026-11-30.json``): plain 2.7 CPU-s and 315 MB; domains 4.1 CPU-s and 324 MB; bad
+  (exit 2, 10,000 problems named) 2.6 CPU-s and 290 MB. Within the targets: each column of a block of 65,536
+  rows is checked in one pydantic call (metaeval.evidence_csv), and the rows are columns, not dicts
+  (metaeval.columns).
 """
 
 from __future__ import annotations
