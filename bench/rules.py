@@ -198,6 +198,8 @@ def main() -> None:
         "base": args.base,
         "head": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
         "seed": args.seed,
+        # what the report checks before showing this record as an evidence base's (metaeval.appraisal.rules_moves)
+        "evidence_sha256": results[-1][1]["summary"]["provenance"]["evidence_sha256"],
         "settings": "nutpie, 4 chains x (1000 tune + 1000 draws), models/default.toml",
         "itt": [{"state": n, "summary": _slim(r["summary"]), "entered": r["entered"]} for n, r in results],
         "tot": [{"state": n, "summary": _slim(r["summary"]), "entered": r["entered"]} for n, r in tot],

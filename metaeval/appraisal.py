@@ -195,3 +195,107 @@ def compare_fits(summaries: Sequence[tuple[str, Any]] | Iterable[tuple[str, Any]
                                              finite(mu.get("p_beneficial")), dom.get("n_projects"), dom.get("n_estimates"))))
         out.append(DomainComparison(d, meta.get("label"), meta.get("metric"), tuple(results)))
     return out
+
+
+# ---------------------------------------------------------------------------- what the rules move
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One appraisal rule of data/README.md, as ``bench/rules.py`` names the state that adds it."""
+
+    state: str  # the state's name in bench/rules_results.json
+    name: str
+    section: str  # where data/README.md documents it
+    reason: str  # why, in a sentence (the documented reason, shortened)
+
+
+#: The rules in the order bench/rules.py adds them; each state of the record adds one.
+RULES = (
+    Rule("+ sparse cells", "Sparse cells", "Appraisal rules › Sparse cells",
+         "A 0% or 100% group share leaves a Wald SE that counts one group's variance only; the Agresti–Caffo SE (one success "
+         "and one failure added to each group) keeps near-nominal coverage down to empty cells."),
+    Rule("+ symmetric inclusion", "Findings without a standard error", "Appraisal rules › Findings without a standard error",
+         "A figure that states a comparison but cannot get an SE enters through its direction whatever that is: an "
+         "increase, a decrease or none. A rule that admits a positive finding admits a null one."),
+    Rule("+ dependence", "Dependence", "Appraisal rules › Dependence",
+         "Records that share people are never pooled side by side: a part never enters beside its whole, and one sample "
+         "enters through one record; a comparison judged critical (DRC's permanent transfers, 0% vs 10%) is left out."),
+    Rule("+ DRC denominators", "DRC's denominators", "Curation decisions › DRC SIB (seed 004)",
+         "The participants' shares fit no follow-up denominator but 55, and the controls' none smaller than 83 "
+         "(not 56 and 56)."),
+    Rule("+ benefit as stated", "Benefit only where the source or the domain says so",
+         "Appraisal rules › Benefit only where the source or the domain says so",
+         "An outcome the source states as a difference, not as a benefit (VIVE's lower GP use: less use can mean less "
+         "access), is left out unless a model admits curator-inferred benefits ([data] inferred_benefit)."),
+    Rule("+ risk of bias (after)", "Risk of bias per estimate", "Appraisal rules › Risk of bias",
+         "Each estimate's own judgements: high on attrition, measurement or reporting widens its bias prior ([risk_of_bias]); "
+         "critical keeps it out."),
+)
+
+
+@dataclass(frozen=True)
+class RuleStep:
+    """What one rule changes in what entered the model: the estimates it lets in and those it leaves out."""
+
+    rule: Rule
+    admitted: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RulesMoves:
+    """Per domain, the pooled result before the appraisal rules and after each (``bench/rules_results.json``).
+
+    ``applies`` is False, with ``why_not``, when the record is not of this evidence (another evidence
+    base, the participation estimand, the bundled data changed since): then it says nothing about it.
+    """
+
+    applies: bool
+    why_not: str | None
+    steps: tuple[RuleStep, ...] = ()
+    domains: tuple[DomainComparison, ...] = ()
+    recorded: str = ""  # when, at which commit, with which model and sampler settings
+
+
+RULES_RECORD = "bench/rules_results.json"
+
+
+def bundled_rules_record() -> dict | None:
+    """The recorded run of ``bench/rules.py`` on the bundled evidence (None where it is not installed)."""
+    import json
+
+    from metaeval.evidence import PACKAGE_ROOT
+
+    try:
+        return json.loads((PACKAGE_ROOT / RULES_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def rules_moves(record: dict | None, evidence_sha256: str | None) -> RulesMoves:
+    """What the appraisal rules move, from ``record`` (:func:`bundled_rules_record`), if it is of the evidence
+    whose digest is ``evidence_sha256`` (:func:`metaeval.harmonise.evidence_digest`; a result's provenance)."""
+    if record is None:
+        return RulesMoves(False, f"No record of what the appraisal rules move is installed ({RULES_RECORD}, written by bench/rules.py).")
+    recorded = record.get("evidence_sha256")
+    if not recorded:
+        return RulesMoves(False, f"The record ({RULES_RECORD}) does not say which evidence it was made on, so it cannot be "
+                                 "shown as this evidence's.")
+    if evidence_sha256 != recorded:
+        return RulesMoves(False, (
+            "The record of what the appraisal rules move was made on the bundled evidence (ITT analysis); this report's "
+            "evidence is not that evidence" + ("" if evidence_sha256 else " (its digest is unknown)") + ", so the record "
+            "does not apply and is not shown. The rules themselves (data/README.md, Appraisal rules) hold for any evidence "
+            "base in the bundled format; bench/rules.py measures their effect on the bundled one."))
+    states = record["itt"]
+    documented = {r.state: r for r in RULES}
+    missing = [s["state"] for s in states[1:] if s["state"] not in documented]
+    if missing:
+        return RulesMoves(False, f"The record ({RULES_RECORD}) has states no documented rule names: {', '.join(missing)}.")
+    steps = tuple(RuleStep(documented[cur["state"]], tuple(sorted(set(cur["entered"]) - set(prev["entered"]))),
+                           tuple(sorted(set(prev["entered"]) - set(cur["entered"]))))
+                  for prev, cur in zip(states, states[1:]))
+    return RulesMoves(True, None, steps, tuple(compare_fits([(s["state"], s["summary"]) for s in states])),
+                      f"bench/rules.py, {record['date'][:10]}, commit {record['head']} (before: commit {record['base']}); "
+                      f"{record['settings']}, seed {record['seed']}")

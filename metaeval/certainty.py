@@ -15,8 +15,10 @@ the evidence behind it:
 - **imprecision** (−1 or −2): the interval of the average effect includes no effect (−1), and also
   an important effect the other way (−2, GRADE's "very serious"); or one project alone (−1, unless
   already −2);
-- **inconsistency** (−1): the average effect is clearly beneficial but a new project's predictive
-  interval reaches an important harm (MID), or, without a MID, harm of the average effect's size;
+- **inconsistency** (−1), mirrored for either direction: the average effect is clearly beneficial (harmful)
+  but a new project's predictive interval reaches an important harm (benefit: the MID), or, without a MID,
+  one of the average effect's size; or, with a MID, the average's interval lies within ±MID (near no
+  effect) while the predictive interval reaches both an important benefit and an important harm;
 - **indirectness** (−1): which direction is beneficial was assumed, not given;
 - **prior dominance** (−1): the average effect's posterior SD is more than half its prior's
   (the data added less than three times the prior's precision: :func:`prior_influence`);
@@ -119,15 +121,21 @@ def rate(dom: DomainResult, entered: list[dict], flips: Sequence[str] = ()) -> C
     if dom.n_projects == 1 and not any(g.domain == "imprecision" and g.levels == 2 for g in downgrades):
         downgrades.append(Downgrade(domain="imprecision", levels=1, reason="one project only: no replication"))
 
-    # inconsistency: the average is clearly beneficial, a new project may well be harmful
-    new = dom.theta_new
-    if (dom.mu.p_beneficial or 0) >= 0.9 and new.hdi_low is not None and new.hdi_high is not None and dom.n_projects > 1:
-        worst = min(sign * new.hdi_low, sign * new.hdi_high)
-        harm = mid if mid is not None else abs(dom.mu.mean or 0.0)
-        if worst < -harm:
+    # inconsistency: a new project could land importantly on the other side of the average, whichever side that is
+    new, p = dom.theta_new, dom.mu.p_beneficial
+    if new.hdi_low is not None and new.hdi_high is not None and dom.n_projects > 1 and p is not None:
+        new_lo, new_hi = sorted((sign * new.hdi_low, sign * new.hdi_high))
+        size = mid if mid is not None else abs(dom.mu.mean or 0.0)
+        if p >= 0.9 and new_lo < -size or p <= 0.1 and new_hi > size:
+            other, opposite, average = ("harmful", "harm", "benefit") if p >= 0.9 else ("beneficial", "benefit", "harm")
+            reaches = f"an important {opposite}" if mid is not None else f"a {opposite} as large as the average {average}"
             downgrades.append(Downgrade(domain="inconsistency", levels=1, reason=(
-                "projects differ so much that a new one could be harmful (the predictive interval reaches "
-                + ("an important harm)" if mid is not None else "a harm as large as the average benefit)"))))
+                f"projects differ so much that a new one could be {other} (the predictive interval reaches {reaches})")))
+        elif mid is not None and lo is not None and hi is not None and -mid < min(sign * lo, sign * hi) and max(sign * lo, sign * hi) < mid \
+                and new_lo < -mid and new_hi > mid:
+            downgrades.append(Downgrade(domain="inconsistency", levels=1, reason=(
+                "the average is near no effect, but projects differ so much that a new one could be importantly "
+                "beneficial or harmful (the predictive interval reaches both)")))
 
     if "beneficial" in dom.assumed:
         downgrades.append(Downgrade(domain="indirectness", levels=1, reason="which direction is beneficial was assumed, not given"))

@@ -7,6 +7,7 @@ them, so `metaeval --help` answers at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -317,7 +318,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                       "run `metaeval fit` with the same options first, or pass --summary FILE", file=sys.stderr)
                 return 1
             summary, key = found
-    extras = _report_extras(args, evidence, summary)
+    summary, extras = _report_extras(args, evidence, summary)
     appraisal = None if args.summary is not None else _appraisal(args, evidence)  # a summary file's model may be another
     analysis = _analysis(args, evidence, summary)
     if args.output is not None:
@@ -422,12 +423,22 @@ def _appraisal(args: argparse.Namespace, evidence):
     return appraise(evidence, prepare(evidence, load_spec(args.model, args.prior)))
 
 
-def _report_extras(args: argparse.Namespace, evidence, summary: dict) -> dict | None:
-    """The report's optional sections: the saved sensitivity run for this evidence, and the calibration study
-    when the summary comes from the model it calibrated (the default MCMC model, no prior overrides)."""
+def _report_extras(args: argparse.Namespace, evidence, summary):
+    """The summary, its certainty judged with the robustness check, and the report's optional sections: that check
+    of a summary fitted here (the variants the exact engine computes, the others named with the reason), the saved
+    sensitivity run for this evidence, and the calibration study when the summary comes from the model it
+    calibrated (the default model, no prior overrides)."""
     from metaeval.sensitivity import saved_extras
 
     extras = {}
+    if getattr(args, "summary", None) is None and summary.domains:  # a summary file's model may be another
+        from metaeval.certainty import judge
+        from metaeval.robustness import check, report_section
+        from metaeval.spec import load_spec
+
+        robustness = check(evidence, load_spec(args.model, args.prior), summary)
+        summary = judge(summary, evidence, robustness.flips())  # a direction that flips under a variant lowers certainty
+        extras["robustness"] = report_section(robustness, summary)
     section = saved_extras(args.out / "sensitivity", evidence)
     if section:
         extras["sensitivity"] = section
@@ -435,7 +446,7 @@ def _report_extras(args: argparse.Namespace, evidence, summary: dict) -> dict | 
         calibration = _calibration_section()
         if calibration:
             extras["calibration"] = calibration
-    return extras or None
+    return summary, extras or None
 
 
 def _calibration_section() -> dict | None:
@@ -465,8 +476,6 @@ def _calibration_section() -> dict | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """validate → fit → summarise → report on the bundled evidence (or --data/--csv); ends with the report's path."""
-    import contextlib
-
     from metaeval.harmonise import evidence_frame
     from metaeval.report import write_report
 
@@ -477,9 +486,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print()
     _costs(args)  # a bad costs file is reported before the fit, not after
     records, summary, key = _fit(args, say=False, cross_check=True)
-    status = _emit_summary(args, summary, records)
     evidence = evidence_frame(records)
-    extras = _report_extras(args, evidence, summary)
+    summary, extras = _report_extras(args, evidence, summary)
+    status = _emit_summary(args, summary, records)
     appraisal = _appraisal(args, evidence)
     analysis = _analysis(args, evidence, summary)
     from metaeval.summary import publish  # summary, table, key and report switched in together
@@ -751,14 +760,17 @@ _WRITTEN_INTO = ("fits", ".versions", "fits/.versions")
 
 
 def _outputs(args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
-    """What this command may write: (folders it writes into, single files)."""
+    """What this command may write: (folders it writes into, single files).
+
+    ``plot --out`` and ``report --output`` write one file; every other command with ``--out`` writes into that
+    folder (its fits and result sets: ``compare``, ``plan`` and ``costs`` fit first when there is no fit), and
+    ``plan --plot`` one file besides."""
     if args.func is cmd_plot:
         return [], [args.out]
     if getattr(args, "output", None) is not None:
         return [], [args.output]
-    if args.func in (cmd_run, cmd_fit, cmd_report, cmd_sensitivity, cmd_summary):
-        return [args.out], []
-    return [], []
+    folders = [args.out] if getattr(args, "out", None) is not None else []
+    return folders, [args.plot] if getattr(args, "plot", None) is not None else []
 
 
 def check_output_paths(args: argparse.Namespace) -> None:
@@ -803,7 +815,7 @@ def check_output_paths(args: argparse.Namespace) -> None:
         raise InputError(problems)
     folders, files = _outputs(args)
     for path in files:
-        check_output_file(path, "--out" if args.func is cmd_plot else "--output")
+        check_output_file(path, "--out" if args.func is cmd_plot else "--plot" if path is getattr(args, "plot", None) else "--output")
     if args.func is not cmd_summary:  # `summary` only reads (and repairs a cached summary when it can)
         for folder in folders:
             probe_writable(folder, "--out")
@@ -823,7 +835,7 @@ def _run(argv: list[str] | None, as_program: bool) -> int:
     from metaeval.files import confine, switched
 
     written_before = len(switched())
-    with interrupts.installed():
+    with interrupts.installed(), _messages():
         try:
             args = build_parser().parse_args(argv)
             if getattr(args, "cache_dir", None) is not None:
@@ -855,6 +867,34 @@ def _run(argv: list[str] | None, as_program: bool) -> int:
             where = f"{err.filename}: " if err.filename else ""
             print(f"error: {where}{err.strerror or err}; {_kept(switched()[written_before:])}", file=sys.stderr)
             return 1
+
+
+@contextlib.contextmanager
+def _messages():
+    """The library's log on stderr while a command runs: notes (warnings) as ``note: ...``, errors as
+    ``error: ...`` and, when stderr is not a terminal (where progress bars show instead), the phases of a
+    long command (compiling, sampling k of n draws, writing) as plain lines."""
+    import logging
+
+    class Format(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            prefix = {logging.WARNING: "note: ", logging.ERROR: "error: "}.get(record.levelno, "")
+            return prefix + record.getMessage()
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Format())
+    logger = logging.getLogger("metaeval")
+    saved = logger.level, logger.propagate
+    logger.setLevel(logging.WARNING if sys.stderr.isatty() else logging.INFO)
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        handler.flush()
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 def _kept(sets: list) -> str:

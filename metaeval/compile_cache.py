@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -45,6 +46,8 @@ from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, fields
 from importlib import metadata
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 #: The environment variable naming the cache folder.
 ENV_VAR = "METAEVAL_CACHE_DIR"
@@ -61,8 +64,8 @@ NUTPIE_FUNCTIONS = {
 NUTPIE_FIELDS = ("dims", "reparameterized_names", "compiled_logp_func", "compiled_expand_func", "initial_point_func",
                  "shared_data", "shared_var_keys", "user_data", "n_expanded", "shape_info", "logp_func", "expand_func",
                  "_n_dim", "_shapes", "_coords")
-#: Printed once before a cold compile (the bundled model: 13-17 CPU-s for the callbacks, bench/results/).
-COLD_NOTE = "note: compiling the model once (about 20 s); later fits start in seconds"
+#: Logged once before a cold compile (the bundled model: 13-17 CPU-s for the callbacks, bench/results/).
+COLD_NOTE = "compiling the model once (about 20 s); later fits start in seconds"
 #: The longest wait for the compile process (a 10,000-estimate model takes minutes on a loaded machine).
 CHILD_TIMEOUT_S = 1800
 
@@ -336,7 +339,7 @@ def compile_model(model):
             return _compiled(parts, *_callbacks(model, parts))
         except Exception as err:  # the cache must never be why a fit fails: nutpie's own compile decides
             problem = str(err) if isinstance(err, Uncacheable) else f"{type(err).__name__}: {err}"
-    print(f"note: compiling without the compile cache ({problem})", file=sys.stderr)
+    log.warning("compiling without the compile cache (%s)", problem)
     import nutpie
 
     return nutpie.compile_pymc_model(model)
@@ -364,8 +367,8 @@ def _callbacks(model, parts: _Parts):
                 problem = f"numba cannot load it ({type(err).__name__})"
         payload = _payload(model)
         if entry.exists():
-            print(f"note: the compiled model in {entry} cannot be trusted ({problem}); compiling it again", file=sys.stderr)
-        print(COLD_NOTE, file=sys.stderr, flush=True)
+            log.warning("the compiled model in %s cannot be trusted (%s); compiling it again", entry, problem)
+        log.warning(COLD_NOTE)
         _build(payload, parts, entry)
         try:
             return _load(entry, parts)

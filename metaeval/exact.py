@@ -352,7 +352,7 @@ def exact_posterior(
         raise ValueError("labels must be unique, one per estimate")
     mu_prior = Prior("flat", ()) if mu_prior is None else mu_prior
     _check_priors(tau_prior, mu_prior)
-    _check_scales(y, s, tau_prior, mu_prior, mid, labels)
+    check_scales(y, s, tau_prior, mu_prior, mid, labels)
     scale = _unit(s)
     if scale != 1.0:  # solved in units near the SEs (exact: a power of two), reported in the data's units
         y, s, tau_prior, mu_prior = y / scale, s / scale, tau_prior.scaled(1 / scale), mu_prior.scaled(1 / scale)
@@ -404,8 +404,9 @@ def fit_exact(
     per-domain key first. A missing mu prior is flat. Other keys (omega, se, bias.*) have no
     counterpart in this model and are ignored.
 
-    Rows used: ``poolable`` and finite ``yi`` and ``sei``. Every other row is an exclusion with
-    its reason (direction-only findings: the exact engine has no censored likelihood). A
+    Rows used: ``poolable`` and finite ``yi`` and ``sei``, except an outcome whose beneficial direction the
+    curator inferred (``benefit_basis: curator``), left out as the default model leaves it out. Every other
+    row is an exclusion with its reason (direction-only findings: the exact engine has no censored likelihood). A
     project effect is of one estimate (``estimate_id`` set) where a project has several in a
     domain: the one-level model then treats them as independent studies, and a note says so.
     """
@@ -424,15 +425,20 @@ def fit_exact(
         bias=BiasModel(mode="none"), direction_only=DirectionOnly(mode="exclude"), effects="latent", designs=(),
         target_accept=None, hdi_prob=float(hdi_prob),
         overrides={k: str(v) for k, v in sorted(overrides.items()) if k.partition(".")[0] in ("mu", "tau")},
+        inferred_benefit="exclude" if any(present(r.get("benefit_basis")) for r in _rows(evidence)) else None,
     )
     return Result(engine="exact", domains=domains, exclusions=exclusions, diagnostics=None, model=model, seed=None,
                   provenance=Provenance(versions=package_versions(), evidence_sha256=evidence_digest(evidence),
                                         model_sha256=None, seed=None))
 
 
+def _rows(evidence):
+    return evidence.to_dict("records") if hasattr(evidence, "to_dict") else evidence
+
+
 def _exact_domains(evidence, priors: Mapping[str, Prior], hdi_prob: float, overrides: dict):
     """The domain results and exclusions of :func:`fit_exact`."""
-    rows = evidence.to_dict("records") if hasattr(evidence, "to_dict") else evidence
+    rows = _rows(evidence)
     if not isinstance(rows, Sequence) or not all(isinstance(r, Mapping) for r in rows):
         raise ValueError("evidence must be a DataFrame (metaeval.load_evidence) or a list of row dicts "
                          "(metaeval.harmonise.evidence_records)")
@@ -451,11 +457,13 @@ def _exact_domains(evidence, priors: Mapping[str, Prior], hdi_prob: float, overr
     poolable = [_truthy(r["poolable"]) for r in rows]
     direction_only = [_truthy(r.get("direction_only")) for r in rows]
     reasons = [r.get("exclusion_reason") for r in rows]
+    inferred = [present(r.get("benefit_basis")) and str(r["benefit_basis"]) == "curator" for r in rows]
     designs = [str(r["design"]) if present(r.get("design")) else "unspecified" for r in rows]
     domains = [str(r["domain"]) for r in rows]
     n = len(rows)
 
     from metaeval.certainty import prior_influence
+    from metaeval.model import INFERRED_BENEFIT
     from metaeval.result import DomainResult, Exclusion, Posterior, ProjectEffect
 
     out_domains: dict[str, DomainResult] = {}
@@ -465,6 +473,10 @@ def _exact_domains(evidence, priors: Mapping[str, Prior], hdi_prob: float, overr
         meta = _domain_meta([rows[i] for i in members], domain)
         used = []
         for i in members:
+            if inferred[i] and poolable[i]:
+                exclusions.append(Exclusion(estimate_id=estimate_ids[i], project=project_ids[i], domain=domain, design=designs[i],
+                                            reason=f"{INFERRED_BENEFIT}; the one-level model leaves such outcomes out", stage="model"))
+                continue
             if poolable[i] and math.isfinite(yi[i]) and math.isfinite(sei[i]):
                 if sei[i] <= 0:
                     raise ValueError(f"estimate {estimate_ids[i]!r} (domain {domain!r}): sei must be positive, got {sei[i]:g}")
@@ -637,7 +649,7 @@ def scale_problems(yi, sei, labels) -> list[tuple[int, str, str]]:
     return out
 
 
-def _check_scales(y: np.ndarray, s: np.ndarray, tau_prior: Prior, mu_prior: Prior, mid: float | None, labels) -> None:
+def check_scales(y: np.ndarray, s: np.ndarray, tau_prior: Prior, mu_prior: Prior, mid: float | None, labels) -> None:
     """Refuse numbers too far from the data's scale to integrate accurately, naming the value and why (ValueError)."""
     problems = scale_problems(y, s, labels)
     if problems:

@@ -234,6 +234,23 @@ def exact_reason(layout: Layout, spec: ModelSpec) -> str | None:
     return None
 
 
+def check_numbers(layout: Layout) -> None:
+    """Refuse, per domain, estimates, SEs, prior scales or a MID too far apart to integrate in double precision
+    (ValueError naming the domain and the number: :func:`metaeval.exact.check_scales`, the one-level engine's rule)."""
+    from metaeval.exact import check_scales
+
+    for meta in layout.domains:
+        d = meta["id"]
+        rows = [e for e in layout.estimates if e["domain"] == d]
+        if not rows:
+            continue
+        try:
+            check_scales(np.array([e["yi"] for e in rows]), np.array([e["sei"] for e in rows]), parse_prior(layout.priors["tau"][d]),
+                         parse_prior(layout.priors["mu"][d]), meta.get("mid"), [e["estimate_id"] for e in rows])
+        except ValueError as err:
+            raise ValueError(f"domain {d!r}: {err}") from None
+
+
 def summarise_exact(layout: Layout, spec: ModelSpec, evidence=None) -> Result:
     """The :class:`~metaeval.result.Result` (engine "exact") of ``spec``'s posterior for the evidence in
     ``layout`` (``evidence``, the table or rows it was made from, for the provenance's digest).
@@ -249,6 +266,7 @@ def summarise_exact(layout: Layout, spec: ModelSpec, evidence=None) -> Result:
     reason = exact_reason(layout, spec)
     if reason:
         raise NoExactForm(reason)
+    check_numbers(layout)
     spec_dict = spec.to_dict()
     with threadpool_limits(1):  # small linear algebra: BLAS threads only spin (twice the CPU time, measured)
         parts = {d: _cached_domain_result(key) for d, key in _domain_keys(layout, spec_dict, spec.hdi_prob).items()}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextvars
 import glob
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -36,6 +37,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from metaeval.errors import InputError, Problem
+
+log = logging.getLogger(__name__)
 
 #: Part of every temporary file's name (with the writer's pid), so orphans are told from live writers' files.
 _HOST = socket.gethostname()
@@ -373,10 +376,8 @@ def switch(pointer: Path, target: Path) -> None:
     """Make ``pointer`` a relative symlink to ``target`` in one atomic rename.
 
     Anything else at ``pointer`` (a folder or file left by an older version, or put there by hand) is moved aside
-    to ``.aside-<name>-<id>`` first, with a note on stderr: never deleted, never trusted.
+    to ``.aside-<name>-<id>`` first, with a logged note: never deleted, never trusted.
     """
-    import sys
-
     check_allowed(pointer)
     link = pointer.parent / f".{pointer.name}.{_HOST}-{os.getpid()}.{time.time_ns()}.link"
     os.symlink(os.path.relpath(target, pointer.parent), link)
@@ -386,7 +387,7 @@ def switch(pointer: Path, target: Path) -> None:
         except OSError:  # a folder at the pointer (IsADirectoryError, or not empty)
             aside = pointer.parent / f".aside-{pointer.name}-{_version_id()}"
             os.rename(pointer, aside)
-            print(f"note: {pointer} was not a result metaeval wrote; moved aside to {aside}", file=sys.stderr)
+            log.warning("%s was not a result metaeval wrote; moved aside to %s", pointer, aside)
             os.replace(link, pointer)
     except BaseException:
         link.unlink(missing_ok=True)

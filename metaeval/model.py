@@ -42,6 +42,8 @@ from metaeval.priors import Prior
 from metaeval.spec import ALL_DESIGNS, UNBIASED_DESIGNS, ModelSpec
 
 REQUIRED_COLUMNS = ("estimate_id", "project_id", "domain", "design", "yi", "sei", "poolable")
+#: Why an outcome with ``benefit_basis: curator`` is left out (data/README.md "Benefit only where the source or the domain says so").
+INFERRED_BENEFIT = "beneficial direction inferred by the curator, not stated by the source or given by the domain"
 #: Finite stand-in for an unbounded side of a censoring region, in z units.
 _Z_INF = 40.0
 
@@ -136,8 +138,7 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
             leave_out(f"design {design!r} is not among the designs model {spec.name!r} admits")
             continue
         if _text(r.get("benefit_basis")) == "curator" and spec.inferred_benefit != "include":
-            leave_out("beneficial direction inferred by the curator, not stated by the source or given by the domain; "
-                      f"model {spec.name!r} leaves such outcomes out ([data] inferred_benefit = exclude)")
+            leave_out(f"{INFERRED_BENEFIT}; model {spec.name!r} leaves such outcomes out ([data] inferred_benefit = exclude)")
             continue
         high = [d for d in spec.rob_domains if _text(r.get(f"rob_{d}")) == "high"] if spec.rob_high != "ignore" else []
         if high and spec.rob_high == "exclude":
@@ -202,7 +203,7 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
         cells.setdefault((k["domain"], k["project"]), []).append(k)
     for i, ((d, p), members) in enumerate(sorted(cells.items())):
         normal = [m for m in members if m["kind"] == "estimate"]
-        w = [1 / m["sei"] ** 2 for m in normal]
+        w = [(min(n["sei"] for n in normal) / m["sei"]) ** 2 for m in normal]  # relative: 1/sei² underflows at sei 1e-300
         raw = sum(wi * m["yi"] for wi, m in zip(w, normal)) / sum(w) if normal else None
         layout.projects.append({
             "label": f"{d}/{p}", "domain": d, "project": p,

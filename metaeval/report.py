@@ -110,7 +110,9 @@ def render_report(
     keys become further sections. ``analysis`` (:func:`metaeval.analysis.analyse`) fills the
     initiative sections: the initiatives × domains matrix, the comparison, costs, the plan for the
     next evaluation and a card per initiative; without it they are made from the result alone (no
-    draws: probabilities approximate, no comparison or plan). ``progress(description, done,
+    draws: probabilities approximate, no comparison or plan). "What the appraisal rules move" shows the
+    record of ``bench/rules.py`` where ``result`` is of the evidence it was made on (the same evidence
+    digest), and says otherwise that it does not apply. ``progress(description, done,
     total)`` is called as each part is built. Same inputs, same text: nothing depends on the clock.
     """
     from metaeval import __version__
@@ -145,6 +147,9 @@ def render_report(
     step("left-out estimates")
     context["findings"] = views.findings(result, rows, names, appraisal)
     context["risk_of_bias"] = views.risk_of_bias(appraisal, names)
+    from metaeval.appraisal import bundled_rules_record, rules_moves
+
+    context["rules"] = views.rules_moves(rules_moves(bundled_rules_record(), result.provenance.evidence_sha256), names)
     step("direction-only findings")
     context["assumptions"] = views.assumptions(rows, names)
     step("assumptions")
@@ -167,6 +172,7 @@ def render_report(
     toc = ([{"anchor": "overview", "title": "Overview"}] + [{"anchor": a, "title": t} for a, t in _INITIATIVE_TOC]
            + [{"anchor": s["anchor"], "title": s["label"]} for s in domains]
            + [{"anchor": a, "title": t} for a, t in (("evidence", "The evidence"), ("risk-of-bias", "Risk of bias per estimate"),
+                                                    ("rules-move", "What the appraisal rules move"),
                                                     ("excluded", "Estimates left out of pooling"),
                                                     ("direction-only", "Findings without numbers"), ("assumptions", "Stated assumptions"),
                                                     ("priors", "Priors and bias assumptions"), ("diagnostics", "Diagnostics"))]

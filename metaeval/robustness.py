@@ -64,8 +64,12 @@ def _scaled_tau(factor: float) -> Callable[[ModelSpec], ModelSpec]:
     return change
 
 
+#: Leave-one-project-out refits beyond this many projects are left to `metaeval sensitivity` (one fit each).
+MAX_LEAVE_ONE_OUT = 20
+
+
 def variants(spec: ModelSpec, projects: list[str]) -> list[Variant]:
-    """The variants tried, in report order."""
+    """The variants tried, in report order (each project left out in turn only up to :data:`MAX_LEAVE_ONE_OUT`)."""
     from metaeval.spec import load_spec
 
     no_bias, rct_only = load_spec("no_bias"), load_spec("rct_only")
@@ -75,7 +79,7 @@ def variants(spec: ModelSpec, projects: list[str]) -> list[Variant]:
         Variant("no_directions", "findings without numbers left out", lambda s: replace(s, direction_only="exclude", direction_only_se=None)),
         Variant("tau_half", "half the between-project spread (tau prior x 0.5)", _scaled_tau(0.5)),
         Variant("tau_double", "twice the between-project spread (tau prior x 2)", _scaled_tau(2.0)),
-        *[Variant(f"without_{p}", f"without {p}", drop_project=p) for p in projects],
+        *[Variant(f"without_{p}", f"without {p}", drop_project=p) for p in projects if len(projects) <= MAX_LEAVE_ONE_OUT],
     ]
 
 
@@ -92,7 +96,10 @@ def exact_result(evidence, spec: ModelSpec) -> tuple[Result | None, str | None]:
     why = exact_reason(layout, spec)
     if why is not None:
         return None, why
-    return summarise_exact(layout, spec, evidence), None
+    try:
+        return summarise_exact(layout, spec, evidence), None
+    except (ValueError, OverflowError) as err:  # a number the engine cannot use: this variant is left out, saying why
+        return None, str(err)
 
 
 def check(evidence, spec: ModelSpec, baseline: Result) -> Robustness:
@@ -100,6 +107,8 @@ def check(evidence, spec: ModelSpec, baseline: Result) -> Robustness:
     projects = sorted({p.project for dom in baseline.domains.values() for p in dom.projects})
     outcomes: list[Outcome] = []
     skipped: list[tuple[str, str]] = []
+    if len(projects) > MAX_LEAVE_ONE_OUT:
+        skipped.append(("each project left out in turn", f"{len(projects)} projects, more than {MAX_LEAVE_ONE_OUT} refits"))
     for variant in variants(spec, projects):
         table = evidence if variant.drop_project is None else evidence[evidence["project_id"].astype(str) != variant.drop_project]
         result, why = exact_result(table.reset_index(drop=True), variant.spec(spec))
@@ -121,14 +130,21 @@ def report_section(robustness: Robustness, baseline: Result) -> dict:
     for d, dom in baseline.domains.items():
         mine = [o for o in robustness.outcomes if o.domain == d]
         changed = [o for o in mine if o.verdict != words.verdict(dom.mu.p_beneficial)[0]]
+        unassessed = "not assessed: no computed variant leaves this domain anything to pool"
+        flips = "; ".join(o.variant for o in mine if o.flipped)
+        if flips and not (dom.certainty and any(g.domain == "robustness" for g in dom.certainty.downgrades)):
+            flips += " (not counted in this domain's certainty rating)"
         rows.append({"domain": dom.label, "verdict": words.verdict(dom.mu.p_beneficial)[0],
                      "variants fitted": len(mine),
-                     "direction flips under": "; ".join(o.variant for o in mine if o.flipped) or "none",
+                     "direction flips under": flips or ("none" if mine else unassessed),
                      "verdict changes under": "; ".join(f"{o.variant}: {o.verdict} ({words.probability(o.p_beneficial)})"
-                                                        for o in changed if not o.flipped) or "none"})
+                                                        for o in changed if not o.flipped) or ("none" if mine else "–")})
     text = ["Each domain's verdict under the variants a methodologist would try first, fitted exactly where the variant "
-            "has an exact form. A direction that flips lowers the domain's certainty."]
+            "has an exact form. A direction that flips is a reason to lower the domain's certainty (robustness)."]
     if robustness.skipped:
-        text.append("Left out here (no exact form; `metaeval sensitivity` fits them with MCMC): "
-                    + "; ".join(f"{label} ({why})" for label, why in robustness.skipped) + ".")
+        by_reason: dict[str, list[str]] = {}
+        for label, why in robustness.skipped:
+            by_reason.setdefault(why, []).append(label)
+        text.append("Not computed here, so not part of this check (`metaeval sensitivity` fits them with MCMC): "
+                    + "; ".join(f"{', '.join(labels)}, because {why.rstrip('.')}" for why, labels in by_reason.items()) + ".")
     return {"text": text, "table": rows}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 import threading
@@ -45,6 +46,8 @@ DEFAULT_SEED = 20261124
 RHAT_MAX = 1.01
 ESS_MIN = 400
 SAMPLERS = ("nutpie", "pymc")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -216,9 +219,11 @@ def _sample_nutpie(model, settings: SamplerSettings, progress: bool):
             template[name].set_value(value)
         try:
             start = time.time()
+            log.info("sampling: %d chains of %d + %d draws", settings.chains, max(settings.tune, 1), settings.draws)
             posterior = nutpie.sample(compiled, draws=settings.draws, tune=max(settings.tune, 1),  # nuts-rs needs one tuning step
-                                      chains=settings.chains, seed=settings.seed,
-                                      target_accept=settings.target_accept, save_warmup=False, progress_bar=progress)
+                                      chains=settings.chains, seed=settings.seed, target_accept=settings.target_accept,
+                                      save_warmup=False, progress_bar=progress,
+                                      progress_callback=None if progress else _ProgressLog(), progress_rate=500)
             elapsed = time.time() - start
         finally:
             for name, value in saved.items():
@@ -229,6 +234,20 @@ def _sample_nutpie(model, settings: SamplerSettings, progress: bool):
             ds = posterior[group].to_dataset()
             posterior[group] = ds.assign_coords({dim: list(model.coords[dim]) for dim in ds.dims if dim in model.coords})
     return posterior
+
+
+class _ProgressLog:
+    """nutpie's progress as log lines, a tenth of the draws apart: the phase messages of a run without a terminal."""
+
+    def __init__(self) -> None:
+        self.logged = 0
+
+    def __call__(self, chains) -> None:
+        done, total = sum(c.finished_draws for c in chains), sum(c.total_draws for c in chains)
+        tenth = 10 * done // max(total, 1)
+        if tenth > self.logged:
+            self.logged = tenth
+            log.info("sampling: %d of %d draws", done, total)
 
 
 class _ArviZStandIn(types.ModuleType):
@@ -429,11 +448,12 @@ def fit_cached(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerS
             problem = verify_fit(directory, key)
             if problem is None:
                 return CachedFit(key, directory, True)
-            print(f"note: the cached fit in {directory} cannot be trusted ({problem}); fitting again", file=sys.stderr)
+            log.warning("the cached fit in %s cannot be trusted (%s); fitting again", directory, problem)
         check_allowed(directory.parent, folder=True)  # before the fit, not after it: a link out of `out` is refused
         model = model_from_layout(layout, spec)
         posterior = fit(model, chains=settings.chains, draws=settings.draws, tune=settings.tune, seed=settings.seed, sampler=settings.sampler, target_accept=settings.target_accept, progress=progress)
         posterior.attrs["metaeval_evidence_sha256"] = evidence_digest(evidence)
+        log.info("writing the fit to %s", directory)
         with result_set(directory) as staging:
             write_posterior(posterior, staging / "posterior.nc")
             record = {"key": key, "settings": asdict(settings), "versions": _versions(), "spec": spec.to_dict(), "diagnostics": diagnose(posterior),

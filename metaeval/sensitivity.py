@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from metaeval.errors import InputError, Problem
 from metaeval.spec import ALL_DESIGNS, MODELS_DIR, read_toml
+
+log = logging.getLogger(__name__)
 
 FACTORS = ("tau", "bias", "inclusion", "estimand", "direction_only")
 ESTIMANDS = ("itt", "tot")
@@ -673,8 +676,6 @@ def saved_extras(directory: str | Path, evidence) -> dict | None:
     The file is in the output folder, which metaeval does not trust: one that does not have the shape a run
     writes is left out of the report, with a note, rather than stopping it.
     """
-    import sys
-
     from metaeval.harmonise import evidence_digest
 
     saved = load_result(directory)
@@ -687,6 +688,6 @@ def saved_extras(directory: str | Path, evidence) -> dict | None:
         result = SensitivityResult(grid, saved["scenarios"], saved["results"], saved["loo"], saved["power_scaling"], saved["evidence_digest"])
         return report_extras(result)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
-        print(f"note: {Path(directory) / 'sensitivity.json'} is not a sensitivity run's record ({type(err).__name__}: {err}); "
-              "the report leaves the sensitivity section out", file=sys.stderr)
+        log.warning("%s is not a sensitivity run's record (%s: %s); the report leaves the sensitivity section out",
+                    Path(directory) / "sensitivity.json", type(err).__name__, err)
         return None

@@ -31,6 +31,7 @@ Definitions:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -56,6 +57,8 @@ from metaeval.result import (
 )
 from metaeval.sampling import CachedFit, SamplerSettings, diagnose, fit_cached, load_posterior
 from metaeval.spec import ModelSpec, spec_digest
+
+log = logging.getLogger(__name__)
 
 SIGNIFICANT_DIGITS = 6
 
@@ -284,6 +287,7 @@ def publish(out: str | Path, result: Result, *, key: str | None = None, report=N
     """
     out = Path(out)
     _keep_legacy_results(out)
+    log.info("writing the results to %s", out)
     with result_set(out / RESULT) as staging:
         write_summary(result, staging)
         if key is not None:
@@ -385,8 +389,6 @@ def fit_and_summarise(evidence, spec: ModelSpec, *, out: str | Path, settings: S
 
 def cached_fit(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerSettings | None = None) -> tuple[Result, str] | None:
     """The judged result and cache key of an existing, trusted fit for these inputs, without refitting (None if there is none)."""
-    import sys
-
     from metaeval.certainty import judge
     from metaeval.model import prepare
     from metaeval.sampling import cache_key, fit_dir, verify_fit
@@ -398,7 +400,7 @@ def cached_fit(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerS
         return None
     problem = verify_fit(directory, key)
     if problem is not None:
-        print(f"note: the cached fit in {directory} cannot be trusted ({problem}); `metaeval fit` will fit it again", file=sys.stderr)
+        log.warning("the cached fit in %s cannot be trusted (%s); `metaeval fit` will fit it again", directory, problem)
         return None
     return judge(_summary_of(directory.resolve()), evidence), key
 

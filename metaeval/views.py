@@ -467,6 +467,32 @@ def risk_of_bias(appraisal, names: Names) -> list[dict]:
              "overall": r.overall or "–", "own": r.own or "", "treatment": r.treatment} for r in appraisal.risk_of_bias]
 
 
+def rules_moves(moves, names: Names) -> dict:
+    """Per domain, the pooled result before the appraisal rules and after each, each rule named with its documented
+    reason (:func:`metaeval.appraisal.rules_moves`); where the record is not of this evidence, only why."""
+    if not moves.applies:
+        return {"applies": False, "why_not": moves.why_not}
+    steps = [{"anchor": f"rule-{i}", "name": s.rule.name, "section": s.rule.section, "reason": s.rule.reason,
+              "admitted": list(s.admitted), "removed": list(s.removed),
+              "counts": ", ".join([*([f"{words.plural(len(s.admitted), 'estimate')} let in"] if s.admitted else []),
+                                   *([f"{words.plural(len(s.removed), 'estimate')} left out"] if s.removed else [])])
+              or "the same estimates enter (their SEs or priors change)", "state": s.rule.state}
+             for i, s in enumerate(moves.steps, 1)]
+    rows = []
+    for c in moves.domains:
+        cells = [None if m is None else {"mean": words.number(m.mean, c.metric), "interval": words.interval(m.hdi_low, m.hdi_high, c.metric),
+                                         "p_beneficial": words.probability(m.p_beneficial), "n": m.n_estimates}
+                 for _, m in c.results]
+        before, after = c.results[0][1], c.results[-1][1]
+        verdicts = [words.verdict(m.p_beneficial)[0] if m is not None else "not analysed" for m in (before, after)]
+        rows.append({"domain": {"label": names.domains.get(c.domain) or c.label or c.domain, "anchor": names.anchors.get(c.domain)},
+                     "units": words.unit_compact(c.metric), "cells": cells, "verdict_before": verdicts[0], "verdict_after": verdicts[1],
+                     "verdict_changed": verdicts[0] != verdicts[1]})
+    return {"applies": True, "columns": [{"label": "Before the rules", "anchor": None},
+                                        *({"label": s["state"], "anchor": s["anchor"]} for s in steps)], "steps": steps, "rows": rows,
+            "recorded": moves.recorded}
+
+
 def assumptions(rows: list[dict], names: Names) -> dict:
     """Values the sources do not give, supplied by the curators; and the analyst judgements per domain."""
     estimates = [{"id": text(r.get("estimate_id")), "project": names.project(r.get("project_id")),
@@ -503,8 +529,22 @@ def priors(result: Result) -> dict:
         "settings": {k: v for k, v in (("direction-only findings", f"{model.direction_only.mode}" + (f", SE prior {model.direction_only.se}" if model.direction_only.se else "")),
                                        ("effects", model.effects), ("designs admitted", ", ".join(model.designs) or "–"),
                                        ("target_accept", model.target_accept), ("interval probability", model.hdi_prob),
-                                       ("overrides", ", ".join(f"{k}={v}" for k, v in model.overrides.items()) or "none"))},
+                                       ("overrides", ", ".join(f"{k}={v}" for k, v in model.overrides.items()) or "none"),
+                                       *_appraisal_options(model))},
     }
+
+
+def _appraisal_options(model) -> list[tuple[str, str]]:
+    """How the fit applied the appraisal rules that are model options (data/README.md); none where it did not say."""
+    out = []
+    if model.inferred_benefit is not None:
+        out.append(("outcomes whose benefit the curator inferred", {"exclude": "left out", "include": "admitted"}[model.inferred_benefit]))
+    rule = model.risk_of_bias
+    if rule is not None:
+        out.append((f"risk of bias judged high ({', '.join(rule.domains)})",
+                    {"inflate": f"widens the bias prior by {rule.sd:g} x the domain's scale per domain judged high",
+                     "exclude": "the estimate is left out", "ignore": "shown, not used"}[rule.high]))
+    return out
 
 
 def diagnostics(result: Result) -> dict:

@@ -177,3 +177,24 @@ def test_compare_fits_lines_up_domains_across_summaries():
     assert [r.domain for r in rows] == ["a", "b"]
     assert rows[0].shift("before", "after") == pytest.approx(-0.75)
     assert rows[1].results[0] == ("before", None) and rows[1].shift("before", "after") is None
+
+
+# --------------------------------------------------------------------------- the rules' alternatives as scenarios
+
+
+@pytest.mark.parametrize("name, change", [("high_rob_excluded", {"rob_high": "exclude"}),
+                                          ("inferred_benefit_included", {"inferred_benefit": "include"})])
+def test_each_rules_alternative_is_a_sensitivity_scenario_that_differs_from_the_default_in_that_rule_only(evidence, layout, name, change):
+    """The grid's model files for the alternatives data/README.md names: the default's spec but for the one option,
+    so the scenario moves exactly what the rule decides (and a change to the default reaches them, or this fails)."""
+    from metaeval.sensitivity import load_grid
+
+    assert name in load_grid().levels["bias"]
+    spec, default = load_spec(name), load_spec("default")
+    assert replace(spec, name=default.name, description=default.description, source=default.source) == replace(default, **change)
+    left_out = {e["estimate_id"] for e in prepare(evidence, spec).excluded} - {e["estimate_id"] for e in layout.excluded}
+    let_in = {e["estimate_id"] for e in layout.excluded} - {e["estimate_id"] for e in prepare(evidence, spec).excluded}
+    if name == "high_rob_excluded":
+        assert "oto:wellbeing_itt" in left_out and not let_in
+    else:
+        assert {"vive_social_support:gp_use", "vive_social_support:hospital_contacts_schizophrenia"} <= let_in and not left_out

@@ -139,6 +139,23 @@ def test_inconsistency_when_a_new_initiative_could_be_harmful():
     assert [g.domain for g in c.downgrades] == ["inconsistency"] and c.level == "moderate"
 
 
+def test_inconsistency_is_judged_alike_for_a_harmful_average_and_a_null_one():
+    """The rule that downgrades a clear benefit whose new project could be harmful downgrades its mirror image, and a
+    precise null whose projects could land importantly either way; a precise, consistent null is not downgraded."""
+    rows = _rows(("rct", "low", 0.1), ("rct", "low", 0.1))
+    harmful = rate(_domain(mu=(-0.3, 0.05), new=(-0.3, 0.3)), rows)
+    assert [(g.domain, g.reason) for g in harmful.downgrades] == [
+        ("inconsistency", "projects differ so much that a new one could be beneficial (the predictive interval reaches an important benefit)")]
+    no_mid = rate(_domain(mu=(-0.3, 0.05), new=(-0.3, 0.4), mid=None), rows)
+    assert [g.reason for g in no_mid.downgrades] == [
+        "projects differ so much that a new one could be beneficial (the predictive interval reaches a benefit as large as the average harm)"]
+    scattered = rate(_domain(mu=(0.0, 0.03), new=(0.0, 0.3)), rows)
+    assert {g.domain for g in scattered.downgrades} == {"imprecision", "inconsistency"}
+    assert "near no effect" in next(g.reason for g in scattered.downgrades if g.domain == "inconsistency")
+    consistent = rate(_domain(mu=(0.0, 0.03), new=(0.0, 0.04)), rows)
+    assert [g.domain for g in consistent.downgrades] == ["imprecision"]
+
+
 def test_assumed_direction_prior_dominance_and_flips():
     dom = _domain(mu=(0.3, 0.6), new=(0.3, 0.7), assumed={"beneficial": "direction assumed"}, p_beneficial=0.7)
     c = rate(dom, _rows(("rct", "low", 1.0), ("rct", "low", 1.0)), flips=["no design-bias adjustment"])

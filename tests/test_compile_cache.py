@@ -7,7 +7,6 @@ A cold entry is compiled in a child process (a few seconds for these small model
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import re
@@ -36,14 +35,30 @@ def cache(tmp_path, monkeypatch) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def _logged():
+    """The messages metaeval logs meanwhile (its notes: the CLI prints them as ``note: ...``)."""
+    import logging
+
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("metaeval")
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[Path, str]:
     """A cache folder holding the entry of ``_model()``, built once, and what building it printed."""
     folder = tmp_path_factory.mktemp("built") / "cache"
-    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(io.StringIO()) as err:
+    with pytest.MonkeyPatch.context() as patch, _logged() as notes:
         patch.setenv(compile_cache.ENV_VAR, str(folder))
         compile_cache.compile_model(_model())
-    return folder, err.getvalue()
+    return folder, notes
 
 
 @pytest.fixture
@@ -87,7 +102,7 @@ def test_nutpie_is_pinned_and_its_internals_are_what_the_cache_relies_on():
     assert compile_cache.nutpie_problem() is None
 
 
-def test_a_change_in_nutpie_internals_is_reported_and_the_fit_falls_back_to_nutpie(cache, monkeypatch, capsys):
+def test_a_change_in_nutpie_internals_is_reported_and_the_fit_falls_back_to_nutpie(cache, monkeypatch):
     from nutpie import compile_pymc
 
     with monkeypatch.context() as patch:
@@ -97,9 +112,9 @@ def test_a_change_in_nutpie_internals_is_reported_and_the_fit_falls_back_to_nutp
         patch.setattr(compile_cache, "NUTPIE_FIELDS", (*[f for f in compile_cache.NUTPIE_FIELDS if f != "user_data"], "_old"))
         assert compile_cache.nutpie_problem() == "nutpie's CompiledPyMCModel fields changed (gone: _old; new: user_data)"
     monkeypatch.setitem(compile_cache.NUTPIE_FUNCTIONS, "_renamed_in_a_later_nutpie", ())
-    compiled = compile_cache.compile_model(_model())
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["note: compiling without the compile cache (nutpie.compile_pymc._renamed_in_a_later_nutpie is gone)"]
+    with _logged() as notes:
+        compiled = compile_cache.compile_model(_model())
+    assert notes == ["compiling without the compile cache (nutpie.compile_pymc._renamed_in_a_later_nutpie is gone)"]
     assert not cache.exists()  # nutpie's own compile, nothing cached
     assert np.isfinite(_draws(compiled)["mu"]).all()
 
@@ -107,13 +122,14 @@ def test_a_change_in_nutpie_internals_is_reported_and_the_fit_falls_back_to_nutp
 # --- same draws ----------------------------------------------------------------------------------
 
 
-def test_cached_callbacks_draw_exactly_as_nutpies_own_compile(built, warm, capsys):
+def test_cached_callbacks_draw_exactly_as_nutpies_own_compile(built, warm):
     import nutpie
 
     model = _model()
-    assert built[1].strip() == compile_cache.COLD_NOTE  # the entry was compiled in a child process, then loaded
-    loaded = compile_cache.compile_model(model)
-    assert capsys.readouterr().err == ""
+    assert built[1] == [compile_cache.COLD_NOTE]  # the entry was compiled in a child process, then loaded
+    with _logged() as notes:
+        loaded = compile_cache.compile_model(model)
+    assert notes == []
     assert loaded.compiled_logp_func.cache_hits == loaded.compiled_expand_func.cache_hits == 1  # loaded, not compiled here
     [entry] = _entries(warm)
     assert {"callbacks.py", "manifest.json", "__pycache__"} <= {p.name for p in entry.iterdir()}
@@ -164,7 +180,7 @@ def test_a_cold_cache_fit_and_a_warm_cache_fit_are_byte_identical(tmp_path):
     csv.write_text("study,yi,sei\n" + "".join(f"S{i},{y},{s}\n" for i, (y, s) in enumerate(zip(EIGHT_SCHOOLS_Y, EIGHT_SCHOOLS_SE))))
     cold = _fit(tmp_path / "cache", tmp_path / "cold", csv)
     warm = _fit(tmp_path / "cache", tmp_path / "warm", csv)
-    assert compile_cache.COLD_NOTE in cold.stderr.splitlines()
+    assert f"note: {compile_cache.COLD_NOTE}" in cold.stderr.splitlines()
     assert compile_cache.COLD_NOTE not in warm.stderr
     assert cold.stdout == warm.stdout and json.loads(cold.stdout)["seed"] == 5
     for name in ("summary.json", "summary.csv"):
@@ -176,7 +192,7 @@ def test_a_cold_cache_fit_and_a_warm_cache_fit_are_byte_identical(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["edited source", "truncated code recorded in the manifest", "no manifest"])
-def test_a_damaged_entry_is_rebuilt_never_trusted(warm, capsys, damage):
+def test_a_damaged_entry_is_rebuilt_never_trusted(warm, damage):
     """A stale or corrupt entry (its manifest's hashes differ, or numba cannot load it) or a half-built one."""
     model = _model()
     before = _draws(compile_cache.compile_model(model))
@@ -192,14 +208,15 @@ def test_a_damaged_entry_is_rebuilt_never_trusted(warm, capsys, damage):
         manifest = json.loads((entry / "manifest.json").read_text())
         manifest["files"] = compile_cache._hashes(entry, manifest["files"])
         (entry / "manifest.json").write_text(json.dumps(manifest))
-    again = compile_cache.compile_model(model)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[0].startswith(f"note: the compiled model in {entry} cannot be trusted (")
-    assert err[1:] == [compile_cache.COLD_NOTE]
+    with _logged() as notes:
+        again = compile_cache.compile_model(model)
+    assert notes[0].startswith(f"the compiled model in {entry} cannot be trusted (")
+    assert notes[1:] == [compile_cache.COLD_NOTE]
     assert "return 3" in (entry / "callbacks.py").read_text()
     _assert_identical(_draws(again), before)
-    compile_cache.compile_model(model)
-    assert capsys.readouterr().err == ""  # rebuilt for good
+    with _logged() as notes:
+        compile_cache.compile_model(model)
+    assert notes == []  # rebuilt for good
 
 
 _RACE = """
@@ -228,26 +245,28 @@ def test_concurrent_first_runs_compile_once_and_draw_alike(cache):
     assert len(_entries(cache)) == 1
 
 
-def test_an_unwritable_cache_folder_falls_back_to_nutpie(tmp_path, monkeypatch, capsys):
+def test_an_unwritable_cache_folder_falls_back_to_nutpie(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     monkeypatch.setenv(compile_cache.ENV_VAR, str(blocker / "cache"))
-    compiled = compile_cache.compile_model(_model())
-    [line] = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith("note: compiling without the compile cache (cannot create ")
+    with _logged() as notes:
+        compiled = compile_cache.compile_model(_model())
+    [line] = notes
+    assert line.startswith("compiling without the compile cache (cannot create ")
     assert np.isfinite(_draws(compiled)["mu"]).all()
 
 
-def test_a_model_that_cannot_reach_a_compile_process_falls_back_to_nutpie(cache, monkeypatch, capsys):
+def test_a_model_that_cannot_reach_a_compile_process_falls_back_to_nutpie(cache, monkeypatch):
     import cloudpickle
 
     def refuse(obj):
         raise TypeError("cannot pickle '_thread.lock' object")
 
     monkeypatch.setattr(cloudpickle, "dumps", refuse)
-    compiled = compile_cache.compile_model(_model())
-    assert capsys.readouterr().err.strip().splitlines() == [
-        "note: compiling without the compile cache (the model cannot be handed to a compile process "
+    with _logged() as notes:
+        compiled = compile_cache.compile_model(_model())
+    assert notes == [
+        "compiling without the compile cache (the model cannot be handed to a compile process "
         "(TypeError: cannot pickle '_thread.lock' object))"]
     assert not any(p.is_dir() for p in (cache / "callbacks").iterdir())  # no half-built entry
     assert np.isfinite(_draws(compiled)["mu"]).all()

@@ -685,6 +685,22 @@ def test_fit_exact_shape_and_json():
     assert out.domains["grade"].mid is None and out.domains["grade"].mu.p_mid is None
 
 
+def test_fit_exact_leaves_out_a_curator_inferred_benefit_and_records_it():
+    """As the default model does (data/README.md "Benefit only where the source or the domain says so"): an outcome whose
+    beneficial direction the curator inferred does not enter; the model record says the rule applied, or that it did not."""
+    plain = fit_exact(_table(), priors=PRIORS)
+    assert plain.model.inferred_benefit is None  # no benefit_basis column: the rule had nothing to apply to
+    table = _table().assign(benefit_basis="domain")
+    table.loc[table["estimate_id"] == "b:emp", "benefit_basis"] = "curator"
+    out = fit_exact(table, priors=PRIORS)
+    assert out.model.inferred_benefit == "exclude"
+    assert [p.project for p in out.domains["employment"].projects] == ["a", "c"]
+    left = {x.estimate_id: x for x in out.exclusions}["b:emp"]
+    assert left.stage == "model" and "inferred by the curator" in left.reason
+    kept = table[table["estimate_id"] != "b:emp"]
+    assert out.domains["employment"].mu == fit_exact(kept, priors=PRIORS).domains["employment"].mu
+
+
 def test_fit_exact_scales_spec_priors_and_not_overrides():
     """Spec priors are in units of domain_scale (10 for employment); overrides are absolute."""
     table = _table()

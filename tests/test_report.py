@@ -287,6 +287,17 @@ def test_priors_and_bias_assumptions_listed(case):
     assert "Bias-adjusted <additive> design bias" in section  # escaped model text
     assert "lognormal(-2.30259, 0.5)" in section  # direction-only SE prior, under other settings
     view = views.priors(result)
+    from metaeval.result import RiskOfBiasRule
+
+    # the appraisal options, shown where the fit records them (not by an engine that applies none)
+    unapplied = result.model.model_copy(update={"inferred_benefit": None, "risk_of_bias": None})
+    assert not any("risk of bias" in k or "curator" in k for k in views.priors(result.model_copy(update={"model": unapplied}))["settings"])
+
+    default = result.model.model_copy(update={"inferred_benefit": "exclude", "risk_of_bias": RiskOfBiasRule(
+        high="inflate", sd=0.25, domains=("attrition", "reporting"))})
+    settings = views.priors(result.model_copy(update={"model": default}))["settings"]
+    assert settings["outcomes whose benefit the curator inferred"] == "left out"
+    assert settings["risk of bias judged high (attrition, reporting)"] == "widens the bias prior by 0.25 x the domain's scale per domain judged high"
     assert view["per_domain"]["params"] == ["mu", "tau"]
     assert {r["domain"]: r["priors"] for r in view["per_domain"]["rows"]}["Employment"] == [
         result.domains["employment"].priors["mu"], result.domains["employment"].priors["tau"]]
@@ -415,13 +426,13 @@ def test_report_cites_the_committed_calibration_study_of_the_default_model(case,
     assert {row["parameter"]: row["chi-square p"] for row in section["table"]} == record["analysis"]["primary_p_values"]
     evidence, args = load_evidence(), build_parser().parse_args(["report", "--out", str(tmp_path)])
     _, default, _ = case  # the default MCMC model, no overrides
-    assert _report_extras(args, evidence, default)["calibration"] == section
+    assert _report_extras(args, evidence, default)[1]["calibration"] == section
     # the study calibrates the default MCMC model only: not cited for the exact engine, another model or prior
     model = default.model
     for other in (default.model_copy(update={"engine": "exact", "diagnostics": None}),
                   default.model_copy(update={"model": model.model_copy(update={"name": "no_bias"})}),
                   default.model_copy(update={"model": model.model_copy(update={"overrides": {"tau": "halfnormal(1)"}})})):
-        assert "calibration" not in (_report_extras(args, evidence, other) or {})
+        assert "calibration" not in (_report_extras(args, evidence, other)[1] or {})
 
 
 def test_the_appraisal_is_in_the_report():

@@ -40,7 +40,7 @@ if not CHROMIUM.exists():
 
 #: Where screenshots are kept for a person to look at (set METAEVAL_SCREENSHOTS=DIR); default: pytest's tmp dir.
 SCREENSHOT_DIR = os.environ.get("METAEVAL_SCREENSHOTS")
-SECTION_IDS = ["overview", "domains", "evidence", "estimates", "risk-of-bias", "excluded", "direction-only", "assumptions", "priors",
+SECTION_IDS = ["overview", "domains", "evidence", "estimates", "risk-of-bias", "rules-move", "excluded", "direction-only", "assumptions", "priors",
                "diagnostics", "robustness", "comparison", "sensitivity", "calibration", "reading"]
 
 
@@ -158,6 +158,7 @@ PAGE_FACTS = """(() => {
     width: document.documentElement.scrollWidth,
     height: document.documentElement.scrollHeight,
     figures: [...document.querySelectorAll('section.domain figure img')].map(i => i.alt),
+    dangling: [...document.querySelectorAll('a[href^="#"]')].map(a => a.getAttribute('href').slice(1)).filter(id => !document.getElementById(id)),
   };
 })()"""
 
@@ -262,6 +263,7 @@ def test_sections_domains_and_projects_are_shown(hostile_report):
     for eid in hostile_report["evidence"]["estimate_id"]:
         assert eid in text
     assert "Scenario <tau> wider." in text  # the supplied sensitivity section
+    assert "this report's evidence is not that evidence" in text  # the record of the appraisal rules is the bundled evidence's
     assert "No model comparison was run" in text  # a missing one says so
     assert facts["width"] <= 1200  # wide tables scroll inside their box, the page does not
 
@@ -307,6 +309,10 @@ def test_bundled_evidence_report_in_browser(tmp_path):
     for domain in summary.domains:
         assert any(i.startswith("domain-") and i.endswith(domain) for i in facts["ids"]), domain
     assert _not_blank(png)[2] > 50
+    # what the appraisal rules move (the record is of this evidence): every rule's reason has its anchor, every link lands
+    assert [i for i in facts["ids"] if i.startswith("rule-")] == [f"rule-{n}" for n in range(1, 7)] and facts["dangling"] == []
+    assert "What the appraisal rules move" in facts["text"] and "Findings without a standard error" in facts["text"]
+    assert "Possibly beneficial → Unclear" in " ".join(facts["text"].split())  # firm-oriented activation, before → after
 
 
 def test_the_harness_sees_what_it_must_catch(tmp_path):

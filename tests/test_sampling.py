@@ -242,10 +242,11 @@ def test_a_failed_gate_is_an_exit_status_unless_allowed(tmp_path, capsys):
 def test_a_failed_gate_on_a_model_without_an_exact_form_advises_sampling_longer(tmp_path, capsys):
     csv = tmp_path / "designs.csv"
     csv.write_text("study,yi,sei,design\na,0.1,0.1,rct\nb,0.3,0.2,before_after\nc,0.2,0.15,rct\n", encoding="utf-8")
-    args = ["fit", "--csv", str(csv), "--out", str(tmp_path / "out"), "--chains", "2", "--draws", "30", "--tune", "30"]
+    args = ["fit", "--csv", str(csv), "--out", str(tmp_path / "out"), "--chains", "2", "--draws", "30", "--tune", "30",
+            "--model", "design_hierarchy"]
     assert main(args) == 3
     err = capsys.readouterr().err
-    assert "more --draws/--tune or another --seed" in err and "--engine exact" not in err  # a bias term: no exact form
+    assert "more --draws/--tune or another --seed" in err and "--engine exact" not in err  # a learned design level: no exact form
 
 
 def test_bad_prior_on_the_command_line_exits_2(tmp_path, capsys):

@@ -61,7 +61,8 @@ def test_default_grid_varies_one_factor_at_a_time():
         differs = [f for f in FACTORS if s[f] != grid.baseline[f]]
         assert differs == s["changed"] and len(differs) == 1
     # the issue's factors are all there
-    assert set(grid.levels["bias"]) == {"no_bias", "variance_inflation", "design_hierarchy"}
+    assert set(grid.levels["bias"]) == {"no_bias", "variance_inflation", "design_hierarchy",
+                                        "high_rob_excluded", "inferred_benefit_included"}  # + issue 16's alternatives
     assert grid.levels["estimand"] == ["tot"] and grid.levels["direction_only"] == ["out"]
 
 
