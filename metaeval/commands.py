@@ -28,7 +28,7 @@ def _source(args: argparse.Namespace) -> dict:
 
 def _say_assumptions(records) -> None:
     """Tell the user, on stderr, what was assumed about a CSV's domains (every command that reads one)."""
-    from metaeval.harmonise import domain_assumptions
+    from metaeval.validation import domain_assumptions
 
     for domain, sentences in sorted(domain_assumptions(records).items()):
         for sentence in sentences:
@@ -46,7 +46,7 @@ def read_evidence(args: argparse.Namespace, *, rows: bool = False, estimand: str
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from metaeval.harmonise import validate
+    from metaeval.validation import validate
 
     report = validate(**_source(args))
     print(report)
