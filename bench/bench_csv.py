@@ -1,42 +1,69 @@
-"""`metaeval validate --csv` on a million-row CSV: wall time and peak memory (the target: under 15 s and 1 GB).
+"""`metaeval validate --csv` on a million-row CSV: CPU seconds and peak memory (the target: under 15 s and 1 GB).
 
-Run: .venv/bin/python bench/bench_csv.py [--rows 1000000] [--repeats 3] [--columns study,yi,sei]
+Run: .venv/bin/python bench/bench_csv.py [--rows 1000000] [--runs 2] [--cases NAME,...] [--package DIR --label COMMIT]
 
-Writes a metafor-style CSV of ``--rows`` estimates (seed 1: yi ~ N(0, 1) to 5 decimals, sei ~ U(0.05, 1) to 4;
-study ids s0, s1, ...; with ``--columns study,yi,sei,domain,design`` also 7 domains and two designs) into a
-temporary folder, then runs the command in fresh processes and prints, per run, the wall time and the peak
-resident memory of the child (``ru_maxrss``), and their medians. Run it on an idle machine: it is a timing.
+Writes metafor-style CSVs of ``--rows`` estimates (seed 1: yi ~ N(0, 1) to 5 decimals, sei ~ U(0.05, 1) to 4;
+study ids s0, s1, ...) into a temporary folder, then runs ``metaeval validate --csv`` on each in ``--runs`` fresh
+processes and records, per run, the CPU seconds (user + system) and peak resident memory (``ru_maxrss``) of the
+command's process, its wall time and exit status. The cases:
 
-Results (2 cores shared with other jobs; the load average is printed, and times scale with it):
+- ``plain``: the columns study, yi, sei (23 MB);
+- ``domains``: study, yi, sei, domain, design (7 domains, two designs; 34 MB);
+- ``bad``: as ``plain`` with every 100th yi unparsable: exit 2 and 10,000 problems, each named.
 
-- main at 5390352, 1,000,000 rows of study,yi,sei (23 MB): 65.6 s, 3.45 GB peak (load about 2).
-- i14 after merging main at a678743: 150 s, 3.68 GB peak (load 5.7). Not within the targets.
+Results go to ``bench/results/csv-validate-<date>.json`` (``-2``, ... for later runs that day) with the commit
+measured and the load average before each case; the machine is shared, so read CPU seconds, not wall time.
+``--package DIR`` measures the ``metaeval`` package in DIR instead (e.g. an older commit's, from ``git archive``),
+for a before/after comparison in one session.
 
-Where it goes (cProfile, 100,000 rows, 32 s at load 6): reading and checking the CSV row by row 4.2 s
-(pydantic per row); harmonising into one dict per row 5.3 s; `validate` then builds a DataFrame of those
-dicts (2.3 s) and turns it back into dicts twice (``to_dict``: 13.7 s, pandas 3's Arrow-backed strings box each
-cell) to run the consistency checks again (4.5 s) that ``evidence_records`` had already run. Memory is one
-dict of about 45 keys per row (about 2.3 KB) plus the DataFrame. Meeting the targets needs a columnar path for
-a CSV (read with pandas' C parser, checked and harmonised column-wise, the table built once), not faster rows.
+Results (2026-11-30, 2 shared cores at load 6-9; CPU seconds and peak RSS of the command, 2 fresh runs each):
+
+- 24b7e99, the CSV path main has at 76477f8 (``csv-validate-2026-11-30-2.json``): plain 84.7 / 82.6 CPU-s,
+  4.54 GB peak (170-199 s wall). Where it went: pydantic per row, one dict of about 45 keys per row, a DataFrame
+  of those dicts turned back into dicts twice, and the consistency checks run twice.
+- 1dc33ca (``csv-validate-2026-11-30.json``): plain 2.7 CPU-s and 315 MB; domains 4.1 CPU-s and 324 MB; bad
+  (exit 2, 10,000 problems named) 2.6 CPU-s and 290 MB. Within the targets: each column of a block of 65,536
+  rows is checked in one pydantic call (metaeval.evidence_csv), and the rows are columns, not dicts
+  (metaeval.columns).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import os
+import platform
 import random
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_CPU_S, TARGET_PEAK_MB = 15.0, 1000.0
+
+CASES = {
+    "plain": ("study,yi,sei", 0),
+    "domains": ("study,yi,sei,domain,design", 0),
+    "bad": ("study,yi,sei", 100),
+}
+
+# One fresh process runs the command in a child and reports the child's resources.
+CHILD = """
+import json, os, resource, subprocess, sys, time
+t = time.perf_counter()
+r = subprocess.run([sys.executable, "-c", "import sys; from metaeval.cli import main; sys.exit(main(sys.argv[1:]))",
+                    "validate", "--csv", sys.argv[1]], capture_output=True, text=True)
+wall = time.perf_counter() - t
+use = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"rc": r.returncode, "cpu_s": round(use.ru_utime + use.ru_stime, 2), "peak_mb": round(use.ru_maxrss / 1024, 1),
+                  "wall_s": round(wall, 2), "stdout_head": r.stdout[:160], "stderr_lines": r.stderr.count(chr(10)),
+                  "stderr_head": r.stderr[:240]}))
+"""
 
 
-def write_csv(path: Path, rows: int, columns: list[str]) -> None:
+def write_csv(path: Path, rows: int, columns: list[str], bad_every: int = 0) -> None:
     rng = random.Random(1)
     designs = ("rct", "unspecified")
     with open(path, "w", encoding="utf-8") as fh:
@@ -44,39 +71,68 @@ def write_csv(path: Path, rows: int, columns: list[str]) -> None:
         for i in range(rows):
             cells = {"study": f"s{i}", "yi": f"{rng.gauss(0, 1):.5f}", "sei": f"{rng.uniform(0.05, 1):.4f}",
                      "domain": f"d{i % 7}", "design": designs[i % 2]}
+            if bad_every and i % bad_every == bad_every - 1:
+                cells["yi"] = "n/a"
             fh.write(",".join(cells[c] for c in columns) + "\n")
 
 
-def run_once(csv: Path) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS of the child in MB, exit status."""
-    script = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-              f"r = subprocess.run([{str(Path(sys.executable).parent / 'metaeval')!r}, 'validate', '--csv', {str(csv)!r}], "
-              "stdout=subprocess.DEVNULL); "
-              "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, r.returncode)")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
-    return float(out[0]), float(out[1]), int(out[2])
+def python(code: str, *args: str, package: Path | None, cwd: Path) -> str:
+    """The output of ``python -c code args`` in a fresh process that imports metaeval from ``package`` if given."""
+    env = dict(os.environ)
+    if package is not None:  # found before the installed (editable) metaeval
+        env["PYTHONPATH"] = str(package)
+    # cwd: not the checkout, which `python -c` would put first on sys.path
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True, env=env, cwd=cwd).stdout
+
+
+def revision(package: Path | None) -> str:
+    if package is not None:
+        return f"package at {package}"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return head + (" (with uncommitted changes)" if dirty else "")
+
+
+def results_path(date: str) -> Path:
+    path, n = ROOT / "bench" / "results" / f"csv-validate-{date}.json", 1
+    while path.exists():
+        n += 1
+        path = ROOT / "bench" / "results" / f"csv-validate-{date}-{n}.json"
+    return path
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--columns", default="study,yi,sei")
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--package", type=Path, help="a folder holding another metaeval package to measure")
+    parser.add_argument("--label", help="what --package holds, for the record (e.g. the commit it was archived from)")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
     args = parser.parse_args()
+    date = dt.date.today().isoformat()
+    record = {"what": "validate --csv", "date": date, "commit": args.label or revision(args.package), "machine": platform.platform(),
+              "cpus": os.cpu_count(), "python": platform.python_version(), "rows": args.rows,
+              "targets": {"cpu_s": TARGET_CPU_S, "peak_mb": TARGET_PEAK_MB}, "result": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        csv = Path(tmp) / "million.csv"
-        write_csv(csv, args.rows, args.columns.split(","))
-        print(f"{args.rows:,} rows, {csv.stat().st_size / 1e6:.1f} MB, columns {args.columns}; load {os.getloadavg()[0]:.2f}")
-        walls, peaks = [], []
-        for _ in range(args.repeats):
-            wall, peak, status = run_once(csv)
-            print(f"  {wall:6.1f} s  {peak:7.0f} MB  exit {status}")
-            walls.append(wall)
-            peaks.append(peak)
-        print(f"median {statistics.median(walls):.1f} s, {statistics.median(peaks):.0f} MB peak "
-              f"(targets: under 15 s and 1,000 MB); {time.strftime('%Y-%m-%d')}")
+        record["package"] = python("import metaeval; print(metaeval.__file__)", package=args.package, cwd=Path(tmp)).strip()
+        print(f"{record['commit']}: {record['package']}")
+        for name in args.cases.split(","):
+            columns, bad_every = CASES[name]
+            csv = Path(tmp) / f"{name}.csv"
+            write_csv(csv, args.rows, columns.split(","), bad_every)
+            runs = []
+            for _ in range(args.runs):
+                load = os.getloadavg()[0]
+                runs.append({"load_before": round(load, 2), **json.loads(python(CHILD, str(csv), package=args.package, cwd=Path(tmp)))})
+                r = runs[-1]
+                print(f"{name:8s} {csv.stat().st_size / 1e6:5.1f} MB  exit {r['rc']}  {r['cpu_s']:6.2f} CPU-s  {r['peak_mb']:7.1f} MB peak"
+                      f"  {r['wall_s']:6.2f} s wall  load {load:.1f}", flush=True)
+            record["result"][name] = {"columns": columns, "bad_every": bad_every, "mb": round(csv.stat().st_size / 1e6, 1), "runs": runs,
+                                      "meets_target": all(r["cpu_s"] < TARGET_CPU_S and r["peak_mb"] < TARGET_PEAK_MB for r in runs)}
+    path = results_path(date)
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    print(f"written {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     main()

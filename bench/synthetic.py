@@ -6,7 +6,7 @@ default model's own generative story, so a fit of it should pass the diagnostics
 gate and its truth is known.
 
 The CSV has the columns ``study, yi, sei, domain, design, project`` (the ones
-``metaeval.evidence.CsvRow`` reads; ``vi`` is left out because ``sei`` is given).
+``metaeval.evidence_csv.CSV_COLUMNS`` reads; ``vi`` is left out because ``sei`` is given).
 Domains ``d01 ... dNN`` need not exist in ``data/domains.yaml``: a CSV domain is
 taken as given on the ``yi`` scale with scale 1 and "increase" beneficial
 (``metaeval.harmonise._csv_domain``), so the priors of ``models/default.toml``

@@ -1,4 +1,4 @@
-"""Reading evidence: project YAML files and the domains file, or a metafor-style CSV.
+"""Reading evidence: project YAML files and the domains file (a metafor-style CSV: :mod:`metaeval.evidence_csv`).
 
 Everything read is validated (pydantic) and every problem is collected as a
 :class:`~metaeval.errors.Problem` naming file, record and field, so one run
@@ -12,10 +12,10 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
 from metaeval.bundled import bundled_path
 from metaeval.errors import InputError, Problem
@@ -56,13 +56,22 @@ def read_text(path: Path, limit: int = MAX_TEXT_BYTES) -> str:
     Only a regular file of at most ``limit`` bytes is read: a FIFO, device or socket (or a symlink to one,
     such as ``/dev/zero``) is refused at once rather than blocking or reading without end.
     """
+    return utf8(path, regular_bytes(path, limit))
+
+
+def regular_bytes(path: Path, limit: int) -> bytes:
+    """The bytes of :func:`read_text`'s file; a file it does not read is an InputError saying why."""
     from metaeval.files import Unreadable, read_regular
 
     try:
-        raw = read_regular(path, limit)
+        return read_regular(path, limit)
     except Unreadable as err:
         reason = "expected a file, found a directory" if err.reason.startswith("is a directory") else err.reason
         raise InputError(Problem(str(path), "", "", reason)) from None
+
+
+def utf8(path: Path, raw: bytes) -> str:
+    """``raw`` decoded as UTF-8 (a BOM is tolerated); anything else is an InputError naming the first bad byte."""
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -353,147 +362,3 @@ def raw_records(base: EvidenceBase) -> list[dict[str, Any]]:
             )
             rows.append(row)
     return rows
-
-
-# --- metafor-style CSV -----------------------------------------------------------------------------
-
-
-#: Optional CSV columns that describe a row's domain rather than the row (constant within a domain).
-DOMAIN_COLUMNS = ("beneficial", "scale", "mid", "metric", "label")
-
-
-class CsvRow(BaseModel):
-    """One row of a metafor-style CSV; unknown columns are kept as moderators."""
-
-    model_config = ConfigDict(extra="allow", str_strip_whitespace=True, allow_inf_nan=False)
-
-    study: str = Field(min_length=1)
-    yi: float
-    vi: float | None = Field(None, gt=0)
-    sei: float | None = Field(None, gt=0)
-    domain: str = Field("all", min_length=1)
-    design: str = "unspecified"
-    project: str | None = None
-    # the row's domain, described (each constant within a domain; see metaeval.harmonise.csv_domains)
-    beneficial: Literal["increase", "decrease"] | None = None
-    scale: float | None = Field(None, gt=0)
-    mid: float | None = Field(None, gt=0)
-    metric: str | None = None
-    label: str | None = None
-
-    @field_validator("vi", "sei", "project", *DOMAIN_COLUMNS, mode="before")
-    @classmethod
-    def _blank_is_missing(cls, v: Any) -> Any:
-        return None if isinstance(v, str) and not v.strip() else v
-
-    @field_validator("domain", "design", mode="before")
-    @classmethod
-    def _blank_is_default(cls, v: Any, info) -> Any:
-        if isinstance(v, str) and not v.strip():
-            return cls.model_fields[info.field_name].default
-        return v
-
-    @field_validator("design")
-    @classmethod
-    def _known_design(cls, v: str) -> str:
-        from metaeval.schema import DESIGN_LADDER
-
-        if v not in (*DESIGN_LADDER, "unspecified"):
-            raise ValueError(f"unknown design {v!r}; expected one of {', '.join(DESIGN_LADDER)}")
-        return v
-
-    @model_validator(mode="after")
-    def _one_variance(self) -> CsvRow:
-        if self.vi is None and self.sei is None:
-            raise ValueError("needs vi or sei")
-        if self.vi is not None and self.sei is not None and not math.isclose(self.vi, self.sei**2, rel_tol=1e-3):
-            raise ValueError(f"vi ({self.vi}) and sei² ({self.sei**2:.6g}) disagree")
-        return self
-
-
-def read_csv(path: Path | str):
-    """Read a metafor-style CSV into the raw table (``study, yi, vi|sei`` + optional columns)."""
-    import pandas as pd
-
-    return pd.DataFrame(csv_records(path))
-
-
-def csv_records(path: Path | str) -> list[dict[str, Any]]:
-    """The rows of :func:`read_csv` as plain dicts, for a caller that keeps working row by row
-    (:func:`metaeval.harmonise.evidence_records`)."""
-    import csv
-    import io
-
-    path = Path(path)
-    text = read_text(path, MAX_CSV_BYTES)
-    if not text.strip():
-        raise InputError(Problem(str(path), "", "", "file is empty; expected a header line with study, yi and vi or sei"))
-    try:
-        return _parse_csv(path, csv.reader(io.StringIO(text, newline="")))
-    except csv.Error as err:
-        raise InputError(Problem(str(path), "", "", f"is not valid CSV: {err}")) from None
-
-
-def _parse_csv(path: Path, lines) -> list[dict[str, Any]]:
-    """Validate the rows of a CSV (an iterable of cell lists, the header first): linear in the input."""
-    from collections import Counter
-
-    lines = iter(lines)
-    header = [h.strip() for h in next(lines, [])]
-    if len(header) > MAX_CSV_COLUMNS:
-        raise InputError(Problem(str(path), "header", "", f"has {len(header):,} columns; at most {MAX_CSV_COLUMNS:,} are read (MAX_CSV_COLUMNS)"))
-    missing = [c for c in ("study", "yi") if c not in header]
-    if missing or not ({"vi", "sei"} & set(header)):
-        need = missing + ([] if {"vi", "sei"} & set(header) else ["vi or sei"])
-        raise InputError(Problem(str(path), "header", ", ".join(need), f"missing column(s); found {', '.join(header) or 'none'}"))
-    dupes = sorted(h for h, n in Counter(header).items() if n > 1)
-    if dupes:
-        raise InputError(Problem(str(path), "header", ", ".join(dupes), "column name appears twice"))
-    problems, rows, seen = [], [], {}
-    for i, cells in enumerate(lines, start=2):
-        if not any(c.strip() for c in cells):
-            continue  # blank line
-        if len(cells) != len(header):
-            problems.append(Problem(str(path), f"row {i}", "", f"has {len(cells)} cells; the header has {len(header)}"))
-            continue
-        raw = dict(zip(header, cells))
-        label = f"row {i}" + (f" (study {raw.get('study')!r})" if raw.get("study") else "")
-        try:
-            row = CsvRow.model_validate(raw)
-        except ValidationError as err:
-            for e in err.errors():
-                field = ".".join(str(x) for x in e["loc"]) or "vi, sei"  # the one row-level check: vi and sei
-                msg = e["msg"].removeprefix("Value error, ")
-                if e["type"] != "missing" and not isinstance(e.get("input"), dict):
-                    msg += f" (got {e.get('input')!r})"
-                problems.append(Problem(str(path), label, field, msg))
-            continue
-        if row.study in seen:
-            problems.append(Problem(str(path), label, "study", f"duplicate study id; first used on row {seen[row.study]}"))
-            continue
-        seen[row.study] = i
-        rows.append(row)
-    if problems:
-        raise InputError(problems)
-    if not rows:
-        raise InputError(Problem(str(path), "", "", "no data rows after the header"))
-    records = []
-    for row in rows:
-        extra = row.model_extra or {}
-        sei = row.sei if row.sei is not None else math.sqrt(row.vi)
-        records.append(dict(
-            estimate_id=row.study, record=f"row {seen[row.study]} (study {row.study!r})", project_id=row.project or row.study, project_name=row.project or row.study,
-            domain=row.domain, design=row.design, estimand="difference", metric=row.metric, outcome=row.study,
-            domain_given={k: getattr(row, k) for k in DOMAIN_COLUMNS if getattr(row, k) is not None},
-            estimate=row.yi, se=sei, source=path.name, location=f"row {seen[row.study]}", file=str(path),
-            curated_poolable=True, curated_reason=None, assumed={}, assumptions=None,
-            **{f"mod_{k}": _number_or_text(v) for k, v in extra.items()},
-        ))
-    return records
-
-
-def _number_or_text(value: Any) -> Any:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return value

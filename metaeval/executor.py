@@ -72,11 +72,18 @@ class Result:
 
 
 def _call(fn: Callable[..., Any], task: dict, index: int) -> Result:
-    """Run one task and capture its value or its error (runs on the worker)."""
+    """Run one task and capture its value or its error (runs on the worker).
+
+    Inside it dask computes synchronously: xarray's netCDF writer asks dask for the scheduler, which on a
+    worker made a client of the cluster; when the cluster closed on Ctrl-C, that client's finaliser printed
+    an "IOLoop is closed" traceback (3 of 3 interrupted sensitivity runs). A task never needs the cluster."""
+    import dask
+
     start = time.perf_counter()
     where = f"{socket.gethostname()}:{os.getpid()}"
     try:
-        value = fn(**task)
+        with dask.config.set(scheduler="synchronous"):
+            value = fn(**task)
     except Exception as exc:  # noqa: BLE001 - captured per task by design
         return Result(
             index,

@@ -1,30 +1,30 @@
 """Harmonisation: each estimate on its domain's metric (``yi``, ``sei``), or a reason it can't be pooled.
 
-Also the consistency checks of the evidence (a CI contains its estimate, a p-value
-agrees with its CI, participation effects are the ITT rescaled by take-up, ...),
-and :func:`load_evidence`, the table every later stage starts from.
+Also :func:`load_evidence`, the table every later stage starts from (read, harmonised, and checked
+by :mod:`metaeval.consistency`), and :func:`evidence_records`, its rows.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from metaeval import effects
 from metaeval.cells import present
+from metaeval.columns import Computed, Rows, Same
+from metaeval.consistency import BINARY, COMPARISONS, Finding, csv_findings, derived_difference, findings
 from metaeval.errors import InputError, Problem
-from metaeval.evidence import COUNT_COLUMNS, EvidenceBase, csv_records, raw_records, read_evidence_base
+from metaeval.evidence import COUNT_COLUMNS, EvidenceBase, raw_records, read_evidence_base
+from metaeval.evidence_csv import CsvTable, read_csv_table
 from metaeval.schema import ROB_DOMAINS
 
-BINARY = {"pp": 100.0, "share": 1.0}  # metric -> value of "everyone"
 CONTINUOUS = {"hours", "grade", "score", "count", "dkk", "dkk_1000", "md"}
 NOT_AN_EFFECT = {
     "single_arm": "single-arm figure: no comparison group or baseline, so it is not an effect estimate",
 }
-#: Estimands that compare two levels (groups, times, or a result and its target): their sign is a direction.
-COMPARISONS = ("itt", "tot", "difference", "pre_post", "vs_target")
 
 
 class CannotPool(Exception):
@@ -62,21 +62,6 @@ class _Row:
         """A figure as the source prints it (never an assumed one)."""
         value = self.data.get(name)
         return float(value) if present(value) else None
-
-
-def derived_difference(rec: dict[str, Any]) -> tuple[float, str] | None:
-    """The difference of the source's own two levels, with how it was formed; None where it has not both.
-
-    Realised minus target for ``vs_target``, after minus before for ``pre_post``, else the first
-    group minus the second. Used for the evidence table's ``difference`` column and for the
-    direction of a figure the source gives no words for.
-    """
-    r = _Row(rec)
-    first, second = r.printed("mean_treatment"), r.printed("target" if rec.get("estimand") == "vs_target" else "mean_control")
-    if first is None or second is None or rec.get("estimand") not in COMPARISONS:
-        return None
-    label = {"vs_target": "realised − target", "pre_post": "after − before"}.get(rec.get("estimand"), "mean_treatment − mean_control")
-    return first - second, f"derived: {label} = {first:g} − {second:g}"
 
 
 def _stated_or_derived_direction(r: _Row) -> tuple[str | None, str]:
@@ -305,43 +290,55 @@ def derived_scale(yi: list[float], sei: list[float]) -> float:
     return top * math.sqrt(sum((x / top) ** 2 for x in values) / len(yi)) if top > 0 else 0.0
 
 
-def csv_domains(records: list[dict[str, Any]], path: Path | str, domains_file: Path | str | None = None,
+def csv_domains(domain: Sequence[str], given: Mapping[str, Sequence], estimate: Sequence[float], se: Sequence[float],
+                record: Callable[[int], str], path: Path | str, domains_file: Path | str | None = None,
                 defaults: DomainDefaults | None = None) -> dict[str, dict[str, Any]]:
     """The domains of a CSV's rows, each described by (first that says) its rows' columns
     (``beneficial``, ``scale``, ``mid``, ``metric``, ``label``: constant within a domain), the
     domains file (the schema of ``data/domains.yaml``), or the command-line defaults.
 
-    What none of them says is assumed and written down in the domain's ``assumed`` (field -> a
-    sentence every output shows): an increase is beneficial, and the scale is :func:`derived_scale`.
-    A column that disagrees with itself within a domain or with the domains file is an
-    :class:`InputError` naming the rows.
+    The rows are given as columns: each row's ``domain``; ``given``, the values of the describing
+    columns the CSV has (None where a row leaves one blank); ``estimate`` and ``se``; and ``record``,
+    how a message names row ``i``. What none of them says is assumed and written down in the domain's
+    ``assumed`` (field -> a sentence every output shows): an increase is beneficial, and the scale is
+    :func:`derived_scale`. A column that disagrees with itself within a domain or with the domains
+    file is an :class:`InputError` naming the rows.
     """
     from metaeval.evidence import read_domains
 
     defaults = defaults or DomainDefaults()
     described = {d.id: d for d in read_domains(Path(domains_file))} if domains_file is not None else {}
+    members: dict[str, list[int]] = {}
+    for i, name in enumerate(domain):
+        members.setdefault(name, []).append(i)
     problems: list[Problem] = []
     out: dict[str, dict[str, Any]] = {}
-    for name in dict.fromkeys(rec["domain"] for rec in records):
-        rows = [rec for rec in records if rec["domain"] == name]
-        given: dict[str, tuple[Any, dict]] = {}
-        for rec in rows:
-            for field_name, value in (rec.get("domain_given") or {}).items():
-                first = given.setdefault(field_name, (value, rec))
-                if first[0] != value:
-                    problems.append(Problem(str(path), rec["record"], field_name,
-                                            f"domain {name!r} is given {field_name} {first[0]!r} on {first[1]['record']}; a domain's "
-                                            f"{field_name} must be the same on every row, got {value!r}"))
+    for name, rows in members.items():
+        first: dict[str, tuple[Any, int]] = {}  # field -> its first value in the domain, and that row
+        clashes: list[tuple[int, int, Problem]] = []  # (row, field's place): a row's clashes in the order of _DESCRIBED
+        for place, field_name in enumerate(_DESCRIBED):
+            column = given.get(field_name)
+            for i in rows if column is not None else ():
+                value = column[i]
+                if value is None:
+                    continue
+                value0, i0 = first.setdefault(field_name, (value, i))
+                if value0 != value:
+                    clashes.append((i, place, Problem(str(path), record(i), field_name,
+                                                      f"domain {name!r} is given {field_name} {value0!r} on {record(i0)}; a domain's "
+                                                      f"{field_name} must be the same on every row, got {value!r}")))
+        problems += [p for *_, p in sorted(clashes, key=lambda c: c[:2])]
+        given_first = sorted(first.items(), key=lambda item: (item[1][1], _DESCRIBED.index(item[0])))  # in the order the rows give them
         sidecar = described.get(name)
         if sidecar is not None:
-            for field_name, (value, rec) in given.items():
+            for field_name, (value, i) in given_first:
                 if getattr(sidecar, field_name) != value:
-                    problems.append(Problem(str(path), rec["record"], field_name,
+                    problems.append(Problem(str(path), record(i), field_name,
                                             f"{value!r} contradicts the domains file {domains_file} ({field_name}: {getattr(sidecar, field_name)!r})"))
         dom: dict[str, Any] = {"id": name, "assumed": {}}
         for field_name in _DESCRIBED:
-            if field_name in given:
-                dom[field_name] = given[field_name][0]
+            if field_name in first:
+                dom[field_name] = first[field_name][0]
             elif sidecar is not None:
                 dom[field_name] = getattr(sidecar, field_name)
             else:
@@ -353,7 +350,7 @@ def csv_domains(records: list[dict[str, Any]], path: Path | str, domains_file: P
             dom["assumed"]["beneficial"] = ("direction assumed: an increase is beneficial (no `beneficial` column, domains "
                                             "file or --beneficial says which direction helps)")
         if dom["scale"] is None:
-            dom["scale"] = derived_scale([r["estimate"] for r in rows], [r["se"] for r in rows])
+            dom["scale"] = derived_scale([estimate[i] for i in rows], [se[i] for i in rows])
             dom["assumed"]["scale"] = (f"scale derived from the data: {dom['scale']:.3g}, the root-mean-square of yi and sei "
                                        "(the default priors are in units of the scale; give a `scale` column, domains file or --scale)")
         if dom["mid"] is None:
@@ -383,7 +380,10 @@ def harmonise(raw, domains: dict[str, dict[str, Any]] | None = None, *, estimand
 
     records = raw.to_dict("records")
     if domains is None:
-        domains = csv_domains(records, "evidence table")
+        given = [rec.get("domain_given") or {} for rec in records]
+        domains = csv_domains([rec["domain"] for rec in records], {f: [g.get(f) for g in given] for f in _DESCRIBED},
+                              [rec["estimate"] for rec in records], [rec["se"] for rec in records],
+                              lambda i: records[i]["record"], "evidence table")
         records = on_domain_metric(records, domains)
         raw = raw.assign(metric=[r["metric"] for r in records])
     derived = pd.DataFrame(_harmonised(records, domains, estimand))
@@ -455,34 +455,71 @@ def load_evidence(data_dir: Path | str | None = None, *, csv: Path | str | None 
 
 
 def evidence_records(data_dir: Path | str | None = None, *, csv: Path | str | None = None, domains: Path | str | None = None,
-                     defaults: DomainDefaults | None = None, estimand: str = "itt") -> list[dict[str, Any]]:
-    """The rows of :func:`load_evidence` as plain dicts, read, harmonised and checked without pandas
-    (so ``metaeval fit --engine exact`` does not import it); :func:`evidence_frame` makes the table."""
+                     defaults: DomainDefaults | None = None, estimand: str = "itt") -> Sequence[Mapping[str, Any]]:
+    """The rows of :func:`load_evidence`, read, harmonised and checked without pandas (so ``metaeval fit
+    --engine exact`` does not import it); :func:`evidence_frame` makes the table.
+
+    An evidence directory gives a list of dicts; a CSV gives :class:`~metaeval.columns.Rows`, read-only
+    mappings over its columns (a million rows cost their columns, not a million dicts).
+    """
+    return checked_evidence(data_dir, csv=csv, domains=domains, defaults=defaults, estimand=estimand)[0]
+
+
+def checked_evidence(data_dir: Path | str | None, *, csv: Path | str | None, domains: Path | str | None,
+                     defaults: DomainDefaults | None, estimand: str = "itt") -> tuple[Sequence[Mapping[str, Any]], list[Finding]]:
+    """:func:`evidence_records`, and the findings of the consistency checks (run once; errors are raised)."""
+    if estimand not in ESTIMANDS:
+        raise ValueError(f"estimand must be one of {', '.join(ESTIMANDS)}, got {estimand!r}")
     if csv is None and (domains is not None or (defaults is not None and defaults != DomainDefaults())):
         raise InputError(Problem(str(data_dir or "data/"), "", "--domains, --beneficial, --scale, --mid",
                                  "describe the domains of a --csv; an evidence directory describes its own in domains.yaml"))
+    records: Sequence[Mapping[str, Any]]
     if csv is not None:
-        raw = csv_records(csv)
-        domains = csv_domains(raw, csv, domains, defaults)
-        raw = on_domain_metric(raw, domains)
+        table = read_csv_table(csv)
+        described = csv_domains(table.domain, table.given, table.yi, table.sei, table.record, csv, domains, defaults)
+        records, found = _csv_rows(table, described), csv_findings(table, described)
     else:
         base = read_evidence_base(data_dir)
-        raw, domains = raw_records(base), _domain_dicts(base)
-    records = [{**rec, **row} for rec, row in zip(raw, _harmonised(raw, domains, estimand))]
-    for rec in records:
-        for col in COLUMNS:
-            rec.setdefault(col, None)
-    errors = [f for f in _findings(records) if f.severity == "error"]
+        raw, described = raw_records(base), _domain_dicts(base)
+        records = [{**rec, **row} for rec, row in zip(raw, _harmonised(raw, described, estimand))]
+        for rec in records:
+            for col in COLUMNS:
+                rec.setdefault(col, None)
+        found = findings(records)
+    errors = [f.problem for f in found if f.severity == "error"]
     if errors:
-        raise InputError([f.problem for f in errors])
-    return records
+        raise InputError(errors)
+    return records, found
 
 
-def evidence_frame(records: list[dict[str, Any]]):
+def _csv_rows(table: CsvTable, domains: dict[str, dict[str, Any]]) -> Rows:
+    """A CSV's evidence rows, harmonised column by column.
+
+    A CSV row is a reported estimate with its SE on its domain's metric (its ``metric``, where it has one,
+    is its domain's: :func:`csv_domains`), with no direction, design-bias judgement, TOT or level of its
+    own, so :func:`_harmonise_row` leaves it as it is, under either estimand: poolable, ``yi`` and ``sei``
+    as given. tests/test_exact_cli.py holds these columns to the row-by-row harmonisation of the same CSV.
+    """
+    n, domain = len(table), table.domain
+
+    def of_domain(key: str) -> Computed:
+        return Computed(lambda i: domains[domain[i]][key], n)
+
+    columns: dict[str, Sequence] = {
+        **table.raw_columns(), "metric": of_domain("metric"),
+        "yi": table.yi, "sei": table.sei, "poolable": Same(True, n), "direction_only": Same(False, n), "exclusion_reason": Same(None, n),
+        "harmonisation": Same("reported estimate; reported SE", n), "direction_counted": Same(None, n),
+        **{f"domain_{k}": of_domain(k) for k in ("label", "metric", "beneficial", "mid", "scale", "assumed")},
+        "vi": [s * s for s in table.sei], "difference": Same(None, n), "difference_basis": Same(None, n),
+    }
+    return Rows({**columns, **{c: Same(None, n) for c in COLUMNS if c not in columns}})
+
+
+def evidence_frame(records: Sequence[Mapping[str, Any]]):
     """The evidence table from :func:`evidence_records`: identifying and reported columns first."""
     import pandas as pd
 
-    table = pd.DataFrame(records)
+    table = pd.DataFrame(records.lists() if isinstance(records, Rows) else records)
     for col in COUNT_COLUMNS:
         if col in table.columns:
             table[col] = table[col].astype("Int64")
@@ -525,194 +562,3 @@ def evidence_digest(evidence) -> str:
     return hashlib.sha256(json.dumps({"columns": columns, "rows": rows}, sort_keys=True).encode()).hexdigest()
 
 
-# --- consistency -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Finding:
-    """The outcome of one consistency check on one record."""
-
-    check: str
-    severity: str  # "error" | "acknowledged"
-    problem: Problem
-
-
-def _half_unit(x: float) -> float:
-    """Half a unit of the last printed decimal of ``x``: the rounding slack of a reported figure."""
-    text = repr(float(x))
-    if "e" in text:
-        return 0.0
-    decimals = text.split(".")[1]
-    return 0.5 * 10 ** -(0 if decimals == "0" else len(decimals))
-
-
-def _p_interval_from_ci(est: float, low: float, high: float, level: float) -> tuple[float, float]:
-    """The range of two-sided p-values consistent with an estimate and CI as rounded in print."""
-    z = effects.z_crit(level)
-    h_e, h_w = _half_unit(est), _half_unit(low) + _half_unit(high)
-    width = high - low
-    se_lo, se_hi = max(width - h_w, 1e-12) / (2 * z), (width + h_w) / (2 * z)
-    z_lo, z_hi = max(abs(est) - h_e, 0.0) / se_hi, (abs(est) + h_e) / se_lo
-    return effects.p_from_z(z_hi), effects.p_from_z(z_lo)
-
-
-def _checks_for_row(rec: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
-    """(check, field, message) for each inconsistency in one raw record."""
-    out = []
-    est, low, high, p = (rec.get(k) for k in ("estimate", "ci_low", "ci_high", "p_value"))
-    level = rec.get("ci_level") if present(rec.get("ci_level")) else 0.95
-    if present(est) and present(low) and present(high) and not (low <= est <= high):
-        out.append(("ci_contains_estimate", "estimate", f"{est:g} lies outside its CI [{low:g}, {high:g}]"))
-    elif present(est) and present(low) and present(high) and present(p) and high > low:
-        p_lo, p_hi = _p_interval_from_ci(est, low, high, level)
-        h_p = _half_unit(p)
-        if p + h_p < p_lo or p - h_p > p_hi:
-            out.append(("p_value_vs_ci", "p_value",
-                        f"reported p = {p:g} but the estimate and CI imply p between {p_lo:.3g} and {p_hi:.3g}"))
-    full = BINARY.get(rec.get("metric"))
-    if full:
-        for name in ("mean_treatment", "mean_control", "target"):
-            v = rec.get(name)
-            if present(v) and not 0 <= v <= full:
-                out.append(("share_range", name, f"{v:g} is not a share between 0 and {full:g} ({rec['metric']})"))
-        for name in ("estimate", "ci_low", "ci_high"):
-            v = rec.get(name)
-            if present(v) and not -full <= v <= full:
-                out.append(("share_range", name, f"{v:g} is not a difference of shares between −{full:g} and {full:g}"))
-    direction, diff = rec.get("direction"), derived_difference(rec)
-    printed = rec.get("estimate") if present(rec.get("estimate")) else (diff[0] if diff else None)
-    if direction in ("increase", "decrease") and printed is not None and not (printed > 0 if direction == "increase" else printed < 0):
-        out.append(("direction_vs_levels", "direction", f"says {direction} but the printed figures give {printed:+g}"))
-    for whole_id in _ids(rec.get("part_of")):
-        whole = by_id.get(whole_id)
-        if full and whole is not None:
-            for name in ("mean_treatment", "mean_control"):
-                part_v, whole_v = rec.get(name), whole.get(name)
-                if present(part_v) and present(whole_v) and part_v > whole_v + _half_unit(part_v) + _half_unit(whole_v):
-                    out.append(("part_exceeds_whole", name, f"{part_v:g} exceeds {whole_v:g} in {whole_id!r}, which it is part of"))
-    itt = by_id.get(f"{rec['project_id']}:{rec.get('tot_of')}") if rec.get("estimand") == "tot" else None
-    if itt is not None and present(est) and present(itt.get("estimate")) and present(rec.get("take_up")):
-        a = itt["estimate"]
-        lo = (abs(a) - _half_unit(a)) / rec["take_up"]
-        hi = (abs(a) + _half_unit(a)) / rec["take_up"]
-        if math.copysign(1, est) != math.copysign(1, a) or not (lo - _half_unit(est) <= abs(est) <= hi + _half_unit(est)):
-            out.append(("tot_vs_itt", "estimate",
-                        f"participation effect {est:g} is not ITT {a:g} / take-up {rec['take_up']:.3f} = {a / rec['take_up']:.3g}"))
-    return out
-
-
-def _ids(cell) -> list[str]:
-    """The estimate ids in a ``part_of`` cell ("a; b")."""
-    return [i.strip() for i in cell.split(";") if i.strip()] if isinstance(cell, str) else []
-
-
-def check_consistency(table) -> list[Finding]:
-    """Run every consistency check on a harmonised table; acknowledged source inconsistencies are kept as such."""
-    needed = ("estimate_id", "project_id", "file", "record", "acknowledged", "estimate", "ci_low", "ci_high",
-              "ci_level", "p_value", "metric", "mean_treatment", "mean_control", "target", "estimand", "tot_of",
-              "take_up", "poolable", "direction", "part_of", "shared_sample")
-    return _findings(table[[c for c in needed if c in table.columns]].to_dict("records"))
-
-
-def _findings(records: list[dict[str, Any]]) -> list[Finding]:
-    """:func:`check_consistency` on the table's rows as dicts."""
-    by_id = {r["estimate_id"]: r for r in records}
-    findings = []
-    for rec in records:
-        where = dict(file=rec.get("file") or "", record=rec.get("record") or rec["estimate_id"])
-        acknowledged = rec.get("acknowledged") if isinstance(rec.get("acknowledged"), dict) else {}
-        for check, fld, msg in _checks_for_row(rec, by_id):
-            if check in acknowledged:
-                findings.append(Finding(check, "acknowledged", Problem(**where, field=fld, message=f"{msg} — {acknowledged[check]}")))
-            else:
-                findings.append(Finding(check, "error", Problem(**where, field=fld, message=msg)))
-        if rec.get("estimand") == "tot" and rec.get("poolable"):
-            itt = by_id.get(f"{rec['project_id']}:{rec.get('tot_of')}")
-            if itt is not None and itt.get("poolable"):
-                findings.append(Finding("itt_tot_both_poolable", "error", Problem(
-                    **where, field="poolable", message=f"both this participation effect and its ITT {itt['estimate_id']!r} are poolable")))
-        findings += _dependence(rec, by_id, where)
-    return findings
-
-
-def _dependence(rec: dict[str, Any], by_id: dict[str, dict[str, Any]], where: dict[str, str]) -> list[Finding]:
-    """Errors where a pooled record shares people with another pooled record (data/README.md "Dependence").
-
-    A part pooled beside its whole counts its people twice; two pooled records of one sample
-    (``shared_sample``: rows of one status table) are dependent shares of the same people. The
-    model has no covariance between estimates, so at most one of them may be pooled.
-    """
-    if not rec.get("poolable"):
-        return []
-    out = []
-    for whole_id in _ids(rec.get("part_of")):
-        whole = by_id.get(whole_id)
-        if whole is not None and whole.get("poolable"):
-            out.append(Finding("dependence", "error", Problem(**where, field="part_of", message=(
-                f"is part of {whole_id!r} and both are pooled: the same people would count twice; "
-                "leave one out (poolable: false) with the reason"))))
-    sample = rec.get("shared_sample")
-    if isinstance(sample, str) and sample:
-        first = next(r for r in by_id.values() if r.get("project_id") == rec["project_id"]
-                     and r.get("shared_sample") == sample and r.get("poolable"))
-        if first["estimate_id"] != rec["estimate_id"]:
-            out.append(Finding("dependence", "error", Problem(**where, field="shared_sample", message=(
-                f"comes from the same sample ({sample!r}) as {first['estimate_id']!r} and both are pooled: "
-                "shares of one sample are dependent; pool one of them and leave the others out with the reason"))))
-    return out
-
-
-@dataclass
-class ValidationReport:
-    """What `metaeval validate` prints: counts, and the source inconsistencies acknowledged in the data."""
-
-    source: str
-    n_projects: int
-    n_estimates: int
-    n_poolable: int
-    n_direction_only: int
-    by_domain: dict[str, int]
-    acknowledged: list[Problem] = field(default_factory=list)
-    assumed: dict[str, list[str]] = field(default_factory=dict)  # domain -> what was assumed rather than given
-
-    def __str__(self) -> str:
-        lines = [
-            f"{self.source}: valid — {self.n_projects} projects, {self.n_estimates} estimates "
-            f"({self.n_poolable} poolable with an SE, {self.n_direction_only} direction-only, "
-            f"{self.n_estimates - self.n_poolable - self.n_direction_only} not poolable, each with its reason)",
-            "poolable estimates per domain: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_domain.items())),
-        ]
-        if self.acknowledged:
-            lines.append("inconsistencies in the sources, acknowledged in the data:")
-            lines += [f"  {p}" for p in self.acknowledged]
-        for domain, sentences in sorted(self.assumed.items()):
-            lines += [f"domain {domain}: {s}" for s in sentences]
-        return "\n".join(lines)
-
-
-def validate(data_dir: Path | str | None = None, *, csv: Path | str | None = None, domains: Path | str | None = None,
-             defaults: DomainDefaults | None = None) -> ValidationReport:
-    """Validate an evidence base (schema, cross-file and consistency checks); raises InputError on problems."""
-    table = load_evidence(data_dir, csv=csv, domains=domains, defaults=defaults)
-    findings = check_consistency(table)
-    numeric = table[table["poolable"] & ~table["direction_only"]]
-    return ValidationReport(
-        source=str(csv) if csv is not None else str(Path(data_dir) if data_dir else "bundled evidence (data/)"),
-        n_projects=table["project_id"].nunique(),
-        n_estimates=len(table),
-        n_poolable=len(numeric),
-        n_direction_only=int(table["direction_only"].sum()),
-        by_domain=numeric.groupby("domain").size().to_dict(),
-        acknowledged=[f.problem for f in findings if f.severity == "acknowledged"],
-        assumed=domain_assumptions(table.to_dict("records")),
-    )
-
-
-def domain_assumptions(records) -> dict[str, list[str]]:
-    """Per domain, the sentences saying what was assumed rather than given (:func:`csv_domains`); only domains with some."""
-    out: dict[str, list[str]] = {}
-    for rec in records:
-        assumed = rec.get("domain_assumed")
-        if isinstance(assumed, dict) and assumed:
-            out.setdefault(str(rec["domain"]), list(assumed.values()))
-    return out

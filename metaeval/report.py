@@ -18,12 +18,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from metaeval import views
+from metaeval import views, views_fit, views_initiatives
 from metaeval.files import write_atomic
 from metaeval.result import Result
 
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
-EXTRA_SECTIONS = views.EXTRA_SECTIONS
+EXTRA_SECTIONS = views_fit.EXTRA_SECTIONS
 
 
 @cache
@@ -153,13 +153,13 @@ def render_report(
     step("direction-only findings")
     context["assumptions"] = views.assumptions(rows, names)
     step("assumptions")
-    context["priors"] = views.priors(result)
+    context["priors"] = views_fit.priors(result)
     step("priors")
-    context["diagnostics"] = views.diagnostics(result)
+    context["diagnostics"] = views_fit.diagnostics(result)
     step("diagnostics")
     sections = []
     for key in keys:
-        section = views.extra(key, extras.get(key))
+        section = views_fit.extra(key, extras.get(key))
         embedded = []
         for i, (fig, caption) in enumerate(section.get("figures") or []):
             try:
@@ -208,9 +208,9 @@ def _initiative_sections(evidence, result: Result, analysis, names, dpi: int) ->
         plan_figure = _try_figure(lambda: draw_plan(analysis.plan), "Expected interval width and probability of a changed verdict against study size",
                                   "Left: the expected width of the average effect's interval after a new randomised evaluation, as a share of "
                                   "today's. Right: the probability that the verdict changes. One line per outcome.", dpi)
-    return {"matrix": views.matrix(analysis, result, names), "comparison": views.comparison_view(analysis, names),
-            "costs": views.costs_view(analysis, names, ce_figure), "plan": views.plan_view(analysis, plan_figure),
-            "cards": views.cards(analysis, result, names)}
+    return {"matrix": views_initiatives.matrix(analysis, result, names), "comparison": views_initiatives.comparison_view(analysis, names),
+            "costs": views_initiatives.costs_view(analysis, names, ce_figure), "plan": views_initiatives.plan_view(analysis, plan_figure),
+            "cards": views_initiatives.cards(analysis, result, names)}
 
 
 def _try_figure(draw: Callable, alt: str, caption: str, dpi: int) -> dict:

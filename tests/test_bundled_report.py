@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from metaeval import report, views, words
+from metaeval import report, views, views_fit, words
 from metaeval.appraisal import RULES, bundled_rules_record, rules_moves
 from metaeval.certainty import judge
 from metaeval.evidence import default_data_dir
@@ -140,7 +140,7 @@ def test_every_domain_carries_a_certainty_with_reasons(mcmc):
         if c["level"] != c["start"]:
             assert c["downgrades"], d  # a lower level always says why
     assert rules_moves(RECORD, result.provenance.evidence_sha256).applies  # the report `run` writes shows what the rules move
-    settings = views.priors(result)["settings"]  # and the appraisal options its fit used
+    settings = views_fit.priors(result)["settings"]  # and the appraisal options its fit used
     assert settings["outcomes whose benefit the curator inferred"] == "left out"
     assert settings["risk of bias judged high (attrition, measurement, reporting)"].startswith("widens the bias prior by 0.25")
 

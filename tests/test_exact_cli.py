@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from metaeval.cli import main
-from metaeval.evidence import raw_table, read_csv, read_evidence_base
+from metaeval.evidence import raw_table, read_evidence_base
+from metaeval.evidence_csv import read_csv
 from metaeval.exact import fit_exact
 from metaeval.harmonise import (
     _domain_dicts,

@@ -53,16 +53,16 @@ def test_engine_exact_refuses_a_model_without_an_exact_form(tmp_path):
 def test_engine_auto_is_exact_where_the_model_has_an_exact_form(tmp_path):
     import argparse
 
-    from metaeval.cli import _engine
+    from metaeval.commands import engine_for
     from metaeval.harmonise import evidence_records
     from metaeval.spec import load_spec
 
     records = evidence_records(MINI)
     auto = argparse.Namespace(engine="auto")
-    assert _engine(auto, records, load_spec("default")) == "exact"
-    assert _engine(auto, records, load_spec("design_hierarchy")) == "mcmc"
-    assert _engine(auto, evidence_records(), load_spec("default")) == "mcmc"  # findings in several projects of a domain
-    assert _engine(argparse.Namespace(engine="mcmc"), records, load_spec("default")) == "mcmc"
+    assert engine_for(auto, records, load_spec("default")) == "exact"
+    assert engine_for(auto, records, load_spec("design_hierarchy")) == "mcmc"
+    assert engine_for(auto, evidence_records(), load_spec("default")) == "mcmc"  # findings in several projects of a domain
+    assert engine_for(argparse.Namespace(engine="mcmc"), records, load_spec("default")) == "mcmc"
     rc, out, err = _cli("fit", "--engine", "auto", "--csv", EIGHT, "--format", "json", "--out", tmp_path)
     assert rc == 0, err
     assert json.loads(out)["engine"] == "exact"

@@ -6,7 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from metaeval.harmonise import check_consistency, harmonise, load_evidence
+from metaeval.consistency import check_consistency
+from metaeval.harmonise import harmonise, load_evidence
 
 MINI = Path(__file__).parent / "fixtures" / "mini"
 

@@ -364,7 +364,8 @@ def test_a_header_of_100000_columns_is_refused_at_once(tmp_path, capsys):
 def test_duplicate_columns_are_found_in_linear_time():
     """The check itself, at the column limit: a list.count per column was 999^2 comparisons; a Counter is one pass."""
     from metaeval.errors import InputError
-    from metaeval.evidence import MAX_CSV_COLUMNS, _parse_csv
+    from metaeval.evidence import MAX_CSV_COLUMNS
+    from metaeval.evidence_csv import _parse_csv
 
     header = ["study", "yi", "sei", *[f"c{i}" for i in range(MAX_CSV_COLUMNS - 5)], "c7", "c9"]
     with pytest.raises(InputError, match="c7, c9: column name appears twice"):

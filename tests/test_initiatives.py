@@ -18,7 +18,7 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).parent))
 from _initiative_fixtures import normal_draws  # noqa: E402
 
-from metaeval import views, words  # noqa: E402
+from metaeval import views, views_initiatives, words  # noqa: E402
 from metaeval.analysis import analyse  # noqa: E402
 from metaeval.initiatives import profiles  # noqa: E402
 
@@ -91,7 +91,7 @@ def test_probabilities_from_draws_or_a_normal_approximation(bundled):
 def test_matrix_cells(bundled):
     result, analysis = bundled["result"], bundled["analysis"]
     names = views.Names(views.rows_of(bundled["evidence"]), result)
-    m = views.matrix(analysis, result, names)
+    m = views_initiatives.matrix(analysis, result, names)
     assert [c["label"] for c in m["columns"]] == [dom.label for dom in result.domains.values()]
     assert len(m["rows"]) == len(analysis.profiles.profiles) == 10
     kinds = set()
@@ -112,14 +112,14 @@ def test_matrix_cells(bundled):
                     assert cell["text"] == words.number(e.mean, result.domains[d].metric)
     assert kinds == {"none", "unused", "effect"}
     assert not m["approximate"]  # probabilities from draws
-    assert views.matrix(analyse(bundled["evidence"], result), result, names)["approximate"]
+    assert views_initiatives.matrix(analyse(bundled["evidence"], result), result, names)["approximate"]
 
 
 def test_cards(bundled):
     result, analysis = bundled["result"], bundled["analysis"]
     names = views.Names(views.rows_of(bundled["evidence"]), result)
-    cards = views.cards(analysis, result, names)
-    matrix = views.matrix(analysis, result, names)
+    cards = views_initiatives.cards(analysis, result, names)
+    matrix = views_initiatives.matrix(analysis, result, names)
     assert [c["anchor"] for c in cards] == [r["anchor"] for r in matrix["rows"]]  # the matrix links to each card
     assert len({c["anchor"] for c in cards}) == len(cards)
     by = {c["id"]: c for c in cards}

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from metaeval import effects
 from metaeval.errors import InputError
-from metaeval.evidence import read_csv, read_evidence_base
+from metaeval.evidence import read_evidence_base
+from metaeval.evidence_csv import read_csv
 
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
 positive = st.floats(1e-6, 1e6, allow_nan=False, allow_infinity=False)

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _model_fixtures import bundled_like  # noqa: E402
 from _report_fixtures import HOSTILE_NAME, HOSTILE_QUOTE, hostile_data_dir, summary_for  # noqa: E402
 
-from metaeval import report, views, words  # noqa: E402
+from metaeval import report, views, views_fit, words  # noqa: E402
 from metaeval.certainty import judge  # noqa: E402
 from metaeval.result import Exclusion  # noqa: E402
 
@@ -259,7 +259,7 @@ def test_exact_engine_exclusions_and_no_sampling_diagnostics(exact_case):
     assert "described without numbers in the source" in excluded["drc:who5"]["reason"]
     direction = _section(text, "direction-only", "assumptions")
     assert direction.count("no: the engine cannot use it; shown beside it only") == 2  # the exact engine leaves them out
-    assert views.diagnostics(result) == {"exact": True, "rows": [], "gate": None, "failures": [], "error_sd": None}  # the one-level engine states none
+    assert views_fit.diagnostics(result) == {"exact": True, "rows": [], "gate": None, "failures": [], "error_sd": None}  # the one-level engine states none
     assert "there are no sampling diagnostics" in text
 
 
@@ -269,7 +269,7 @@ def test_failed_gate_is_a_banner(case):
     failed = summary_for(evidence, engine="mcmc", passed=False)
     page = report.render_report(evidence, failed)
     assert 'id="gate-failed"' in page and "FAILED" in page
-    view = views.diagnostics(failed)
+    view = views_fit.diagnostics(failed)
     assert view["gate"] == "FAILED" and view["rows"][0]["value"] == "1.08"  # the failing R-hat is shown
     strict = failed.model_copy(update={"diagnostics": failed.diagnostics.model_copy(update={
         "thresholds": {"rhat_max": 1.05, "ess_min": 100, "divergences": 0}, "failures": ("R-hat 1.08 > 1.05", "bulk ESS 95 < 100")})})
@@ -286,16 +286,16 @@ def test_priors_and_bias_assumptions_listed(case):
     assert "matched register control" in section and "normal(0.05, 0.1)" in section
     assert "Bias-adjusted <additive> design bias" in section  # escaped model text
     assert "lognormal(-2.30259, 0.5)" in section  # direction-only SE prior, under other settings
-    view = views.priors(result)
+    view = views_fit.priors(result)
     from metaeval.result import RiskOfBiasRule
 
     # the appraisal options, shown where the fit records them (not by an engine that applies none)
     unapplied = result.model.model_copy(update={"inferred_benefit": None, "risk_of_bias": None})
-    assert not any("risk of bias" in k or "curator" in k for k in views.priors(result.model_copy(update={"model": unapplied}))["settings"])
+    assert not any("risk of bias" in k or "curator" in k for k in views_fit.priors(result.model_copy(update={"model": unapplied}))["settings"])
 
     default = result.model.model_copy(update={"inferred_benefit": "exclude", "risk_of_bias": RiskOfBiasRule(
         high="inflate", sd=0.25, domains=("attrition", "reporting"))})
-    settings = views.priors(result.model_copy(update={"model": default}))["settings"]
+    settings = views_fit.priors(result.model_copy(update={"model": default}))["settings"]
     assert settings["outcomes whose benefit the curator inferred"] == "left out"
     assert settings["risk of bias judged high (attrition, reporting)"] == "widens the bias prior by 0.25 x the domain's scale per domain judged high"
     assert view["per_domain"]["params"] == ["mu", "tau"]
@@ -368,7 +368,8 @@ def test_a_dict_is_not_a_result(case):
 
 
 def test_cli_report(case, tmp_path, capsys):
-    from metaeval.cli import _calibration_section, main
+    from metaeval.cli import main
+    from metaeval.commands import calibration_section
 
     evidence, result, _ = case
     data = hostile_data_dir(tmp_path)
@@ -379,7 +380,7 @@ def test_cli_report(case, tmp_path, capsys):
     path = Path(capsys.readouterr().out.strip())
     assert path == out / "report.html"
     # the summary file is shown as given (judged when it was written); the default MCMC model cites its calibration
-    assert path.read_text(encoding="utf-8") == report.render_report(evidence, result, extras={"calibration": _calibration_section()})
+    assert path.read_text(encoding="utf-8") == report.render_report(evidence, result, extras={"calibration": calibration_section()})
     # the exact engine needs no earlier fit
     assert main(["report", "--data", str(data), "--engine", "exact", "--output", str(tmp_path / "exact.html")]) == 0
     assert "exact numerical integration" in (tmp_path / "exact.html").read_text(encoding="utf-8")
@@ -416,23 +417,24 @@ def test_metafor_csv_report_has_no_invented_units_or_designs():
 
 
 def test_report_cites_the_committed_calibration_study_of_the_default_model(case, tmp_path):
-    from metaeval.cli import _calibration_section, _report_extras, build_parser
+    from metaeval.cli import build_parser
+    from metaeval.commands import calibration_section, report_extras
     from metaeval.harmonise import load_evidence
 
     record = json.loads((Path(__file__).resolve().parents[1] / "bench" / "sbc_results.json").read_text())  # the full run
-    section = _calibration_section()
+    section = calibration_section()
     assert section["text"].count(record["analysis"]["verdict"]) == 1
     assert f"at commit {record['code']['commit'][:12]}" in section["text"]  # which code was calibrated
     assert {row["parameter"]: row["chi-square p"] for row in section["table"]} == record["analysis"]["primary_p_values"]
     evidence, args = load_evidence(), build_parser().parse_args(["report", "--out", str(tmp_path)])
     _, default, _ = case  # the default MCMC model, no overrides
-    assert _report_extras(args, evidence, default)[1]["calibration"] == section
+    assert report_extras(args, evidence, default)[1]["calibration"] == section
     # the study calibrates the default MCMC model only: not cited for the exact engine, another model or prior
     model = default.model
     for other in (default.model_copy(update={"engine": "exact", "diagnostics": None}),
                   default.model_copy(update={"model": model.model_copy(update={"name": "no_bias"})}),
                   default.model_copy(update={"model": model.model_copy(update={"overrides": {"tau": "halfnormal(1)"}})})):
-        assert "calibration" not in (_report_extras(args, evidence, other)[1] or {})
+        assert "calibration" not in (report_extras(args, evidence, other)[1] or {})
 
 
 def test_the_appraisal_is_in_the_report():

@@ -75,18 +75,19 @@ def test_many_projects_are_not_left_out_one_by_one(bundled):
 
 
 def test_run_and_report_put_it_in_the_report_and_a_summary_file_does_not(bundled, tmp_path):
-    from metaeval.cli import _report_extras, build_parser
+    from metaeval.cli import build_parser
+    from metaeval.commands import report_extras
 
     evidence, spec, baseline = bundled
     from metaeval.certainty import judge
 
     robustness = check(evidence, spec, baseline)
     for argv in (["run", "--out", str(tmp_path)], ["report", "--out", str(tmp_path)]):
-        judged, extras = _report_extras(build_parser().parse_args(argv), evidence, baseline)
+        judged, extras = report_extras(build_parser().parse_args(argv), evidence, baseline)
         assert judged == judge(baseline, evidence, robustness.flips())  # a flip lowers the certainty the report shows
         assert extras["robustness"] == report_section(robustness, judged)
     summary_file = Path(tmp_path) / "summary.json"
     summary_file.write_text(baseline.to_json(), encoding="utf-8")
     args = build_parser().parse_args(["report", "--out", str(tmp_path), "--summary", str(summary_file)])
-    assert _report_extras(args, evidence, baseline)[0] is baseline
-    assert "robustness" not in (_report_extras(args, evidence, baseline)[1] or {})
+    assert report_extras(args, evidence, baseline)[0] is baseline
+    assert "robustness" not in (report_extras(args, evidence, baseline)[1] or {})

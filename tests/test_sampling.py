@@ -235,7 +235,7 @@ def test_cli_fit_then_summary_without_refitting(tmp_path):
 
 @pytest.mark.mcmc
 def test_a_failed_gate_is_an_exit_status_unless_allowed(tmp_path, capsys):
-    from metaeval.cli import GATE_FAILED
+    from metaeval.commands import GATE_FAILED
 
     csv = _eight_schools_csv(tmp_path / "eight.csv")
     args = ["fit", "--csv", str(csv), "--out", str(tmp_path / "out"), "--chains", "2", "--draws", "30", "--tune", "30", "--format", "json"]

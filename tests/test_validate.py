@@ -97,6 +97,7 @@ BROKEN_CSV = {
     "study,yi,sei\nA,nan,1\n": ("row 2 (study 'A')", "yi", "finite number"),
     "study,yi,sei\nA,1,1\nA,2,1\n": ("row 3 (study 'A')", "study", "duplicate study id"),
     "study,yi,vi,sei\nA,1,4,1\n": ("row 2 (study 'A')", "", "disagree"),
+    "study,yi,vi,sei\nA,1,1,1e300\n": ("row 2 (study 'A')", "vi, sei", "sei² (inf) disagree"),  # was OverflowError (sei**2)
     "study,yi,sei,design\nA,1,1,anecdote\n": ("row 2 (study 'A')", "design", "unknown design 'anecdote'"),
     "study,yi,sei\n": ("", "", "no data rows"),
 }
@@ -151,3 +152,35 @@ def test_every_bad_csv_row_is_reported_once_in_row_order(tmp_path, capsys):
         "record row 11 (study 'F'), field yi: Input should be a finite number (got 'nan')",
         "record row 12 (study 'G'), field vi, sei: needs vi or sei",
     )]
+
+
+def test_csv_rows_are_checked_alike_across_blocks(tmp_path, capsys, monkeypatch):
+    """Rows are checked a block at a time: blocks of 2 rows name the same problems as one block (duplicate ids across blocks too)."""
+    from metaeval import evidence_csv
+
+    path = tmp_path / "bad.csv"
+    path.write_text("study,yi,sei,domain\nA,1,0.5,\nB,x,0.2,e\nC,0.3,-1,e\nA,0.2,0.1,\nD,0.1\nE,0.1,0.1,\n\nE,0.2,0.3,e\nF,nan,0.1,\nC,1,1,e\n")
+    assert main(["validate", "--csv", str(path)]) == 2
+    whole = capsys.readouterr().err
+    monkeypatch.setattr(evidence_csv, "_BLOCK_ROWS", 2)
+    assert main(["validate", "--csv", str(path)]) == 2
+    assert capsys.readouterr().err == whole
+    assert whole.count("duplicate study id") == 2 and whole.index("row 3") < whole.index("row 5") < whole.index("row 9") < whole.index("row 10")
+
+
+def test_a_csvs_consistency_checks_are_the_row_by_row_checks(tmp_path):
+    """csv_findings checks a CSV column by column; findings, the checks every evidence table gets, agree row by row."""
+    from metaeval.consistency import csv_findings, findings
+    from metaeval.evidence_csv import read_csv_table
+    from metaeval.harmonise import _csv_rows, csv_domains
+
+    path = tmp_path / "shares.csv"
+    path.write_text("study,yi,sei,domain,metric\nA,0.4,0.1,emp,share\nB,-1.5,0.1,emp,share\nC,150,9,pp,pp\nD,-99,9,pp,pp\n"
+                    "E,7,1,hours,hours\nF,1.01,0.2,emp,\n")
+    table = read_csv_table(path)
+    domains = csv_domains(table.domain, table.given, table.yi, table.sei, table.record, path)
+    by_column = [f.problem for f in csv_findings(table, domains)]
+    by_row = [f.problem for f in findings([dict(row) for row in _csv_rows(table, domains)])]
+    assert [str(p) for p in by_column] == [str(p) for p in by_row]
+    assert [(p.record, p.field) for p in by_column] == [("row 3 (study 'B')", "estimate"), ("row 4 (study 'C')", "estimate"),
+                                                      ("row 7 (study 'F')", "estimate")]
