@@ -143,7 +143,7 @@ def load_costs(data_dir: str | Path | None = None, *, projects=None, domains=Non
     ``projects`` and ``domains`` (ids), when given, are checked: a figure of an unknown project or an
     outcome in an unknown domain is an error. Every problem at once, as :class:`~metaeval.errors.InputError`.
     """
-    from metaeval.evidence import _validation_problems, read_yaml
+    from metaeval.evidence import validation_problems, read_yaml
 
     path = costs_path(data_dir)
     if not path.is_file():
@@ -153,7 +153,7 @@ def load_costs(data_dir: str | Path | None = None, *, projects=None, domains=Non
     try:
         figures = tuple(CostFile.model_validate(raw).costs)
     except ValidationError as err:
-        problems += _validation_problems(path, err, raw, "costs")
+        problems += validation_problems(path, err, raw, "costs")
     records = raw.get("costs") if isinstance(raw, dict) else None
     seen: set[str] = set()
     for r in records if isinstance(records, list) else []:

@@ -184,7 +184,7 @@ def read_yaml(path: Path) -> Any:
         raise InputError(Problem(str(path), "", "", f"invalid YAML value: {err}")) from None
 
 
-def _validation_problems(path: Path, err: ValidationError, raw: Any, list_key: str) -> list[Problem]:
+def validation_problems(path: Path, err: ValidationError, raw: Any, list_key: str) -> list[Problem]:
     """Turn pydantic errors into Problems, naming records by their id where there is one."""
     problems = []
     for e in err.errors():
@@ -228,7 +228,7 @@ def read_domains(path: Path) -> tuple[Domain, ...]:
     try:
         return tuple(DomainsFile.model_validate(raw).domains)
     except ValidationError as err:
-        raise InputError(_validation_problems(path, err, raw, "domains")) from None
+        raise InputError(validation_problems(path, err, raw, "domains")) from None
 
 
 def read_evidence_base(data_dir: Path | str | None = None) -> EvidenceBase:
@@ -260,7 +260,7 @@ def read_evidence_base(data_dir: Path | str | None = None) -> EvidenceBase:
             problems += err.problems
             continue
         except ValidationError as err:
-            problems += _validation_problems(path, err, raw, "estimates")
+            problems += validation_problems(path, err, raw, "estimates")
             continue
         if project.id in where:
             problems.append(Problem(str(path), f"project {project.id!r}", "id", f"already used by {where[project.id].name}"))

@@ -227,6 +227,18 @@ def read_regular(path: str | Path, limit: int) -> bytes:
 # --- one file ------------------------------------------------------------------------------------------------
 
 
+def read_json_object(path: str | Path, limit: int) -> dict | None:
+    """The JSON object in the regular file ``path`` (at most ``limit`` bytes), or None when it is missing,
+    unreadable, too large, not JSON or not an object: for records metaeval wrote itself and will redo if lost."""
+    import json
+
+    try:
+        data = json.loads(read_regular(path, limit).decode("utf-8"))
+    except (Unreadable, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed over ``path``.

@@ -503,13 +503,9 @@ def file_sha256(path: str | Path) -> str:
 
 def read_fit_record(directory: str | Path) -> dict | None:
     """``fit.json`` of a cached fit, or None when it is missing, unreadable or not a record."""
-    from metaeval.files import Unreadable, read_regular
+    from metaeval.files import read_json_object
 
-    try:
-        record = json.loads(read_regular(Path(directory) / "fit.json", 16 * 2**20).decode("utf-8"))
-    except (Unreadable, ValueError, RecursionError):
-        return None
-    return record if isinstance(record, dict) else None
+    return read_json_object(Path(directory) / "fit.json", 16 * 2**20)
 
 
 def verify_fit(directory: str | Path, key: str) -> str | None:

@@ -108,13 +108,9 @@ def write_outputs(result: SensitivityResult, directory: str | Path) -> dict[str,
 
 def load_result(directory: str | Path) -> dict | None:
     """The saved ``sensitivity.json`` of a run (None if there is none, or it is not one)."""
-    from metaeval.files import Unreadable, read_regular
+    from metaeval.files import read_json_object
 
-    try:
-        saved = json.loads(read_regular(Path(directory) / "sensitivity.json", 256 * 2**20).decode("utf-8"))
-    except (Unreadable, ValueError, RecursionError):
-        return None
-    return saved if isinstance(saved, dict) else None
+    return read_json_object(Path(directory) / "sensitivity.json", 256 * 2**20)
 
 
 def saved_extras(directory: str | Path, evidence) -> dict | None:
