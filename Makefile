@@ -7,7 +7,7 @@ PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.1
             "$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { echo "$$p"; break; }; done)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test env browser clean
+.PHONY: run test test-fast env browser clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.12 not found: install it (e.g. pyenv install 3.12) or pass PYTHON=/path/to/python3.12"; exit 1; }
@@ -31,6 +31,12 @@ browser:
 
 test: $(VENV)/.installed browser
 	$(BIN)/python -m pytest -n 2
+
+# The developer's fast loop: the unit tests, without MCMC fits, other processes, notebooks, Chromium or the
+# long statistical checks (each test's cost marker is registered in pyproject.toml). Under a minute on two cores.
+FAST := not slow and not mcmc and not subprocess and not notebook and not browser
+test-fast: $(VENV)/.installed
+	$(BIN)/python -m pytest -n 2 -q -m "$(FAST)"
 
 clean:
 	rm -rf $(VENV) metaeval-out

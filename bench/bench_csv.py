@@ -1,4 +1,4 @@
-"""`metaeval validate --csv` on a million-row CSV: CPU seconds and peak memory (issue 14: under 15 s and 1 GB).
+"""`metaeval validate --csv` on a million-row CSV: CPU seconds and peak memory (the target: under 15 s and 1 GB).
 
 Run: .venv/bin/python bench/bench_csv.py [--rows 1000000] [--runs 2] [--cases NAME,...] [--package DIR --label COMMIT]
 

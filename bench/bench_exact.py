@@ -9,7 +9,7 @@ over several tau priors, with the median process CPU time of the latter (steadie
 other jobs share the machine; the load average is printed too). Warm-up calls come
 first, so imports (scipy.special) and first-call costs are left out of the medians.
 
-Then the whole command in fresh processes (issue 4: "well under a second"):
+Then the whole command in fresh processes (the target: "well under a second"):
 ``metaeval fit --engine exact --csv K.csv --format json --out TMP`` on a CSV of
 ``study,yi,sei`` (seed 1: sei ~ U(0.05, 0.5), yi ~ N(0.2, hypot(0.1, sei))), median,
 min and max wall and CPU time of the runs after one warm-up run.

@@ -1,4 +1,4 @@
-"""Issue 18's measurements of the exact engine (``metaeval.exact_full``): agreement and speed.
+"""The measurements of the exact engine (``metaeval.exact_full``): agreement and speed.
 
     .venv/bin/python bench/exact_full.py agreement [--draws 10000]   # against a 40,000-draw MCMC fit
     .venv/bin/python bench/exact_full.py speed [--runs 3]            # fresh processes, CPU seconds, peak memory

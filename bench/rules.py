@@ -3,7 +3,7 @@
 Fits the default model (MCMC, 4 x (1000 + 1000), one seed) on a chain of states, from the
 evidence base before the rules to the one after them, and writes ``bench/rules.md`` (per-domain
 pooled means at every step, and which estimates each step lets in or out) and
-``bench/rules_results.json`` (the raw numbers, for ``metaeval.appraisal.compare_fits``).
+``metaeval/records/rules.json`` (the raw numbers, for ``metaeval.appraisal.compare_fits``).
 
 The states, cumulative, in the order the README gives the rules:
 
@@ -39,7 +39,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = "5390352"  # main before the appraisal rules (issue 16)
+#: The record the report reads (package data, through metaeval.bundled); rules.md is written beside this script.
+RECORD = ROOT / "metaeval" / "records" / "rules.json"
+BASE = "5390352"  # main before the appraisal rules
 
 RUNNER = """
 import json, math, sys
@@ -140,11 +142,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default=BASE, help="the commit before the rules")
     ap.add_argument("--seed", type=int, default=20261124)
-    ap.add_argument("--markdown-only", action="store_true", help="rewrite rules.md from rules_results.json, no fits")
+    ap.add_argument("--markdown-only", action="store_true", help="rewrite rules.md from metaeval/records/rules.json, no fits")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     if args.markdown_only:
-        (ROOT / "bench" / "rules.md").write_text(_markdown(json.loads((ROOT / "bench" / "rules_results.json").read_text())))
+        (ROOT / "bench" / "rules.md").write_text(_markdown(json.loads(RECORD.read_text())))
         return
     from metaeval.cells import present
     from metaeval.harmonise import load_evidence
@@ -206,7 +208,7 @@ def main() -> None:
         "admitted_by_symmetric_inclusion": admitted,
         "check_before_vs_sparse_cells": _check(results[0][1]["rows"], results[1][1]["rows"]),
     }
-    (ROOT / "bench" / "rules_results.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    RECORD.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     (ROOT / "bench" / "rules.md").write_text(_markdown(record))
     print(_markdown(record))
 
@@ -239,7 +241,7 @@ def _markdown(record: dict) -> str:
     states = [s["state"] for s in record["itt"]]
     rows = compare_fits([(s["state"], s["summary"]) for s in record["itt"]])
     out = [
-        "# What the appraisal rules move (issue 16)",
+        "# What the appraisal rules move",
         "",
         f"Written by `bench/rules.py` on {record['date']} (head {record['head']}, base {record['base']}); "
         f"{record['settings']}, seed {record['seed']}. Each column adds one rule of `data/README.md` to the one before; "

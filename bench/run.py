@@ -1,4 +1,4 @@
-"""The speed benchmarks of issues 7 and 17, in one command: `.venv/bin/python bench/run.py [--runs 5]`.
+"""The speed benchmarks of fitting, in one command: `.venv/bin/python bench/run.py [--runs 5]`.
 
 Every case runs in fresh processes (except the warm-session refit, which is what a notebook does) and is
 reported as median, min and max over the runs, with its ratio to a naive PyMC baseline measured in the
@@ -163,7 +163,7 @@ def main() -> int:
     cases["metaeval --help"] = (Runs().repeat([metaeval, "--help"], args.runs), 0.3)
     cases["fit, bundled evidence, first run (cold PyTensor and compile caches)"] = (cold_runs(fit_cmd + ["--refit"], args.cold_runs, out, pytensor=True), 25.0)
     cases["fit, bundled evidence, cold compile cache (warm PyTensor cache)"] = (cold_runs(fit_cmd + ["--refit"], args.cold_runs, out, pytensor=False), 25.0)
-    # issue 17: at most 0.3 x the baseline measured in this run, and at most 3.5 s in any case
+    # the compile cache's target: at most 0.3 x the baseline measured in this run, and at most 3.5 s in any case
     cases["fit, bundled evidence, fresh process, warm compile cache (--refit)"] = (Runs().repeat(fit_cmd + ["--refit"], args.runs), min(0.3 * base, 3.5))
     cases["fit, bundled evidence, fresh process, warm fit cache (same command again)"] = (Runs().repeat(fit_cmd, args.runs), 3.0)
     cases["summary from a cached fit"] = (Runs().repeat([metaeval, "summary", "--out", str(out / "fit")], args.runs), 0.6)

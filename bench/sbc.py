@@ -23,7 +23,7 @@ arguments to resume). Each worker process compiles the sampler once and reuses i
 for every replication (``metaeval.sampling``: same model structure, new data).
 
 Run:      .venv/bin/python bench/sbc.py                       (1,000 fits at 4 x (1000 + 1000); about 1.3 s a fit)
-Analyse:  .venv/bin/python bench/sbc.py --analyse             (tests, bench/sbc_ranks.png, no refitting)
+Analyse:  .venv/bin/python bench/sbc.py --analyse             (tests; metaeval/records/ gets the record and picture)
 """
 
 from __future__ import annotations
@@ -44,11 +44,14 @@ sys.path.insert(0, str(HERE))
 from coverage_study import simulate
 
 RESULTS = HERE / "sbc_results.json"
-FIGURE = HERE / "sbc_ranks.png"
+#: What the report cites of the default run (package data, read through metaeval.bundled): the record without
+#: its per-replication ranks (1 MB that stay here), and the picture.
+PUBLISHED = HERE.parent / "metaeval" / "records" / "sbc.json"
+FIGURE = PUBLISHED.with_name("sbc_ranks.png")
 #: Posterior draws kept per fit after thinning: ranks take L + 1 = 200 values.
 L = 199
 BINS = 20
-#: The pre-stated primary parameters (the issue: domain means, tau, one bias parameter).
+#: The primary parameters, stated before the run: domain means, tau, one bias parameter.
 PRIMARY = ["mu[jobs]", "mu[support]", "mu[pension]", "mu[grades]",
            "tau[jobs]", "tau[support]", "tau[pension]", "tau[grades]",
            "bias[jobs/comparison]"]
@@ -179,6 +182,11 @@ def _ecdf_band(n: int, prob: float, rng: np.random.Generator, sims: int = 20000)
     return float(np.quantile(sup, prob))
 
 
+def publish(data: dict) -> None:
+    """The record the report cites: everything but the per-replication ranks."""
+    PUBLISHED.write_text(json.dumps({k: v for k, v in data.items() if k != "replications"}, indent=1, sort_keys=True) + "\n")
+
+
 def analyse(path: Path) -> int:
     """Rank histograms, chi-square tests, ECDF-difference bands, the picture; results into the JSON."""
     import matplotlib
@@ -233,6 +241,8 @@ def analyse(path: Path) -> int:
         "tests_gate_passed": gate_tests,
     }
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    if path == RESULTS:
+        publish(data)
 
     # picture: rank histograms with a 99% band for each bin count, and ECDF differences with the simultaneous band
     shown = params

@@ -1,4 +1,4 @@
-"""The scaling curve of issue 7: time and peak memory of a fresh-process fit from 100 to 10,000 estimates.
+"""The scaling curve: time and peak memory of a fresh-process fit from 100 to 10,000 estimates.
 
 For each size, ``bench/synthetic.py`` writes an evidence base (projects = estimates / 10,
 domains = min(10, projects / 5), seed 1) to a temporary folder, and a fresh wrapper
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SIZES = (100, 300, 1000, 3000, 10000)
 TIMEOUT_S = 600
-#: Issue 7's target for 10,000 estimates, 1,000 projects and 10 domains.
+#: The target for 10,000 estimates, 1,000 projects and 10 domains.
 TARGET = dict(estimates=10000, seconds=30.0, ess_min=400, divergences=0, peak_rss_mb=2048.0)
 
 #: Runs in a fresh process, so RUSAGE_CHILDREN sees only the fit.

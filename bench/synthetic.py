@@ -1,6 +1,6 @@
 """A synthetic evidence base with known truth, as a metafor-style CSV for `metaeval fit --csv FILE`.
 
-Why: the speed and scaling targets of issue 7 need evidence far larger than the
+Why: the speed and scaling targets (bench/scaling.py) need evidence far larger than the
 bundled base (up to 10,000 estimates, 1,000 projects, 10 domains) drawn from the
 default model's own generative story, so a fit of it should pass the diagnostics
 gate and its truth is known.

@@ -177,7 +177,7 @@ def compare_fits(summaries: Sequence[tuple[str, Any]] | Iterable[tuple[str, Any]
     """Per domain, the pooled mean (mu) of each named fit, for a before/after table.
 
     A fit is a :class:`~metaeval.result.Result` or its JSON as a dict (``metaeval fit --format json``,
-    ``bench/rules_results.json``).
+    ``metaeval/records/rules.json``).
     """
     summaries = [(name, s.model_dump(mode="json") if hasattr(s, "model_dump") else s) for name, s in summaries]
     domains = sorted({d for _, s in summaries for d in s.get("domains", {})})
@@ -204,7 +204,7 @@ def compare_fits(summaries: Sequence[tuple[str, Any]] | Iterable[tuple[str, Any]
 class Rule:
     """One appraisal rule of data/README.md, as ``bench/rules.py`` names the state that adds it."""
 
-    state: str  # the state's name in bench/rules_results.json
+    state: str  # the state's name in metaeval/records/rules.json
     name: str
     section: str  # where data/README.md documents it
     reason: str  # why, in a sentence (the documented reason, shortened)
@@ -245,7 +245,7 @@ class RuleStep:
 
 @dataclass(frozen=True)
 class RulesMoves:
-    """Per domain, the pooled result before the appraisal rules and after each (``bench/rules_results.json``).
+    """Per domain, the pooled result before the appraisal rules and after each (``metaeval/records/rules.json``).
 
     ``applies`` is False, with ``why_not``, when the record is not of this evidence (another evidence
     base, the participation estimand, the bundled data changed since): then it says nothing about it.
@@ -258,17 +258,18 @@ class RulesMoves:
     recorded: str = ""  # when, at which commit, with which model and sampler settings
 
 
-RULES_RECORD = "bench/rules_results.json"
+#: Package data (``metaeval/records/``, read through :mod:`metaeval.bundled`), written by ``bench/rules.py``.
+RULES_RECORD = "records/rules.json"
 
 
 def bundled_rules_record() -> dict | None:
     """The recorded run of ``bench/rules.py`` on the bundled evidence (None where it is not installed)."""
     import json
 
-    from metaeval.evidence import PACKAGE_ROOT
+    from metaeval.bundled import bundled_path
 
     try:
-        return json.loads((PACKAGE_ROOT / RULES_RECORD).read_text(encoding="utf-8"))
+        return json.loads(bundled_path(RULES_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
@@ -277,10 +278,10 @@ def rules_moves(record: dict | None, evidence_sha256: str | None) -> RulesMoves:
     """What the appraisal rules move, from ``record`` (:func:`bundled_rules_record`), if it is of the evidence
     whose digest is ``evidence_sha256`` (:func:`metaeval.harmonise.evidence_digest`; a result's provenance)."""
     if record is None:
-        return RulesMoves(False, f"No record of what the appraisal rules move is installed ({RULES_RECORD}, written by bench/rules.py).")
+        return RulesMoves(False, f"No record of what the appraisal rules move is installed (metaeval/{RULES_RECORD}, written by bench/rules.py).")
     recorded = record.get("evidence_sha256")
     if not recorded:
-        return RulesMoves(False, f"The record ({RULES_RECORD}) does not say which evidence it was made on, so it cannot be "
+        return RulesMoves(False, f"The record (metaeval/{RULES_RECORD}) does not say which evidence it was made on, so it cannot be "
                                  "shown as this evidence's.")
     if evidence_sha256 != recorded:
         return RulesMoves(False, (
@@ -292,7 +293,7 @@ def rules_moves(record: dict | None, evidence_sha256: str | None) -> RulesMoves:
     documented = {r.state: r for r in RULES}
     missing = [s["state"] for s in states[1:] if s["state"] not in documented]
     if missing:
-        return RulesMoves(False, f"The record ({RULES_RECORD}) has states no documented rule names: {', '.join(missing)}.")
+        return RulesMoves(False, f"The record (metaeval/{RULES_RECORD}) has states no documented rule names: {', '.join(missing)}.")
     steps = tuple(RuleStep(documented[cur["state"]], tuple(sorted(set(cur["entered"]) - set(prev["entered"]))),
                            tuple(sorted(set(prev["entered"]) - set(cur["entered"]))))
                   for prev, cur in zip(states, states[1:]))

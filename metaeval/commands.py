@@ -414,9 +414,9 @@ def calibration_section() -> dict | None:
     """The simulation-based calibration of the default model (bench/sbc.py), as the report cites it."""
     import json
 
-    from metaeval.evidence import PACKAGE_ROOT
+    from metaeval.bundled import bundled_path
 
-    results, picture = PACKAGE_ROOT / "bench" / "sbc_results.json", PACKAGE_ROOT / "bench" / "sbc_ranks.png"
+    results, picture = bundled_path("records/sbc.json"), bundled_path("records/sbc_ranks.png")
     try:
         record = json.loads(results.read_text(encoding="utf-8"))
         analysis, settings = record["analysis"], record["settings"]

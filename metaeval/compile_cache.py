@@ -17,7 +17,7 @@ compiled with ``numba.cfunc(sig, cache=True)``, so a later process loads them fr
   ``CompiledPyMCModel.with_data`` keeps working, and call the same PyTensor functions.
 - A missing entry is compiled in a child process and then loaded like any other, so every fit, the
   first included, runs code loaded from the cache: numba code compiled in-process and the same code
-  loaded from disk were seen to differ in the last bits of the gradient (issue 17), which NUTS turns
+  loaded from disk were seen to differ in the last bits of the gradient when this cache was built, which NUTS turns
   into other draws. (On the models of the tests and of bench/sbc.py the two agree bit for bit.)
 - Entries live under ``$METAEVAL_CACHE_DIR``, else ``$XDG_CACHE_HOME/metaeval``, else
   ``~/.cache/metaeval`` (``metaeval --cache-dir`` sets the first). A lock per entry makes concurrent

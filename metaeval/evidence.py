@@ -17,10 +17,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from metaeval.bundled import bundled_path
 from metaeval.errors import InputError, Problem
 from metaeval.schema import DESIGN_LADDER, JUDGEMENTS, ROB_DOMAINS, Domain, DomainsFile, Project
-
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 #: Numeric estimate fields an ``assumptions`` entry may supply when the source is silent.
 ASSUMABLE_FIELDS = (
@@ -34,7 +33,7 @@ ESTIMAND_DESIGN = {"pre_post": "before_after", "vs_target": "target_benchmark"}
 
 def default_data_dir() -> Path:
     """The bundled evidence base (``$METAEVAL_DATA`` overrides it)."""
-    return Path(os.environ.get("METAEVAL_DATA", PACKAGE_ROOT / "data"))
+    return Path(os.environ["METAEVAL_DATA"]) if "METAEVAL_DATA" in os.environ else bundled_path("data")
 
 
 # --- reading files safely --------------------------------------------------------------------------------------

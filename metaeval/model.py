@@ -1,4 +1,4 @@
-"""The bias-adjusted hierarchical model as a PyMC model (DESIGN.md "The model").
+"""The bias-adjusted hierarchical model as a PyMC model (docs/model.md).
 
 For estimate k of project p in domain d, with design s::
 

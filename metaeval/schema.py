@@ -21,7 +21,7 @@ Design = Literal[
     "target_benchmark",
     "single_arm",
 ]
-#: Designs from strongest to weakest, as DOMAIN.md ranks them.
+#: Designs from strongest to weakest: the design ladder of docs/glossary.md.
 DESIGN_LADDER: tuple[str, ...] = Design.__args__  # type: ignore[attr-defined]
 
 #: Who evaluated: an independent team, one commissioned by the programme's owner, the provider

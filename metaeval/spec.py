@@ -23,12 +23,13 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from metaeval.bundled import bundled_path
 from metaeval.errors import InputError, Problem
 from metaeval.priors import Prior, PriorError, parse_assignment, parse_prior
 from metaeval.schema import DESIGN_LADDER, ROB_DOMAINS
 
-#: Where the bundled model files live.
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+#: Where the bundled model files live (package data; ``models/`` at the top of a checkout links here).
+MODELS_DIR = bundled_path("models")
 #: Designs that carry no bias term: randomised, or not stated (a plain CSV).
 UNBIASED_DESIGNS = ("rct", "unspecified")
 ALL_DESIGNS = (*DESIGN_LADDER, "unspecified")

@@ -1,6 +1,6 @@
 """Inputs for the report and plot tests: evidence from fixture files and a summary dict.
 
-The summary has the shape the MCMC and exact engines produce (DESIGN.md), built
+The summary has the shape the MCMC and exact engines produce (docs/result.md), built
 here by a normal–normal calculation with tau fixed at a quarter of each domain's
 scale: plausible numbers, not a fit. The report is a pure function of evidence
 and summary, so it can be tested without the engines.

@@ -1,7 +1,7 @@
-"""The bundled evidence's report, as view data: what the appraisal rules move (issue 16) and the certainty of
-every domain (issue 13).
+"""The bundled evidence's report, as view data: what the appraisal rules move (data/README.md, "Appraisal rules")
+and the certainty of every domain (docs/model.md, "Certainty").
 
-What the rules move comes from the record ``bench/rules.py`` wrote (``bench/rules_results.json``), shown only for
+What the rules move comes from the record ``bench/rules.py`` wrote (``metaeval/records/rules.json``), shown only for
 the evidence it was made on. The certainty ratings come from the default model's MCMC fit of the bundled
 evidence, the report ``metaeval run`` writes (one fit, about 30 s: marked slow).
 """
@@ -15,7 +15,7 @@ import pytest
 from metaeval import report, views, views_fit, words
 from metaeval.appraisal import RULES, bundled_rules_record, rules_moves
 from metaeval.certainty import judge
-from metaeval.evidence import PACKAGE_ROOT
+from metaeval.evidence import default_data_dir
 from metaeval.harmonise import evidence_digest, load_evidence
 
 RECORD = bundled_rules_record()
@@ -32,7 +32,7 @@ def bundled():
     return evidence, judge(fit_exact(evidence, priors=spec.priors), evidence)
 
 
-# --- what the appraisal rules move (issue 16) ---------------------------------------------------------------
+# --- what the appraisal rules move -----------------------------------------------------------------------------
 
 
 def test_the_record_is_of_the_bundled_evidence_as_it_is():
@@ -43,7 +43,7 @@ def test_the_record_is_of_the_bundled_evidence_as_it_is():
 
 def test_each_state_of_the_record_adds_one_documented_rule():
     assert [s["state"] for s in RECORD["itt"]] == ["before", *(r.state for r in RULES)]
-    readme = (PACKAGE_ROOT / "data" / "README.md").read_text(encoding="utf-8")
+    readme = (default_data_dir() / "README.md").read_text(encoding="utf-8")
     for rule in RULES:
         assert f"### {rule.section.split(' › ')[-1]}" in readme, rule.section  # the reason it links to is documented there
 
@@ -69,12 +69,12 @@ def test_the_view_shows_every_domain_before_and_after_each_rule(bundled):
                 assert cell["mean"] == words.number(state["mu"]["mean"], state["metric"])
                 assert cell["p_beneficial"] == words.probability(state["mu"]["p_beneficial"])
                 assert cell["n"] == state["n_estimates"]
-    activation = rows["Firm-oriented activation"]  # issue 13: positive before the nulls entered, not after
+    activation = rows["Firm-oriented activation"]  # positive before the null findings entered, not after
     assert (activation["verdict_before"], activation["verdict_after"], activation["verdict_changed"]) == ("Possibly beneficial", "Unclear", True)
     assert rows["Progression"]["cells"][0] is None and rows["Progression"]["verdict_before"] == "not analysed"
     steps = {s["name"]: s for s in view["steps"]}
     symmetric = steps["Findings without a standard error"]["admitted"]
-    assert {"cph_cfbu_outreach:self_supported_12m", "cph_mploy_local:job_or_education"} <= set(symmetric)  # the nulls of issue 16
+    assert {"cph_cfbu_outreach:self_supported_12m", "cph_mploy_local:job_or_education"} <= set(symmetric)  # the null findings the symmetric rule admits
     assert "drc_sib:status_permanent_transfers" in steps["Dependence"]["removed"]
     assert set(steps["Benefit only where the source or the domain says so"]["removed"]) >= {
         "vive_social_support:gp_use", "vive_social_support:hospital_contacts_schizophrenia"}
@@ -109,7 +109,7 @@ def test_the_page_has_the_section_for_the_bundled_evidence_only(bundled):
     assert "does not apply and is not shown" in section and 'id="rule-1"' not in section
 
 
-# --- certainty per domain, on the report's view data (issue 13) -----------------------------------------------
+# --- certainty per domain, on the report's view data -----------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +127,7 @@ def mcmc(tmp_path_factory):
         {d: views.domain(result, rows, d, names)["certainty"] for d in result.domains}
 
 
+@pytest.mark.mcmc
 @pytest.mark.slow
 def test_every_domain_carries_a_certainty_with_reasons(mcmc):
     result, overview, certainty = mcmc
@@ -151,6 +152,7 @@ def _reasons(c: dict) -> dict[str, list[str]]:
     return out
 
 
+@pytest.mark.mcmc
 @pytest.mark.slow
 def test_health_and_wellbeing_has_no_number_and_says_its_size_is_the_priors(mcmc):
     """No numeric estimate: the one finding is a direction, so the size comes from the priors; no effect is printed."""
@@ -163,6 +165,7 @@ def test_health_and_wellbeing_has_no_number_and_says_its_size_is_the_priors(mcmc
     assert any("directions without a number" in r for r in reasons["risk of bias"])
 
 
+@pytest.mark.mcmc
 @pytest.mark.slow
 def test_disability_pension_is_not_sure_from_one_non_significant_trial_and_a_direction(mcmc):
     """The trial (non-significant) and VIVE's direction-only finding are what is left after the appraisal rules (DRC's
@@ -177,6 +180,7 @@ def test_disability_pension_is_not_sure_from_one_non_significant_trial_and_a_dir
     assert "drc_sib:status_permanent_transfers" in {x.estimate_id for x in result.exclusions_in("disability_pension")}
 
 
+@pytest.mark.mcmc
 @pytest.mark.slow
 def test_firm_oriented_activation_rests_on_directions_beside_a_trial_that_carries_all_the_weight(mcmc):
     result, overview, certainty = mcmc

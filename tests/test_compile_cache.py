@@ -1,4 +1,4 @@
-"""Issue 17: the persistent compile cache of nutpie's callbacks, and the rest of a quick fresh-process fit.
+"""The persistent compile cache of nutpie's callbacks, and the rest of a quick fresh-process fit.
 
 Every test that builds a cache entry uses its own cache folder, so it starts cold whatever ran before.
 A cold entry is compiled in a child process (a few seconds for these small models).
@@ -102,6 +102,7 @@ def test_nutpie_is_pinned_and_its_internals_are_what_the_cache_relies_on():
     assert compile_cache.nutpie_problem() is None
 
 
+@pytest.mark.mcmc
 def test_a_change_in_nutpie_internals_is_reported_and_the_fit_falls_back_to_nutpie(cache, monkeypatch):
     from nutpie import compile_pymc
 
@@ -122,6 +123,7 @@ def test_a_change_in_nutpie_internals_is_reported_and_the_fit_falls_back_to_nutp
 # --- same draws ----------------------------------------------------------------------------------
 
 
+@pytest.mark.mcmc
 def test_cached_callbacks_draw_exactly_as_nutpies_own_compile(built, warm):
     import nutpie
 
@@ -136,6 +138,7 @@ def test_cached_callbacks_draw_exactly_as_nutpies_own_compile(built, warm):
     _assert_identical(_draws(loaded), _draws(nutpie.compile_pymc_model(model)))
 
 
+@pytest.mark.mcmc
 def test_a_refit_with_other_data_reuses_the_cached_sampler_and_draws_as_a_fresh_compile(warm, monkeypatch):
     """metaeval's in-process reuse (nutpie's with_data) works on cached callbacks: it swaps the arrays they read."""
     from metaeval import sampling
@@ -155,6 +158,7 @@ def test_a_refit_with_other_data_reuses_the_cached_sampler_and_draws_as_a_fresh_
     _assert_identical(draws[1], draws[2])  # ...exactly as in a fresh compile
 
 
+@pytest.mark.subprocess
 def test_the_key_follows_the_model_structure_not_its_data_values():
     key = lambda *args: compile_cache._prepare(_model(*args)).key  # noqa: E731
     base = key()
@@ -174,6 +178,7 @@ def _fit(cache: Path, out: Path, csv: Path) -> subprocess.CompletedProcess:
     return done
 
 
+@pytest.mark.subprocess
 def test_a_cold_cache_fit_and_a_warm_cache_fit_are_byte_identical(tmp_path):
     """The first fit after a cache miss runs cache-loaded code too, so it draws what every later fit draws."""
     csv = tmp_path / "eight.csv"
@@ -191,6 +196,7 @@ def test_a_cold_cache_fit_and_a_warm_cache_fit_are_byte_identical(tmp_path):
 # --- a cache that cannot be trusted is rebuilt --------------------------------------------------------
 
 
+@pytest.mark.mcmc
 @pytest.mark.parametrize("damage", ["edited source", "truncated code recorded in the manifest", "no manifest"])
 def test_a_damaged_entry_is_rebuilt_never_trusted(warm, damage):
     """A stale or corrupt entry (its manifest's hashes differ, or numba cannot load it) or a half-built one."""
@@ -233,6 +239,7 @@ print(np.asarray(mu).tobytes().hex())
 """
 
 
+@pytest.mark.subprocess
 def test_concurrent_first_runs_compile_once_and_draw_alike(cache):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     code = _RACE.format(tests=str(Path(__file__).parent))
@@ -245,6 +252,7 @@ def test_concurrent_first_runs_compile_once_and_draw_alike(cache):
     assert len(_entries(cache)) == 1
 
 
+@pytest.mark.mcmc
 def test_an_unwritable_cache_folder_falls_back_to_nutpie(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -256,6 +264,7 @@ def test_an_unwritable_cache_folder_falls_back_to_nutpie(tmp_path, monkeypatch):
     assert np.isfinite(_draws(compiled)["mu"]).all()
 
 
+@pytest.mark.mcmc
 def test_a_model_that_cannot_reach_a_compile_process_falls_back_to_nutpie(cache, monkeypatch):
     import cloudpickle
 
@@ -303,6 +312,7 @@ def _modules(*args: str, cwd: Path) -> list[str]:
     return json.loads(done.stderr.strip().splitlines()[-1])
 
 
+@pytest.mark.subprocess
 def test_fit_imports_no_plotting_dask_or_report_and_summary_and_report_never_import_pymc(tmp_path):
     csv = tmp_path / "small.csv"
     csv.write_text("study,yi,sei\nA,0.1,0.1\nB,0.3,0.2\nC,0.2,0.15\n")
@@ -316,6 +326,7 @@ def test_fit_imports_no_plotting_dask_or_report_and_summary_and_report_never_imp
     assert "metaeval.report" in modules  # the report was written by this process
 
 
+@pytest.mark.subprocess
 def test_the_program_ends_fast_with_all_its_output_and_atexit_handlers_run(tmp_path):
     """``main()`` as the program ends with os._exit: buffered output must be flushed and atexit handlers run first."""
     marker = tmp_path / "atexit-ran"

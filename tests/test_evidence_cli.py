@@ -1,4 +1,4 @@
-"""The bundled evidence through the command line: what `metaeval evidence` promises in DESIGN.md."""
+"""The bundled evidence through the command line: what `metaeval evidence` promises (README, "The command line")."""
 
 import io
 import json

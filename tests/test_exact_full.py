@@ -66,6 +66,7 @@ def case(request):
     return block, BlockPosterior(block), brute_force(block, **grids)
 
 
+@pytest.mark.slow
 def test_moments_match_brute_force_and_stated_errors_cover_them(case):
     block, post, ref = case
     rows = _rows(block)
@@ -88,6 +89,7 @@ def test_variance_parameters_match_brute_force(case):
         assert om_sd == pytest.approx(ref["omega"][1], abs=1e-3 * ref["omega"][1])
 
 
+@pytest.mark.slow
 def test_intervals_hold_their_mass_under_the_brute_force_posterior(case):
     block, post, ref = case
     rows = _rows(block)
@@ -109,6 +111,7 @@ def test_intervals_hold_their_mass_under_the_brute_force_posterior(case):
         assert (F[3] - F[2]) == pytest.approx(F[5] - F[4], rel=2e-3), i
 
 
+@pytest.mark.slow
 def test_probabilities_match_brute_force(case):
     block, post, ref = case
     rows = _rows(block)
@@ -200,7 +203,7 @@ def test_a_mu_prior_without_conjugacy_has_no_exact_form(prior):
 
 @pytest.fixture(scope="module")
 def evidence():
-    """Shaped like the bundled evidence before issue 16's appraisal (direction-only findings in one project
+    """Shaped like the bundled evidence before the appraisal rules of data/README.md (direction-only findings in one project
     of a domain, a project with two estimates, weak designs): the bundled evidence now has findings in up
     to six projects of a domain, which the exact engine refuses (see the CLI tests)."""
     from _model_fixtures import bundled_like

@@ -36,7 +36,7 @@ def test_engine_exact_computes_the_chosen_model(tmp_path):
 
 
 def test_engine_exact_refuses_findings_in_several_projects_of_a_domain(tmp_path):
-    """The bundled evidence has direction-only findings in up to six projects of a domain (issue 16): no exact
+    """The bundled evidence has direction-only findings in up to six projects of a domain (the appraisal rules of data/README.md): no exact
     form here (yet), said plainly with the way out."""
     rc, out, err = _cli("fit", "--engine", "exact", "--out", tmp_path)
     assert rc == 2 and out == ""
@@ -102,6 +102,7 @@ def mcmc_fit(tmp_path_factory):
     return table, spec, result, fitted
 
 
+@pytest.mark.mcmc
 def test_cross_check_passes_a_sound_fit_and_reports_its_largest_discrepancy(mcmc_fit):
     from metaeval.exact_full import CROSS_CHECK_Z, with_cross_check
 
@@ -115,6 +116,7 @@ def test_cross_check_passes_a_sound_fit_and_reports_its_largest_discrepancy(mcmc
     assert checked.diagnostics.passed == result.diagnostics.passed
 
 
+@pytest.mark.mcmc
 def test_cross_check_fails_the_gate_on_a_discrepancy_beyond_monte_carlo_error(mcmc_fit):
     """A result whose pooled mean is off by half a posterior SD (a wrong model or a stuck sampler) fails."""
     from metaeval.exact_full import with_cross_check
@@ -131,6 +133,7 @@ def test_cross_check_fails_the_gate_on_a_discrepancy_beyond_monte_carlo_error(mc
     assert any("disagrees with the exact answer" in f and "all: mu" in f for f in checked.diagnostics.failures)
 
 
+@pytest.mark.mcmc
 def test_cross_check_leaves_a_model_without_an_exact_form_alone(mcmc_fit):
     from dataclasses import replace
 

@@ -61,6 +61,7 @@ def cluster_results():
     return run_tasks(sometimes_fails, TASKS, workers=2, progress=False)
 
 
+@pytest.mark.subprocess
 def test_local_cluster_gives_the_serial_numbers(cluster_results):
     serial = run_tasks(sometimes_fails, TASKS, scheduler="serial", progress=False)
     assert [r.ok for r in cluster_results] == [r.ok for r in serial]
@@ -68,12 +69,14 @@ def test_local_cluster_gives_the_serial_numbers(cluster_results):
     assert cluster_results[2].error == "ValueError: scenario two is broken"
 
 
+@pytest.mark.subprocess
 def test_local_cluster_runs_in_worker_processes_with_one_thread(cluster_results):
     pids = {r.value["pid"] for r in cluster_results if r.ok}
     assert os.getpid() not in pids
     assert {r.value["omp"] for r in cluster_results if r.ok} == {WORKER_ENV["OMP_NUM_THREADS"]}
 
 
+@pytest.mark.subprocess
 def test_importing_the_executor_does_not_import_dask():
     code = "import sys, metaeval.executor; print(any(m.split('.')[0] in ('dask', 'distributed') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -94,6 +97,7 @@ def always_dies(seed: int, n: int, marker: str) -> dict:
     return draw(seed, n)
 
 
+@pytest.mark.subprocess
 def test_a_lost_worker_is_retried_and_a_task_that_keeps_killing_workers_is_reported(tmp_path):
     tasks = [{"seed": s, "n": 100, "marker": str(tmp_path / "died")} for s in range(3)]
     retried = run_tasks(dies_once, tasks, workers=2, progress=False)

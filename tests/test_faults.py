@@ -1,4 +1,4 @@
-"""Issue 8, faults: atomic writes survive SIGKILL, corrupt or stale caches are refitted, failures are never results.
+"""Faults: atomic writes survive SIGKILL, corrupt or stale caches are refitted, failures are never results.
 
 The kill tests run `metaeval` in a subprocess with a test hook (``METAEVAL_TEST_PAUSE_BEFORE_RENAME``, see
 ``metaeval/files.py``) that freezes the process after it has written a temporary file and before the
@@ -92,6 +92,7 @@ def _finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+@pytest.mark.subprocess
 def test_report_killed_before_rename_leaves_the_previous_report(tmp_path):
     """The exact engine needs no MCMC: fast, and the report is written by the same atomic writer."""
     first, second = _csv(tmp_path / "a.csv"), _csv(tmp_path / "b.csv", rows=((5, 1), (6, 1)))
@@ -120,6 +121,7 @@ def test_temporary_files_of_live_writers_are_left_alone(tmp_path):
     assert target.read_text() == "in progress"
 
 
+@pytest.mark.subprocess
 def test_fit_killed_mid_write_leaves_the_previous_result_intact_and_loadable(tmp_path):
     csv = _csv(tmp_path / "small.csv")
     out = tmp_path / "out"
@@ -172,6 +174,7 @@ def _copy(fitted, tmp_path):
     return table, spec, summary, out / "fits" / result.key
 
 
+@pytest.mark.mcmc
 def test_fit_record_carries_the_hashes(fitted):
     _, spec, summary, result = fitted
     record = json.loads((result.directory / "fit.json").read_text())
@@ -181,6 +184,7 @@ def test_fit_record_carries_the_hashes(fitted):
     assert verify_fit(result.directory, result.key) is None
 
 
+@pytest.mark.mcmc
 @pytest.mark.parametrize("damage", ["truncate", "flip_byte", "delete_record", "stale_record"])
 def test_corrupt_or_stale_cache_is_detected_and_refitted(damage, fitted, tmp_path, caplog):
     table, spec, summary, directory = _copy(fitted, tmp_path)
@@ -208,6 +212,7 @@ def test_corrupt_or_stale_cache_is_detected_and_refitted(damage, fitted, tmp_pat
     assert verify_fit(directory, directory.name) is None
 
 
+@pytest.mark.mcmc
 def test_tampered_cached_summary_is_recomputed_from_the_posterior(fitted, tmp_path):
     table, spec, summary, directory = _copy(fitted, tmp_path)
     doctored = json.loads((directory / "summary.json").read_text())
@@ -219,6 +224,7 @@ def test_tampered_cached_summary_is_recomputed_from_the_posterior(fitted, tmp_pa
     assert cached_summary(table, spec, out=directory.parent.parent, settings=TINY) == summary
 
 
+@pytest.mark.mcmc
 def test_summary_of_an_older_summary_version_is_recomputed_without_refitting(fitted, tmp_path):
     """A fit cached before summarise changed (SUMMARY_VERSION): its posterior is reused, its summary made again."""
     table, spec, summary, directory = _copy(fitted, tmp_path)
@@ -238,6 +244,7 @@ def test_summary_of_an_older_summary_version_is_recomputed_without_refitting(fit
 # --- failures are reported as failures ------------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 def test_sampler_failure_is_an_error_not_a_result(tmp_path, monkeypatch, capsys):
     import nutpie
 
@@ -275,6 +282,7 @@ def test_non_finite_draws_are_a_sampler_failure(monkeypatch):
         fit(build_model(table, load_spec("default")), chains=1, draws=2, tune=0, progress=False)
 
 
+@pytest.mark.mcmc
 def test_failed_gate_is_reported_as_failed_everywhere(fitted, tmp_path, capsys):
     """50 draws cannot pass the gate (ESS >= 400): JSON, table, report and exit status all say so."""
     from metaeval.harmonise import load_evidence as _  # noqa: F401

@@ -1,4 +1,4 @@
-"""Issue 14: random and mutated bytes for every reader, for a fixed budget of examples each.
+"""Random and mutated bytes for every reader, for a fixed budget of examples each.
 
 Each example is a file the command reads (an evidence CSV, a project or domains YAML, a model TOML, a fit
 summary given to plot and report, a sensitivity record, a fit record and summary inside the output folder),
@@ -24,6 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metaeval.cli import main
+
+#: A budget of examples per reader is a long check, not a unit test: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -192,6 +195,7 @@ def test_summary_reader_with_structural_edits(exact_summary, data):
         cli(["report", "--csv", EIGHT, "--summary", "in/s.json", "--output", "out/r.html"])
 
 
+@pytest.mark.slow
 @SLOW
 @given(data=st.data())
 def test_sensitivity_record_in_the_output_folder(data):
@@ -212,6 +216,7 @@ def fitted(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.mcmc
 @SLOW
 @given(data=st.data())
 def test_fit_record_and_cached_summary_in_the_output_folder(fitted, data):

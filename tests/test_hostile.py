@@ -1,4 +1,4 @@
-"""Issue 14: metaeval holds in a hostile world. One test (or one parametrised case) per case of the issue's "Why".
+"""metaeval holds in a hostile world: one test (or one parametrised case) per way it was seen to fail.
 
 Writes where they must not, hangs and runaway cost, tracebacks instead of messages, and faults that left an
 inconsistent result. Each test failed on main at 5390352 and passes now. Commands run in-process (``main``) where
@@ -117,6 +117,7 @@ def evidence_dir(tmp_path: Path) -> Path:
 # --- writes where they must not (security) ---------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 def test_a_domain_from_the_data_cannot_name_a_file_outside_out(tmp_path):
     """sensitivity wrote spec_curve_<domain>.png with the domain verbatim: ../../../../x left --out."""
     work = tmp_path / "work"
@@ -134,7 +135,7 @@ def test_a_domain_from_the_data_cannot_name_a_file_outside_out(tmp_path):
 
 
 def test_a_symlink_in_out_cannot_lead_a_fit_into_another_folder(tmp_path, capsys, monkeypatch):
-    """OUT/fits -> elsewhere let a fit write its cache there (data/, in the issue)."""
+    """OUT/fits -> elsewhere (data/, say) let a fit write its cache there."""
     victim = tmp_path / "victim"
     victim.mkdir()
     out = tmp_path / "out"
@@ -225,6 +226,7 @@ def test_formula_payloads_are_defused_in_columns_that_also_hold_numbers(tmp_path
 # --- hangs and runaway cost (availability) ---------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("where", ["domains.yaml", "projects/zz_extra.yaml"])
 def test_a_fifo_among_the_evidence_files_is_refused_not_waited_on(where, tmp_path):
     data = evidence_dir(tmp_path)
@@ -236,6 +238,7 @@ def test_a_fifo_among_the_evidence_files_is_refused_not_waited_on(where, tmp_pat
     assert f"{data / where}: is a FIFO" in done.stderr
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("which", ["csv", "yaml"])
 def test_a_link_to_dev_zero_is_refused_not_read(which, tmp_path):
     """A symlink to /dev/zero read until memory ran out (limited to 2 GB here, so main fails instead of thrashing)."""
@@ -286,6 +289,7 @@ def _silent_listener():
         server.close()
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("case", ["malformed", "closed_port", "not_dask"])
 def test_a_bad_scheduler_address_ends_fast_with_a_message(case, tmp_path):
     """A listener that is not Dask hung for minutes; a closed port or a malformed address gave a traceback."""
@@ -299,6 +303,7 @@ def test_a_bad_scheduler_address_ends_fast_with_a_message(case, tmp_path):
     assert "field --scheduler" in done.stderr and address in done.stderr
 
 
+@pytest.mark.subprocess
 def test_a_cluster_left_without_workers_ends_with_a_message_naming_what_finished(tmp_path):
     """The last worker died and never came back: the run hung forever, without a word."""
     from metaeval.errors import ClusterFailed
@@ -554,6 +559,7 @@ def test_a_summary_with_a_number_where_a_table_belongs_is_a_message(where, comma
     assert f"{path}:" in err and ".".join(map(str, where[1:])) in err or where == ("domains",)
 
 
+@pytest.mark.subprocess
 def test_an_immutable_output_folder_is_refused_before_the_fit(tmp_path, capsys, monkeypatch):
     """A read-only or immutable output folder: OSError traceback, and only after the whole fit had run."""
     import metaeval.sampling
@@ -572,6 +578,7 @@ def test_an_immutable_output_folder_is_refused_before_the_fit(tmp_path, capsys, 
         subprocess.run(["chattr", "-i", str(out)], check=True)
 
 
+@pytest.mark.subprocess
 def test_sigint_during_sensitivity_is_one_line_and_130(tmp_path):
     """SIGINT during sensitivity printed a KeyboardInterrupt traceback (and its workers' tracebacks)."""
     for delay in (1.0, 3.0, 6.0):
@@ -621,6 +628,7 @@ def test_a_full_disk_while_writing_the_report_leaves_the_previous_set(tmp_path, 
     assert _set(out) == before
 
 
+@pytest.mark.subprocess
 def test_two_concurrent_runs_into_one_folder_leave_one_fits_set(tmp_path):
     """Two runs with different seeds, at once: summary.json from one fit and summary.csv from the other (1 in 3)."""
     from metaeval.present import summary_csv
@@ -642,6 +650,7 @@ def test_two_concurrent_runs_into_one_folder_leave_one_fits_set(tmp_path):
         assert fitted["seed"] == summary["seed"] and fitted["domains"]["all"]["mu"] == summary["domains"]["all"]["mu"]
 
 
+@pytest.mark.mcmc
 def test_a_directory_where_posterior_nc_belongs_is_set_aside_and_refitted(tmp_path, capsys):
     """It made every later run fail the same way, for ever."""
     csv = small_csv(tmp_path / "s.csv")
@@ -661,6 +670,7 @@ def test_a_directory_where_posterior_nc_belongs_is_set_aside_and_refitted(tmp_pa
         assert (entry / "posterior.nc").is_file()
 
 
+@pytest.mark.mcmc
 def test_a_real_directory_at_a_fit_entry_is_moved_aside_not_deleted(tmp_path, capsys):
     """A fit folder of an older layout, damaged: kept out of the way (for the user to look at), and fitted again."""
     csv = small_csv(tmp_path / "s.csv")
@@ -679,6 +689,7 @@ def test_a_real_directory_at_a_fit_entry_is_moved_aside_not_deleted(tmp_path, ca
     assert [p for p in (out / "fits").iterdir() if p.name.startswith(f".aside-{key}")]
 
 
+@pytest.mark.subprocess
 def test_refit_killed_before_the_new_fit_is_whole_leaves_the_good_fit_loadable(tmp_path):
     """`run --refit` unlinked fit.json before the new posterior was in place: a kill there left an unloadable fit."""
     csv = small_csv(tmp_path / "s.csv")
@@ -701,6 +712,7 @@ def test_refit_killed_before_the_new_fit_is_whole_leaves_the_good_fit_loadable(t
     assert json.loads(again.stdout) == json.loads(first.stdout)
 
 
+@pytest.mark.subprocess
 def test_ctrl_c_while_sampling_is_130_not_a_claim_that_the_model_cannot_be_sampled(tmp_path, capsys, monkeypatch):
     """nutpie returns the draws so far on KeyboardInterrupt: the fit said 'non-finite draws ... cannot be sampled', exit 1."""
     import nutpie
@@ -763,6 +775,7 @@ def _signal_at(args: list[str], reached, signum: int, cwd: Path, env: dict) -> t
     return proc.returncode, "".join(seen) + rest
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_at_any_phase_of_a_fit_is_one_line(signum, status, tmp_path):
     """10 of 12 SIGINTs during import, compile or write printed a traceback; one was swallowed (exit 0).

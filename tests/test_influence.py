@@ -124,6 +124,8 @@ def test_only_project_and_fallback_are_said():
     assert all(s.ess is not None and 1 <= s.ess <= 6 for s in several.values())  # 6 draws
 
 
+@pytest.mark.mcmc
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_leaving_a_study_out_of_the_known_tau_fit_matches_the_closed_form():
     posterior = known_tau_posterior()

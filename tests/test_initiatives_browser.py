@@ -19,6 +19,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import test_report_browser as harness  # noqa: E402  (skips loudly without Chromium)
 from _initiative_fixtures import normal_draws  # noqa: E402
 
+pytestmark = pytest.mark.browser
+
 LAYOUT = """(() => {
   const top = id => document.getElementById(id).getBoundingClientRect().top + window.scrollY;
   const matrix = document.querySelector('table.matrix');

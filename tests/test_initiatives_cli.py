@@ -18,6 +18,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from _initiative_fixtures import known_tau_fit, known_tau_posterior  # noqa: E402
 
+pytestmark = [pytest.mark.subprocess, pytest.mark.mcmc]  # the commands, on a fit made by the command
+
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 

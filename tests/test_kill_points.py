@@ -1,4 +1,4 @@
-"""Issue 14: a kill (SIGKILL) or a full disk at any point of `metaeval run` leaves the previous or the new complete
+"""A kill (SIGKILL) or a full disk at any point of `metaeval run` leaves the previous or the new complete
 result set, never a mix, and the next run succeeds.
 
 The points are every step of a run's writes (``metaeval.files.checkpoint``: before and after each file's rename,
@@ -25,6 +25,8 @@ import pytest
 from metaeval.cli import main
 from metaeval.present import summary_csv
 from metaeval.result import Result
+
+pytestmark = pytest.mark.subprocess
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--chains", "1", "--draws", "50", "--tune", "50", "--allow-failed-gate"]  # 50 draws cannot pass the gate
@@ -154,6 +156,7 @@ def test_a_full_disk_at_any_point_of_run_leaves_the_previous_set(tmp_path, capsy
         assert _estimates(result_set(out)) == 2
 
 
+@pytest.mark.mcmc
 def test_a_kill_at_any_point_of_an_mcmc_fit_leaves_the_previous_fit_and_the_next_run_succeeds(tmp_path):
     """The fit cache: saving the posterior and its record, switching the fit in, saving its summary."""
     from metaeval.harmonise import load_evidence

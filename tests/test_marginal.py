@@ -98,6 +98,7 @@ def test_cells_with_a_direction_only_finding_stay_sampled():
     assert len(split["marginal"]) == len(layout.projects) - 2
 
 
+@pytest.mark.mcmc
 @pytest.mark.slow
 def test_marginal_and_sampled_models_give_the_same_posterior():
     """Same model, two ways of computing it: domain means, SDs and project effects agree within Monte Carlo error."""

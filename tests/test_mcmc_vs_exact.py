@@ -36,6 +36,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.mcmc  # ten nutpie fits against the exact engine
+
 # name: (yi, sei, mu prior, [tau priors]) -- the mu prior is shared by both tau priors
 DATASETS = {
     # Rubin (1981) eight schools, with the posteriordb priors mu ~ N(0, 5), tau ~ HC(5)

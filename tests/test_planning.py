@@ -179,6 +179,8 @@ def test_bad_options_are_refused():
         assert err.value.problems[0].field == field, kwargs
 
 
+@pytest.mark.mcmc
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_a_real_fit_with_known_tau_reproduces_the_closed_form():
     """The MCMC fit of two studies with tau pinned at 0.2: reweighted SD and expected width against sqrt(v')."""

@@ -89,6 +89,8 @@ def test_the_closed_form_for_two_projects_with_known_tau():
     assert dc.ranks[0].expected_rank == pytest.approx(2 - dc.pairwise["A"]["B"], abs=1e-4)
 
 
+@pytest.mark.mcmc
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_a_real_fit_matches_the_closed_form_with_known_tau():
     """The MCMC fit of two studies with tau pinned at 0.2: compare() within 4 Monte Carlo SEs of the closed form."""

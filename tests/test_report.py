@@ -421,7 +421,7 @@ def test_report_cites_the_committed_calibration_study_of_the_default_model(case,
     from metaeval.commands import calibration_section, report_extras
     from metaeval.harmonise import load_evidence
 
-    record = json.loads((Path(__file__).resolve().parents[1] / "bench" / "sbc_results.json").read_text())
+    record = json.loads((Path(__file__).resolve().parents[1] / "bench" / "sbc_results.json").read_text())  # the full run
     section = calibration_section()
     assert section["text"].count(record["analysis"]["verdict"]) == 1
     assert f"at commit {record['code']['commit'][:12]}" in section["text"]  # which code was calibrated

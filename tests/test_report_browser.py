@@ -30,6 +30,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from _report_fixtures import HOSTILE_NAME, HOSTILE_QUOTE, hostile_data_dir, summary_for  # noqa: E402
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
     pytest.skip(

@@ -1,7 +1,7 @@
-"""Issue 8, audit and reproducibility: outputs record versions, seed and hashes; same inputs + seed = same bytes.
+"""Audit and reproducibility: outputs record versions, seed and hashes; same inputs + seed = same bytes.
 
-"Same bytes" is checked across separate processes. DESIGN.md notes that a cold and a warm compile cache
-gave different chains for the same seed, so the MCMC check first runs one warm-up process and then
+"Same bytes" is checked across separate processes. A cold and a warm compile cache were seen to give
+different chains for the same seed (metaeval/compile_cache.py says why and what it does about it), so the MCMC check first runs one warm-up process and then
 compares two processes started after it.
 """
 
@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -46,6 +47,8 @@ def _check_provenance(summary: dict, seed: int | None) -> dict:
     return prov
 
 
+@pytest.mark.mcmc
+@pytest.mark.subprocess
 def test_mcmc_fit_is_byte_identical_across_processes_and_records_its_provenance(tmp_path):
     csv = _csv(tmp_path / "small.csv")
     common = ["fit", "--csv", str(csv), "--chains", "2", "--draws", "100", "--tune", "100", "--format", "json", "--allow-failed-gate"]
@@ -71,6 +74,7 @@ def test_mcmc_fit_is_byte_identical_across_processes_and_records_its_provenance(
     assert exact["provenance"]["model_sha256"] == prov["model_sha256"]
 
 
+@pytest.mark.subprocess
 def test_exact_engine_json_is_byte_identical_across_processes(tmp_path):
     csv = _csv(tmp_path / "small.csv")
     args = ["fit", "--engine", "exact", "--csv", str(csv), "--format", "json", "--seed", "3"]

@@ -47,6 +47,7 @@ def test_the_shipped_schema_is_the_result_models_schema():
     jsonschema.Draft202012Validator.check_schema(json_schema())
 
 
+@pytest.mark.mcmc
 @pytest.mark.parametrize("name", ["mcmc", "exact", "summary", "run"])
 def test_every_door_prints_json_valid_against_the_shipped_schema(documents, name):
     schema = json.loads(SHIPPED.read_text(encoding="utf-8"))
@@ -76,6 +77,7 @@ def _shape(value, path=""):
     return set()
 
 
+@pytest.mark.mcmc
 def test_both_engines_print_documents_of_the_same_structure(documents):
     mcmc, exact = documents["mcmc"], documents["exact"]
     assert exact["diagnostics"] is None and mcmc["diagnostics"]["passed"] in (True, False)
@@ -91,6 +93,7 @@ def test_both_engines_print_documents_of_the_same_structure(documents):
     assert set(mcmc["domains"]["all"]) == set(exact["domains"]["all"])
 
 
+@pytest.mark.mcmc
 @pytest.mark.parametrize("name", ["mcmc", "exact"])
 def test_a_result_round_trips_through_its_json(documents, name):
     result = Result.model_validate(documents[name])
@@ -98,6 +101,7 @@ def test_a_result_round_trips_through_its_json(documents, name):
     assert json.loads(result.to_json()) == documents[name]
 
 
+@pytest.mark.mcmc
 def test_the_tidy_table_has_one_row_per_domain_and_quantity(documents):
     result = Result.model_validate(documents["mcmc"])
     frame = result.to_frame()
@@ -106,6 +110,7 @@ def test_the_tidy_table_has_one_row_per_domain_and_quantity(documents):
     assert mu["mean"] == result.domains["all"].mu.mean and mu["p_beneficial"] == result.domains["all"].mu.p_beneficial
 
 
+@pytest.mark.mcmc
 def test_a_document_that_is_not_a_result_is_refused_field_by_field(documents, tmp_path):
     broken = json.loads(json.dumps(documents["exact"]))
     broken["domains"]["all"]["mu"] = 3.5  # a number where a table was

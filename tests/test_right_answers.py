@@ -108,6 +108,7 @@ def test_eight_schools_default_model_is_not_pulled_to_zero_exactly(tmp_path, cap
     assert fit_exact(table, priors=spec.priors).domains["all"].mu.mean < 1
 
 
+@pytest.mark.mcmc
 @pytest.mark.slow
 def test_eight_schools_default_model_is_not_pulled_to_zero_by_mcmc(tmp_path, capsys):
     assert main(["fit", "--csv", str(EIGHT), "--format", "json", "--out", str(tmp_path)]) == 0
@@ -138,6 +139,7 @@ def bcg_runs(tmp_path_factory):
     return runs
 
 
+@pytest.mark.mcmc
 def test_bcg_with_lower_beneficial_is_beneficial(bcg_runs):
     run = bcg_runs["decrease"]
     assert run["rc"] == 0, run["err"]
@@ -149,12 +151,14 @@ def test_bcg_with_lower_beneficial_is_beneficial(bcg_runs):
     assert best == min(dom["projects"], key=lambda p: p["mean"])
 
 
+@pytest.mark.mcmc
 def test_the_weak_design_adjustment_moves_bcg_towards_the_null(bcg_runs):
     adjusted = bcg_runs["decrease"]["summary"]["domains"]["all"]["mu"]["mean"]
     face_value = bcg_runs["no_bias"]["summary"]["domains"]["all"]["mu"]["mean"]
     assert face_value < adjusted < 0  # discounting the non-randomised trials makes the vaccine look less effective
 
 
+@pytest.mark.mcmc
 def test_without_a_direction_every_output_says_which_was_assumed(bcg_runs):
     run = bcg_runs["assumed"]
     assert run["rc"] == 0, run["err"]

@@ -1,4 +1,4 @@
-"""Issue 8: bad input of every kind exits 2 with a message naming file, record and field, and no traceback.
+"""Bad input of every kind exits 2 with a message naming file, record and field, and no traceback.
 
 The corpus: committed files under tests/fixtures/bad_csv/, bad_models/ and bad_evidence/ (made by
 tests/fixtures/make_bad_inputs.py), the 25 broken evidence files and 7 CSV strings of test_validate.py, and
@@ -357,6 +357,7 @@ def test_relative_out_inside_the_working_folder_is_fine(cli_world, capsys):
     ["fit", "--csv", str(EIGHT), "--engine", "exact", "--out", "../../../../../../../../../tmp/x"],
     ["fit", "--csv", str(EIGHT), "--chains", "abc"],
 ], ids=["latin1_csv", "latin1_model", "seed_overflow", "out_escape", "argparse"])
+@pytest.mark.subprocess
 def test_subprocess_exit_2_without_traceback(args, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-m", "metaeval.cli", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -566,6 +567,7 @@ def test_edge_exact_engine(case, tmp_path, capsys):
         assert s0["mean"] == pytest.approx(0.3, abs=1e-4)
 
 
+@pytest.mark.mcmc
 @pytest.mark.parametrize("case", sorted(EDGES))
 def test_edge_mcmc(case):
     """Tiny fits (the gate will often fail at 100 draws): numbers must be finite and the gate's verdict explicit."""
@@ -593,6 +595,7 @@ def test_edge_mcmc(case):
         assert any("Only one project" in n for n in dom.notes)
 
 
+@pytest.mark.mcmc
 def test_domain_with_only_direction_only_findings(tmp_path):
     """The censored likelihood gives a fit (with a note naming the findings); the exact engine leaves them out, saying so."""
     import pandas as pd

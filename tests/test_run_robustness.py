@@ -1,4 +1,4 @@
-"""The robustness section `metaeval run` puts in its report (issue 13, point 6): the variants the exact engine can
+"""The robustness section `metaeval run` puts in its report: the variants the exact engine can
 compute, the verdict of every domain under each, a flip where the direction changes, and every variant it could not
 compute named with the reason, never faked."""
 

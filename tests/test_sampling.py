@@ -40,6 +40,7 @@ def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "metaeval.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.mcmc
 @pytest.mark.slow
 def test_eight_schools_matches_posteriordb():
     """posteriordb eight_schools_noncentered reference: mu 4.41 (sd 3.31), tau 3.60 (sd 3.20)."""
@@ -54,6 +55,7 @@ def test_eight_schools_matches_posteriordb():
     assert s.project("A").mean > s.project("C").mean  # shrinkage keeps the order of raw effects here
 
 
+@pytest.mark.mcmc
 def test_same_seed_gives_byte_identical_json_and_another_seed_does_not():
     spec = load_spec("default")
     model = build_model(csv_like(EIGHT_SCHOOLS_Y, EIGHT_SCHOOLS_SE), spec)
@@ -64,6 +66,7 @@ def test_same_seed_gives_byte_identical_json_and_another_seed_does_not():
     assert json.loads(first)["seed"] == 11
 
 
+@pytest.mark.mcmc
 def test_fit_returns_an_annotated_datatree():
     spec = load_spec("default")
     model = build_model(csv_like([0.1, 0.3, 0.2], [0.1, 0.2, 0.15]), spec)
@@ -88,6 +91,7 @@ def compile_count(monkeypatch):
     return calls
 
 
+@pytest.mark.mcmc
 def test_a_refit_with_other_data_and_prior_values_reuses_the_compiled_sampler_and_gives_fresh_draws(compile_count):
     from metaeval import sampling
 
@@ -107,6 +111,7 @@ def test_a_refit_with_other_data_and_prior_values_reuses_the_compiled_sampler_an
     np.testing.assert_array_equal(reused["observed_data"]["y"].values, [0.5, -0.2, 0.9])
 
 
+@pytest.mark.mcmc
 def test_a_model_of_another_structure_is_compiled_anew(compile_count):
     import pymc as pm
 
@@ -139,6 +144,7 @@ def test_a_graph_reading_an_unnamed_shared_variable_is_never_reused():
     assert _structure(named) is not None
 
 
+@pytest.mark.mcmc
 def test_known_domain_mean_is_recovered():
     """Simulated evidence with known truth: 40 projects around mu = 0.3 (tau 0.1, SE 0.05)."""
     rng = np.random.default_rng(42)
@@ -152,6 +158,7 @@ def test_known_domain_mean_is_recovered():
     assert mu["sd"] == pytest.approx(0.11 / math.sqrt(40), rel=0.35)  # sqrt(tau^2 + se^2) / sqrt(k)
 
 
+@pytest.mark.mcmc
 def test_direction_only_finding_censored_or_left_out(tmp_path):
     rows = csv_like([0.05, 0.0], [0.1, 0.12], studies=["trial_a", "trial_b"], domain="jobs")
     finding = rows.iloc[[0]].assign(estimate_id="register", project_id="register", yi=math.nan, sei=math.nan,
@@ -171,6 +178,7 @@ def test_direction_only_finding_censored_or_left_out(tmp_path):
     assert c.mu.p_beneficial > e.mu.p_beneficial
 
 
+@pytest.mark.mcmc
 def test_cache_reuses_a_fit_and_keys_on_inputs(tmp_path):
     table = csv_like([0.1, 0.3, 0.2], [0.1, 0.2, 0.15])
     spec = load_spec("default")
@@ -198,6 +206,7 @@ def test_cache_reuses_a_fit_and_keys_on_inputs(tmp_path):
     assert cache_key(prepare(csv_like([0.1, 0.3, 0.25], [0.1, 0.2, 0.15]), spec), spec, SMALL) != key
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_cli_fit_then_summary_without_refitting(tmp_path):
     csv = _eight_schools_csv(tmp_path / "eight.csv")
@@ -224,6 +233,7 @@ def test_cli_fit_then_summary_without_refitting(tmp_path):
     assert missing.returncode == 1 and "run `metaeval fit`" in missing.stderr
 
 
+@pytest.mark.mcmc
 def test_a_failed_gate_is_an_exit_status_unless_allowed(tmp_path, capsys):
     from metaeval.commands import GATE_FAILED
 
@@ -239,6 +249,7 @@ def test_a_failed_gate_is_an_exit_status_unless_allowed(tmp_path, capsys):
     assert "diagnostics gate FAILED" in capsys.readouterr().err
 
 
+@pytest.mark.mcmc
 def test_a_failed_gate_on_a_model_without_an_exact_form_advises_sampling_longer(tmp_path, capsys):
     csv = tmp_path / "designs.csv"
     csv.write_text("study,yi,sei,design\na,0.1,0.1,rct\nb,0.3,0.2,before_after\nc,0.2,0.15,rct\n", encoding="utf-8")
@@ -266,6 +277,7 @@ def test_exact_engine_is_dispatched(tmp_path, capsys):
     assert data["domains"]["all"]["mu"]["mean"] == pytest.approx(4.41, abs=0.05)
 
 
+@pytest.mark.mcmc
 @pytest.mark.slow
 def test_pymc_sampler_is_an_option():
     model = build_model(csv_like([0.1, 0.3, 0.2], [0.1, 0.2, 0.15]), load_spec("default"))
@@ -274,6 +286,7 @@ def test_pymc_sampler_is_an_option():
     assert json.loads(posterior.attrs["metaeval_settings"])["sampler"] == "pymc"
 
 
+@pytest.mark.mcmc
 @pytest.mark.slow
 def test_run_on_the_bundled_evidence_passes_the_gate(tmp_path, capsys):
     rc = main(["run", "--out", str(tmp_path), "--format", "json"])
@@ -291,6 +304,7 @@ def test_run_on_the_bundled_evidence_passes_the_gate(tmp_path, capsys):
     assert "rests on" in text and "diagnostics gate passed" in text
 
 
+@pytest.mark.mcmc
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["no_bias", "rct_only", "variance_inflation", "design_hierarchy"])
 def test_every_bundled_model_samples_and_summarises(name):

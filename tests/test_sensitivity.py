@@ -60,9 +60,9 @@ def test_default_grid_varies_one_factor_at_a_time():
     for s in scenarios[1:]:
         differs = [f for f in FACTORS if s[f] != grid.baseline[f]]
         assert differs == s["changed"] and len(differs) == 1
-    # the issue's factors are all there
+    # the factors of models/sensitivity.toml are all there
     assert set(grid.levels["bias"]) == {"no_bias", "variance_inflation", "design_hierarchy",
-                                        "high_rob_excluded", "inferred_benefit_included"}  # + issue 16's alternatives
+                                        "high_rob_excluded", "inferred_benefit_included"}  # + the appraisal rules' alternatives
     assert grid.levels["estimand"] == ["tot"] and grid.levels["direction_only"] == ["out"]
 
 
@@ -174,6 +174,8 @@ def known(tmp_path_factory):
     return run_sensitivity(grid=grid, csv=path, settings={**FAST, "draws": 400, "tune": 400}, workers=2, progress=False)
 
 
+@pytest.mark.mcmc
+@pytest.mark.subprocess
 def test_leave_one_out_finds_the_project_that_carries_the_sign(known):
     t = known.loo_table().set_index(["domain", "project"])
     assert known.baseline()["domains"]["flip"]["mu_mean"] > 0  # P3's large precise estimate pulls mu up
@@ -182,9 +184,11 @@ def test_leave_one_out_finds_the_project_that_carries_the_sign(known):
     assert "only project" in t.loc[("solo", "P1"), "flag"]
 
 
+@pytest.mark.mcmc
+@pytest.mark.subprocess
 def test_power_scaling_flags_the_single_project_tau_as_prior_driven(known):
     ps = known.power_scaling
-    # one project: tau's posterior is its prior (DESIGN.md); the data cannot move it
+    # one project: tau's posterior is its prior; the data cannot move it
     assert ps["solo"]["tau"]["diagnosis"] == "potential strong prior / weak likelihood"
     assert "driven by the prior" in ps["solo"]["plain"]
     assert ps["solo"]["tau"]["prior"] > 0.05 > ps["solo"]["tau"]["likelihood"]
@@ -209,6 +213,7 @@ def serial_run(mini_csv):
     return run_sensitivity(grid=grid, csv=mini_csv, settings=FAST, scheduler="serial", progress=False)
 
 
+@pytest.mark.mcmc
 def test_serial_run_covers_every_scenario_and_domain(serial_run):
     table = serial_run.table()
     assert table["error"].isna().all()
@@ -217,6 +222,7 @@ def test_serial_run_covers_every_scenario_and_domain(serial_run):
     assert (table["mu_hdi_low"] < table["mu_mean"]).all() and (table["mu_mean"] < table["mu_hdi_high"]).all()
 
 
+@pytest.mark.mcmc
 def test_two_worker_local_cluster_gives_exactly_the_serial_numbers(serial_run, mini_csv):
     cluster = run_sensitivity(grid=_small_grid(), csv=mini_csv, settings=FAST, workers=2, progress=False)
     assert [r["value"] for r in cluster.results] == [r["value"] for r in serial_run.results]
@@ -263,6 +269,7 @@ def external_cluster(tmp_path):
                 p.wait()
 
 
+@pytest.mark.mcmc
 def test_external_scheduler_through_the_cli_gives_the_serial_numbers(serial_run, mini_csv, external_cluster, tmp_path):
     from metaeval.cli import main
 
