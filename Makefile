@@ -30,6 +30,7 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 test: $(VENV)/.installed browser
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2
 
 # The developer's fast loop: the unit tests, without MCMC fits, other processes, notebooks, Chromium or the

@@ -16,7 +16,7 @@ import json
 import platform
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -46,7 +46,7 @@ def main() -> None:
         if base:
             r["speedup"] = round(base["wall_seconds"] / r["wall_seconds"], 2)
             r["efficiency"] = round(r["speedup"] / r["workers"], 2)
-    record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": f"{platform.node()} ({len(__import__('os').sched_getaffinity(0))} cores, shared)",
+    record = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": f"{platform.node()} ({len(__import__('os').sched_getaffinity(0))} cores, shared)",
               "grid": grid.source, "scenarios": len(grid.scenarios()), "settings": settings, "runs": runs,
               "identical_numbers_across_runs": all(v == values[0] for v in values),
               "note": "wall time includes starting the local cluster; each fit compiles its model in its worker (nutpie)."}

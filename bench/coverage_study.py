@@ -35,8 +35,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from metaeval.sampling import diagnose, fit  # noqa: E402
 from metaeval.model import build_model  # noqa: E402
+from metaeval.sampling import diagnose, fit  # noqa: E402
 from metaeval.spec import load_spec  # noqa: E402
 
 # domain: (beneficial, scale, mid, [(project, design, n_estimates, direction_only), ...], relative SE)
@@ -113,7 +113,8 @@ def gate_study(seeds: int, draws: int, model: str, out: Path) -> int:
     for seed in range(seeds):
         t0 = time.time()
         gate = diagnose(fit(built, seed=seed, draws=draws, progress=False))
-        runs.append({"seed": seed, "seconds": round(time.time() - t0, 1), **{k: gate[k] for k in ("passed", "rhat_max", "ess_bulk_min", "ess_tail_min", "divergences", "failures")}})
+        kept = ("passed", "rhat_max", "ess_bulk_min", "ess_tail_min", "divergences", "failures")
+        runs.append({"seed": seed, "seconds": round(time.time() - t0, 1), **{k: gate[k] for k in kept}})
         print(f"seed {seed}: {'passed' if gate['passed'] else 'FAILED ' + '; '.join(gate['failures'])} "
               f"(R-hat {gate['rhat_max']:.4f}, ESS {gate['ess_bulk_min']:.0f}/{gate['ess_tail_min']:.0f}), {runs[-1]['seconds']} s", flush=True)
     result = {

@@ -217,7 +217,7 @@ def analyse(path: Path) -> int:
         return out
 
     all_tests, gate_tests = tests(reps), tests(passed)
-    for name, t, b in (("all", all_tests, band["all"]), ("gate_passed", gate_tests, band["gate_passed"])):
+    for _name, t, b in (("all", all_tests, band["all"]), ("gate_passed", gate_tests, band["gate_passed"])):
         for v in t.values():
             v["ecdf_inside_99_band"] = bool(v["ecdf_max_abs_diff"] <= b)
     primary_p = {p: all_tests[p]["p_value"] for p in PRIMARY}

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from metaeval.ranking import Comparison
 from metaeval.costs import CostEffectiveness, CostFigure
-from metaeval.planning import DEFAULT_N, DEFAULT_SIMS, Plan
 from metaeval.initiatives import Profiles
+from metaeval.planning import DEFAULT_N, DEFAULT_SIMS, Plan
+from metaeval.ranking import Comparison
 from metaeval.result import Result
 
 _NO_DRAWS = "needs posterior draws, and this result has none (the exact engine's, or read from a summary file): fit with MCMC"

@@ -227,7 +227,7 @@ def _estimate_tau2(method: str, X: np.ndarray, y: np.ndarray, vi: np.ndarray, co
     if method in ("ML", "REML", "EB"):
         # Fisher scoring from the HE estimate (truncated at 0), halving a step that would cross 0 (metafor).
         tau2 = max(0.0, _tau2_he(X, y, vi))
-        for it in range(1, maxiter + 1):
+        for it in range(1, maxiter + 1):  # noqa: B007 - the count of iterations is returned
             w = 1.0 / (vi + tau2)
             P = _pmat(X, w)
             Py = P @ y

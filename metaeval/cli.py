@@ -226,9 +226,11 @@ def check_output_paths(args: argparse.Namespace) -> None:
         resolved = Path(path).resolve()
         guarded = next((d for d in protected if _inside(resolved, Path(d).resolve())), None)
         if guarded is not None:
-            problems.append(Problem(str(path), "", name, f"refused: it lies inside the evidence directory {guarded}, and no command writes under data/; choose an output folder elsewhere"))
+            problems.append(Problem(str(path), "", name, f"refused: it lies inside the evidence directory {guarded}, and no command writes under data/; "
+                                                         "choose an output folder elsewhere"))
         elif not Path(path).is_absolute() and not _inside(resolved, cwd):
-            problems.append(Problem(str(path), "", name, f"refused: this relative path resolves to {resolved}, outside the working folder {cwd}; nothing was written. Give an absolute path if you mean a folder elsewhere"))
+            problems.append(Problem(str(path), "", name, f"refused: this relative path resolves to {resolved}, outside the working folder {cwd}; "
+                                                         "nothing was written. Give an absolute path if you mean a folder elsewhere"))
         elif kind == "dir" and resolved.exists() and not resolved.is_dir():
             problems.append(Problem(str(path), "", name, "is an existing file; expected an output folder"))
         elif kind == "file" and resolved.is_dir():

@@ -143,7 +143,7 @@ def load_costs(data_dir: str | Path | None = None, *, projects=None, domains=Non
     ``projects`` and ``domains`` (ids), when given, are checked: a figure of an unknown project or an
     outcome in an unknown domain is an error. Every problem at once, as :class:`~metaeval.errors.InputError`.
     """
-    from metaeval.evidence import validation_problems, read_yaml
+    from metaeval.evidence import read_yaml, validation_problems
 
     path = costs_path(data_dir)
     if not path.is_file():

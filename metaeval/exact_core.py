@@ -154,8 +154,8 @@ class _Grid:
         ks = [np.rint(ax.t(STEP) / STEP).astype(int) for ax in self.axes]
         if not self.two:
             ks.append(np.zeros(1, dtype=int))
-        I, J = np.meshgrid(*ks, indexing="ij")
-        new = [(i, j) for i, j in zip(I.ravel(), J.ravel()) if (i, j) not in self._known]
+        ii, jj = np.meshgrid(*ks, indexing="ij")
+        new = [(i, j) for i, j in zip(ii.ravel(), jj.ravel()) if (i, j) not in self._known]
         if new:
             t = np.array(new, dtype=float) * STEP
             tau = self.axes[0].value(t[:, 0])
@@ -168,8 +168,8 @@ class _Grid:
             self._batches.append(nodes)
             self._log_t.append(np.where(np.isfinite(log_t), log_t, -np.inf))
             self.top = max(self.top, float(self._log_t[-1].max()))
-        refs = [self._known[(i, j)] for i, j in zip(I.ravel(), J.ravel())]
-        return np.array([self._log_t[bt][r] for bt, r in refs]).reshape(I.shape if self.two else I.shape[:1])
+        refs = [self._known[(i, j)] for i, j in zip(ii.ravel(), jj.ravel())]
+        return np.array([self._log_t[bt][r] for bt, r in refs]).reshape(ii.shape if self.two else ii.shape[:1])
 
     def level(self, coarse: bool) -> Level:
         """The posterior under the default (fine) or the coarse rules."""

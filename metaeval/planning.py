@@ -353,7 +353,7 @@ def plan_figure(result: Plan):
         fig = Figure(figsize=(8.4, 3.6), dpi=100)
         left, right = fig.subplots(1, 2)
         markers = "osD^vP"
-        for i, (d, dp) in enumerate(result.domains.items()):
+        for i, dp in enumerate(result.domains.values()):
             xs = [p.n if p.n is not None else p.se for p in dp.points]
             style = {"marker": markers[i % len(markers)], "linestyle": "-" if i < 6 else "--"}
             line, = left.plot(xs, [100 * p.width_ratio for p in dp.points], label=plain_text(dp.label, 28), **style)

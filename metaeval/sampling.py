@@ -451,7 +451,8 @@ def fit_cached(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerS
             log.warning("the cached fit in %s cannot be trusted (%s); fitting again", directory, problem)
         check_allowed(directory.parent, folder=True)  # before the fit, not after it: a link out of `out` is refused
         model = model_from_layout(layout, spec)
-        posterior = fit(model, chains=settings.chains, draws=settings.draws, tune=settings.tune, seed=settings.seed, sampler=settings.sampler, target_accept=settings.target_accept, progress=progress)
+        posterior = fit(model, chains=settings.chains, draws=settings.draws, tune=settings.tune, seed=settings.seed, sampler=settings.sampler,
+                        target_accept=settings.target_accept, progress=progress)
         posterior.attrs["metaeval_evidence_sha256"] = evidence_digest(evidence)
         log.info("writing the fit to %s", directory)
         with result_set(directory) as staging:

@@ -42,7 +42,7 @@ def spec_curve(table, domain: str, *, decision_probability: float = 0.9):
     bottom.set_ylim(-0.5, len(labels) - 0.5)
     bottom.invert_yaxis()
     bottom.set_xticks(x, [""] * len(x))
-    bottom.set_xlabel("scenarios, sorted by pooled mean (green: P(beneficial) ≥ %.2f, red: ≤ %.2f)" % (decision_probability, 1 - decision_probability), fontsize=8)
+    bottom.set_xlabel(f"scenarios, sorted by pooled mean (green: P(beneficial) ≥ {decision_probability:.2f}, red: ≤ {1 - decision_probability:.2f})", fontsize=8)
     fig.tight_layout()
     return fig
 

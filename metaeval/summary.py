@@ -225,18 +225,21 @@ def domain_notes(layout: Layout, spec: dict, meta: dict, cells: list[dict], memb
     notes = []
     d = meta["id"]
     if len(cells) == 1:
-        notes.append(f"Only one project ({cells[0]['project']}): tau's posterior equals its prior ({layout.priors['tau'][d]}); the data cannot inform between-project spread, so theta_new rests on that prior.")
+        notes.append(f"Only one project ({cells[0]['project']}): tau's posterior equals its prior ({layout.priors['tau'][d]}); "
+                     "the data cannot inform between-project spread, so theta_new rests on that prior.")
     designs = sorted({k["design"] for k in members})
     weak = [x for x in designs if x not in ("rct", "unspecified")]
     if designs == ["unspecified"]:
         notes.append("Designs are not stated: every estimate is taken at face value (no bias term).")
     elif "rct" not in designs and weak:
         mode = spec.get("bias", {}).get("mode")
-        how = {"additive": "their bias priors", "hierarchical": "the learned design-bias level", "variance_inflation": "their down-weighted SEs", "none": "no adjustment for design"}.get(mode, "the model")
+        how = {"additive": "their bias priors", "hierarchical": "the learned design-bias level", "variance_inflation": "their down-weighted SEs",
+               "none": "no adjustment for design"}.get(mode, "the model")
         notes.append(f"No randomised estimate: the result rests on {', '.join(weak)} designs and {how}.")
     findings = [k for k in members if "z_low" in k]
     if findings:
-        notes.append(f"{len(findings)} direction-only finding(s) enter through a censored likelihood with SE prior {layout.priors['se'][d]}: {', '.join(k['estimate_id'] for k in findings)}; compare with a model that leaves them out (direction_only.mode = exclude).")
+        notes.append(f"{len(findings)} direction-only finding(s) enter through a censored likelihood with SE prior {layout.priors['se'][d]}: "
+                     f"{', '.join(k['estimate_id'] for k in findings)}; compare with a model that leaves them out (direction_only.mode = exclude).")
     multi = [c for c in cells if c["n_estimates"] > 1]
     if multi:
         notes.append(f"Estimate-level SD omega ({layout.priors['omega'][d]}) is used because {', '.join(c['project'] for c in multi)} report(s) more than one estimate here.")

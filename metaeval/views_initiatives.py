@@ -225,7 +225,7 @@ def plan_view(analysis, figure: dict | None = None) -> dict:
     if plan is None:
         return {"missing": analysis.missing.get("plan"), "domains": [], "headline": None, "figure": None, "method": "", "skipped": []}
     rows = []
-    for d, dp in plan.domains.items():
+    for dp in plan.domains.values():
         for i, pt in enumerate(dp.points):
             rows.append({"domain": dp.label, "first": i == 0, "span": len(dp.points), "verdict": dp.verdict,
                          "width": words.number(dp.width, dp.metric), "n": pt.n if pt.n is not None else "–",

@@ -58,8 +58,7 @@ def _num(x):
 def summary_for(evidence, engine: str = "exact", hdi_prob: float = 0.95, passed: bool = True):
     """A :class:`~metaeval.result.Result` in the engines' shape for every domain with a poolable estimate."""
     from metaeval.certainty import prior_influence
-    from metaeval.result import (BiasModel, Diagnostics, DirectionOnly, DomainResult, ModelRecord, Posterior,
-                                 ProjectEffect, Provenance, Result)
+    from metaeval.result import BiasModel, Diagnostics, DirectionOnly, DomainResult, ModelRecord, Posterior, ProjectEffect, Provenance, Result
 
     z = stats.norm.ppf(0.5 + hdi_prob / 2)
     domains = {}

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _model_fixtures import EIGHT_SCHOOLS_SE, EIGHT_SCHOOLS_Y, csv_like
+
 from metaeval import compile_cache
 from metaeval.model import build_model
 from metaeval.spec import load_spec

@@ -70,11 +70,11 @@ def test_engine_auto_is_exact_where_the_model_has_an_exact_form(tmp_path):
 
 def test_findings_in_two_cells_of_a_domain_are_refused_with_the_reason(tmp_path):
     """Two projects in one domain reported only as direction and significance: no exact form (yet), said plainly."""
+    import pandas as pd
+
     from metaeval.exact_full import exact_reason
     from metaeval.model import prepare
     from metaeval.spec import load_spec
-
-    import pandas as pd
 
     table = pd.DataFrame([
         dict(estimate_id="a", project_id="a", domain="d", design="rct", yi=0.1, sei=0.1, poolable=True),

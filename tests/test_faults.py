@@ -23,9 +23,9 @@ from metaeval.cli import main
 from metaeval.errors import SamplingFailed
 from metaeval.files import atomic_path, write_atomic
 from metaeval.harmonise import load_evidence
+from metaeval.present import summary_table
 from metaeval.sampling import SamplerSettings, file_sha256, fit, load_posterior, verify_fit
 from metaeval.spec import load_spec
-from metaeval.present import summary_table
 from metaeval.summary import SUMMARY_VERSION, cached_summary, fit_and_summarise
 
 REPO = Path(__file__).resolve().parent.parent
@@ -268,9 +268,8 @@ def test_non_finite_draws_are_a_sampler_failure(monkeypatch):
     import xarray as xr
 
     from metaeval import sampling
-
-    from metaeval.model import build_model
     from metaeval.harmonise import load_evidence as _load  # noqa: F401
+    from metaeval.model import build_model
 
     def nan_draws(*args, **kwargs):
         post = xr.Dataset({"mu": (("chain", "draw"), np.array([[0.1, np.nan]]))})

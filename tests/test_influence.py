@@ -131,7 +131,7 @@ def test_leaving_a_study_out_of_the_known_tau_fit_matches_the_closed_form():
     posterior = known_tau_posterior()
     shifts = leave_out(posterior)["all"]
     mu = posterior["posterior"]["mu"].values.ravel()
-    for study, other in (("A", "B"), ("B", "A")):
+    for study, _other in (("A", "B"), ("B", "A")):
         exact = known_tau_posterior_exact(drop=study)
         want_mean, want_sd = exact["mean"][0], math.sqrt(exact["cov"][0, 0])
         got = shifts[study]

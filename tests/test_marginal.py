@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from _model_fixtures import bundled_like, csv_like
 from scipy import stats
 
-from _model_fixtures import bundled_like, csv_like
 from metaeval.errors import InputError
 from metaeval.model import build_model, cell_groups, draw_marginal_effects, layout_of
 from metaeval.spec import load_spec

@@ -11,9 +11,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from _model_fixtures import bundled_like, csv_like
 from scipy import stats
 
-from _model_fixtures import bundled_like, csv_like
 from metaeval.errors import InputError
 from metaeval.model import build_model, layout_of, prepare
 from metaeval.priors import parse_prior

@@ -332,7 +332,7 @@ def test_analyst_decisions(run_notebook):
     assert state["matrix_shape"] == [evidence.project_id.nunique(), len(set(evidence.loc[evidence.poolable, "domain"]))]
     assert any("[rct]" in row for row in state["matrix_index"])
     assert "%" in _text(_tagged(nb, "matrix")) and "reason" in _text(_tagged(nb, "unused"))
-    for d, block in state["compare"].items():
+    for block in state["compare"].values():
         assert block["reference"] == "no_bias"
         assert sum(block["p_best"]) == pytest.approx(1, abs=1e-5)
         for a, row in block["pairwise"].items():

@@ -42,7 +42,9 @@ def documents(tmp_path_factory):
 
 
 def test_the_shipped_schema_is_the_result_models_schema():
-    """Regenerate with: python -c "import json; from metaeval.result import json_schema; print(json.dumps(json_schema(), indent=2, sort_keys=True))" > metaeval/schemas/result.schema.json"""
+    """Regenerate with:
+    python -c "import json; from metaeval.result import json_schema; print(json.dumps(json_schema(), indent=2, sort_keys=True))" \
+        > metaeval/schemas/result.schema.json"""
     assert json.loads(SHIPPED.read_text(encoding="utf-8")) == json_schema()
     jsonschema.Draft202012Validator.check_schema(json_schema())
 

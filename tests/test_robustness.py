@@ -101,7 +101,6 @@ def test_bad_csv_exits_2_naming_file_row_and_column(case, capsys):
 
 
 def test_csv_with_bom_is_read(capsys):
-    import json
 
     rc, out, err = run(["evidence", "--csv", FIXTURES / "bad_csv" / "ok_bom.csv", "--format", "json"], capsys)
     assert rc == 0, err
@@ -109,7 +108,6 @@ def test_csv_with_bom_is_read(capsys):
 
 
 def test_danish_letters_in_utf8_survive(capsys):
-    import json
 
     rc, out, err = run(["evidence", "--csv", FIXTURES / "bad_csv" / "ok_danish_utf8.csv", "--format", "json"], capsys)
     assert rc == 0, err
@@ -248,7 +246,6 @@ def test_bad_model_file_exits_2_naming_file_table_key(case, tmp_path, capsys):
 
 
 def test_model_file_with_bom_is_read(tmp_path, capsys):
-    import json
 
     rc, out, err = run(["fit", "--engine", "exact", "--csv", EIGHT, "--model", FIXTURES / "bad_models" / "ok_bom.toml", "--format", "json",
                         "--out", tmp_path], capsys)
@@ -288,7 +285,8 @@ CLI_CASES = {
     "out_inside_bundled_data": (["fit", "--csv", "{csv}", "--engine", "exact", "--out", "{bundled}/out"], "{bundled}/out", "--out", "inside the evidence directory"),
     "out_is_bundled_data": (["run", "--engine", "exact", "--out", "{bundled}"], "{bundled}", "--out", "no command writes under data/"),
     "out_inside_given_data": (["fit", "--data", "{data}", "--engine", "exact", "--out", "{data}/projects"], "{data}/projects", "--out", "inside the evidence directory"),
-    "report_output_inside_data": (["report", "--csv", "{csv}", "--engine", "exact", "--output", "{bundled}/r.html"], "{bundled}/r.html", "--output", "inside the evidence directory"),
+    "report_output_inside_data": (["report", "--csv", "{csv}", "--engine", "exact", "--output", "{bundled}/r.html"], "{bundled}/r.html", "--output",
+                                  "inside the evidence directory"),
     "plot_out_inside_data": (["plot", "forest", "--csv", "{csv}", "--domain", "all", "--out", "{bundled}/f.png"], "{bundled}/f.png", "--out", "inside the evidence directory"),
     "out_escapes_working_folder": (["fit", "--csv", "{csv}", "--engine", "exact", "--out", "../../escaped"], "../../escaped", "--out", "outside the working folder"),
     "out_escapes_by_symlink": (["fit", "--csv", "{csv}", "--engine", "exact", "--out", "link/out"], "link/out", "--out", "outside the working folder"),
@@ -297,7 +295,8 @@ CLI_CASES = {
     "classic_level_above_one": (["classic", "--csv", "{csv}", "--level", "2"], "command line", "--level", "strictly between 0 and 1"),
     "classic_level_nan": (["classic", "--csv", "{csv}", "--level", "nan"], "command line", "--level", "strictly between 0 and 1"),
     "plot_wrong_suffix": (["plot", "forest", "--csv", "{csv}", "--domain", "all", "--out", "{tmp}/f.gif"], "{tmp}/f.gif", "--out", "must end in .png"),
-    "plot_summary_missing": (["plot", "forest", "--csv", "{csv}", "--domain", "all", "--summary", "{tmp}/none.json", "--out", "{tmp}/f.png"], "{tmp}/none.json", "", "no fit summary here"),
+    "plot_summary_missing": (["plot", "forest", "--csv", "{csv}", "--domain", "all", "--summary", "{tmp}/none.json", "--out", "{tmp}/f.png"],
+                             "{tmp}/none.json", "", "no fit summary here"),
     "report_summary_not_json": (["report", "--csv", "{csv}", "--summary", "{csv}", "--output", "{tmp}/r.html"], "{csv}", "", "not a JSON fit summary"),
 }
 
@@ -401,7 +400,8 @@ def test_prior_parser_never_crashes(text):
 
 
 @PROPS
-@given(name=st.one_of(st.text(max_size=15), st.sampled_from(["mu", "tau", "omega", "se", "mu.all", "tau.x", "bias.rct", "bias.single_arm", "bias.mean", "bias."])), prior=prior_text, sep=st.sampled_from(["=", " = ", "==", ":", ""]))
+@given(name=st.one_of(st.text(max_size=15), st.sampled_from(["mu", "tau", "omega", "se", "mu.all", "tau.x", "bias.rct", "bias.single_arm", "bias.mean", "bias."])),
+       prior=prior_text, sep=st.sampled_from(["=", " = ", "==", ":", ""]))
 def test_prior_override_never_crashes(name, prior, sep):
     text = f"{name}{sep}{prior}"
     try:
@@ -483,9 +483,9 @@ _MINI = yaml.safe_load((FIXTURES / "mini" / "projects" / "demo.yaml").read_text(
        estimand=st.sampled_from(["itt", "difference", "pre_post"]))
 def test_harmonise_never_returns_a_poolable_row_with_non_finite_yi_or_sei(tmp_path, values, which, metric, estimand):
     """Whatever numbers an estimate carries, a row marked poolable has a finite yi and a finite positive sei."""
-    from metaeval.harmonise import load_evidence
-
     import copy
+
+    from metaeval.harmonise import load_evidence
 
     doc = copy.deepcopy(_MINI)
     est = doc["estimates"][which]
@@ -551,7 +551,6 @@ def _finite_summary(domain) -> None:
 
 @pytest.mark.parametrize("case", sorted(EDGES))
 def test_edge_exact_engine(case, tmp_path, capsys):
-    import json
 
     ys, ses = EDGES[case]
     csv = tmp_path / "e.csv"

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from _model_fixtures import EIGHT_SCHOOLS_SE, EIGHT_SCHOOLS_Y, csv_like
-from metaeval.cli import main
-from metaeval.sampling import SamplerSettings, fit, load_posterior
-from metaeval.model import build_model
-from metaeval.spec import load_spec
+
 from metaeval.certainty import judge
+from metaeval.cli import main
+from metaeval.model import build_model
+from metaeval.sampling import SamplerSettings, fit, load_posterior
+from metaeval.spec import load_spec
 from metaeval.summary import fit_and_summarise, summarise
 
 SMALL = SamplerSettings(chains=2, draws=300, tune=300, seed=3)
@@ -195,8 +195,8 @@ def test_cache_reuses_a_fit_and_keys_on_inputs(tmp_path):
     # the saved posterior reads back and summarises to the same numbers
     # (the fit folder keeps the engine's result; the output folder's is judged against the evidence too)
     assert judge(summarise(load_posterior(result.directory / "posterior.nc")), table).to_json() == first.to_json()
-    from metaeval.sampling import cache_key
     from metaeval.model import prepare
+    from metaeval.sampling import cache_key
 
     layout = prepare(table, spec)
     key = cache_key(layout, spec, SMALL)

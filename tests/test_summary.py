@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from _model_fixtures import csv_like
 from scipy import stats
 
-from _model_fixtures import csv_like
-from metaeval.sampling import SamplerSettings, annotate, diagnose
 from metaeval.model import prepare
-from metaeval.spec import load_spec
 from metaeval.present import render, summary_csv, summary_table
+from metaeval.sampling import SamplerSettings, annotate, diagnose
+from metaeval.spec import load_spec
 from metaeval.summary import summarise
 
 CHAINS, DRAWS = 4, 2500
