@@ -118,13 +118,11 @@ def summarise(posterior, *, hdi_prob: float | None = None, diagnostics: dict | N
 
 def _posterior(values, hdi_prob: float, sign: float | None = None, mid: float | None = None) -> Posterior:
     """Mean, SD and HDI of draws (chain, draw); with ``sign`` P(beneficial), and with ``mid`` P(beyond it) too."""
-    import arviz_stats as az  # not arviz: that imports arviz_plots and matplotlib as well
     import numpy as np
-    import xarray as xr
+    from arviz_stats.base import array_stats  # ArviZ's HDI on a NumPy array: the xarray wrapper cost 11 ms a call
 
-    values = np.asarray(values, dtype=float)
-    flat = values.ravel()
-    low, high = az.hdi(xr.DataArray(values, dims=("chain", "draw")), prob=hdi_prob).values
+    flat = np.asarray(values, dtype=float).ravel()
+    low, high = array_stats.hdi(flat, prob=hdi_prob)
     extra = {}
     if sign is not None:
         extra["p_beneficial"] = round_significant(np.mean(sign * flat > 0))
