@@ -70,18 +70,22 @@ def study_weights(mu: np.ndarray, tau: np.ndarray, y: np.ndarray, se: float) -> 
 def weighted_hdi(x: np.ndarray, weights: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarray]:
     """The shortest interval holding ``prob`` of the weight, per row of ``weights`` (rows: sims; columns: ``x``).
 
-    ``x`` need not be sorted. The interval runs between two draws, as ArviZ's HDI of draws does.
+    ``x`` need not be sorted. The interval runs between two draws, as ArviZ's HDI of draws does. Only the
+    windows that can hold ``prob`` are searched: those starting below the last ``1 - prob`` of the weight
+    (for 95%, about a twentieth of the draws; the same intervals as searching from every draw).
     """
     order = np.argsort(x, kind="stable")
     xs = np.asarray(x, dtype=float)[order]
     w = np.atleast_2d(weights)[:, order]
     cum = np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1)
-    before = np.concatenate([np.zeros((w.shape[0], 1)), cum[:, :-1]], axis=1)  # weight strictly below each start
-    # per row, where a window starting at each draw reaches prob (a loop of 1-D searches beats one batched search)
-    end = np.stack([np.searchsorted(c, b + prob - 1e-12, side="left") for c, b in zip(cum, before)])
-    widths = np.where(end < xs.size, xs[np.minimum(end, xs.size - 1)] - xs[None, :], np.inf)
-    start = np.argmin(widths, axis=1)
-    return xs[start], xs[end[np.arange(w.shape[0]), start]]
+    low, high = np.empty(w.shape[0]), np.empty(w.shape[0])
+    for r, c in enumerate(cum):  # a loop of 1-D searches beats one batched search
+        reach = np.concatenate(([0.0], c[:-1])) + (prob - 1e-12)  # the weight a window from each draw must reach
+        m = int(np.searchsorted(reach, c[-1], side="right"))  # windows from later draws never reach it
+        end = np.searchsorted(c, reach[:m], side="left")
+        start = int(np.argmin(xs[end] - xs[:m]))
+        low[r], high[r] = xs[start], xs[end[start]]
+    return low, high
 
 
 def preposterior(mu: np.ndarray, tau: np.ndarray, se: Sequence[float], *, sign: float, prob: float, sims: int,
