@@ -100,7 +100,7 @@ class PriorInfluence(Frozen):
 
     mu: float | None
     tau: float | None
-    driven: tuple[str, ...] = Field(description="quantities whose posterior SD is above the threshold share of their prior SD")
+    driven: tuple[Literal["mu", "tau"], ...] = Field(description="quantities whose posterior SD is above the threshold share of their prior SD")
     threshold: float
 
 
