@@ -276,17 +276,14 @@ def cmd_report(args: argparse.Namespace) -> int:
                       "run `metaeval fit` with the same options first, or pass --summary FILE", file=sys.stderr)
                 return 1
             summary, key = found
-    summary, extras = report_extras(args, evidence, summary)
-    appraisal = None if args.summary is not None else _appraisal(args, evidence)  # a summary file's model may be another
-    analysis = analysis_for(args, evidence, summary)
+    summary, sections = _report_sections(args, evidence, summary)
     if args.output is not None:
-        print(write_report(args.output, evidence, summary, extras=extras, appraisal=appraisal, analysis=analysis))
+        print(write_report(args.output, evidence, summary, **sections))
         return 0
-    from metaeval.summary import (
-        publish,  # the report joins the summary it shows, as one set in OUT
-    )
+    # the report joins the summary it shows, as one set in OUT
+    from metaeval.summary import publish
 
-    publish(args.out, summary, key=key, report=lambda path: write_report(path, evidence, summary, extras=extras, appraisal=appraisal, analysis=analysis))
+    publish(args.out, summary, key=key, report=lambda path: write_report(path, evidence, summary, **sections))
     print(args.out / "report.html")
     return 0
 
@@ -384,6 +381,14 @@ def _appraisal(args: argparse.Namespace, evidence):
     return appraise(evidence, prepare(evidence, load_spec(args.model, args.prior)))
 
 
+def _report_sections(args: argparse.Namespace, evidence, summary):
+    """The summary as the report shows it (certainty judged with the robustness check) and the report's sections
+    beside it, as keyword arguments of :func:`metaeval.report.write_report`: `run` and `report` alike."""
+    summary, extras = report_extras(args, evidence, summary)
+    appraisal = None if getattr(args, "summary", None) is not None else _appraisal(args, evidence)  # a summary file's model may be another
+    return summary, {"extras": extras, "appraisal": appraisal, "analysis": analysis_for(args, evidence, summary)}
+
+
 def report_extras(args: argparse.Namespace, evidence, summary):
     """The summary, its certainty judged with the robustness check, and the report's optional sections: that check
     of a summary fitted here (the variants the exact engine computes, the others named with the reason), the saved
@@ -448,15 +453,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     read_costs(args)  # a bad costs file is reported before the fit, not after
     records, summary, key = _fit(args, say=False, cross_check=True)
     evidence = evidence_frame(records)
-    summary, extras = report_extras(args, evidence, summary)
+    summary, sections = _report_sections(args, evidence, summary)
     status = _emit_summary(args, summary, records)
-    appraisal = _appraisal(args, evidence)
-    analysis = analysis_for(args, evidence, summary)
-    from metaeval.summary import (
-        publish,  # summary, table, key and report switched in together
-    )
+    # summary, table, key and report switched in together
+    from metaeval.summary import publish
 
-    publish(args.out, summary, key=key, report=lambda path: write_report(path, evidence, summary, extras=extras, appraisal=appraisal, analysis=analysis))
+    publish(args.out, summary, key=key, report=lambda path: write_report(path, evidence, summary, **sections))
     print(f"\nreport: {args.out / 'report.html'}", file=chatter)
     return status
 

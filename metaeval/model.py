@@ -203,13 +203,14 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
         cells.setdefault((k["domain"], k["project"]), []).append(k)
     for i, ((d, p), members) in enumerate(sorted(cells.items())):
         normal = [m for m in members if m["kind"] == "estimate"]
-        w = [(min(n["sei"] for n in normal) / m["sei"]) ** 2 for m in normal]  # relative: 1/sei² underflows at sei 1e-300
+        smallest = min((m["sei"] for m in normal), default=None)
+        w = [(smallest / m["sei"]) ** 2 for m in normal]  # relative to the smallest SE: 1/sei² underflows at sei 1e-300
         raw = sum(wi * m["yi"] for wi, m in zip(w, normal)) / sum(w) if normal else None
         layout.projects.append({
             "label": f"{d}/{p}", "domain": d, "project": p,
             "designs": sorted({m["design"] for m in members}),
             "n_estimates": len(members), "n_findings": len(members) - len(normal),
-            "raw": raw, "raw_se": min(n["sei"] for n in normal) / math.sqrt(sum(w)) if normal else None,
+            "raw": raw, "raw_se": smallest / math.sqrt(sum(w)) if normal else None,
         })
         for m in members:
             m["project_index"] = i
