@@ -160,7 +160,9 @@ class Nodes:
 class Prepared:
     """A block's index structure, and the Gaussian algebra at any (tau, omega) nodes."""
 
-    def __init__(self, block: Block):
+    def __init__(self, block: Block, many: bool = False):
+        """``many``: censored observations may sit in several groups (for :mod:`metaeval.exact_cells`, which
+        integrates them given mu; :meth:`nodes` integrates one group)."""
         self.b = block
         C, T = block.n_clusters, block.offset_cluster.size
         self.C, self.T = C, T
@@ -179,7 +181,7 @@ class Prepared:
         cuniq, self.c_group = np.unique(ckey, return_inverse=True)
         self.h_cluster, self.h_offset = cuniq // (T + 1), cuniq % (T + 1) - 1
         self.H = cuniq.size
-        if self.H > 1:
+        if self.H > 1 and not many:
             raise NoExactForm(f"censored observations in {self.H} (cluster, offset) groups of one block: the exact engine "
                               "integrates them in one group only")
         self.prec0, self.m0 = (1 / block.mu_prior.params[1] ** 2, block.mu_prior.params[0]) if block.mu_prior.family == "normal" else (0.0, 0.0)
@@ -299,19 +301,24 @@ class Prepared:
                 d2 += g2
         return total, d1, d2
 
-    def _eta_quadrature(self, E, root, omega, coarse, laplace: bool = False):
+    def _eta_quadrature(self, E, root, omega, coarse, laplace: bool = False, log_lik=None):
         """Per (tau, omega) node, the rule over u (eta = E + root u, u ~ N(0, 1)) for the tilted density
         N(u; 0, 1) L(eta): nodes u = u* + C sinh(t) (t on a lattice, step ETA_STEP) around the mode u*,
         scaled by the curvature there, reaching until the density has fallen by e^-DROP; a trapezoid rule
         in t converges geometrically for skewed and sharp likelihoods alike. Returns the nodes (N, P),
         their normalised weights, log E[L(eta)], u* and C. With ``laplace``, log E[L(eta)] is Laplace's
-        approximation and there are no nodes (for the scans that place the grid, not for the posterior)."""
+        approximation and there are no nodes (for the scans that place the grid, not for the posterior).
+        ``log_lik(eta, idx, derivatives)``: the log likelihood at eta (rows: the nodes ``idx``) and, with
+        ``derivatives``, its first two derivatives; by default the block's censored observations'."""
         N = E.size
+        if log_lik is None:
+            def log_lik(eta, idx, derivatives):
+                return self._log_lik(eta, omega[idx], coarse, derivatives)
         if N == 0:
             return np.zeros((0, 1)), np.zeros((0, 1)), np.zeros(0), np.zeros(0), np.ones(0)
 
         def objective(u, idx=slice(None), derivatives=True):  # log of the tilted density (unnormalised)
-            ll, g, d2 = self._log_lik(E[idx, None] + root[idx, None] * u, omega[idx], coarse, derivatives)
+            ll, g, d2 = log_lik(E[idx, None] + root[idx, None] * u, idx, derivatives)
             return -0.5 * u * u + ll, g, d2
 
         u = np.zeros(N)
