@@ -5,20 +5,24 @@ observations) a block. With several, each in its own cluster, the block is still
 given (tau, omega) *and mu* the clusters are independent, so
 
 - each group's likelihood given mu, l_g(mu) = E[L_g(eta_g) | mu], is a one-dimensional integral over its
-  eta (a closed-form normal CDF difference for a group of one observation, whose SE rule is the only
-  integral left);
-- mu takes the place of eta in the core's machinery: per (tau, omega) node, a trapezoid rule over the
-  standardised mu for N(mu; M, V) x prod_g l_g(mu) (the core's eta rule, :meth:`Prepared._eta_quadrature`),
-  which gives the node's weight and mu's nodes; mu itself, a new cluster's effect and the clusters without
-  censored observations (and their offsets) are then exactly the core's normal mixtures, linear in mu
-  (:class:`~metaeval.exact_level.Level`, mu's own distribution from its cardinal series);
-- a group's cluster effect and offsets are, given (tau, omega, mu), the core's one-group case: one
-  :class:`~metaeval.exact_level.Level` per group over the (tau, omega, mu) nodes, each with its eta rule.
+  eta: a closed-form normal CDF difference for a group of one observation (its SE rule the only integral
+  left), Gauss-Hermite over eta for several;
+- mu takes the place of eta in the core's machinery: per (tau, omega) node, the core's trapezoid rule over
+  the standardised mu for N(mu; M, V) x prod_g l_g(mu) (:meth:`~metaeval.exact_nodes.Prepared.eta_rule`) gives
+  the node's weight and mu's nodes; mu itself, a new cluster's effect and the clusters without censored
+  observations (and their offsets) are then the core's normal mixtures, linear in mu (a
+  :class:`~metaeval.exact_level.Level`; mu's own distribution from its cardinal series);
+- a group's cluster effect and offsets are, given (tau, omega, mu), the core's one-group case: a Level per
+  group over (tau, omega, mu) nodes, mu at the Gauss nodes of its rule at each (tau, omega) node (these
+  quantities are smooth in mu), each with its eta rule. Where a small tau makes such a quantity follow mu
+  (its spread given mu far below its slope on mu times mu's spread), mu's cardinal series gives its CDF
+  instead of those few nodes.
 
-P(first) and the pairwise probabilities need the clusters jointly: they are estimated from 200,000 exact
-draws (seeded; the stated error is the difference between two independent estimates, the fine and the
-coarse rules'). Draws take mu at its nodes (the quadrature's own measure, whose moments are the ones
-reported), as the core takes tau and omega at theirs.
+P(first) and the pairwise probabilities need the clusters jointly: they are estimated from COMPARE_DRAWS
+draws at those (tau, omega, mu) nodes (seeded; the fine and the coarse rules draw independently, so their
+difference is the estimates' error). :meth:`CellsLevel.draws` draws mu from its distribution at each node.
+Every number is checked against brute-force quadrature (tests/test_exact_full.py) and two 40,000-draw MCMC
+fits of the bundled evidence (bench/exact_full.py agreement).
 """
 
 from __future__ import annotations
@@ -28,9 +32,9 @@ from dataclasses import replace
 import numpy as np
 
 from metaeval.exact_block import NARROW, WEIGHT_FLOOR, Block, NoExactForm
-from metaeval.exact_core import BlockPosterior, _Grid
-from metaeval.exact_level import Level, _gh, _hdi
-from metaeval.exact_nodes import Nodes, Prepared, _censored_terms
+from metaeval.exact_core import BlockPosterior, Grid
+from metaeval.exact_level import Level, gauss_hermite, hdi_by_newton
+from metaeval.exact_nodes import Nodes, Prepared, censored_terms
 from metaeval.mixtures import gauss_rule
 
 #: Gauss-Hermite points over eta for the likelihood given mu of a group of several observations (fine, coarse rules).
@@ -74,7 +78,7 @@ class CellsPrepared(Prepared):
             var += g.var[:, 1 + C + t] + 2 * g.offset_slope[:, t] * g.var[:, 1 + c]
         return E0, cov / V, np.maximum(var - cov * cov / V, 0.0)
 
-    def log_lik_mu(self, g: Nodes, omega: np.ndarray, coarse: bool, laplace: bool = False):
+    def log_lik_mu(self, g: Nodes, omega: np.ndarray, coarse: bool):
         """``log_lik(mu, idx, derivatives)`` for the core's eta rule: the sum over groups of log l_h(mu)
         at the nodes ``idx`` of ``g``, and its derivatives in mu."""
         M = g.mean[:, 0]
@@ -85,7 +89,7 @@ class CellsPrepared(Prepared):
             total, d1, d2 = np.zeros(mu.shape), np.zeros(mu.shape), np.zeros(mu.shape)
             for sub, (E0, slope, D) in zip(self.groups, parts):
                 m = E0[idx, None] + slope[idx, None] * (mu - M[idx, None])
-                lf, g1, g2 = self._group_log_lik(sub, m, D[idx], omega[idx], coarse, derivatives, laplace)
+                lf, g1, g2 = self._group_log_lik(sub, m, D[idx], omega[idx], coarse, derivatives)
                 total += lf
                 if derivatives:
                     d1 += slope[idx, None] * g1
@@ -95,22 +99,22 @@ class CellsPrepared(Prepared):
         return log_lik
 
     @staticmethod
-    def _group_log_lik(sub: Prepared, m, D, omega, coarse, derivatives, laplace):
+    def _group_log_lik(sub: Prepared, m, D, omega, coarse, derivatives):
         """log E[L(eta)] for eta ~ N(m, D) (m: (N, P); D, omega: (N,)) of one group's observations, and its
-        derivatives in m: closed form for one observation, else the group's own eta rule."""
+        derivatives in m: closed form for one observation, else Gauss-Hermite over eta."""
         b = sub.b
         if b.lo.size == 1:
             s, log_w = sub.se_rule(0, coarse)
             om2 = omega**2 if b.c_residual[0] else np.zeros_like(omega)
-            return _censored_terms(m, b.lo[0], b.hi[0], s, log_w, om2 + D, derivatives)
+            return censored_terms(m, b.lo[0], b.hi[0], s, log_w, om2 + D, derivatives)
         # several observations (replicates, each with its own residual): Gauss-Hermite over eta ~ N(m, D),
         # GH_POINTS nodes (the coarse rules: fewer, so that the reported error covers this rule's)
-        z, w = _gh(GH_POINTS[coarse])
+        z, w = gauss_hermite(GH_POINTS[coarse])
         N, P = m.shape
         root = np.sqrt(D)[:, None, None]
         eta = (m[..., None] + root * z).reshape(N, P * z.size)
         with np.errstate(over="ignore", invalid="ignore"):
-            ll, g1, g2 = sub._log_lik(eta, omega, coarse, derivatives)
+            ll, g1, g2 = sub.censored_log_lik(eta, omega, coarse, derivatives)
         ll = ll.reshape(N, P, z.size)
         top = ll.max(-1, keepdims=True)
         top = np.where(np.isfinite(top), top, 0.0)
@@ -135,8 +139,8 @@ class CellsPrepared(Prepared):
         M, root = g.mean[:, 0], np.sqrt(g.var[:, 0])
         ok = np.isfinite(g.log_post) & (g.log_post >= floor) & np.isfinite(M) & (root > 0)
         sub = g.take(np.flatnonzero(ok))
-        u_ok, w_ok, z_ok, centre_ok, scale_ok = self._eta_quadrature(
-            M[ok], root[ok], omega[ok], coarse, laplace=density_only, log_lik=self.log_lik_mu(sub, omega[ok], coarse, density_only))
+        u_ok, w_ok, z_ok, centre_ok, scale_ok = self.eta_rule(
+            M[ok], root[ok], omega[ok], coarse, laplace=density_only, log_lik=self.log_lik_mu(sub, omega[ok], coarse))
         u, u_w = np.zeros((N, u_ok.shape[1], 1)), np.zeros((N, u_ok.shape[1]))
         u[ok, :, 0], u_w[ok], u_w[~ok, u_ok.shape[1] // 2] = u_ok, w_ok, 1.0
         centre, scale = np.zeros(N), np.ones(N)
@@ -203,7 +207,7 @@ class CellsLevel:
             cov = cov * (1 + beta[:, j])[:, None]
             cov[:, 1 + j] += gamma[:, j]
         root = np.sqrt(var_eta)
-        u, u_w, _, centre, scale = prep.groups[h]._eta_quadrature(E, root, nd.omega[k], self.mu_level.coarse)
+        u, u_w, _, centre, scale = prep.groups[h].eta_rule(E, root, nd.omega[k], self.mu_level.coarse)
         K = k.size
         return Nodes(nd.tau[k], nd.omega[k], np.zeros(K), np.concatenate([mu[:, None], mean], 1), np.concatenate([np.zeros((K, 1)), var], 1),
                      np.concatenate([np.zeros((K, 1)), cov / np.where(root > 0, root, np.inf)[:, None]], 1)[..., None],
@@ -267,7 +271,7 @@ class CellsLevel:
             node, mu = self.node[pick], self.mu[pick]
         else:
             node = rng.choice(self.weight.size, size=n, p=self.weight)
-            grid, G, _ = self.mu_level._eta_tables()
+            grid, G, _ = self.mu_level.eta_tables()
             G = np.maximum.accumulate(np.clip(G, 0.0, None), axis=1)
             target = rng.random(n) * G[node, -1]
             at = np.clip(np.array([np.searchsorted(G[i], v) for i, v in zip(node, target)]), 1, grid.size - 1)
@@ -389,14 +393,14 @@ class _GroupQuantities:
                 for total, part in zip(out, level.cdf(np.array([r]), x[i:i + 1])):
                     total[i] += mass * part[0]
             if node.size:
-                parts = self.cells.mu_level._narrow_cdf(node, np.zeros(node.size, dtype=int), m, a, sd, weight, 1, x[i:i + 1])
+                parts = self.cells.mu_level.narrow_cdf(node, np.zeros(node.size, dtype=int), m, a, sd, weight, 1, x[i:i + 1])
                 for total, part in zip(out, parts):
                     total[i] += part[0]
         return tuple(out)
 
     def intervals(self, local, p: float):
         mean, sd = self.moments(local)
-        return _hdi(lambda x: self.cdf(local, x), mean, sd, p)
+        return hdi_by_newton(lambda x: self.cdf(local, x), mean, sd, p)
 
     def prob_above(self, local, sign: float, threshold: float):
         F = np.clip(self.cdf(local, np.full((len(local), 1), sign * threshold))[0][:, 0], 0.0, 1.0)
@@ -410,7 +414,7 @@ class CellsPosterior:
     def __init__(self, block: Block):
         self.block = block
         self.prep = CellsPrepared(block)
-        grid = _Grid(self.prep)
+        grid = Grid(self.prep)
         self.axes = grid.axes
         self.fine = CellsLevel(self.prep, grid.level(coarse=False))
         self.coarse = CellsLevel(self.prep, grid.level(coarse=True))
