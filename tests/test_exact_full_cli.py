@@ -153,7 +153,30 @@ def test_cross_check_leaves_a_model_without_an_exact_form_alone(mcmc_fit):
 
     table, spec, result, fitted = mcmc_fit
     hierarchical = replace(spec, bias_mode="hierarchical")
-    assert with_cross_check(result, fitted.posterior, table, hierarchical).diagnostics.cross_check is None
+    diagnostics = with_cross_check(result, fitted.posterior, table, hierarchical).diagnostics
+    assert diagnostics.cross_check is None and "hierarchical" in diagnostics.cross_check_skipped
+    assert diagnostics.passed == result.diagnostics.passed
+
+
+@pytest.mark.mcmc
+def test_cross_check_not_computed_is_said_in_the_report(mcmc_fit):
+    """Findings in several projects of a domain: exact on request only (seconds), so run's cross-check leaves them,
+    and the report's diagnostics say so beside the gate."""
+    import pandas as pd
+
+    from metaeval.exact_full import with_cross_check
+    from metaeval.views_fit import diagnostics
+
+    _, spec, result, fitted = mcmc_fit
+    several = pd.DataFrame([
+        dict(estimate_id="a", project_id="a", domain="d", design="rct", yi=0.1, sei=0.1, poolable=True),
+        *[dict(estimate_id=p, project_id=p, domain="d", design="rct", yi=None, sei=None, poolable=True,
+               direction_only=True, direction="increase", significant=False) for p in ("b", "c")],
+    ])
+    checked = with_cross_check(result, fitted.posterior, several, spec)
+    assert checked.diagnostics.cross_check is None and "on request only" in checked.diagnostics.cross_check_skipped
+    row = diagnostics(checked)["rows"][-1]
+    assert row["check"] == "against the exact answer" and row["value"].startswith("not computed: domain 'd' has direction-only findings in 2 projects")
 
 
 def test_sensitivity_grid_with_the_exact_engine():
