@@ -32,7 +32,7 @@ from dataclasses import replace
 import numpy as np
 
 from metaeval.exact_block import NARROW, WEIGHT_FLOOR, Block, NoExactForm
-from metaeval.exact_core import BlockPosterior, Grid
+from metaeval.exact_core import BlockPosterior, Grid, TwoRules
 from metaeval.exact_level import Level, gauss_hermite, hdi_by_newton
 from metaeval.exact_nodes import Nodes, Prepared, censored_terms
 from metaeval.mixtures import gauss_rule
@@ -407,7 +407,7 @@ class _GroupQuantities:
         return 1 - F if sign > 0 else F
 
 
-class CellsPosterior:
+class CellsPosterior(TwoRules):
     """The exact posterior of a block with censored observations in several clusters (the module docstring):
     the default rules' answer and the coarse rules', as :class:`~metaeval.exact_core.BlockPosterior`."""
 
@@ -421,14 +421,6 @@ class CellsPosterior:
 
     def draws(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         return self.fine.draws(n, rng)
-
-    def both(self, method: str, *args):
-        """(value, |value - coarse value|) of a level method's result (or of each part of a tuple)."""
-        a = getattr(self.fine, method)(*args)
-        c = getattr(self.coarse, method)(*args)
-        if isinstance(a, tuple):
-            return tuple(np.asarray(x, float) for x in a), tuple(np.abs(np.asarray(x, float) - np.asarray(y, float)) for x, y in zip(a, c))
-        return np.asarray(a, float), np.abs(np.asarray(a, float) - np.asarray(c, float))
 
 
 def block_posterior(block: Block):

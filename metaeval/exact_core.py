@@ -195,7 +195,20 @@ class Grid:
 # ---------------------------------------------------------------------------- the result
 
 
-class BlockPosterior:
+class TwoRules:
+    """A posterior under the default rules (``fine``) and the coarse rules (``coarse``: each a Level or anything with
+    the Level methods asked for), whose difference is the error estimate."""
+
+    def both(self, method: str, *args):
+        """(value, |value - coarse value|) of a Level method's result (or of each part of a tuple)."""
+        a = getattr(self.fine, method)(*args)
+        c = getattr(self.coarse, method)(*args)
+        if isinstance(a, tuple):
+            return tuple(np.asarray(x, float) for x in a), tuple(np.abs(np.asarray(x, float) - np.asarray(y, float)) for x, y in zip(a, c))
+        return np.asarray(a, float), np.abs(np.asarray(a, float) - np.asarray(c, float))
+
+
+class BlockPosterior(TwoRules):
     """The exact posterior of one block: the default rules' answer, and the coarse rules' for error estimates."""
 
     def __init__(self, block: Block):
@@ -240,10 +253,3 @@ class BlockPosterior:
             offset[:, t] = nd.eta_mean[node] + nd.eta_root[node] * u[:, 0] - theta[:, c0]
         return {"mu": mu, "tau": lv.tau[node], "omega": lv.omega[node], "theta": theta, "offset": offset}
 
-    def both(self, method: str, *args):
-        """(value, |value - coarse value|) of a Level method's result (or of each part of a tuple)."""
-        a = getattr(self.fine, method)(*args)
-        c = getattr(self.coarse, method)(*args)
-        if isinstance(a, tuple):
-            return tuple(np.asarray(x, float) for x in a), tuple(np.abs(np.asarray(x, float) - np.asarray(y, float)) for x, y in zip(a, c))
-        return np.asarray(a, float), np.abs(np.asarray(a, float) - np.asarray(c, float))
