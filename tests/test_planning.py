@@ -200,3 +200,35 @@ def test_a_real_fit_with_known_tau_reproduces_the_closed_form():
     for p in points:
         assert p.expected_width == pytest.approx(2 * Z95 * math.sqrt(1 / (1 / v + 1 / (TAU**2 + p.se**2))), rel=0.06)
     assert points[0].expected_width > points[1].expected_width > points[2].expected_width
+
+
+def test_a_cached_plan_is_the_plan_and_is_found_again_only_for_the_same_inputs(tmp_path, monkeypatch):
+    from metaeval import planning
+
+    rng = np.random.default_rng(13)
+    _, _, _, mu, tau = _exact_draws(rng)
+    draws = {"d": _domain(mu, tau), "e": _domain(-mu, tau, domain="e")}
+    cache = tmp_path / "plans"
+    computed = plan(draws, sims=200, seed=1, cache=cache)
+    [kept] = cache.iterdir()
+    assert kept.name == f"{planning.plan_key(draws, [], planning.DEFAULT_N, None, None, 200, 1)}.json"
+    assert computed == plan(draws, sims=200, seed=1)  # the cache changes nothing in what is computed
+
+    calls = []
+    real = planning.domain_plan
+    monkeypatch.setattr(planning, "domain_plan", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = plan(draws, sims=200, seed=1, cache=cache)
+    assert calls == [] and again == computed and again.to_json() == computed.to_json()  # found, not simulated
+    nudged = {"d": _domain(mu + 1e-12, tau), "e": draws["e"]}
+    for other in (dict(sims=300, seed=1), dict(sims=200, seed=2), dict(sims=200, seed=1, n=(60,)), dict(sims=200, seed=1, domain="d")):
+        plan(draws, cache=cache, **other)
+    plan(nudged, sims=200, seed=1, cache=cache)
+    plan(draws, evidence=[{"domain": "d", "metric": "smd"}], sims=200, seed=1, cache=cache)
+    assert len(calls) == 2 * 3 + 1 + 2 + 2 and len(list(cache.iterdir())) == 7  # each other input: simulated and kept apart
+
+    kept.write_text(kept.read_text()[:100])  # damaged: simulated again and rewritten
+    assert plan(draws, sims=200, seed=1, cache=cache) == computed and len(calls) == 13
+    assert planning.Plan.model_validate_json(kept.read_bytes()) == computed
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert plan(draws, sims=200, seed=1, cache=blocker / "plans") == computed  # an unwritable cache: computed all the same
