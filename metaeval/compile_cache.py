@@ -45,6 +45,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -514,7 +515,7 @@ def _index(model, graphs: _Graphs) -> tuple[Path, dict] | None:
     """Where the index names the entry of ``graphs``, and their shared variables by name; None for graphs it cannot key."""
     try:
         key, shared = _index_key(model, graphs)
-    except Uncacheable as err:
+    except Exception as err:  # an op without __props__, or props that cannot be pickled: never why a fit fails
         log.debug("the model is prepared in full each time: %s", err)
         return None
     return cache_root() / "index" / f"{key}.json", shared
@@ -524,28 +525,32 @@ def _from_index(model, graphs: _Graphs, path: Path, shared: dict):
     """The compiled model from the entry the index names for ``graphs``, without compiling them; None when the index
     has no (readable) record of them, or its entry is missing, untrusted or does not load: then the model is
     prepared in full, which rebuilds what has to be."""
+    try:
+        return _indexed(model, graphs, path, shared)
+    except Exception as err:  # whatever went wrong, preparing the model in full decides
+        log.debug("the index record %s cannot be used (%s: %s)", path, type(err).__name__, err)
+        return None
+
+
+def _indexed(model, graphs: _Graphs, path: Path, shared: dict):
     from nutpie import compile_pymc
 
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-        entry = cache_root() / "callbacks" / record["entry"]
-        variables = [shared[name] for name in record["shared"]]
-        if record["format"] != FORMAT or (record["n_dim"], record["n_expanded"]) != (graphs.n_dim, graphs.n_expanded):
-            return None
-    except (OSError, ValueError, KeyError, TypeError):
+    except FileNotFoundError:
         return None
-    shared_var_keys, shared_data, user_data = _shared(variables)
+    if record["format"] != FORMAT or not re.fullmatch(r"[0-9a-f]{32}", record["entry"]) \
+            or (record["n_dim"], record["n_expanded"]) != (graphs.n_dim, graphs.n_expanded):
+        return None
+    entry = cache_root() / "callbacks" / record["entry"]
+    shared_var_keys, shared_data, user_data = _shared([shared[name] for name in record["shared"]])
     if str(user_data.dtype) != record["record"]:  # the record layout the callbacks were generated for
         return None
     with _lock(entry, shared=True):
-        try:
-            source = (entry / "callbacks.py").read_text(encoding="utf-8")
-            if _key(source) != entry.name or _untrusted(entry, entry.name, source) is not None:
-                return None
-            logp, expand = _load(entry, source)
-        except Exception as err:  # missing, stale, unreadable or foreign
-            log.debug("the index names %s, which cannot be used (%s: %s)", entry, type(err).__name__, err)
+        source = (entry / "callbacks.py").read_text(encoding="utf-8")
+        if _key(source) != entry.name or _untrusted(entry, entry.name, source) is not None:
             return None
+        logp, expand = _load(entry, source)
     dims, coords = compile_pymc._prepare_dims_and_coords(model, graphs.shape_info, graphs.reparameterized_names)
     parts = _Parts(graphs.n_dim, graphs.n_expanded, None, None, graphs.initial_point, graphs.shape_info, graphs.reparameterized_names,
                    dims, coords, shared_data, shared_var_keys, user_data, source, entry.name)
@@ -563,7 +568,7 @@ def _write_index(path: Path, parts: _Parts, shared: dict) -> None:
         temporary = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
         temporary.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         os.replace(temporary, path)
-    except OSError as err:  # the next fit prepares the model in full again
+    except OSError as err:  # the next fit prepares the model in full again; this one has its callbacks
         log.debug("cannot record %s in the index: %s", path, err)
 
 

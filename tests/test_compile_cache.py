@@ -202,7 +202,7 @@ def test_a_model_in_the_index_loads_without_compiling_its_graphs_and_draws_as_nu
 
 
 @pytest.mark.mcmc
-@pytest.mark.parametrize("damage", ["unreadable record", "record of another model", "entry gone"])
+@pytest.mark.parametrize("damage", ["unreadable record", "record of another model", "entry outside the cache", "entry gone"])
 def test_a_damaged_index_is_passed_over_and_rewritten(warm, damage):
     model = _model()
     before = _draws(compile_cache.compile_model(model))
@@ -212,6 +212,8 @@ def test_a_damaged_index_is_passed_over_and_rewritten(warm, damage):
         record.write_text(good[: len(good) // 2])
     elif damage == "record of another model":
         record.write_text(json.dumps({**json.loads(good), "n_dim": json.loads(good)["n_dim"] + 1}))
+    elif damage == "entry outside the cache":
+        record.write_text(json.dumps({**json.loads(good), "entry": f"../../{_entries(warm)[0].name}"}))
     else:
         shutil.rmtree(_entries(warm)[0])
     with _logged() as notes:
@@ -219,6 +221,18 @@ def test_a_damaged_index_is_passed_over_and_rewritten(warm, damage):
     assert notes == ([compile_cache.COLD_NOTE] if damage == "entry gone" else [])
     assert record.read_text() == good
     _assert_identical(_draws(again), before)
+
+
+@pytest.mark.mcmc
+def test_an_index_that_fails_is_passed_over_never_why_the_cache_is_not_used(warm, monkeypatch):
+    def fails(*args, **kwargs):
+        raise TypeError("cannot pickle 'generator' object")
+
+    monkeypatch.setattr(compile_cache, "_index_key", fails)
+    with _logged() as notes:
+        compiled = compile_cache.compile_model(_model())
+    assert notes == [] and compiled.logp_func is not None  # prepared in full, loaded from the entry
+    assert compiled.compiled_logp_func.cache_hits == 1
 
 
 @pytest.mark.mcmc
