@@ -16,8 +16,8 @@ compiled with ``numba.cfunc(sig, cache=True)``, so a later process loads them fr
 - An index finds a model's entry without compiling anything: keyed by a hash of the two graphs as nutpie
   hands them to PyTensor (before PyTensor's rewrites), the model's check_bounds, PyTensor's settings and
   the same versions and CPU, it names the entry and the order of the shared variables. A model found
-  there skips PyTensor's rewrites and numba code of its graphs (2.0 of a warm fresh fit's 2.7 s of
-  compile, bench/results/): the callbacks loaded from disk hold that code. Graphs it cannot key (an op
+  there skips PyTensor's rewrites and numba code of its graphs (the bundled model's compile_model in a
+  fresh process: 0.88 -> 0.43 s): the callbacks loaded from disk hold that code. Graphs it cannot key (an op
   without ``__props__``, shared variables not named uniquely) and records it cannot use are prepared in
   full as before, which records them again.
 - The callbacks read the shared arrays through nutpie's own ``user_data`` record, as nutpie's do, so
@@ -30,11 +30,12 @@ compiled with ``numba.cfunc(sig, cache=True)``, so a later process loads them fr
   ``~/.cache/metaeval`` (``metaeval --cache-dir`` sets the first). A lock per entry makes concurrent
   first runs compile once; an entry whose files differ from their recorded SHA-256, or which numba
   does not load (stale, other numba, other CPU, unreadable), is rebuilt, never trusted.
-- It relies on nutpie internals (``_make_functions`` and its compiling with ``pymc.pytensorf.compile``, ``make_user_data``, ``_prepare_dims_and_coords``,
-  the ``CompiledPyMCModel`` fields, the ``user_data`` record layout), on PyTensor's numba cache key
-  and on numba's name for its CPU target; nutpie is pinned exactly in ``requirements.lock``. When they differ from what this module was
-  written against, or a model cannot be cached, the fit compiles with ``nutpie.compile_pymc_model``
-  as before, after a one-line note.
+- It relies on nutpie internals (``_make_functions`` and its compiling with ``pymc.pytensorf.compile``,
+  ``make_user_data``, ``_prepare_dims_and_coords``, the ``CompiledPyMCModel`` fields, the ``user_data``
+  record layout), on PyTensor's numba cache key and its registry of settings (``config._config_var_dict``),
+  and on numba's name for its CPU target; nutpie is pinned exactly in ``requirements.lock``. When they
+  differ from what this module was written against, or a model cannot be cached, the fit compiles with
+  ``nutpie.compile_pymc_model`` as before, after a one-line note.
 """
 
 from __future__ import annotations
@@ -188,9 +189,8 @@ _DEFERRING = threading.Lock()  # one thread at a time swaps PyMC's compile for t
 
 def _graphs(model) -> _Graphs:
     """nutpie 0.16.11's ``_make_functions`` for ``model`` (initial points from the support point with jitter, mode
-    NUMBA), with PyMC's ``compile`` of the two NUMBA functions recorded instead of run: PyTensor's rewrites and
-    numba code of them took 2.0 of the 2.5 s of preparing the bundled model, and a model found in the cache
-    needs neither (its callbacks carry the compiled code)."""
+    NUMBA), with PyMC's ``compile`` of the two NUMBA functions recorded instead of run: a model the index finds
+    needs neither PyTensor's rewrites nor its numba code of them (its callbacks carry the compiled code)."""
     import pymc.pytensorf
     from nutpie import compile_pymc
     from pymc.initial_point import make_initial_point_fn
