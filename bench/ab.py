@@ -40,10 +40,10 @@ CASES = {
 }
 
 
-def _timed(cmd: list[str], env: dict) -> tuple[float, float]:
+def _timed(cmd: list[str], env: dict, cwd: Path = ROOT) -> tuple[float, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
@@ -61,12 +61,16 @@ def main() -> int:
     base.mkdir()
     archive = subprocess.run(["git", "archive", args.before], cwd=ROOT, check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
-    sides = {"before": base, "after": ROOT}
+    sides = {"before": base, "after": ROOT}  # each runs in its own tree: `python -m` puts the working folder first on sys.path
     envs = {side: {**os.environ, "PYTHONPATH": str(code), ENV_VAR: str(tmp / "compile-cache")} for side, code in sides.items()}
     command = {side: [sys.executable, "-m", "metaeval.cli"] for side in sides}
+    for side, code in sides.items():  # the code each side runs, checked
+        where = subprocess.run([sys.executable, "-c", "import metaeval; print(metaeval.__file__)"], env=envs[side], cwd=code,
+                               check=True, capture_output=True, text=True).stdout.strip()
+        assert Path(where).is_relative_to(code), f"{side} runs {where}, not the code in {code}"
     out = {side: ["--out", str(tmp / side)] for side in sides}
     for side in sides:  # warms the compile cache (and its index) and leaves a fit for report and summary, untimed
-        subprocess.run(command[side] + CASES["fit"] + out[side], check=True, capture_output=True, env=envs[side], cwd=ROOT)
+        subprocess.run(command[side] + CASES["fit"] + out[side], check=True, capture_output=True, env=envs[side], cwd=sides[side])
     out_short = {side: ["--out", str(tmp / f"{side}-short")] for side in sides}  # its fit must not replace the one reported on
 
     times: dict[str, dict[str, list[tuple[float, float]]]] = {case: {side: [] for side in sides} for case in cases}
@@ -79,7 +83,7 @@ def main() -> int:
             for side in sides:
                 if case == "report-first":
                     shutil.rmtree(tmp / side / "plans", ignore_errors=True)
-                times[case][side].append(_timed(command[side] + CASES[case] + (out_short if case == "fit-short" else out)[side], envs[side]))
+                times[case][side].append(_timed(command[side] + CASES[case] + (out_short if case == "fit-short" else out)[side], envs[side], sides[side]))
 
     def medians(runs):
         return round(statistics.median(w for w, _ in runs), 3), round(statistics.median(c for _, c in runs), 3)
