@@ -1,13 +1,15 @@
 """The measurements of the exact engine (``metaeval.exact_full``): agreement and speed.
 
-    .venv/bin/python bench/exact_full.py agreement [--draws 10000]   # against a 40,000-draw MCMC fit
+    .venv/bin/python bench/exact_full.py agreement [--draws 10000] [--seeds 18 7]   # against 40,000-draw MCMC fits
     .venv/bin/python bench/exact_full.py speed [--runs 3]            # fresh processes, CPU seconds, peak memory
 
 ``agreement`` fits the bundled evidence (and a 1,000-estimate synthetic base from ``bench/synthetic.py``)
 under the default model with MCMC, 4 chains x ``--draws`` after 2,000 tuning steps (cached in the system's
 temporary folder), and compares every domain mean, tau and project effect with the
 exact engine: the differences of the posterior means and SDs and of the interval ends, in the exact
-posterior's SDs, beside the MCMC's Monte Carlo standard errors and the exact engine's stated error.
+posterior's SDs, beside the MCMC's Monte Carlo standard errors and the exact engine's stated error. With
+two seeds or more, each MCMC fit is compared, and so are the MCMC fits with each other (how far two runs
+of the sampler itself land apart: the scale against which the exact engine's differences are read).
 
 ``speed`` times, in fresh processes, ``fit --engine exact`` and ``run --engine exact`` on the bundled
 evidence, ``sensitivity --engine exact`` (the whole bundled grid with leave-one-project-out) and
@@ -90,7 +92,20 @@ def _stats_mcmc(posterior, hdi_prob: float):
     return out
 
 
-def agreement(draws: int) -> dict:
+def _worst(rows: list[dict]) -> dict:
+    """The largest |difference| of means, SDs and interval ends over ``rows`` (in SDs)."""
+    return {"mean": max(abs(r["mean_sd"]) for r in rows), "sd": max(abs(r["sd_sd"]) for r in rows),
+            "interval_ends": max(max(abs(r["hdi_low_sd"]), abs(r["hdi_high_sd"])) for r in rows)}
+
+
+def _differences(m: dict, e, sd: float) -> dict:
+    """MCMC summary ``m`` less the reference ``e`` (a summary object or a dict), in SDs ``sd``."""
+    get = (lambda k: e[k]) if isinstance(e, dict) else (lambda k: getattr(e, k))
+    return {"mean_sd": (m["mean"] - get("mean")) / sd, "sd_sd": (m["sd"] - get("sd")) / sd,
+            "hdi_low_sd": (m["hdi_low"] - get("hdi_low")) / sd, "hdi_high_sd": (m["hdi_high"] - get("hdi_high")) / sd}
+
+
+def agreement(draws: int, seeds: list[int]) -> dict:
     from metaeval.exact_full import fit_exact_model
     from metaeval.harmonise import load_evidence
     from metaeval.sampling import SamplerSettings, fit_cached
@@ -108,28 +123,28 @@ def agreement(draws: int) -> dict:
         start = time.process_time()
         exact = fit_exact_model(table, spec)
         exact_cpu = time.process_time() - start
-        fitted = fit_cached(table, spec, out=cache, settings=SamplerSettings(chains=4, draws=draws, tune=2000, seed=18), progress=False)
-        mcmc = _stats_mcmc(fitted.posterior, spec.hdi_prob)
-        rows, worst = [], {"mean": 0.0, "sd": 0.0, "interval_ends": 0.0, "stated_error": 0.0}
-        for d, dom in exact.domains.items():
-            quantities = [(d, "mu", dom.mu), (d, "tau", dom.tau)] + [(d, p.project, p) for p in dom.projects]
-            for domain, q, e in quantities:
-                m = mcmc[(domain, "mu" if q == "mu" else "tau" if q == "tau" else q)]
-                row = {"domain": domain, "quantity": q, "exact_sd": e.sd,
-                       "mean_sd": (m["mean"] - e.mean) / e.sd, "sd_sd": (m["sd"] - e.sd) / e.sd,
-                       "hdi_low_sd": (m["hdi_low"] - e.hdi_low) / e.sd, "hdi_high_sd": (m["hdi_high"] - e.hdi_high) / e.sd,
-                       "mcse_mean_sd": m["mcse_mean"] / e.sd, "stated_error_sd": e.error_sd}
-                rows.append(row)
-                worst["mean"] = max(worst["mean"], abs(row["mean_sd"]))
-                worst["sd"] = max(worst["sd"], abs(row["sd_sd"]))
-                worst["interval_ends"] = max(worst["interval_ends"], abs(row["hdi_low_sd"]), abs(row["hdi_high_sd"]))
-                worst["stated_error"] = max(worst["stated_error"], e.error_sd)
-        diag = fitted.diagnostics
-        out[name] = {"draws": 4 * draws, "diagnostics": {k: diag[k] for k in ("rhat_max", "ess_bulk_min", "ess_tail_min", "divergences", "passed")},
-                     "exact_cpu_s": round(exact_cpu, 3), "worst_in_sd": worst, "rows": rows}
-        print(f"{name}: {4 * draws:,} draws, R-hat {diag['rhat_max']:.4f}, ESS {diag['ess_bulk_min']:.0f}/{diag['ess_tail_min']:.0f}; "
-              f"largest |MCMC - exact| in SDs: means {worst['mean']:.3f}, SDs {worst['sd']:.3f}, interval ends "
-              f"{worst['interval_ends']:.3f}; stated numerical error at most {worst['stated_error']:.4f} SD", flush=True)
+        quantities = [(d, q, e) for d, dom in exact.domains.items() for q, e in [("mu", dom.mu), ("tau", dom.tau)] + [(p.project, p) for p in dom.projects]]
+        fits, mcmcs = {}, {}
+        for seed in seeds:
+            fitted = fit_cached(table, spec, out=cache, settings=SamplerSettings(chains=4, draws=draws, tune=2000, seed=seed), progress=False)
+            mcmc = mcmcs[seed] = _stats_mcmc(fitted.posterior, spec.hdi_prob)
+            rows = [{"domain": d, "quantity": q, "exact_sd": e.sd, **_differences(mcmc[(d, q)], e, e.sd),
+                     "mcse_mean_sd": mcmc[(d, q)]["mcse_mean"] / e.sd, "stated_error_sd": e.error_sd} for d, q, e in quantities]
+            diag = fitted.diagnostics
+            fits[seed] = {"diagnostics": {k: diag[k] for k in ("rhat_max", "ess_bulk_min", "ess_tail_min", "divergences", "passed")},
+                          "worst_in_sd": {**_worst(rows), "stated_error": max(e.error_sd for _, _, e in quantities)}, "rows": rows}
+            w = fits[seed]["worst_in_sd"]
+            print(f"{name}, seed {seed}: {4 * draws:,} draws, R-hat {diag['rhat_max']:.4f}, ESS {diag['ess_bulk_min']:.0f}/{diag['ess_tail_min']:.0f}; "
+                  f"largest |MCMC - exact| in SDs: means {w['mean']:.3f}, SDs {w['sd']:.3f}, interval ends "
+                  f"{w['interval_ends']:.3f}; stated numerical error at most {w['stated_error']:.4f} SD", flush=True)
+        between = {}
+        for i, a in enumerate(seeds):
+            for b in seeds[i + 1:]:
+                rows = [_differences(mcmcs[b][(d, q)], mcmcs[a][(d, q)], e.sd) for d, q, e in quantities]
+                between[f"{a} vs {b}"] = _worst(rows)
+                w = between[f"{a} vs {b}"]
+                print(f"{name}, MCMC seed {a} vs seed {b}: means {w['mean']:.3f}, SDs {w['sd']:.3f}, interval ends {w['interval_ends']:.3f}", flush=True)
+        out[name] = {"draws": 4 * draws, "exact_cpu_s": round(exact_cpu, 3), "fits": fits, "mcmc_vs_mcmc": between}
     return out
 
 
@@ -138,11 +153,12 @@ def main() -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     a = sub.add_parser("agreement")
     a.add_argument("--draws", type=int, default=10_000, help="draws per chain (4 chains)")
+    a.add_argument("--seeds", type=int, nargs="+", default=[18, 7], help="one MCMC fit per seed")
     s = sub.add_parser("speed")
     s.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     load = os.getloadavg()
-    result = agreement(args.draws) if args.what == "agreement" else speed(args.runs)
+    result = agreement(args.draws, args.seeds) if args.what == "agreement" else speed(args.runs)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     record = {"what": args.what, "date": dt.date.today().isoformat(), "commit": commit, "machine": platform.platform(),
               "cpus": os.cpu_count(), "load_before": load, "python": platform.python_version(), "result": result}

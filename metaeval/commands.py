@@ -125,18 +125,20 @@ def _exact_summary(args: argparse.Namespace, evidence, spec):
 
 
 def engine_for(args: argparse.Namespace, evidence, spec) -> str:
-    """The engine ``--engine`` asks for: ``auto`` is exact where the model has an exact form on this evidence."""
+    """The engine ``--engine`` asks for: ``auto`` is exact where the model has an exact form on this evidence that
+    computes in milliseconds (direction-only findings in at most one project a domain)."""
     if args.engine != "auto":
         return args.engine
-    return "exact" if _exact_reason(evidence, spec) is None else "mcmc"
+    return "exact" if _exact_reason(evidence, spec, several_cells=False) is None else "mcmc"
 
 
-def _exact_reason(evidence, spec) -> str | None:
-    """Why the exact engine cannot compute ``spec``'s model on ``evidence`` (None: it can)."""
+def _exact_reason(evidence, spec, *, several_cells: bool = True) -> str | None:
+    """Why the exact engine cannot compute ``spec``'s model on ``evidence`` (None: it can; see
+    :func:`metaeval.exact_full.exact_reason` for ``several_cells``)."""
     from metaeval.exact_full import exact_reason
     from metaeval.model import prepare
 
-    return exact_reason(prepare(evidence, spec), spec)
+    return exact_reason(prepare(evidence, spec), spec, several_cells=several_cells)
 
 
 #: Exit status of a command whose result was written but failed the diagnostics gate (see the README).
@@ -358,7 +360,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
         evidence = read_evidence(args, estimand=result.scenarios[0]["estimand"])
         spec = scenario_spec(result.scenarios[0], grid, args.prior)
-        if args.engine != "mcmc" and _exact_reason(evidence, spec) is None:
+        if args.engine != "mcmc" and _exact_reason(evidence, spec, several_cells=args.engine == "exact") is None:
             summary = _exact_summary(args, evidence, spec)
         else:
             summary = cached_summary(evidence, spec, out=args.out, settings=settings)

@@ -71,7 +71,7 @@ class _Axis:
         return log_dtau_dz(self.centre + self.spread * np.sinh(t), self.prior) + np.log(self.spread * np.cosh(t))
 
 
-class _Grid:
+class Grid:
     """The (tau[, omega]) product grid: axes from scans through the mode, extents grown over the whole
     product grid while an edge holds non-negligible density. Nodes evaluated on the way are kept."""
 
@@ -201,7 +201,7 @@ class BlockPosterior:
     def __init__(self, block: Block):
         self.block = block
         self.prep = Prepared(block)
-        grid = _Grid(self.prep)
+        grid = Grid(self.prep)
         self.axes = grid.axes
         self.fine = grid.level(coarse=False)
         self.coarse = grid.level(coarse=True)

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from metaeval.exact_block import NEW, Block, NoExactForm
-from metaeval.exact_core import BlockPosterior
+from metaeval.exact_cells import block_posterior
 from metaeval.model import Layout, prepare
 from metaeval.priors import parse_prior
 from metaeval.result import (
@@ -41,8 +41,7 @@ PAIRWISE_MAX_PROJECTS = 200
 
 
 def exact_form(spec: ModelSpec) -> str | None:
-    """Why ``spec`` has no exact form (None when it has one, on evidence with direction-only findings in at
-    most one project/design cell a domain: see :func:`exact_reason`).
+    """Why ``spec`` has no exact form on any evidence (None when it has one; on given evidence, see :func:`exact_reason`).
 
     Exact: fixed bias priors (``additive``), ``none`` or ``variance_inflation``. Not: a design level
     learned from the data (``hierarchical``, shared by all domains), or a mu prior other than normal or flat.
@@ -79,7 +78,7 @@ def domain_block(layout: Layout, domain: str) -> tuple[Block, list[int], list[in
     return block, cells, terms
 
 
-def _stats(post: BlockPosterior, rows, p: float) -> list[dict]:
+def _stats(post, rows, p: float) -> list[dict]:
     """Mean, SD, shortest interval and their estimated error (in SDs) of quantity ``rows``."""
     (mean, sd), (e_mean, e_sd) = post.both("moments", rows)
     (lo, hi), (e_lo, e_hi) = post.both("intervals", rows, p)
@@ -95,7 +94,7 @@ def domain_result(layout: Layout, spec: dict, meta: dict, hdi_prob: float) -> tu
 
     d, sign, mid = meta["id"], meta["sign"], meta["mid"]
     block, cells, terms = domain_block(layout, d)
-    post = BlockPosterior(block)
+    post = block_posterior(block)
     C = len(cells)
     errors_p = []
 
@@ -224,24 +223,32 @@ def _missing_moments(block: Block) -> dict | None:
     return {**gone, "what": ", ".join(what), "n": n}
 
 
-def _axis(post: BlockPosterior, axis: int, hdi_prob: float) -> Posterior:
+def _axis(post, axis: int, hdi_prob: float) -> Posterior:
     """tau (axis 0) or omega (axis 1): mean, SD, shortest interval and the estimated error (in SDs)."""
     (mean, sd, lo, hi), errors = post.both("axis_summary", axis, hdi_prob)
     return Posterior(mean=round_significant(mean), sd=round_significant(sd), hdi_low=round_significant(lo), hdi_high=round_significant(hi), hdi_prob=hdi_prob,
                      error_sd=round_significant(max(errors) / sd if sd > 0 else 0.0))
 
 
-def exact_reason(layout: Layout, spec: ModelSpec) -> str | None:
-    """Why the exact engine cannot compute the model ``spec`` makes of this evidence (None: it can)."""
+def exact_reason(layout: Layout, spec: ModelSpec, *, several_cells: bool = True) -> str | None:
+    """Why the exact engine cannot compute the model ``spec`` makes of this evidence (None: it can).
+
+    Direction-only findings in several project cells of a domain are computed by :mod:`metaeval.exact_cells`,
+    in seconds a domain rather than milliseconds: ``several_cells=False`` (the automatic uses: ``--engine auto``,
+    the MCMC cross-check, the robustness variants) leaves them to MCMC, saying so."""
     reason = exact_form(spec)
     if reason:
         return reason
     for meta in layout.domains:
         groups = {(f["project_index"], f["bias_index"]) for f in layout.findings if f["domain"] == meta["id"]}
-        if len(groups) > 1:
-            return (f"domain {meta['id']!r} has direction-only findings in {len(groups)} project/design cells; the exact "
-                    "engine integrates them in one cell a domain only; use --engine mcmc (or leave them out: "
+        projects = {p for p, _ in groups}
+        if len(groups) > len(projects):
+            return (f"domain {meta['id']!r} has direction-only findings of one project under two designs; the exact "
+                    "engine integrates one design's findings a project; use --engine mcmc (or leave them out: "
                     "direction_only.mode = exclude)")
+        if len(projects) > 1 and not several_cells:
+            return (f"domain {meta['id']!r} has direction-only findings in {len(projects)} projects, which the exact engine "
+                    "computes on request only (--engine exact: seconds a domain rather than milliseconds)")
     return None
 
 
@@ -310,15 +317,19 @@ CROSS_CHECK_Z = 4.5
 
 def with_cross_check(result: Result, posterior, evidence, spec: ModelSpec) -> Result:
     """``result`` (MCMC) with ``diagnostics.cross_check``: its posterior means and SDs of mu, tau and the project
-    effects against the exact engine's for the same model (where it has an exact form; else unchanged). A
-    discrepancy beyond Monte Carlo error (:data:`CROSS_CHECK_Z`) fails the gate, naming the quantity."""
+    effects against the exact engine's for the same model, where it computes them in milliseconds (else
+    ``diagnostics.cross_check_skipped`` says why). A discrepancy beyond Monte Carlo error
+    (:data:`CROSS_CHECK_Z`) fails the gate, naming the quantity."""
     import arviz as az
 
     from metaeval.result import CrossCheck
 
-    layout = prepare(evidence, spec)
-    if exact_reason(layout, spec) is not None or result.diagnostics is None:
+    if result.diagnostics is None:
         return result
+    layout = prepare(evidence, spec)
+    reason = exact_reason(layout, spec, several_cells=False)
+    if reason is not None:  # said where the comparison would stand
+        return result.model_copy(update={"diagnostics": result.diagnostics.model_copy(update={"cross_check_skipped": reason})})
     exact = summarise_exact(layout, spec, evidence)
     names = ["mu", "tau", "theta_project"]
     mcse = {method: az.mcse(posterior, var_names=names, method=method) for method in ("mean", "sd")}
@@ -368,7 +379,7 @@ def exact_draws(evidence, spec: ModelSpec, *, draws: int = 4000, seed: int = 0):
     bias = np.empty((1, draws, len(layout.bias_terms)))
     for i, d in enumerate(domains):
         block, cells, terms = domain_block(layout, d)
-        sample = BlockPosterior(block).draws(draws, rng)
+        sample = block_posterior(block).draws(draws, rng)
         mu[0, :, i], tau[0, :, i] = sample["mu"], sample["tau"]
         if d in layout.omega_domains:
             omega[0, :, layout.omega_domains.index(d)] = sample["omega"]

@@ -28,7 +28,7 @@ from metaeval.tau_grid import tau_from_z
 
 
 @functools.cache
-def _gh(n: int) -> tuple[np.ndarray, np.ndarray]:
+def gauss_hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Gauss-Hermite nodes and weights for the standard normal (weights sum to 1)."""
     x, w = np.polynomial.hermite_e.hermegauss(n)
     return x, w / w.sum()
@@ -59,7 +59,7 @@ def _sinc_table(t: np.ndarray, g: np.ndarray, x_of_t, refine: int = 8):
     return x, cdf, dens, np.gradient(dens, x, edge_order=2)
 
 
-def _hdi(evaluate, mean: np.ndarray, sd: np.ndarray, p: float):
+def hdi_by_newton(evaluate, mean: np.ndarray, sd: np.ndarray, p: float):
     """Shortest intervals holding mass p, per row, of distributions given by ``evaluate(x)`` -> (CDF,
     density, the density's slope) at x (rows x points): Newton on F(b) - F(a) = p and f(a) = f(b) from the
     normal approximation, a few dozen evaluations rather than a table. Rows where Newton does not settle,
@@ -145,7 +145,7 @@ class Level:
         chunk = max(1, CHUNK // (level.weight.size * level.nodes.u.shape[1] * 6))
         for r0 in range(0, len(rows), chunk):
             part = rows[r0:r0 + chunk]
-            lo[r0:r0 + chunk], hi[r0:r0 + chunk] = _hdi(lambda x: level.cdf(part, x), mean[r0:r0 + chunk], sd[r0:r0 + chunk], p)
+            lo[r0:r0 + chunk], hi[r0:r0 + chunk] = hdi_by_newton(lambda x: level.cdf(part, x), mean[r0:r0 + chunk], sd[r0:r0 + chunk], p)
         return lo, hi
 
     def cdf(self, rows: np.ndarray, x: np.ndarray):
@@ -165,7 +165,7 @@ class Level:
         f = np.einsum("rxk,rk->rx", phi, w)
         df = -np.einsum("rxk,rk->rx", phi * z / s[:, None, :], w)
         if narrow is not None:
-            parts = self._narrow_cdf(*narrow, x)
+            parts = self.narrow_cdf(*narrow, x)
             F, f, df = F + parts[0], f + parts[1], df + parts[2]
         return F, f, df
 
@@ -191,12 +191,12 @@ class Level:
         total = self.weight[np.unique(node_of)].sum()  # the kept nodes' weight (the components' normaliser)
         return m, s, w, (i, r, n.mean[i, base[r]], c[i, r], sd[i, r], self.weight[i] / total, len(rows))
 
-    def _narrow_cdf(self, node, r, m, c, s, weight, n_rows, x):
+    def narrow_cdf(self, node, r, m, c, s, weight, n_rows, x):
         """The narrow branch of ``cdf`` (see there): the node-row pairs (node, r) with their quantity's
         mean m, slope c on eta and SD s, and the node's weight; summed per row."""
         n = self.nodes
-        grid, G, D = self._eta_tables()
-        zj, wj = _gh(16)
+        grid, G, D = self.eta_tables()
+        zj, wj = gauss_hermite(16)
         cc = np.where(c == 0, 1e-300, c)
         v = (x[r][:, :, None] - m[:, None, None] - s[:, None, None] * zj) / cc[:, None, None]  # (K, X, J)
         scale = n.u_scale[node][:, None, None]
@@ -221,7 +221,7 @@ class Level:
             np.add.at(total, r, weight[:, None] * part)
         return out
 
-    def _eta_tables(self):
+    def eta_tables(self):
         """One eta dimension: per node, the CDF G and density D in t of eta's tilted density, from the
         cardinal (sinc) series on its trapezoid nodes, tabulated 8 times finer (cf. ``_sinc_table``)."""
         if self._tables is None:
@@ -419,7 +419,7 @@ class Level:
         m, v, c = m[:, live], v[:, live], c[:, live]
         slope = c / mu_var[:, None]
         sd = np.maximum(np.sqrt(np.maximum(v - slope * c, 0.0)), 1e-12)  # given mu as well
-        x_mu, w_mu = _gh(points)
+        x_mu, w_mu = gauss_hermite(points)
         mu = mu_mean[:, None] + np.sqrt(mu_var)[:, None] * x_mu  # (K, J)
         mean = sign * (m[:, None, :] + slope[:, None, :] * (mu[:, :, None] - mu_mean[:, None, None]))  # (K, J, L)
         # per (component, mu): x on a grid from where every row but a negligible few lies below, to the top;

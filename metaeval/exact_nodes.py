@@ -74,7 +74,7 @@ def _log_ndtr_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _censored_terms(eta, lo, hi, s, log_w, omega2, derivatives: bool, tails: bool = False):
+def censored_terms(eta, lo, hi, s, log_w, omega2, derivatives: bool, tails: bool = False):
     """log P(lo < yhat/s_j < hi | eta), averaged over SE nodes s_j with log weights log_w; with
     ``derivatives`` also its first and second derivatives in eta. eta: (N, P); omega2: (N,). ``tails``:
     in log space throughout (for probabilities too small to sum directly)."""
@@ -90,7 +90,7 @@ def _censored_terms(eta, lo, hi, s, log_w, omega2, derivatives: bool, tails: boo
             out = np.log(total)
         if low.any():
             rows = np.nonzero(low)[0]
-            out[low] = _censored_terms(eta[low][:, None], lo, hi, s, log_w, omega2[rows], False, tails=True)[0][:, 0]
+            out[low] = censored_terms(eta[low][:, None], lo, hi, s, log_w, omega2[rows], False, tails=True)[0][:, 0]
         return out, None, None
     with np.errstate(all="ignore"):  # far nodes give -inf; they weigh nothing and are cleaned below
         log_d = _log_ndtr_diff(a, b)
@@ -160,7 +160,9 @@ class Nodes:
 class Prepared:
     """A block's index structure, and the Gaussian algebra at any (tau, omega) nodes."""
 
-    def __init__(self, block: Block):
+    def __init__(self, block: Block, many: bool = False):
+        """``many``: censored observations may sit in several groups (for :mod:`metaeval.exact_cells`, which
+        integrates them given mu; :meth:`nodes` integrates one group)."""
         self.b = block
         C, T = block.n_clusters, block.offset_cluster.size
         self.C, self.T = C, T
@@ -179,7 +181,7 @@ class Prepared:
         cuniq, self.c_group = np.unique(ckey, return_inverse=True)
         self.h_cluster, self.h_offset = cuniq // (T + 1), cuniq % (T + 1) - 1
         self.H = cuniq.size
-        if self.H > 1:
+        if self.H > 1 and not many:
             raise NoExactForm(f"censored observations in {self.H} (cluster, offset) groups of one block: the exact engine "
                               "integrates them in one group only")
         self.prec0, self.m0 = (1 / block.mu_prior.params[1] ** 2, block.mu_prior.params[0]) if block.mu_prior.family == "normal" else (0.0, 0.0)
@@ -275,7 +277,7 @@ class Prepared:
         cov_eta = np.concatenate([(kap * r[:, c] * V)[:, None], cov_theta, cov_offset], 1)
         cov_u = (cov_eta / np.where(root > 0, root, np.inf)[:, None])[..., None]
         ok = np.isfinite(log_post) & (log_post >= floor) & np.isfinite(E) & np.isfinite(root)
-        u_ok, w_ok, z_ok, centre_ok, scale_ok = self._eta_quadrature(E[ok], root[ok], omega[ok], coarse, laplace=density_only)
+        u_ok, w_ok, z_ok, centre_ok, scale_ok = self.eta_rule(E[ok], root[ok], omega[ok], coarse, laplace=density_only)
         u, u_w = np.zeros((N, u_ok.shape[1], 1)), np.zeros((N, u_ok.shape[1]))
         u[ok, :, 0], u_w[ok], u_w[~ok, u_ok.shape[1] // 2] = u_ok, w_ok, 1.0
         centre, scale = np.zeros(N), np.ones(N)
@@ -284,7 +286,7 @@ class Prepared:
         log_post[ok] += z_ok
         return Nodes(tau, omega, log_post, mean, var, cov_u, cov_mu, u, u_w, centre, scale, beta, E, root)
 
-    def _log_lik(self, eta: np.ndarray, omega: np.ndarray, coarse: bool, derivatives: bool):
+    def censored_log_lik(self, eta: np.ndarray, omega: np.ndarray, coarse: bool, derivatives: bool):
         """The censored observations' log likelihood at eta (N, P); with ``derivatives`` also its first
         and second derivatives in eta."""
         b = self.b
@@ -292,26 +294,31 @@ class Prepared:
         for f in range(b.lo.size):
             s, log_w = self.se_rule(f, coarse)
             om2 = omega**2 if b.c_residual[f] else np.zeros_like(omega)
-            lf, g1, g2 = _censored_terms(eta, b.lo[f], b.hi[f], s, log_w, om2, derivatives)
+            lf, g1, g2 = censored_terms(eta, b.lo[f], b.hi[f], s, log_w, om2, derivatives)
             total += lf
             if derivatives:
                 d1 += g1
                 d2 += g2
         return total, d1, d2
 
-    def _eta_quadrature(self, E, root, omega, coarse, laplace: bool = False):
+    def eta_rule(self, E, root, omega, coarse, laplace: bool = False, log_lik=None):
         """Per (tau, omega) node, the rule over u (eta = E + root u, u ~ N(0, 1)) for the tilted density
         N(u; 0, 1) L(eta): nodes u = u* + C sinh(t) (t on a lattice, step ETA_STEP) around the mode u*,
         scaled by the curvature there, reaching until the density has fallen by e^-DROP; a trapezoid rule
         in t converges geometrically for skewed and sharp likelihoods alike. Returns the nodes (N, P),
         their normalised weights, log E[L(eta)], u* and C. With ``laplace``, log E[L(eta)] is Laplace's
-        approximation and there are no nodes (for the scans that place the grid, not for the posterior)."""
+        approximation and there are no nodes (for the scans that place the grid, not for the posterior).
+        ``log_lik(eta, idx, derivatives)``: the log likelihood at eta (rows: the nodes ``idx``) and, with
+        ``derivatives``, its first two derivatives; by default the block's censored observations'."""
         N = E.size
+        if log_lik is None:
+            def log_lik(eta, idx, derivatives):
+                return self.censored_log_lik(eta, omega[idx], coarse, derivatives)
         if N == 0:
             return np.zeros((0, 1)), np.zeros((0, 1)), np.zeros(0), np.zeros(0), np.ones(0)
 
         def objective(u, idx=slice(None), derivatives=True):  # log of the tilted density (unnormalised)
-            ll, g, d2 = self._log_lik(E[idx, None] + root[idx, None] * u, omega[idx], coarse, derivatives)
+            ll, g, d2 = log_lik(E[idx, None] + root[idx, None] * u, idx, derivatives)
             return -0.5 * u * u + ll, g, d2
 
         u = np.zeros(N)

@@ -191,6 +191,8 @@ class Diagnostics(Frozen):
     failures: tuple[str, ...] = Field(description="one sentence per failed criterion, naming the worst variable")
     thresholds: dict[str, float]
     cross_check: CrossCheck | None = None
+    cross_check_skipped: str | None = Field(None, description="why the exact answer for the same model was not computed "
+                                                              "(`metaeval run`: no fast exact form on this evidence)")
 
 
 class Numerical(Frozen):

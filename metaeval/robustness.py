@@ -93,7 +93,7 @@ def exact_result(evidence, spec: ModelSpec) -> tuple[Result | None, str | None]:
         layout = prepare(evidence, spec)
     except InputError as err:  # e.g. nothing left to fit once the variant drops it
         return None, "; ".join(p.message for p in err.problems)
-    why = exact_reason(layout, spec)
+    why = exact_reason(layout, spec, several_cells=False)
     if why is not None:
         return None, why
     try:

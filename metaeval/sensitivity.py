@@ -242,7 +242,7 @@ def fit_scenario(
         from metaeval.exact_full import exact_reason, summarise_exact
 
         layout = prepare(table, spec)
-        reason = exact_reason(layout, spec)
+        reason = exact_reason(layout, spec, several_cells=engine == "exact")
         if reason is None:
             return _compact(summarise_exact(layout, spec, table))
         if engine == "exact":

@@ -4,7 +4,7 @@ independent references.
 - The one-level model (no bias terms, no findings, one estimate a project) is what ``metaeval.exact``
   integrates (itself checked against metafor and bayesmeta): both must agree to 1e-5 posterior SDs.
 - Small blocks with a replicated project (omega), a biased design (an offset) and one or two direction-
-  only findings are checked against ``_exact_brute``: dense matrix algebra on the full joint covariance
+  only findings, in one project or in two (``metaeval.exact_cells``), are checked against ``_exact_brute``: dense matrix algebra on the full joint covariance
   and plain trapezoid grids over tau, omega and each finding's SE (nothing shared with the engine but
   the Block container). Means and SDs must agree to 1e-3 SD, each interval must hold 0.95 of the brute-
   force posterior (to 1e-4), and every stated numerical error must cover the actual one.
@@ -22,6 +22,7 @@ from _exact_brute import brute_force, weighted_draws
 
 from metaeval.exact import exact_posterior
 from metaeval.exact_block import NEW, Block, NoExactForm
+from metaeval.exact_cells import CellsPosterior, block_posterior
 from metaeval.exact_core import BlockPosterior
 from metaeval.priors import parse_prior as P
 
@@ -57,13 +58,39 @@ CASES = {
                     estimates=[(-1.0, 3.5**2, 0, -1, False)], offsets=[(1, 0.5, 1.0)],
                     censored=[(1.96, 40.0, 1, 0, True, 1.0, P("lognormal(0.47, 0.5)"))] * 2),
         dict(tau_range=(-9, 3.5), omega_range=(-9, 3.5), n_tau=50, n_omega=36, n_se=16)),
+    # findings in two projects of a domain (the bundled shape): a trial, a comparison-group study reported as
+    # "significant increase" (bias term) and a randomised project reported as "no significant effect" (no bias
+    # term: its effect is pinned by the finding, given mu); metaeval.exact_cells integrates them given mu
+    "findings_in_two_projects": (
+        Block.build(n_clusters=3, mu_prior=P("normal(0,10)"), tau_prior=P("halfnormal(4)"),
+                    estimates=[(-1.0, 3.5**2, 0, -1, False)], offsets=[(1, 0.5, 1.0)],
+                    censored=[(1.96, 40.0, 1, 0, False, 1.0, P("lognormal(0.47, 0.5)")),
+                              (-1.96, 1.96, 2, -1, False, 1.0, P("lognormal(0.47, 0.5)"))]),
+        dict(tau_range=(-9, 3.5), n_tau=200)),
+    # the same on the SMD-like scale with omega (a replicated trial), the findings being directions only
+    "findings_in_two_projects_replicated": (
+        Block.build(n_clusters=3, mu_prior=P("normal(0,0.5)"), tau_prior=P("halfnormal(0.2)"), omega_prior=P("halfnormal(0.2)"),
+                    estimates=[(0.02, 0.08**2, 0, -1, True), (0.17, 0.08**2, 0, -1, True)], offsets=[(1, 0.05, 0.1)],
+                    censored=[(0.0, 40.0, 1, 0, False, 1.0, P("lognormal(-2.5, 0.5)")),
+                              (-40.0, 0.0, 2, -1, False, 1.0, P("lognormal(-2.5, 0.5)"))]),
+        dict(tau_range=(-12, 0.5), omega_range=(-12, 0.5), n_tau=60, n_omega=40, n_se=16)),
 }
+
+
+_DRAWS: dict[int, tuple] = {}
+
+
+def _weighted_draws(block: Block):
+    """400,000 importance-weighted draws from the brute-force posterior of ``block``, drawn once a case."""
+    if id(block) not in _DRAWS:
+        _DRAWS[id(block)] = weighted_draws(block, 400_000, seed=3)
+    return _DRAWS[id(block)]
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
 def case(request):
     block, grids = CASES[request.param]
-    return block, BlockPosterior(block), brute_force(block, **grids)
+    return block, block_posterior(block), brute_force(block, **grids)
 
 
 @pytest.mark.slow
@@ -97,7 +124,7 @@ def test_intervals_hold_their_mass_under_the_brute_force_posterior(case):
     _, sd = post.fine.moments(rows)
     assert np.all(np.maximum(err_lo, err_hi) < 0.01 * sd)
     if block.lo.size > 1:  # the quadrature has no CDF for two findings: weighted draws instead
-        draws, w = weighted_draws(block, 400_000, seed=3)
+        draws, w = _weighted_draws(block)
         ess = 1 / np.sum(w**2)
         for i in rows:
             mass = w @ ((draws[:, i] >= lo[i]) & (draws[:, i] <= hi[i]))
@@ -119,7 +146,7 @@ def test_probabilities_match_brute_force(case):
     p_down, _ = post.both("prob_above", rows, -1.0, 0.0)
     assert np.all(err < 1e-3)
     if block.lo.size > 1:  # the quadrature has no CDF for two findings: weighted draws instead
-        draws, w = weighted_draws(block, 400_000, seed=4)
+        draws, w = _weighted_draws(block)
         ess = 1 / np.sum(w**2)
         for i in rows:
             simulated = w @ (draws[:, i] > 0)
@@ -185,11 +212,18 @@ def test_comparisons_match_simulation_from_the_components():
     assert np.all(np.abs(pair - simulated)[off] < 4 * np.sqrt(0.25 / n) + 2e-3)
 
 
-def test_findings_in_two_project_cells_of_a_domain_have_no_exact_form():
+def test_findings_in_two_projects_are_integrated_given_mu_and_two_designs_of_one_project_are_not():
+    se = P("lognormal(-1,0.5)")
+    two = Block.build(n_clusters=2, mu_prior=P("normal(0,1)"), tau_prior=P("halfnormal(1)"),
+                      censored=[(1.96, 40.0, 0, -1, False, 1.0, se), (1.96, 40.0, 1, -1, False, 1.0, se)])
+    assert isinstance(block_posterior(two), CellsPosterior)
     with pytest.raises(NoExactForm, match="one group only"):
-        BlockPosterior(Block.build(n_clusters=2, mu_prior=P("normal(0,1)"), tau_prior=P("halfnormal(1)"),
-                                   censored=[(1.96, 40.0, 0, -1, False, 1.0, P("lognormal(-1,0.5)")),
-                                             (1.96, 40.0, 1, -1, False, 1.0, P("lognormal(-1,0.5)"))]))
+        BlockPosterior(two)
+    one_project = Block.build(n_clusters=2, mu_prior=P("normal(0,1)"), tau_prior=P("halfnormal(1)"), offsets=[(0, 0.5, 1.0)],
+                              estimates=[(0.1, 0.01, 1, -1, False)],
+                              censored=[(1.96, 40.0, 0, -1, False, 1.0, se), (1.96, 40.0, 0, 0, False, 1.0, se)])
+    with pytest.raises(NoExactForm, match="one group a cluster"):
+        block_posterior(one_project)
 
 
 @pytest.mark.parametrize("prior", ["studentt(3, 0, 1)"])
@@ -205,7 +239,7 @@ def test_a_mu_prior_without_conjugacy_has_no_exact_form(prior):
 def evidence():
     """Shaped like the bundled evidence before the appraisal rules of data/README.md (direction-only findings in one project
     of a domain, a project with two estimates, weak designs): the bundled evidence now has findings in up
-    to six projects of a domain, which the exact engine refuses (see the CLI tests)."""
+    to six projects of a domain (metaeval.exact_cells: see the CLI tests)."""
     from _model_fixtures import bundled_like
 
     return bundled_like()

@@ -35,12 +35,17 @@ def test_engine_exact_computes_the_chosen_model(tmp_path):
     assert (tmp_path / "summary.json").is_file()
 
 
-def test_engine_exact_refuses_findings_in_several_projects_of_a_domain(tmp_path):
-    """The bundled evidence has direction-only findings in up to six projects of a domain (the appraisal rules of data/README.md): no exact
-    form here (yet), said plainly with the way out."""
-    rc, out, err = _cli("fit", "--engine", "exact", "--out", tmp_path)
-    assert rc == 2 and out == ""
-    assert "project/design cells" in err and "use --engine mcmc" in err and "direction_only.mode = exclude" in err
+@pytest.mark.slow
+def test_engine_exact_computes_the_bundled_evidence_with_findings_in_several_projects(tmp_path):
+    """The bundled evidence has direction-only findings in up to six projects of a domain (the appraisal rules of
+    data/README.md): computed exactly on request (metaeval.exact_cells), every finding in, its errors stated."""
+    rc, out, err = _cli("fit", "--engine", "exact", "--format", "json", "--out", tmp_path)
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["engine"] == "exact" and doc["model"]["name"] == "default"
+    assert doc["domains"]["activation"]["n_findings"] == 7 and doc["domains"]["progression"]["n_findings"] == 5
+    assert doc["numerical"]["error_sd_max"] < 0.01 and doc["numerical"]["error_p_max"] < 0.01
+    assert all(p["hdi_low"] < p["mean"] < p["hdi_high"] for d in doc["domains"].values() for p in d["projects"])
 
 
 def test_engine_exact_refuses_a_model_without_an_exact_form(tmp_path):
@@ -61,30 +66,37 @@ def test_engine_auto_is_exact_where_the_model_has_an_exact_form(tmp_path):
     auto = argparse.Namespace(engine="auto")
     assert engine_for(auto, records, load_spec("default")) == "exact"
     assert engine_for(auto, records, load_spec("design_hierarchy")) == "mcmc"
-    assert engine_for(auto, evidence_records(), load_spec("default")) == "mcmc"  # findings in several projects of a domain
+    assert engine_for(auto, evidence_records(), load_spec("default")) == "mcmc"  # findings in several projects: seconds, not ms
     assert engine_for(argparse.Namespace(engine="mcmc"), records, load_spec("default")) == "mcmc"
     rc, out, err = _cli("fit", "--engine", "auto", "--csv", EIGHT, "--format", "json", "--out", tmp_path)
     assert rc == 0, err
     assert json.loads(out)["engine"] == "exact"
 
 
-def test_findings_in_two_cells_of_a_domain_are_refused_with_the_reason(tmp_path):
-    """Two projects in one domain reported only as direction and significance: no exact form (yet), said plainly."""
+def test_findings_in_two_projects_are_exact_on_request_and_two_designs_of_one_project_are_refused():
+    """Two projects in one domain reported only as direction and significance: exact when asked for, left to MCMC by
+    the automatic uses (auto, the cross-check, the robustness variants), said plainly; one project's findings under
+    two designs: no exact form."""
     import pandas as pd
 
     from metaeval.exact_full import exact_reason
     from metaeval.model import prepare
     from metaeval.spec import load_spec
 
-    table = pd.DataFrame([
+    rows = [
         dict(estimate_id="a", project_id="a", domain="d", design="rct", yi=0.1, sei=0.1, poolable=True),
         dict(estimate_id="b", project_id="b", domain="d", design="rct", yi=None, sei=None, poolable=True,
              direction_only=True, direction="increase", significant=True),
         dict(estimate_id="c", project_id="c", domain="d", design="rct", yi=None, sei=None, poolable=True,
              direction_only=True, direction="decrease", significant=False),
-    ])
+    ]
     spec = load_spec("default")
-    assert "2 project/design cells" in exact_reason(prepare(table, spec), spec)
+    layout = prepare(pd.DataFrame(rows), spec)
+    assert exact_reason(layout, spec) is None
+    assert "2 projects" in exact_reason(layout, spec, several_cells=False) and "--engine exact" in exact_reason(layout, spec, several_cells=False)
+    two_designs = rows + [dict(estimate_id="d", project_id="b", domain="d", design="matched_register", yi=None, sei=None, poolable=True,
+                               direction_only=True, direction="increase", significant=False)]
+    assert "under two designs" in exact_reason(prepare(pd.DataFrame(two_designs), spec), spec)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +153,30 @@ def test_cross_check_leaves_a_model_without_an_exact_form_alone(mcmc_fit):
 
     table, spec, result, fitted = mcmc_fit
     hierarchical = replace(spec, bias_mode="hierarchical")
-    assert with_cross_check(result, fitted.posterior, table, hierarchical).diagnostics.cross_check is None
+    diagnostics = with_cross_check(result, fitted.posterior, table, hierarchical).diagnostics
+    assert diagnostics.cross_check is None and "hierarchical" in diagnostics.cross_check_skipped
+    assert diagnostics.passed == result.diagnostics.passed
+
+
+@pytest.mark.mcmc
+def test_cross_check_not_computed_is_said_in_the_report(mcmc_fit):
+    """Findings in several projects of a domain: exact on request only (seconds), so run's cross-check leaves them,
+    and the report's diagnostics say so beside the gate."""
+    import pandas as pd
+
+    from metaeval.exact_full import with_cross_check
+    from metaeval.views_fit import diagnostics
+
+    _, spec, result, fitted = mcmc_fit
+    several = pd.DataFrame([
+        dict(estimate_id="a", project_id="a", domain="d", design="rct", yi=0.1, sei=0.1, poolable=True),
+        *[dict(estimate_id=p, project_id=p, domain="d", design="rct", yi=None, sei=None, poolable=True,
+               direction_only=True, direction="increase", significant=False) for p in ("b", "c")],
+    ])
+    checked = with_cross_check(result, fitted.posterior, several, spec)
+    assert checked.diagnostics.cross_check is None and "on request only" in checked.diagnostics.cross_check_skipped
+    row = diagnostics(checked)["rows"][-1]
+    assert row["check"] == "against the exact answer" and row["value"].startswith("not computed: domain 'd' has direction-only findings in 2 projects")
 
 
 def test_sensitivity_grid_with_the_exact_engine():

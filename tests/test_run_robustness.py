@@ -29,10 +29,10 @@ def test_every_variant_is_either_computed_or_named_with_its_reason(bundled):
     computed = {o.variant for o in robustness.outcomes}
     skipped = {label for label, _ in robustness.skipped}
     assert computed | skipped == tried and not computed & skipped
-    # the bundled evidence: findings without numbers in several cells of a domain have no exact form; leaving them
-    # out, or keeping the trials alone, has one
+    # the bundled evidence: findings without numbers in several projects of a domain are computed exactly on request
+    # only (seconds a domain); leaving them out, or keeping the trials alone, computes in milliseconds
     assert computed == {"randomised trials only", "findings without numbers left out"}
-    assert all("direction-only findings in" in why and "use --engine mcmc" in why for _, why in robustness.skipped)
+    assert all("direction-only findings in" in why and "on request only (--engine exact" in why for _, why in robustness.skipped)
     section = report_section(robustness, baseline)
     left_out = section["text"][-1]
     assert left_out.startswith("Not computed here") and all(label in left_out for label in skipped)
