@@ -349,10 +349,13 @@ def plan(
 
 def plan_key(draws: Mapping[str, DomainDraws], rows: Sequence[Mapping], n, sd, se, sims: int, seed: int) -> str:
     """A hash of what :func:`plan` computes a plan from: the domains' draws and labels, the evidence rows, the options,
-    NumPy's version and metaeval's own code (every module's source, so a changed computation is never served from a cache)."""
+    NumPy's and SciPy's versions and metaeval's own code (every module's source, so a changed computation is never served
+    from a cache)."""
     import hashlib
 
-    digest = hashlib.sha256(repr((list(n), sd, se, sims, seed, np.__version__, _code_digest(), rows)).encode())
+    import scipy
+
+    digest = hashlib.sha256(repr((list(n), sd, se, sims, seed, np.__version__, scipy.__version__, _code_digest(), rows)).encode())
     for name, dd in draws.items():
         digest.update(repr((name, dd.domain, dd.label, dd.metric, dd.beneficial, dd.hdi_prob, dd.mu.dtype.str, dd.mu.shape)).encode())
         digest.update(np.ascontiguousarray(dd.mu).tobytes() + np.ascontiguousarray(dd.tau).tobytes())
