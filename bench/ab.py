@@ -107,6 +107,7 @@ def main() -> int:
         dest = dest.with_name(f"ab-{record['date']}-{n}.json")
     dest.write_text(json.dumps(record, indent=2) + "\n")
     print(f"\nwritten: {dest.relative_to(ROOT)}")
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
