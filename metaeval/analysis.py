@@ -35,12 +35,13 @@ class Analysis:
 
 
 def analyse(evidence, result: Result, *, source=None, reference=None, reference_label: str = "no_bias",
-            costs: tuple[CostFigure, ...] = (), wtp: float | None = None, n=DEFAULT_N, sims: int = DEFAULT_SIMS) -> Analysis:
+            costs: tuple[CostFigure, ...] = (), wtp: float | None = None, n=DEFAULT_N, sims: int = DEFAULT_SIMS, cache=None) -> Analysis:
     """Everything the report's initiative sections need (see the module docstring).
 
     ``source``: the fit's draws; ``reference``: draws under ``reference_label`` (the no-bias variant) for
     the comparison's bias check; ``costs``: :func:`metaeval.costs.load_costs`; ``wtp``: willingness to
-    pay per person helped (DKK); ``n``, ``sims``: the planning simulation's study sizes and size.
+    pay per person helped (DKK); ``n``, ``sims``: the planning simulation's study sizes and size; ``cache``: a
+    folder keeping the plan for the next analysis of the same draws (:func:`metaeval.planning.plan`).
     """
     from metaeval.initiatives import profiles
 
@@ -70,7 +71,7 @@ def analyse(evidence, result: Result, *, source=None, reference=None, reference_
         comparison=compare(draws, reference=reference, reference_label=reference_label, names=project_names(evidence)),
         costs=tuple(costs),
         cost_effectiveness=cost_effectiveness(costs, draws, wtp=wtp) if any(f.per_person for f in costs) else None,
-        plan=plan(draws, evidence=evidence, n=n, sims=sims),
+        plan=plan(draws, evidence=evidence, n=n, sims=sims, cache=cache),
         missing=missing,
     )
 

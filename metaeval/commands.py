@@ -100,6 +100,8 @@ def sampler_settings(args: argparse.Namespace):
 
 #: --engine: exact inference where the model has an exact form (metaeval.exact_full), MCMC otherwise.
 ENGINES = ("mcmc", "exact", "auto")
+#: The folder under --out where report and run keep their planning simulations (:func:`metaeval.planning.plan`'s cache).
+PLANS = "plans"
 
 
 def _exact_summary(args: argparse.Namespace, evidence, spec):
@@ -509,4 +511,5 @@ def analysis_for(args: argparse.Namespace, evidence, summary):
     spec = load_spec(args.model, args.prior)
     posterior = cached_posterior(evidence, spec, out=args.out, settings=sampler_settings(args))
     reference = reference_draws(args, evidence, spec, fit=False) if posterior is not None else None
-    return analyse(evidence, summary, source=posterior, reference=reference, costs=costs)
+    cache = args.out / PLANS if getattr(args, "output", None) is None else None  # report --output FILE writes that file only
+    return analyse(evidence, summary, source=posterior, reference=reference, costs=costs, cache=cache)

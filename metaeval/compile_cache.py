@@ -13,6 +13,13 @@ compiled with ``numba.cfunc(sig, cache=True)``, so a later process loads them fr
   sizes; plus the exact versions of Python, numba, llvmlite, PyTensor, PyMC, nutpie and NumPy and the
   CPU numba compiles for. Never the values of ``pm.Data`` containers: a refit with other prior values
   or other evidence of the same shape loads the same entry.
+- An index finds a model's entry without compiling anything: keyed by a hash of the two graphs as nutpie
+  hands them to PyTensor (before PyTensor's rewrites), the model's check_bounds, PyTensor's settings and
+  the same versions and CPU, it names the entry and the order of the shared variables. A model found
+  there skips PyTensor's rewrites and numba code of its graphs (the bundled model's compile_model in a
+  fresh process: 0.88 -> 0.43 s): the callbacks loaded from disk hold that code. Graphs it cannot key (an op
+  without ``__props__``, shared variables not named uniquely) and records it cannot use are prepared in
+  full as before, which records them again.
 - The callbacks read the shared arrays through nutpie's own ``user_data`` record, as nutpie's do, so
   ``CompiledPyMCModel.with_data`` keeps working, and call the same PyTensor functions.
 - A missing entry is compiled in a child process and then loaded like any other, so every fit, the
@@ -23,20 +30,23 @@ compiled with ``numba.cfunc(sig, cache=True)``, so a later process loads them fr
   ``~/.cache/metaeval`` (``metaeval --cache-dir`` sets the first). A lock per entry makes concurrent
   first runs compile once; an entry whose files differ from their recorded SHA-256, or which numba
   does not load (stale, other numba, other CPU, unreadable), is rebuilt, never trusted.
-- It relies on nutpie internals (``_make_functions``, ``make_user_data``, ``_prepare_dims_and_coords``,
-  the ``CompiledPyMCModel`` fields, the ``user_data`` record layout), on PyTensor's numba cache key
-  and on numba's name for its CPU target; nutpie is pinned exactly in ``requirements.lock``. When they differ from what this module was
-  written against, or a model cannot be cached, the fit compiles with ``nutpie.compile_pymc_model``
-  as before, after a one-line note.
+- It relies on nutpie internals (``_make_functions`` and its compiling with ``pymc.pytensorf.compile``,
+  ``make_user_data``, ``_prepare_dims_and_coords``, the ``CompiledPyMCModel`` fields, the ``user_data``
+  record layout), on PyTensor's numba cache key and its registry of settings (``config._config_var_dict``),
+  and on numba's name for its CPU target; nutpie is pinned exactly in ``requirements.lock``. When they
+  differ from what this module was written against, or a model cannot be cached, the fit compiles with
+  ``nutpie.compile_pymc_model`` as before, after a one-line note.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -125,7 +135,7 @@ class _Parts:
 
     n_dim: int
     n_expanded: int
-    logp_fn: object  # PyTensor functions (mode NUMBA); their ``vm.jit_fn`` is called by the callbacks
+    logp_fn: object  # PyTensor functions (mode NUMBA) whose ``vm.jit_fn`` the callbacks call; None when loaded by the index
     expand_fn: object
     initial_point: object
     shape_info: tuple
@@ -150,34 +160,95 @@ def _locked(func):
     return call
 
 
-def _prepare(model) -> _Parts:
-    """Everything ``nutpie.compile_pymc_model`` makes for ``model`` except the two numba callbacks.
+class _Compile:
+    """A call of PyMC's ``compile`` that nutpie's ``_make_functions`` made, kept to be run when the function is needed."""
 
-    Follows nutpie 0.16.11 step by step (initial points from the support point with jitter, PyTensor
-    functions in numba mode, shared variables copied read-only), so the sampler is nutpie's own but for
-    where the callbacks come from. The shared variables' record keys are their positions, not nutpie's
-    random ones, so the generated source is the same in every process.
-    """
-    import numpy as np
+    def __init__(self, model, real, inputs, outputs, kwargs) -> None:
+        self.model, self.real, self.inputs, self.outputs, self.kwargs = model, real, inputs, outputs, kwargs
+
+    def run(self):
+        with self.model:  # as nutpie calls it: PyMC's compile reads check_bounds from the model in context
+            return self.real(self.inputs, self.outputs, **self.kwargs)
+
+
+@dataclass
+class _Graphs:
+    """What nutpie's ``_make_functions`` makes for a model, with its two compiles (log density, expansion) not yet run."""
+
+    n_dim: int
+    n_expanded: int
+    logp: _Compile
+    expand: _Compile
+    initial_point: object
+    shape_info: tuple
+    reparameterized_names: list[str]
+
+
+_DEFERRING = threading.Lock()  # one thread at a time swaps PyMC's compile for the recorder
+
+
+def _graphs(model) -> _Graphs:
+    """nutpie 0.16.11's ``_make_functions`` for ``model`` (initial points from the support point with jitter, mode
+    NUMBA), with PyMC's ``compile`` of the two NUMBA functions recorded instead of run: a model the index finds
+    needs neither PyTensor's rewrites nor its numba code of them (its callbacks carry the compiled code)."""
+    import pymc.pytensorf
     from nutpie import compile_pymc
     from pymc.initial_point import make_initial_point_fn
 
     point_fn = make_initial_point_fn(model=model, overrides=None, default_strategy="support_point",
                                      jitter_rvs=set(model.free_RVs), return_transformed=True)
-    n_dim, n_expanded, logp_fn, expand_fn, initial_point, shape_info, reparameterized = compile_pymc._make_functions(
-        model, mode="NUMBA", compute_grad=True, join_expanded=True, pymc_initial_point_fn=_locked(point_fn), var_names=None)
-    shared_var_keys, shared_data = {}, {}
-    for var in [*logp_fn.get_shared(), *expand_fn.get_shared()]:
-        if var not in shared_var_keys:
-            key = f"s{len(shared_var_keys)}"
-            shared_var_keys[var] = key
-            shared_data[key] = np.array(var.get_value(), order="C", copy=True)
-            shared_data[key].flags.writeable = False
-    user_data = compile_pymc.make_user_data(shared_var_keys, shared_data)
-    source = _source(n_dim, n_expanded, logp_fn, expand_fn, shared_var_keys, shared_data, user_data.dtype)
-    dims, coords = compile_pymc._prepare_dims_and_coords(model, shape_info, reparameterized)
-    return _Parts(n_dim, n_expanded, logp_fn, expand_fn, initial_point, shape_info, reparameterized, dims, coords,
+    calls: list[_Compile] = []
+    with _DEFERRING:
+        real, owner = pymc.pytensorf.compile, threading.get_ident()
+
+        def record(inputs, outputs, *args, **kwargs):
+            if args or kwargs.get("mode") != "NUMBA" or threading.get_ident() != owner:
+                return real(inputs, outputs, *args, **kwargs)
+            calls.append(_Compile(model, real, inputs, outputs, kwargs))
+            return calls[-1]
+
+        pymc.pytensorf.compile = record
+        try:
+            n_dim, n_expanded, logp, expand, initial_point, shape_info, reparameterized = compile_pymc._make_functions(
+                model, mode="NUMBA", compute_grad=True, join_expanded=True, pymc_initial_point_fn=_locked(point_fn), var_names=None)
+        finally:
+            pymc.pytensorf.compile = real
+    if len(calls) != 2 or [logp, expand] != calls:
+        raise Uncacheable("nutpie's _make_functions no longer compiles its functions with pymc.pytensorf.compile")
+    return _Graphs(n_dim, n_expanded, logp, expand, initial_point, shape_info, reparameterized)
+
+
+def _prepare(model, graphs: _Graphs | None = None) -> _Parts:
+    """Everything ``nutpie.compile_pymc_model`` makes for ``model`` except the two numba callbacks.
+
+    Follows nutpie 0.16.11 step by step (``_graphs``, then PyTensor functions in numba mode, shared
+    variables copied read-only), so the sampler is nutpie's own but for where the callbacks come from.
+    The shared variables' record keys are their positions, not nutpie's random ones, so the generated
+    source is the same in every process.
+    """
+    from nutpie import compile_pymc
+
+    g = graphs or _graphs(model)
+    logp_fn, expand_fn = g.logp.run(), g.expand.run()
+    shared = list(dict.fromkeys([*logp_fn.get_shared(), *expand_fn.get_shared()]))
+    shared_var_keys, shared_data, user_data = _shared(shared)
+    source = _source(g.n_dim, g.n_expanded, logp_fn, expand_fn, shared_var_keys, shared_data, user_data.dtype)
+    dims, coords = compile_pymc._prepare_dims_and_coords(model, g.shape_info, g.reparameterized_names)
+    return _Parts(g.n_dim, g.n_expanded, logp_fn, expand_fn, g.initial_point, g.shape_info, g.reparameterized_names, dims, coords,
                   shared_data, shared_var_keys, user_data, source, _key(source))
+
+
+def _shared(variables) -> tuple[dict, dict, object]:
+    """nutpie's shared-variable keys, read-only copies of their values and its ``user_data`` record, keyed by position."""
+    import numpy as np
+    from nutpie import compile_pymc
+
+    shared_var_keys, shared_data = {}, {}
+    for var in variables:
+        key = shared_var_keys[var] = f"s{len(shared_var_keys)}"
+        shared_data[key] = np.array(var.get_value(), order="C", copy=True)
+        shared_data[key].flags.writeable = False
+    return shared_var_keys, shared_data, compile_pymc.make_user_data(shared_var_keys, shared_data)
 
 
 def _graph_key(function) -> str:
@@ -313,14 +384,99 @@ def expand(dim, expanded, x_, out_, user_data_):
 '''
 
 
-def _key(source: str) -> str:
-    """The entry's name: a hash of the source, the library versions and the CPU numba targets."""
+@functools.cache
+def _environment() -> dict:
+    """The installation a compiled entry is only valid for: Python, the exact library versions, the CPU numba targets."""
     from numba.core.registry import cpu_target
 
     versions = {name: metadata.version(name) for name in ("numba", "llvmlite", "pytensor", "pymc", "nutpie", "numpy")}
-    content = json.dumps({"format": FORMAT, "source": source, "python": sys.version, "versions": versions,
-                          "cpu": repr(cpu_target.target_context.codegen().magic_tuple())}, sort_keys=True)
+    return {"format": FORMAT, "python": sys.version, "versions": versions, "cpu": repr(cpu_target.target_context.codegen().magic_tuple())}
+
+
+def _key(source: str) -> str:
+    """The entry's name: a hash of the source, the library versions and the CPU numba targets."""
+    content = json.dumps({**_environment(), "source": source}, sort_keys=True)
     return hashlib.sha256(content.encode()).hexdigest()[:32]
+
+
+# --- the index: a model's graphs, as handed to PyTensor, name its entry --------------------------
+
+#: PyTensor settings that cannot change what its NUMBA mode compiles (paths, C compiler, profiling, debug
+#: modes, messages); some are slow to work out. Every other setting is part of an index key.
+_IRRELEVANT_SETTINGS = ("blas__", "cxx", "gcc", "compiledir", "base_compiledir", "generated_src_dir", "profil", "DebugMode__",
+                        "NanGuardMode__", "traceback__", "cmodule__", "compile__", "print_global_stats", "compiler_verbose",
+                        "optimizer_verbose", "nocleanup", "exception_verbosity", "unpickle_function", "warn_float64")
+
+
+def _index_key(model, graphs: _Graphs) -> tuple[str, dict]:
+    """The index key of ``graphs`` and their shared variables by name: what PyTensor is given to compile, hashed.
+
+    The hash names each node's op by its class and ``__props__`` (PyTensor's own notion of op equality),
+    each variable's type, constants by value, shared variables and other inputs by name and type, the
+    topology, the inputs, outputs and givens of both compiles, the model's check_bounds (which picks
+    PyMC's rewrites) and PyTensor's settings; the environment of ``_key`` (versions, CPU) is added. What
+    PyTensor compiles follows from these, so equal keys lead to the same entry, without rewriting or
+    compiling anything. Never the values of shared variables (``pm.Data``): their shapes are in the
+    types of the graphs, which are sized by the model's current data.
+    """
+    import pickle
+
+    import numpy as np
+    from pytensor import config
+    from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.graph.basic import Constant
+    from pytensor.graph.traversal import toposort
+
+    ids: dict = {}
+    shared: dict[str, object] = {}
+    lines: list = []
+    digests: dict[int, tuple[object, str]] = {}  # id -> (the object, kept alive so its id stays its own; its digest)
+
+    def digest(obj, content) -> str:
+        if id(obj) not in digests:
+            digests[id(obj)] = (obj, hashlib.sha256(pickle.dumps(content(), protocol=5)).hexdigest())
+        return digests[id(obj)][1]
+
+    def op(node) -> str:
+        props = getattr(node.op, "__props__", None)
+        if props is None:
+            raise Uncacheable(f"the op {type(node.op).__name__} has no __props__")
+        return digest(node.op, lambda: (type(node.op).__module__, type(node.op).__qualname__, node.op._props()))
+
+    def of_type(var) -> str:
+        return digest(var.type, lambda: var.type)
+
+    def ref(var) -> int:
+        if var not in ids:  # a root of the graphs
+            if isinstance(var, Constant):
+                data = np.asarray(var.data) if isinstance(var.data, np.ndarray | np.generic) else None
+                value = hashlib.sha256(data.dtype.str.encode() + repr(data.shape).encode() + data.tobytes()).hexdigest() \
+                    if data is not None else hashlib.sha256(pickle.dumps(var.data, protocol=5)).hexdigest()
+                lines.append(("constant", of_type(var), value))
+            elif isinstance(var, SharedVariable):
+                if not var.name or shared.setdefault(var.name, var) is not var:
+                    raise Uncacheable(f"the shared variables are not named uniquely ({var.name!r})")
+                lines.append(("shared", var.name, of_type(var)))
+            else:
+                lines.append(("input", var.name, of_type(var)))
+            ids[var] = len(ids)
+        return ids[var]
+
+    for name, call in (("logp", graphs.logp), ("expand", graphs.expand)):
+        if set(call.kwargs) - {"mode", "givens"}:
+            raise Uncacheable(f"nutpie compiles with other arguments ({', '.join(sorted(call.kwargs))})")
+        givens = [tuple(pair) for pair in call.kwargs.get("givens") or ()]
+        outputs = list(call.outputs)
+        for node in toposort([*outputs, *(v for pair in givens for v in pair)]):
+            if node.outputs[0] not in ids:
+                lines.append(("apply", op(node), [ref(v) for v in node.inputs], [of_type(v) for v in node.outputs]))
+                for v in node.outputs:
+                    ids[v] = len(ids)
+        lines.append((name, call.kwargs["mode"], [ref(v) for v in call.inputs], [ref(v) for v in outputs],
+                      [[ref(a), ref(b)] for a, b in givens]))
+    settings = {name: str(getattr(config, name)) for name in config._config_var_dict if not name.startswith(_IRRELEVANT_SETTINGS)}
+    content = pickle.dumps((lines, bool(model.check_bounds), sorted(settings.items()), sorted(_environment().items())), protocol=5)
+    return hashlib.sha256(content).hexdigest()[:32], shared
 
 
 # --- entries on disk ---------------------------------------------------------------------------
@@ -330,13 +486,23 @@ def compile_model(model):
     """``nutpie.compile_pymc_model(model)``, with the two callbacks loaded from the cache (built first if missing).
 
     Falls back to nutpie's own compile, after a one-line note on stderr, when nutpie's internals
-    differ from what this module relies on, or this model or cache folder cannot be used.
+    differ from what this module relies on, or this model or cache folder cannot be used. A model
+    found by the index has no ``logp_func`` and ``expand_func`` (None): nutpie's PyTensor functions,
+    which its sampler does not call, are never compiled then.
     """
     problem = nutpie_problem()
     if problem is None:
         try:
-            parts = _prepare(model)
-            return _compiled(parts, *_callbacks(model, parts))
+            graphs = _graphs(model)
+            index = _index(model, graphs)
+            found = index and _from_index(model, graphs, *index)
+            if found:
+                return found
+            parts = _prepare(model, graphs)
+            compiled = _compiled(parts, *_callbacks(model, parts))
+            if index:
+                _write_index(index[0], parts, index[1])
+            return compiled
         except Exception as err:  # the cache must never be why a fit fails: nutpie's own compile decides
             problem = str(err) if isinstance(err, Uncacheable) else f"{type(err).__name__}: {err}"
     log.warning("compiling without the compile cache (%s)", problem)
@@ -345,24 +511,86 @@ def compile_model(model):
     return nutpie.compile_pymc_model(model)
 
 
+def _index(model, graphs: _Graphs) -> tuple[Path, dict] | None:
+    """Where the index names the entry of ``graphs``, and their shared variables by name; None for graphs it cannot key."""
+    try:
+        key, shared = _index_key(model, graphs)
+    except Exception as err:  # an op without __props__, or props that cannot be pickled: never why a fit fails
+        log.debug("the model is prepared in full each time: %s", err)
+        return None
+    return cache_root() / "index" / f"{key}.json", shared
+
+
+def _from_index(model, graphs: _Graphs, path: Path, shared: dict):
+    """The compiled model from the entry the index names for ``graphs``, without compiling them; None when the index
+    has no (readable) record of them, or its entry is missing, untrusted or does not load: then the model is
+    prepared in full, which rebuilds what has to be."""
+    try:
+        return _indexed(model, graphs, path, shared)
+    except Exception as err:  # whatever went wrong, preparing the model in full decides
+        log.debug("the index record %s cannot be used (%s: %s)", path, type(err).__name__, err)
+        return None
+
+
+def _indexed(model, graphs: _Graphs, path: Path, shared: dict):
+    from nutpie import compile_pymc
+
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    if record["format"] != FORMAT or not re.fullmatch(r"[0-9a-f]{32}", record["entry"]) \
+            or (record["n_dim"], record["n_expanded"]) != (graphs.n_dim, graphs.n_expanded):
+        return None
+    entry = cache_root() / "callbacks" / record["entry"]
+    shared_var_keys, shared_data, user_data = _shared([shared[name] for name in record["shared"]])
+    if str(user_data.dtype) != record["record"]:  # the record layout the callbacks were generated for
+        return None
+    with _lock(entry, shared=True):
+        source = (entry / "callbacks.py").read_text(encoding="utf-8")
+        if _key(source) != entry.name or _untrusted(entry, entry.name, source) is not None:
+            return None
+        logp, expand = _load(entry, source)
+    dims, coords = compile_pymc._prepare_dims_and_coords(model, graphs.shape_info, graphs.reparameterized_names)
+    parts = _Parts(graphs.n_dim, graphs.n_expanded, None, None, graphs.initial_point, graphs.shape_info, graphs.reparameterized_names,
+                   dims, coords, shared_data, shared_var_keys, user_data, source, entry.name)
+    return _compiled(parts, logp, expand)
+
+
+def _write_index(path: Path, parts: _Parts, shared: dict) -> None:
+    """Record in the index that the graphs keyed ``path`` compile to the entry of ``parts`` (written whole or not at all)."""
+    if any(shared.get(var.name) is not var for var in parts.shared_var_keys):
+        return  # PyTensor compiled shared variables the graphs do not name: nothing to record
+    record = {"format": FORMAT, "entry": parts.key, "shared": [var.name for var in parts.shared_var_keys], "record": str(parts.user_data.dtype),
+              "n_dim": int(parts.n_dim), "n_expanded": int(parts.n_expanded)}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
+        temporary.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as err:  # the next fit prepares the model in full again; this one has its callbacks
+        log.debug("cannot record %s in the index: %s", path, err)
+
+
 def _callbacks(model, parts: _Parts):
     """The two callbacks of ``parts`` loaded from their entry, which is built first when missing or untrusted."""
     entry = cache_root() / "callbacks" / parts.key
+    inner = parts.logp_fn.vm.jit_fn, parts.expand_fn.vm.jit_fn
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise Uncacheable(f"cannot create {entry.parent}: {err.strerror}") from None
     with _lock(entry, shared=True):
-        problem = _untrusted(entry, parts)
+        problem = _untrusted(entry, parts.key, parts.source)
         if problem is None:
             try:
-                return _load(entry, parts)
+                return _load(entry, parts.source, inner)
             except Exception as err:  # stale, unreadable or foreign: rebuilt below
                 problem = f"numba cannot load it ({type(err).__name__})"
     with _lock(entry, shared=False):
-        if _untrusted(entry, parts) is None:  # built by another process while this one waited
+        if _untrusted(entry, parts.key, parts.source) is None:  # built by another process while this one waited
             try:
-                return _load(entry, parts)
+                return _load(entry, parts.source, inner)
             except Exception as err:
                 problem = f"numba cannot load it ({type(err).__name__})"
         payload = _payload(model)
@@ -371,7 +599,7 @@ def _callbacks(model, parts: _Parts):
         log.warning(COLD_NOTE)
         _build(payload, parts, entry)
         try:
-            return _load(entry, parts)
+            return _load(entry, parts.source, inner)
         except _NotInCache:
             raise Uncacheable("numba did not keep the compiled callbacks on disk") from None
 
@@ -396,12 +624,12 @@ def _hashes(entry: Path, names) -> dict[str, str]:
     return {name: hashlib.sha256((entry / name).read_bytes()).hexdigest() for name in names}
 
 
-def _untrusted(entry: Path, parts: _Parts) -> str | None:
+def _untrusted(entry: Path, key: str, source: str) -> str | None:
     """Why the files of ``entry`` cannot be used as they are, or None: each must match its recorded SHA-256."""
     try:
         manifest = json.loads((entry / "manifest.json").read_text(encoding="utf-8"))
         files = manifest["files"]
-        if manifest["key"] != parts.key or files.get("callbacks.py") != hashlib.sha256(parts.source.encode()).hexdigest():
+        if manifest["key"] != key or files.get("callbacks.py") != hashlib.sha256(source.encode()).hexdigest():
             return "it belongs to another model"
         if _hashes(entry, files) != files:
             return "its files changed after it was built"
@@ -412,16 +640,20 @@ def _untrusted(entry: Path, parts: _Parts) -> str | None:
     return None
 
 
-def _load(entry: Path, parts: _Parts, *, build: bool = False):
-    """The two callbacks from ``entry``'s source, loaded from numba's disk cache; compiled and saved with ``build``."""
+def _load(entry: Path, source: str, inner=(None, None), *, build: bool = False):
+    """The two callbacks from ``entry``'s source, loaded from numba's disk cache; compiled and saved with ``build``.
+
+    ``inner`` are the numba functions of the two PyTensor graphs the callbacks call; only compiling needs
+    them: what numba saved holds their code too, so an entry loads without them.
+    """
     import numba
 
     path = entry / "callbacks.py"
-    module = types.ModuleType(f"metaeval_callbacks_{parts.key}")
+    module = types.ModuleType(f"metaeval_callbacks_{entry.name}")
     module.__file__ = str(path)
-    exec(compile(parts.source, str(path), "exec"), module.__dict__)  # the file's own text: numba stamps the file
+    exec(compile(source, str(path), "exec"), module.__dict__)  # the file's own text: numba stamps the file
     sys.modules[module.__name__] = module  # numba names the module in what it saves, and imports it on loading
-    module.logp_inner, module.expand_inner = parts.logp_fn.vm.jit_fn, parts.expand_fn.vm.jit_fn
+    module.logp_inner, module.expand_inner = inner
     options = {} if build else {"pipeline_class": _refuse_to_compile}
     return (numba.cfunc(_LOGP_SIG, cache=True, **options)(module.logp),
             numba.cfunc(_EXPAND_SIG, cache=True, **options)(module.expand))
@@ -483,7 +715,7 @@ def _child(entry: Path) -> int:
 
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="Cannot cache", category=NumbaWarning)  # fail loudly, not silently uncached
-        _load(entry, parts, build=True)
+        _load(entry, parts.source, (parts.logp_fn.vm.jit_fn, parts.expand_fn.vm.jit_fn), build=True)
     return 0
 
 

@@ -32,9 +32,11 @@ per person ``sd`` set by the analyst or derived from the domain's metric and evi
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 from pydantic import Field
@@ -60,11 +62,21 @@ _BLOCK = 1_000_000
 
 
 def study_weights(mu: np.ndarray, tau: np.ndarray, y: np.ndarray, se: float) -> np.ndarray:
-    """Normalised weights (sims, draws) of the draws after a new study with estimates ``y`` and SE ``se``."""
+    """Normalised weights (sims, draws) of the draws after a new study with estimates ``y`` and SE ``se``.
+
+    ``log w = -log(v)/2 - (y - mu)²/(2v)`` with ``v = tau² + se²``, worked out in one array in place (the same
+    operations in the same order as the plain expression, so the same numbers, at half the time).
+    """
     v = tau**2 + se**2
-    log_w = -0.5 * np.log(v)[None, :] - 0.5 * (np.asarray(y, dtype=float)[:, None] - mu[None, :]) ** 2 / v[None, :]
-    w = np.exp(log_w - log_w.max(axis=1, keepdims=True))
-    return w / w.sum(axis=1, keepdims=True)
+    w = np.subtract(np.asarray(y, dtype=float)[:, None], mu[None, :])
+    np.square(w, out=w)
+    np.multiply(0.5, w, out=w)
+    np.divide(w, v[None, :], out=w)
+    np.subtract((-0.5 * np.log(v))[None, :], w, out=w)
+    w -= w.max(axis=1, keepdims=True)
+    np.exp(w, out=w)
+    w /= w.sum(axis=1, keepdims=True)
+    return w
 
 
 def weighted_hdi(x: np.ndarray, weights: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarray]:
@@ -72,14 +84,19 @@ def weighted_hdi(x: np.ndarray, weights: np.ndarray, prob: float) -> tuple[np.nd
 
     ``x`` need not be sorted. The interval runs between two draws, as ArviZ's HDI of draws does. Only the
     windows that can hold ``prob`` are searched: those starting below the last ``1 - prob`` of the weight
-    (for 95%, about a twentieth of the draws; the same intervals as searching from every draw).
+    (for 95%, about a twentieth of the draws; the same intervals as searching from every draw). The
+    cumulative weights are summed down the columns of the transposed array: each row's running sum in
+    the same order, so the same numbers, in a third less time than along the rows.
     """
     order = np.argsort(x, kind="stable")
     xs = np.asarray(x, dtype=float)[order]
     w = np.atleast_2d(weights)[:, order]
-    cum = np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1)
+    cum = np.empty((w.shape[1], w.shape[0]))
+    np.divide(w.T, w.sum(axis=1), out=cum)
+    np.cumsum(cum, axis=0, out=cum)
     low, high = np.empty(w.shape[0]), np.empty(w.shape[0])
-    for r, c in enumerate(cum):  # a loop of 1-D searches beats one batched search
+    for r in range(w.shape[0]):  # a loop of 1-D searches beats one batched search
+        c = cum[:, r]
         reach = np.concatenate(([0.0], c[:-1])) + (prob - 1e-12)  # the weight a window from each draw must reach
         m = int(np.searchsorted(reach, c[-1], side="right"))  # windows from later draws never reach it
         end = np.searchsorted(c, reach[:m], side="left")
@@ -256,6 +273,7 @@ def plan(
     se: float | Sequence[float] | None = None,
     sims: int = DEFAULT_SIMS,
     seed: int = DEFAULT_SEED,
+    cache: str | Path | None = None,
 ) -> Plan:
     """What a new randomised evaluation would do to each domain's verdict (see the module docstring).
 
@@ -263,7 +281,10 @@ def plan(
     table or rows, to derive the outcome's SD for metrics other than SMD. ``n``: participants per
     arm (default 50, 100, 200, 400). ``sd``: the outcome's SD per person (one number for one domain, or
     per domain); ``se``: the new study's SE directly, one number or several (then ``n``, if given,
-    labels them: one n per SE). The same inputs and seed give the same numbers.
+    labels them: one n per SE). The same inputs and seed give the same numbers. ``cache``: a folder where
+    the plan is kept under a hash of everything it is computed from (:func:`plan_key`) and found again:
+    the simulation is most of a report's time (7 of 11 CPU-s on the bundled fit), and a report made
+    again from the same fit needs the same plan.
     """
     draws = domain_draws(source)
     n = [int(x) for x in (n if n is not None else ([] if se is not None else DEFAULT_N))]
@@ -285,6 +306,12 @@ def plan(
     if sims < 100:
         raise InputError(Problem("command line", "", "--sims", f"at least 100 simulated studies are needed, got {sims}"))
     rows = evidence.to_dict("records") if hasattr(evidence, "to_dict") else list(evidence or [])
+    kept = None if cache is None else Path(cache) / f"{plan_key({d: draws[d] for d in wanted}, rows, n, sd, ses, sims, seed)}.json"
+    if kept is not None:
+        try:
+            return Plan.model_validate_json(kept.read_bytes())
+        except (OSError, ValueError):  # not there, or unreadable: computed and kept below
+            pass
     out, skipped = {}, {}
     for d in wanted:
         dd = draws[d]
@@ -308,7 +335,43 @@ def plan(
     method = ("preposterior simulation: importance reweighting of the posterior draws by each simulated study's marginal "
               f"likelihood ({sims} simulated studies per size, common to all sizes); closed form: normal approximation with tau "
               "at its posterior median")
-    return Plan(domains=out, skipped=skipped, sims=sims, seed=seed, method=method)
+    result = Plan(domains=out, skipped=skipped, sims=sims, seed=seed, method=method)
+    if kept is not None:
+        from metaeval.files import write_atomic
+
+        try:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(kept, result.model_dump_json())
+        except OSError:  # a cache: the next report computes the plan again
+            pass
+    return result
+
+
+def plan_key(draws: Mapping[str, DomainDraws], rows: Sequence[Mapping], n, sd, se, sims: int, seed: int) -> str:
+    """A hash of what :func:`plan` computes a plan from: the domains' draws and labels, the evidence rows, the options,
+    NumPy's and SciPy's versions and metaeval's own code (every module's source, so a changed computation is never served
+    from a cache)."""
+    import hashlib
+
+    import scipy
+
+    digest = hashlib.sha256(repr((list(n), sd, se, sims, seed, np.__version__, scipy.__version__, _code_digest(), rows)).encode())
+    for name, dd in draws.items():
+        digest.update(repr((name, dd.domain, dd.label, dd.metric, dd.beneficial, dd.hdi_prob, dd.mu.dtype.str, dd.mu.shape)).encode())
+        digest.update(np.ascontiguousarray(dd.mu).tobytes() + np.ascontiguousarray(dd.tau).tobytes())
+    return digest.hexdigest()[:32]
+
+
+@functools.cache
+def _code_digest() -> str:
+    """A hash of the source of every metaeval module."""
+    import hashlib
+    from importlib import resources
+
+    digest = hashlib.sha256()
+    for path in sorted((p for p in resources.files("metaeval").iterdir() if p.name.endswith(".py")), key=lambda p: p.name):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def domain_plan(dd: DomainDraws, points: Sequence[tuple[int | None, float]], *, unit_sd: float | None, basis: str, sims: int,

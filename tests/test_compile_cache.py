@@ -167,6 +167,92 @@ def test_the_key_follows_the_model_structure_not_its_data_values():
     assert key(EIGHT_SCHOOLS_Y[:5], EIGHT_SCHOOLS_SE[:5]) != base  # another size
 
 
+@pytest.mark.subprocess
+def test_the_index_key_follows_the_graphs_handed_to_pytensor_not_the_data_values():
+    """Read without compiling: the same structure and sizes find the same entry, whatever the data and prior values."""
+    def keys(*args):
+        model = _model(*args)
+        return compile_cache._index_key(model, compile_cache._graphs(model))[0], compile_cache._prepare(model).key
+
+    base = keys()
+    assert keys([1.0] * 8, [2.0] * 8, ["tau=halfnormal(3)", "mu=normal(1, 2)"]) == base
+    for other in (keys(EIGHT_SCHOOLS_Y, EIGHT_SCHOOLS_SE, ["tau=halfcauchy(5)"]), keys(EIGHT_SCHOOLS_Y[:5], EIGHT_SCHOOLS_SE[:5])):
+        assert other[0] != base[0] and other[1] != base[1]  # another prior family, another size: another index key and entry
+
+
+@pytest.mark.mcmc
+def test_a_model_in_the_index_loads_without_compiling_its_graphs_and_draws_as_nutpies_own_compile(warm, monkeypatch):
+    """The warm path: the index names the entry, PyTensor compiles nothing, and the callbacks run on their saved code."""
+    import nutpie
+
+    [record] = (warm / "index").iterdir()
+    assert json.loads(record.read_text())["entry"] == _entries(warm)[0].name
+    model = _model([1.0, -4.0, 9.0, 2.5, 0.0, 3.0, 11.0, -2.0], [12.0, 9.0, 14.0, 10.0, 8.0, 10.0, 9.0, 15.0], ["tau=halfnormal(4)"])
+
+    def compiles(*args, **kwargs):
+        raise AssertionError("compiled the graphs of a model in the index")
+
+    with monkeypatch.context() as patch, _logged() as notes:
+        patch.setattr(compile_cache, "_prepare", compiles)
+        loaded = compile_cache.compile_model(model)
+    assert notes == []
+    assert loaded.logp_func is None and loaded.expand_func is None  # nutpie's PyTensor functions were never made
+    assert loaded.compiled_logp_func.cache_hits == loaded.compiled_expand_func.cache_hits == 1
+    _assert_identical(_draws(loaded), _draws(nutpie.compile_pymc_model(model)))
+
+
+@pytest.mark.mcmc
+@pytest.mark.parametrize("damage", ["unreadable record", "record of another model", "entry outside the cache", "entry gone"])
+def test_a_damaged_index_is_passed_over_and_rewritten(warm, damage):
+    model = _model()
+    before = _draws(compile_cache.compile_model(model))
+    [record] = (warm / "index").iterdir()
+    good = record.read_text()
+    if damage == "unreadable record":
+        record.write_text(good[: len(good) // 2])
+    elif damage == "record of another model":
+        record.write_text(json.dumps({**json.loads(good), "n_dim": json.loads(good)["n_dim"] + 1}))
+    elif damage == "entry outside the cache":
+        record.write_text(json.dumps({**json.loads(good), "entry": f"../../{_entries(warm)[0].name}"}))
+    else:
+        shutil.rmtree(_entries(warm)[0])
+    with _logged() as notes:
+        again = compile_cache.compile_model(model)
+    assert notes == ([compile_cache.COLD_NOTE] if damage == "entry gone" else [])
+    assert record.read_text() == good
+    _assert_identical(_draws(again), before)
+
+
+@pytest.mark.mcmc
+def test_an_index_that_fails_is_passed_over_never_why_the_cache_is_not_used(warm, monkeypatch):
+    def fails(*args, **kwargs):
+        raise TypeError("cannot pickle 'generator' object")
+
+    monkeypatch.setattr(compile_cache, "_index_key", fails)
+    with _logged() as notes:
+        compiled = compile_cache.compile_model(_model())
+    assert notes == [] and compiled.logp_func is not None  # prepared in full, loaded from the entry
+    assert compiled.compiled_logp_func.cache_hits == 1
+
+
+@pytest.mark.mcmc
+def test_graphs_the_index_cannot_key_are_prepared_in_full_each_time(cache):
+    """An unnamed shared variable cannot be found again by name: such a model uses the cache, not the index."""
+    import pymc as pm
+    import pytensor
+
+    with pm.Model() as model:
+        mu = pm.Normal("mu", 0, 1)
+        pm.Normal("y", mu * pytensor.shared(np.ones(3)), 1, observed=[0.1, -0.2, 0.3])
+    with pytest.raises(compile_cache.Uncacheable, match="not named uniquely"):
+        compile_cache._index_key(model, compile_cache._graphs(model))
+    with _logged() as notes:
+        compiled = compile_cache.compile_model(model)
+    assert notes == [compile_cache.COLD_NOTE] and not (cache / "index").exists()
+    assert compile_cache.compile_model(model).compiled_logp_func.cache_hits == 1  # loaded from its entry
+    assert np.isfinite(_draws(compiled)["mu"]).all()
+
+
 def _fit(cache: Path, out: Path, csv: Path) -> subprocess.CompletedProcess:
     """``metaeval fit --refit`` in a fresh process with its own compile cache."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -190,7 +276,9 @@ def test_a_cold_cache_fit_and_a_warm_cache_fit_are_byte_identical(tmp_path):
     assert cold.stdout == warm.stdout and json.loads(cold.stdout)["seed"] == 5
     for name in ("summary.json", "summary.csv"):
         assert (tmp_path / "cold" / name).read_bytes() == (tmp_path / "warm" / name).read_bytes()
-    assert len(_entries(tmp_path / "cache")) == 1  # --cache-dir was used, by the compile process too
+    [entry] = _entries(tmp_path / "cache")  # --cache-dir was used, by the compile process too
+    [record] = (tmp_path / "cache" / "index").iterdir()  # the cold fit recorded it; the warm one found it by the index
+    assert json.loads(record.read_text())["entry"] == entry.name
 
 
 # --- a cache that cannot be trusted is rebuilt --------------------------------------------------------

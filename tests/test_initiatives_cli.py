@@ -73,6 +73,22 @@ def test_report_from_the_fit_in_out_has_the_comparison_and_the_plan(tmp_path):
     assert "Most likely the best in all: A" in html  # the comparison, from the fit's draws
     assert "This model takes every design at face value: there is no bias adjustment to check the order against" in html
     assert 'id="plan"' in html and "Not computed" not in html[html.index('id="compare"'):html.index('id="costs"')]
+    assert not (fit["out"] / "plans").exists()  # --output: the report's file is all it writes
+
+
+@pytest.mark.slow
+def test_a_report_made_again_from_the_same_fit_reads_its_plan_back_and_is_the_same_page(tmp_path):
+    fit = known_tau_fit()
+    out = tmp_path / "out"
+    shutil.copytree(fit["out"], out, symlinks=True)
+    options = [o if o != str(fit["out"]) else str(out) for o in fit["options"]]
+    pages = []
+    for _ in range(2):
+        done = _run("report", *options)
+        assert done.returncode == 0, done.stderr
+        pages.append((out / "report.html").read_bytes())
+    [kept] = (out / "plans").iterdir()  # the first report kept its plan; the second read it back
+    assert pages[1] == pages[0] and kept.stat().st_size > 0
 
 
 @pytest.mark.slow

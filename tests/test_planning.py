@@ -200,3 +200,60 @@ def test_a_real_fit_with_known_tau_reproduces_the_closed_form():
     for p in points:
         assert p.expected_width == pytest.approx(2 * Z95 * math.sqrt(1 / (1 / v + 1 / (TAU**2 + p.se**2))), rel=0.06)
     assert points[0].expected_width > points[1].expected_width > points[2].expected_width
+
+
+def test_a_cached_plan_is_the_plan_and_is_found_again_only_for_the_same_inputs(tmp_path, monkeypatch):
+    from metaeval import planning
+
+    rng = np.random.default_rng(13)
+    _, _, _, mu, tau = _exact_draws(rng)
+    draws = {"d": _domain(mu, tau), "e": _domain(-mu, tau, domain="e")}
+    cache = tmp_path / "plans"
+    computed = plan(draws, sims=200, seed=1, cache=cache)
+    [kept] = cache.iterdir()
+    assert kept.name == f"{planning.plan_key(draws, [], planning.DEFAULT_N, None, None, 200, 1)}.json"
+    assert computed == plan(draws, sims=200, seed=1)  # the cache changes nothing in what is computed
+
+    calls = []
+    real = planning.domain_plan
+    monkeypatch.setattr(planning, "domain_plan", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = plan(draws, sims=200, seed=1, cache=cache)
+    assert calls == [] and again == computed and again.to_json() == computed.to_json()  # found, not simulated
+    nudged = {"d": _domain(mu + 1e-12, tau), "e": draws["e"]}
+    for other in (dict(sims=300, seed=1), dict(sims=200, seed=2), dict(sims=200, seed=1, n=(60,)), dict(sims=200, seed=1, domain="d")):
+        plan(draws, cache=cache, **other)
+    plan(nudged, sims=200, seed=1, cache=cache)
+    plan(draws, evidence=[{"domain": "d", "metric": "smd"}], sims=200, seed=1, cache=cache)
+    assert len(calls) == 2 * 3 + 1 + 2 + 2 and len(list(cache.iterdir())) == 7  # each other input: simulated and kept apart
+
+    kept.write_text(kept.read_text()[:100])  # damaged: simulated again and rewritten
+    assert plan(draws, sims=200, seed=1, cache=cache) == computed and len(calls) == 13
+    assert planning.Plan.model_validate_json(kept.read_bytes()) == computed
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert plan(draws, sims=200, seed=1, cache=blocker / "plans") == computed  # an unwritable cache: computed all the same
+
+
+def test_the_in_place_weights_and_column_sums_give_the_plain_expressions_numbers_bit_for_bit():
+    """study_weights and weighted_hdi reorder their work for speed, never the arithmetic: plans stay byte-identical."""
+    rng = np.random.default_rng(5)
+    for case in range(30):
+        mu = np.round(rng.normal(0.1, 0.2, 1500), 2 if case % 3 == 0 else 12)  # rounded: ties in the sort
+        tau = np.abs(rng.normal(0, 0.1, 1500))
+        y, se = rng.normal(0.1, 0.3, 40), float(rng.choice([0.01, 0.05, 0.3]))
+        v = tau**2 + se**2
+        log_w = -0.5 * np.log(v)[None, :] - 0.5 * (y[:, None] - mu[None, :]) ** 2 / v[None, :]
+        plain = np.exp(log_w - log_w.max(axis=1, keepdims=True))
+        plain = plain / plain.sum(axis=1, keepdims=True)
+        w = study_weights(mu, tau, y, se)
+        np.testing.assert_array_equal(w, plain)
+        w[:, rng.random(1500) < 0.1] = 0.0  # zero weights as well
+        low, high = weighted_hdi(mu, w, 0.95)
+        order = np.argsort(mu, kind="stable")
+        xs = mu[order]
+        for r in range(0, 40, 7):
+            c = np.cumsum(w[r, order] / w[r, order].sum())
+            reach = np.concatenate(([0.0], c[:-1])) + (0.95 - 1e-12)
+            end = np.searchsorted(c, reach[: np.searchsorted(reach, c[-1], side="right")], side="left")
+            start = int(np.argmin(xs[end] - xs[: end.size]))
+            assert (low[r], high[r]) == (xs[start], xs[end[start]])
