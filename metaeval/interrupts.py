@@ -55,7 +55,8 @@ def _handler(signum, frame) -> None:
 
 @contextmanager
 def installed() -> Iterator[None]:
-    """While active, SIGINT and SIGTERM raise :class:`Interrupted`; the previous handlers come back after.
+    """While active, SIGINT and SIGTERM raise :class:`Interrupted`; the previous handlers come back after, and the
+    signal received is forgotten.
 
     Only in the main thread (Python runs signal handlers there); elsewhere this does nothing.
     """
@@ -70,6 +71,7 @@ def installed() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        _received = None  # the signal belonged to this command: later code in the process (an API call) is not stopped by it
 
 
 def received() -> int | None:

@@ -732,6 +732,11 @@ def test_ctrl_c_while_sampling_is_130_not_a_claim_that_the_model_cannot_be_sampl
     assert rc == 130 and err.splitlines()[-1] == "error: interrupted (Ctrl-C): nothing new was kept; earlier results are as they were", err
     assert "Traceback" not in err and err.count("error:") == 1
     assert stdout == "" and not (out / "fits").exists() or not [p for p in (out / "fits").iterdir() if not p.name.startswith(".")]
+    from metaeval import interrupts
+
+    # the signal belonged to that command: later calls in this process (a notebook's, another test's fixture) still run
+    assert interrupts.received() is None
+    interrupts.check()
 
 
 def _wait_for_handlers(pid: int, timeout: float = 60) -> None:
