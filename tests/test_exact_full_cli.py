@@ -126,6 +126,9 @@ def test_cross_check_passes_a_sound_fit_and_reports_its_largest_discrepancy(mcmc
     assert 0 < check.max_discrepancy_sd < 0.2  # 4,000 draws: Monte Carlo error of a few hundredths of an SD
     assert check.quantity.startswith("all: ")
     assert checked.diagnostics.passed == result.diagnostics.passed
+    from metaeval.present import render
+
+    assert f"  against the exact answer: largest difference {check.max_discrepancy_sd:.2g} posterior SDs" in render(checked, "table")
 
 
 @pytest.mark.mcmc
@@ -177,6 +180,9 @@ def test_cross_check_not_computed_is_said_in_the_report(mcmc_fit):
     assert checked.diagnostics.cross_check is None and "on request only" in checked.diagnostics.cross_check_skipped
     row = diagnostics(checked)["rows"][-1]
     assert row["check"] == "against the exact answer" and row["value"].startswith("not computed: domain 'd' has direction-only findings in 2 projects")
+    from metaeval.present import render
+
+    assert "  against the exact answer: not computed: domain 'd' has direction-only findings in 2 projects" in render(checked, "table")
 
 
 def test_sensitivity_grid_with_the_exact_engine():
