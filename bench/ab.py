@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import resource
 import shutil
@@ -25,7 +24,7 @@ import time
 from pathlib import Path
 
 from run import BASELINE
-from scaling import revision
+from scaling import revision, write_result
 
 from metaeval.compile_cache import ENV_VAR
 
@@ -100,12 +99,7 @@ def main() -> int:
         print(f"{case:<12} {bw:11.2f} {aw:10.2f} {aw / bw:6.2f} {bc:10.2f} {ac:9.2f} {ac / bc:6.2f} {aw / base_wall:10.2f}")
     record = dict(date=dt.date.today().isoformat(), before=args.before, after=revision(), runs=args.runs, machine=dict(cpus=os.cpu_count()),
                   load_before_rounds=loads, load_after=os.getloadavg(), baseline=dict(wall_s=base_wall, cpu_s=base_cpu), cases=rows)
-    dest = ROOT / "bench" / "results" / f"ab-{record['date']}.json"
-    for n in range(2, 100):
-        if not dest.exists():
-            break
-        dest = dest.with_name(f"ab-{record['date']}-{n}.json")
-    dest.write_text(json.dumps(record, indent=2) + "\n")
+    dest = write_result(f"ab-{record['date']}", record)
     print(f"\nwritten: {dest.relative_to(ROOT)}")
     shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -40,6 +40,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from scaling import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_CPU_S, TARGET_PEAK_MB = 15.0, 1000.0
 
@@ -93,13 +95,6 @@ def revision(package: Path | None) -> str:
     return head + (" (with uncommitted changes)" if dirty else "")
 
 
-def results_path(date: str) -> Path:
-    path, n = ROOT / "bench" / "results" / f"csv-validate-{date}.json", 1
-    while path.exists():
-        n += 1
-        path = ROOT / "bench" / "results" / f"csv-validate-{date}-{n}.json"
-    return path
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -129,8 +124,7 @@ def main() -> None:
                       f"  {r['wall_s']:6.2f} s wall  load {load:.1f}", flush=True)
             record["result"][name] = {"columns": columns, "bad_every": bad_every, "mb": round(csv.stat().st_size / 1e6, 1), "runs": runs,
                                       "meets_target": all(r["cpu_s"] < TARGET_CPU_S and r["peak_mb"] < TARGET_PEAK_MB for r in runs)}
-    path = results_path(date)
-    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    path = write_result(f"csv-validate-{date}", record)
     print(f"written {path.relative_to(ROOT)}")
 
 

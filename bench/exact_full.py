@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import statistics
@@ -37,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+from scaling import write_result  # noqa: E402
 from synthetic import write_csv  # noqa: E402
 
 SIZES = (1_000, 10_000, 100_000)  # estimates; projects a tenth, 10 domains
@@ -162,8 +162,7 @@ def main() -> int:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     record = {"what": args.what, "date": dt.date.today().isoformat(), "commit": commit, "machine": platform.platform(),
               "cpus": os.cpu_count(), "load_before": load, "python": platform.python_version(), "result": result}
-    path = ROOT / "bench" / "results" / f"exact-{args.what}-{record['date']}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    path = write_result(f"exact-{args.what}-{record['date']}", record)
     print(f"written: {path.relative_to(ROOT)}")
     return 0
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import resource
@@ -36,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scaling import TARGET, describe, measure_fit, meets_target, revision
+from scaling import TARGET, describe, measure_fit, meets_target, revision, write_result
 from synthetic import write_csv
 
 from metaeval.compile_cache import COLD_NOTE, ENV_VAR
@@ -200,13 +199,7 @@ def main() -> int:
               f"{r['ratio_to_baseline']:7.3f} {tgt:>7}  {ok}{note}")
     record = dict(date=dt.date.today().isoformat(), machine=dict(cpus=os.cpu_count(), platform=platform.platform(),
                   python=platform.python_version()), code=revision(), load_average=os.getloadavg(), cases=rows)
-    dest = ROOT / "bench" / "results" / f"speed-{record['date']}.json"
-    dest.parent.mkdir(exist_ok=True)
-    for n in range(2, 100):  # a second run on the same day keeps the first's record
-        if not dest.exists():
-            break
-        dest = dest.with_name(f"speed-{record['date']}-{n}.json")
-    dest.write_text(json.dumps(record, indent=2) + "\n")
+    dest = write_result(f"speed-{record['date']}", record)
     print(f"\nwritten: {dest.relative_to(ROOT)}")
     shutil.rmtree(out, ignore_errors=True)
     return 0

@@ -117,6 +117,18 @@ def revision() -> dict:
     return dict(commit=git("rev-parse", "HEAD"), modified=git("status", "--porcelain", "--", "metaeval").splitlines())
 
 
+def write_result(name: str, record: dict) -> Path:
+    """Write ``record`` to ``bench/results/<name>.json``, or ``<name>-2.json``, ``-3``, ... when a run of the same day
+    has written that one (a record is never overwritten); returns the path."""
+    dest, n = ROOT / "bench" / "results" / f"{name}.json", 1
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    while dest.exists():
+        n += 1
+        dest = dest.with_name(f"{name}-{n}.json")
+    dest.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return dest
+
+
 def run_sizes(sizes: list[int], runs: int, model: str, seed: int = 1) -> list[dict]:
     """Measure every size ``runs`` times, one fit at a time; each fit gets a fresh output folder."""
     rows = []
