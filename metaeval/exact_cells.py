@@ -171,12 +171,11 @@ class CellsLevel:
             weight.append(mu_level.weight[i] * w)
         self.node, self.mu = np.array(node), np.concatenate(mu)
         self.pair_weight = np.concatenate(weight) / np.concatenate(weight).sum()
-        self.groups = [self._group_level(h) for h in range(len(prep.groups))]
-        self.quantities = [_GroupQuantities(self, rows, level) for rows, level in self.groups]
+        self.quantities = [_GroupQuantities(self, *self._group_level(h)) for h in range(len(prep.groups))]
         self._theta = None
         self.route = {}  # full row -> (group, its row there)
-        for h, (rows, _) in enumerate(self.groups):
-            for local, row in enumerate(rows):
+        for h, quantities in enumerate(self.quantities):
+            for local, row in enumerate(quantities.rows):
                 self.route[row] = (h, local + 1)
 
     def _group_rows(self, h: int) -> np.ndarray:
@@ -288,7 +287,8 @@ class CellsLevel:
         rows = np.arange(1 + C, 1 + C + T)
         gamma = np.maximum(sd[:, rows] ** 2 - beta**2 * sd[:, 1 + oc] ** 2, 0.0)
         offset = m[:, rows] + beta * (theta[:, oc] - m[:, 1 + oc]) + np.sqrt(gamma) * z[:, rows]
-        for h, (group_rows, level) in enumerate(self.groups):
+        for h, quantities in enumerate(self.quantities):
+            group_rows, level = quantities.rows, quantities.level
             g = level.nodes.take(pick) if at_pairs else self.given_mu(h, node, mu)
             cum = np.cumsum(g.u_weight, axis=1)
             q = np.minimum((cum < rng.random(n)[:, None] * cum[:, -1:]).sum(1), cum.shape[1] - 1)
