@@ -1,7 +1,7 @@
 """The persistent compile cache of nutpie's callbacks, and the rest of a quick fresh-process fit.
 
 Every test that builds a cache entry uses its own cache folder, so it starts cold whatever ran before.
-A cold entry is compiled in a child process (a few seconds for these small models).
+A cold entry is compiled in child processes (a few seconds for these small models).
 """
 
 from __future__ import annotations
@@ -136,6 +136,33 @@ def test_cached_callbacks_draw_exactly_as_nutpies_own_compile(built, warm):
     [entry] = _entries(warm)
     assert {"callbacks.py", "manifest.json", "__pycache__"} <= {p.name for p in entry.iterdir()}
     _assert_identical(_draws(loaded), _draws(nutpie.compile_pymc_model(model)))
+
+
+@pytest.mark.mcmc
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_an_entry_compiles_in_one_process_per_callback_given_the_cpus_and_draws_alike(built, cache, monkeypatch, cpus):
+    """Two CPUs: logp and expand compile side by side in two processes; one CPU: one after the other in one."""
+    started = []
+    real = subprocess.Popen
+    monkeypatch.setattr(compile_cache, "_cpus", lambda: cpus)
+    monkeypatch.setattr(subprocess, "Popen", lambda args, **kwargs: started.append(args[4:]) or real(args, **kwargs))  # [python, -m, module, entry, ...]
+    with _logged() as notes:
+        compiled = compile_cache.compile_model(_model())
+    assert notes == [compile_cache.COLD_NOTE]
+    assert sorted(started) == ([["expand"], ["logp"]] if cpus == 2 else [["logp", "expand"]])
+    with monkeypatch.context() as patch:
+        patch.setenv(compile_cache.ENV_VAR, str(built[0]))
+        _assert_identical(_draws(compiled), _draws(compile_cache.compile_model(_model())))
+
+
+@pytest.mark.mcmc
+def test_a_failed_compile_process_is_reported_and_the_fit_falls_back_to_nutpie(cache, monkeypatch):
+    monkeypatch.setattr(compile_cache, "_payload", lambda model: b"not a pickled model")
+    with _logged() as notes:
+        compiled = compile_cache.compile_model(_model())
+    assert len(notes) == 2 and notes[0] == compile_cache.COLD_NOTE
+    assert re.fullmatch(r"compiling without the compile cache \(the compile process failed: _pickle\.UnpicklingError: .+\)", notes[1])
+    assert np.isfinite(_draws(compiled)["mu"]).all()
 
 
 @pytest.mark.mcmc
