@@ -142,17 +142,20 @@ def _domain_result(post, layout: Layout, spec: dict, meta: dict, z_new, hdi_prob
     mu = post["mu"].sel(domain=d).values
     tau = post["tau"].sel(domain=d).values
     cells = [(j, p) for j, p in enumerate(layout.projects) if p["domain"] == d]
-    members = [k for k in layout.estimates + layout.findings if k["domain"] == d]
+    estimates = [k for k in layout.estimates if k["domain"] == d]
+    members = estimates + [k for k in layout.findings if k["domain"] == d]
+    estimates_of, rows_of = _by_cell(estimates), _by_cell(members)  # once, not looked up per project (quadratic)
+    theta_all = post["theta_project"].transpose("chain", "draw", "project").values if cells else None
     draws: dict[str, np.ndarray] = {}
     entries: dict[str, dict] = {}
     for j, cell in cells:
-        theta = post["theta_project"].isel(project=j).values
+        theta = theta_all[:, :, j]
         draws[cell["project"]] = sign * np.asarray(theta, dtype=float).ravel()
         summary = _posterior(theta, hdi_prob)
         entry = {"project": cell["project"], "design": "+".join(cell["designs"]), "raw": round_significant(cell["raw"]),
                  "raw_se": round_significant(cell["raw_se"]), "mean": summary.mean, "sd": summary.sd, "hdi_low": summary.hdi_low,
-                 "hdi_high": summary.hdi_high, "pooling": round_significant(_pooling(post, layout, meta, j, tau))}
-        terms = sorted({k["bias_index"] for k in members if k["project_index"] == j and k["bias_index"] >= 0})
+                 "hdi_high": summary.hdi_high, "pooling": round_significant(_pooling(post, layout, meta, estimates_of.get(j, []), tau))}
+        terms = sorted({k["bias_index"] for k in rows_of.get(j, ()) if k["bias_index"] >= 0})
         if terms and "bias" in post:
             b = post["bias"].isel(bias_term=terms).values
             entry["bias"] = Bias(mean=round_significant(b.mean()), sd=round_significant(b.std(ddof=1)))
@@ -161,7 +164,10 @@ def _domain_result(post, layout: Layout, spec: dict, meta: dict, z_new, hdi_prob
     stack = np.vstack([draws[n] for n in names])
     first = np.bincount(np.argmax(stack, axis=0), minlength=len(names)) / stack.shape[1]
     projects = tuple(ProjectEffect(**entries[n], p_best=round_significant(first[i])) for i, n in enumerate(names))
-    pairwise = {a: {b: round_significant(np.mean(draws[a] > draws[b])) for b in names if b != a} for a in names} if len(names) > 1 else {}
+    pairwise = {}
+    for i, a in enumerate(names if len(names) > 1 else ()):  # one project against all at once
+        beats = np.mean(stack[i] > stack, axis=1)
+        pairwise[a] = {b: round_significant(beats[k]) for k, b in enumerate(names) if k != i}
     designs: dict[str, int] = {}
     for k in members:
         designs[k["design"]] = designs.get(k["design"], 0) + 1
@@ -180,11 +186,19 @@ def _domain_result(post, layout: Layout, spec: dict, meta: dict, z_new, hdi_prob
     )
 
 
-def _pooling(post, layout: Layout, meta: dict, j: int, tau) -> float | None:
-    """baggr's pooling factor of project cell ``j`` (see the module docstring); None without numeric estimates."""
+def _by_cell(rows: list[dict]) -> dict[int, list[dict]]:
+    """``rows`` grouped by their project cell (``project_index``), in order."""
+    groups: dict[int, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["project_index"], []).append(row)
+    return groups
+
+
+def _pooling(post, layout: Layout, meta: dict, own: list[dict], tau) -> float | None:
+    """baggr's pooling factor of the project cell whose numeric estimates are ``own`` (see the module docstring);
+    None without any."""
     import numpy as np
 
-    own = [e for e in layout.estimates if e["project_index"] == j]
     if not own:
         return None
     # the project's data as one estimate of its effect: its estimates, each with its sampling variance
