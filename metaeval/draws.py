@@ -129,8 +129,8 @@ def cached_posterior(evidence, spec, *, out: str | Path, settings=None):
     from metaeval.model import prepare
     from metaeval.sampling import SamplerSettings, cache_key, fit_dir, load_posterior, verify_fit
 
-    settings = (settings or SamplerSettings()).resolved(spec)
-    key = cache_key(prepare(evidence, spec), spec, settings)
+    layout = prepare(evidence, spec)
+    key = cache_key(layout, spec, (settings or SamplerSettings()).resolved(spec, layout))
     directory = fit_dir(out, key)
     if not (directory / "posterior.nc").is_file() or verify_fit(directory, key) is not None:
         return None

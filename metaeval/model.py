@@ -346,6 +346,12 @@ def cell_groups(layout: Layout, spec: ModelSpec) -> dict:
     }
 
 
+def samples_project_effects(layout: Layout, spec: ModelSpec) -> bool:
+    """Whether the sampler explores project effects (and with them the funnel between tau and the effects), rather
+    than the domain parameters alone: every cell integrated out (``effects = "marginal"``, no direction-only finding)."""
+    return bool(cell_groups(layout, spec)["latent"])
+
+
 def model_from_layout(layout: Layout, spec: ModelSpec):
     """Build the PyMC model from a prepared layout (see ``build_model``).
 

@@ -253,6 +253,8 @@ class ModelRecord(Frozen):
     effects: str
     designs: tuple[str, ...]
     target_accept: float | None
+    target_accept_integrated: float | None = Field(
+        None, description="the target where no project effect is sampled (every cell integrated out); null: target_accept")
     hdi_prob: float
     overrides: dict[str, str]
     inferred_benefit: Literal["exclude", "include"] | None = Field(

@@ -70,12 +70,18 @@ class SamplerSettings:
         if self.target_accept is not None and not 0 < self.target_accept < 1:
             raise ValueError("target_accept must be in (0, 1)")
 
-    def resolved(self, spec: ModelSpec | None) -> SamplerSettings:
+    def resolved(self, spec: ModelSpec | None, layout: Layout | None) -> SamplerSettings:
+        """These settings with target_accept filled in from ``spec`` for the model of ``layout`` (0.99 without a spec;
+        the spec's ``target_accept_integrated`` where the layout leaves no project effect to sample)."""
         if self.target_accept is not None:
             return self
         from dataclasses import replace
 
-        return replace(self, target_accept=spec.target_accept if spec else 0.99)
+        from metaeval.model import samples_project_effects
+
+        if spec is None:
+            return replace(self, target_accept=0.99)
+        return replace(self, target_accept=spec.target_accept_for(layout is None or samples_project_effects(layout, spec)))
 
 
 def fit(
@@ -100,10 +106,10 @@ def fit(
     import pymc as pm
 
     try:
-        spec = spec_of(model)
+        spec, layout = spec_of(model), layout_of(model)
     except ValueError:
-        spec = None
-    settings = SamplerSettings(chains, draws, tune, seed, sampler, target_accept).resolved(spec)
+        spec = layout = None
+    settings = SamplerSettings(chains, draws, tune, seed, sampler, target_accept).resolved(spec, layout)
     if progress is None:
         progress = sys.stderr.isatty()
     try:
@@ -384,7 +390,7 @@ def cache_key(layout: Layout, spec: ModelSpec, settings: SamplerSettings) -> str
     content = {
         "layout": layout.to_dict(),
         "spec": spec.to_dict(),
-        "settings": asdict(settings.resolved(spec)),
+        "settings": asdict(settings.resolved(spec, layout)),
         "versions": _versions(),
     }
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -438,9 +444,9 @@ def fit_cached(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerS
     """
     from metaeval.model import model_from_layout, prepare
 
-    settings = (settings or SamplerSettings()).resolved(spec)
     check_magnitudes(evidence)
     layout = prepare(evidence, spec)
+    settings = (settings or SamplerSettings()).resolved(spec, layout)
     key = cache_key(layout, spec, settings)
     directory = fit_dir(out, key)
     with confine(out):

@@ -237,27 +237,27 @@ def fit_scenario(
     table = evidence
     if drop_project is not None:
         table = evidence[evidence["project_id"].astype(str) != drop_project].reset_index(drop=True)
+    layout = prepare(table, spec)
     if engine != "mcmc":
         from metaeval.exact_block import NoExactForm
         from metaeval.exact_full import exact_reason, summarise_exact
 
-        layout = prepare(table, spec)
         reason = exact_reason(layout, spec, several_cells=engine == "exact")
         if reason is None:
             return _compact(summarise_exact(layout, spec, table))
         if engine == "exact":
             raise NoExactForm(reason)
-    sampler = SamplerSettings(**settings).resolved(spec)
+    sampler = SamplerSettings(**settings).resolved(spec, layout)
     if out is not None:
         cached = fit_cached(table, spec, out=out, settings=sampler, refit=refit, progress=False)
         posterior = cached.posterior
     else:
-        model = model_from_layout(prepare(table, spec), spec)
+        model = model_from_layout(layout, spec)
         posterior = fit(model, chains=sampler.chains, draws=sampler.draws, tune=sampler.tune, seed=sampler.seed,
                         sampler=sampler.sampler, target_accept=sampler.target_accept, progress=False)
     result = _compact(summarise(posterior))
     if power_scaling:
-        model = model_from_layout(prepare(table, spec), spec)
+        model = model_from_layout(layout, spec)
         result["power_scaling"] = power_scaling_by_domain(posterior, model, threshold=grid.psense_threshold)
     return result
 

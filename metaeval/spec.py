@@ -53,7 +53,7 @@ _TABLES: dict[str, tuple[str, ...]] = {
     "effects": ("mode",),
     "data": ("designs", "inferred_benefit"),
     "risk_of_bias": ("high", "sd", "domains"),
-    "sampler": ("target_accept",),
+    "sampler": ("target_accept", "target_accept_integrated"),
     "summary": ("hdi_prob",),
 }
 
@@ -79,6 +79,7 @@ class ModelSpec:
     rob_sd: float = 0.25
     rob_domains: tuple[str, ...] = ("attrition", "measurement", "reporting")
     target_accept: float = 0.99
+    target_accept_integrated: float | None = None  # where no project effect is sampled (None: target_accept)
     hdi_prob: float = 0.95
     overrides: dict[str, Prior] = field(default_factory=dict)
 
@@ -108,6 +109,12 @@ class ModelSpec:
             return 0.0
         return self.rob_sd * scale * len(high) ** 0.5
 
+    def target_accept_for(self, samples_effects: bool) -> float:
+        """The sampler's target acceptance: ``target_accept_integrated`` (when set) where no project effect is sampled."""
+        if not samples_effects and self.target_accept_integrated is not None:
+            return self.target_accept_integrated
+        return self.target_accept
+
     def weight(self, design: str) -> float:
         """Power-prior weight of a design under variance inflation (1: full weight)."""
         if self.bias_mode != "variance_inflation":
@@ -134,6 +141,7 @@ class ModelSpec:
             "inferred_benefit": self.inferred_benefit,
             "risk_of_bias": {"high": self.rob_high, "sd": self.rob_sd, "domains": list(self.rob_domains)},
             "target_accept": self.target_accept,
+            **({"target_accept_integrated": self.target_accept_integrated} if self.target_accept_integrated is not None else {}),
             "hdi_prob": self.hdi_prob,
             "overrides": {k: str(v) for k, v in sorted(self.overrides.items())},
         }
@@ -397,6 +405,9 @@ def _from_dict(raw: dict, source: str) -> ModelSpec:
     target_accept = sampler.get("target_accept", 0.99)
     if not isinstance(target_accept, float) or not 0 < target_accept < 1:
         bad("sampler", "target_accept", f"expected a number in (0, 1), got {target_accept!r}")
+    integrated = sampler.get("target_accept_integrated")
+    if integrated is not None and (not isinstance(integrated, float) or not 0 < integrated < 1):
+        bad("sampler", "target_accept_integrated", f"expected a number in (0, 1), got {integrated!r}")
     summary = raw.get("summary", {}) if isinstance(raw.get("summary"), dict) else {}
     hdi_prob = summary.get("hdi_prob", 0.95)
     if not isinstance(hdi_prob, float) or not 0 < hdi_prob < 1:
@@ -422,6 +433,7 @@ def _from_dict(raw: dict, source: str) -> ModelSpec:
         rob_sd=float(rob_sd),
         rob_domains=tuple(d for d in ROB_DOMAINS if d in rob_domains),
         target_accept=float(target_accept),
+        target_accept_integrated=float(integrated) if isinstance(integrated, float) else None,
         hdi_prob=float(hdi_prob),
     )
 

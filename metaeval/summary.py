@@ -396,8 +396,8 @@ def cached_fit(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerS
     from metaeval.model import prepare
     from metaeval.sampling import cache_key, fit_dir, verify_fit
 
-    settings = (settings or SamplerSettings()).resolved(spec)
-    key = cache_key(prepare(evidence, spec), spec, settings)
+    layout = prepare(evidence, spec)
+    key = cache_key(layout, spec, (settings or SamplerSettings()).resolved(spec, layout))
     directory = fit_dir(out, key)
     if not os.path.lexists(directory):
         return None

@@ -145,6 +145,26 @@ def test_a_graph_reading_an_unnamed_shared_variable_is_never_reused():
 
 
 @pytest.mark.mcmc
+def test_the_marginal_model_samples_at_its_integrated_target_only_where_no_project_effect_is_sampled(tmp_path):
+    from metaeval.harmonise import load_evidence
+    from metaeval.model import prepare
+
+    marginal, default = load_spec("marginal"), load_spec("default")
+    schools = csv_like(EIGHT_SCHOOLS_Y, EIGHT_SCHOOLS_SE)
+
+    def target(table, spec, settings=None):
+        return (settings or SamplerSettings()).resolved(spec, prepare(table, spec)).target_accept
+
+    assert marginal.target_accept_integrated == 0.9 and default.target_accept_integrated is None
+    assert target(schools, marginal) == 0.9  # every effect integrated out: the domain parameters alone are sampled
+    assert target(load_evidence(), marginal) == marginal.target_accept == 0.995  # VIVE's findings keep sampled effects
+    assert target(schools, default) == default.target_accept == 0.995
+    assert target(schools, marginal, SamplerSettings(target_accept=0.8)) == 0.8  # one asked for wins
+    result, _ = fit_and_summarise(schools, marginal, out=tmp_path, settings=SamplerSettings(chains=2, draws=300, tune=300, seed=2))
+    assert result.model.sampler.target_accept == 0.9 and result.model.target_accept_integrated == 0.9
+
+
+@pytest.mark.mcmc
 def test_known_domain_mean_is_recovered():
     """Simulated evidence with known truth: 40 projects around mu = 0.3 (tau 0.1, SE 0.05)."""
     rng = np.random.default_rng(42)

@@ -139,6 +139,7 @@ def test_a_partial_user_file_inherits_from_default(tmp_path):
         ('[risk_of_bias]\nsd = -1\n', "risk_of_bias", "sd", "[0, 10)"),
         ('[risk_of_bias]\ndomains = ["blinding"]\n', "risk_of_bias", "domains", "drawn from confounding"),
         ("[sampler]\ntarget_accept = 1.2\n", "sampler", "target_accept", "(0, 1)"),
+        ("[sampler]\ntarget_accept_integrated = 1\n", "sampler", "target_accept_integrated", "(0, 1)"),
         ("[summary]\nhdi_prob = 95\n", "summary", "hdi_prob", "(0, 1)"),
     ],
 )

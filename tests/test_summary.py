@@ -62,7 +62,7 @@ def _posterior(divergences: int = 0, seed: int = 0):
     diverging.flat[:divergences] = True
     stats_ = xr.Dataset({"diverging": (("chain", "draw"), diverging)}, coords=coords)
     tree = xr.DataTree.from_dict({"posterior": post, "sample_stats": stats_})
-    return annotate(tree, layout, spec, SamplerSettings(seed=7).resolved(spec)), layout, spec
+    return annotate(tree, layout, spec, SamplerSettings(seed=7).resolved(spec, layout)), layout, spec
 
 
 @pytest.fixture(scope="module")
