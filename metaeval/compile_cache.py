@@ -485,8 +485,11 @@ def _index_key(model, graphs: _Graphs) -> tuple[str, dict]:
 # --- entries on disk ---------------------------------------------------------------------------
 
 
-def compile_model(model):
+def compile_model(model, *, meanwhile=None):
     """``nutpie.compile_pymc_model(model)``, with the two callbacks loaded from the cache (built first if missing).
+
+    ``meanwhile`` (no arguments) is called while a missing entry compiles in other processes, which leave this one
+    idle: the caller's chance to prepare what comes after.
 
     Falls back to nutpie's own compile, after a one-line note on stderr, when nutpie's internals
     differ from what this module relies on, or this model or cache folder cannot be used. A model
@@ -502,7 +505,7 @@ def compile_model(model):
             if found:
                 return found
             parts = _prepare(model, graphs)
-            compiled = _compiled(parts, *_callbacks(model, parts))
+            compiled = _compiled(parts, *_callbacks(model, parts, meanwhile))
             if index:
                 _write_index(index[0], parts, index[1])
             return compiled
@@ -575,7 +578,7 @@ def _write_index(path: Path, parts: _Parts, shared: dict) -> None:
         log.debug("cannot record %s in the index: %s", path, err)
 
 
-def _callbacks(model, parts: _Parts):
+def _callbacks(model, parts: _Parts, meanwhile=None):
     """The two callbacks of ``parts`` loaded from their entry, which is built first when missing or untrusted."""
     entry = cache_root() / "callbacks" / parts.key
     inner = parts.logp_fn.vm.jit_fn, parts.expand_fn.vm.jit_fn
@@ -600,7 +603,7 @@ def _callbacks(model, parts: _Parts):
         if entry.exists():
             log.warning("the compiled model in %s cannot be trusted (%s); compiling it again", entry, problem)
         log.warning(COLD_NOTE)
-        _build(payload, parts, entry)
+        _build(payload, parts, entry, meanwhile)
         try:
             return _load(entry, parts.source, inner)
         except _NotInCache:
@@ -674,7 +677,7 @@ def _payload(model) -> bytes:
         raise Uncacheable(f"the model cannot be handed to a compile process ({type(err).__name__}: {err})") from None
 
 
-def _build(payload: bytes, parts: _Parts, entry: Path) -> None:
+def _build(payload: bytes, parts: _Parts, entry: Path, meanwhile=None) -> None:
     """Compile ``entry`` afresh in child processes given the model (numba saves the code), then record its files' hashes.
 
     With more than one CPU each callback has its own process, so the two compile side by side (the bundled model,
@@ -694,6 +697,8 @@ def _build(payload: bytes, parts: _Parts, entry: Path) -> None:
                     children.append((subprocess.Popen([sys.executable, "-m", "metaeval.compile_cache", str(entry), *group],
                                                       stdin=stdin, stdout=subprocess.DEVNULL, stderr=stderr), stderr.name))
             deadline = time.monotonic() + CHILD_TIMEOUT_S
+            if meanwhile is not None:
+                meanwhile()
             for child, _ in children:
                 child.wait(timeout=max(deadline - time.monotonic(), 0))
         except subprocess.TimeoutExpired:

@@ -188,6 +188,15 @@ def _structure(model) -> _Structure | None:
     return _Structure(signature, outputs, [*model.value_vars, *sorted(dims, key=lambda v: v.name), *data], names)
 
 
+def _import_what_follows() -> None:
+    """Import what follows sampling (ArviZ's converters and diagnostics, the netCDF writer) while the model compiles in
+    other processes and this one waits: about 0.8 s of a first fit off the path (0.5 s of it scipy.stats, which
+    arviz_stats imports)."""
+    import arviz_base  # noqa: F401
+    import arviz_stats  # noqa: F401
+    import netCDF4  # noqa: F401
+
+
 def _sample_nutpie(model, settings: SamplerSettings, progress: bool):
     """Sample with nutpie, compiling the model once per structure in this process (and loading it from disk).
 
@@ -213,7 +222,7 @@ def _sample_nutpie(model, settings: SamplerSettings, progress: bool):
             entry = next((e for e in _COMPILED if e[0].signature == structure.signature
                           and equal_computations(e[0].outputs, structure.outputs, e[0].inputs, structure.inputs)), None)
         if entry is None:
-            compiled, template, values = compile_model(model), model, {}
+            compiled, template, values = compile_model(model, meanwhile=_import_what_follows), model, {}
             if structure is not None:
                 _COMPILED.append((structure, compiled, model))
                 del _COMPILED[:-_COMPILED_MAX]

@@ -146,13 +146,17 @@ def test_an_entry_compiles_in_one_process_per_callback_given_the_cpus_and_draws_
     real = subprocess.Popen
     monkeypatch.setattr(compile_cache, "_cpus", lambda: cpus)
     monkeypatch.setattr(subprocess, "Popen", lambda args, **kwargs: started.append(args[4:]) or real(args, **kwargs))  # [python, -m, module, entry, ...]
+    meanwhile = []  # what the caller does while they compile: once, with every compile process started
     with _logged() as notes:
-        compiled = compile_cache.compile_model(_model())
+        compiled = compile_cache.compile_model(_model(), meanwhile=lambda: meanwhile.append(len(started)))
     assert notes == [compile_cache.COLD_NOTE]
     assert sorted(started) == ([["expand"], ["logp"]] if cpus == 2 else [["logp", "expand"]])
+    assert meanwhile == [len(started)]
     with monkeypatch.context() as patch:
         patch.setenv(compile_cache.ENV_VAR, str(built[0]))
-        _assert_identical(_draws(compiled), _draws(compile_cache.compile_model(_model())))
+        loaded = compile_cache.compile_model(_model(), meanwhile=lambda: meanwhile.append("a loaded entry waits for nothing"))
+        _assert_identical(_draws(compiled), _draws(loaded))
+    assert meanwhile == [len(started)]
 
 
 @pytest.mark.mcmc
