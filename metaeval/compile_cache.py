@@ -22,10 +22,11 @@ compiled with ``numba.cfunc(sig, cache=True)``, so a later process loads them fr
   full as before, which records them again.
 - The callbacks read the shared arrays through nutpie's own ``user_data`` record, as nutpie's do, so
   ``CompiledPyMCModel.with_data`` keeps working, and call the same PyTensor functions.
-- A missing entry is compiled in child processes (one per callback, side by side, given two CPUs) and then
-  loaded like any other, so every fit, the first included, runs code loaded from the cache: numba code compiled in-process and the same code
-  loaded from disk were seen to differ in the last bits of the gradient when this cache was built, which NUTS turns
-  into other draws. (On the models of the tests and of bench/sbc.py the two agree bit for bit.)
+- A missing entry is compiled in child processes (one per callback, side by side, given two CPUs) and
+  then loaded like any other, so every fit, the first included, runs code loaded from the cache: numba
+  code compiled in-process and the same code loaded from disk were seen to differ in the last bits of the
+  gradient when this cache was built, which NUTS turns into other draws. (On the models of the tests and
+  of bench/sbc.py the two agree bit for bit.)
 - Entries live under ``$METAEVAL_CACHE_DIR``, else ``$XDG_CACHE_HOME/metaeval``, else
   ``~/.cache/metaeval`` (``metaeval --cache-dir`` sets the first). A lock per entry makes concurrent
   first runs compile once; an entry whose files differ from their recorded SHA-256, or which numba
@@ -687,7 +688,7 @@ def _build(payload: bytes, parts: _Parts, entry: Path, meanwhile=None) -> None:
     entry.mkdir(parents=True)
     (entry / "callbacks.py").write_text(parts.source, encoding="utf-8")
     groups = [[name] for name in CALLBACKS] if _cpus() > 1 else [list(CALLBACKS)]
-    with tempfile.TemporaryDirectory(prefix="metaeval-compile-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=f".{entry.name}-", dir=entry.parent) as scratch:  # the model and messages
         model = Path(scratch) / "model.pickle"
         model.write_bytes(payload)
         children = []
