@@ -41,10 +41,20 @@ def priors(result: Result) -> dict:
         "bias_terms": [t.model_dump() for t in model.bias_terms],
         "settings": {k: v for k, v in (("direction-only findings", f"{model.direction_only.mode}" + (f", SE prior {model.direction_only.se}" if model.direction_only.se else "")),
                                        ("effects", model.effects), ("designs admitted", ", ".join(model.designs) or "–"),
-                                       ("target_accept", model.target_accept), ("interval probability", model.hdi_prob),
+                                       ("target_accept", _target_accept(model)), ("interval probability", model.hdi_prob),
                                        ("overrides", ", ".join(f"{k}={v}" for k, v in model.overrides.items()) or "none"),
                                        *_appraisal_options(model))},
     }
+
+
+def _target_accept(model) -> float | str | None:
+    """The target acceptance the sampler used (None: nothing was sampled), and the model's rule where it has one for
+    integrated-out effects."""
+    used = model.sampler.target_accept if model.sampler is not None and model.sampler.target_accept is not None else model.target_accept
+    if used is None or model.target_accept_integrated is None:
+        return used
+    return (f"{used:g} (the model's {model.target_accept:g}, or {model.target_accept_integrated:g} where every project effect "
+            "is integrated out)")
 
 
 def _appraisal_options(model) -> list[tuple[str, str]]:

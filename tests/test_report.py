@@ -287,7 +287,7 @@ def test_priors_and_bias_assumptions_listed(case):
     assert "Bias-adjusted <additive> design bias" in section  # escaped model text
     assert "lognormal(-2.30259, 0.5)" in section  # direction-only SE prior, under other settings
     view = views_fit.priors(result)
-    from metaeval.result import RiskOfBiasRule
+    from metaeval.result import RiskOfBiasRule, Sampler
 
     # the appraisal options, shown where the fit records them (not by an engine that applies none)
     unapplied = result.model.model_copy(update={"inferred_benefit": None, "risk_of_bias": None})
@@ -298,6 +298,12 @@ def test_priors_and_bias_assumptions_listed(case):
     settings = views_fit.priors(result.model_copy(update={"model": default}))["settings"]
     assert settings["outcomes whose benefit the curator inferred"] == "left out"
     assert settings["risk of bias judged high (attrition, reporting)"] == "widens the bias prior by 0.25 x the domain's scale per domain judged high"
+    # the target acceptance the sampler used, and the rule where the model has one for integrated-out effects
+    assert view["settings"]["target_accept"] == 0.99
+    sampled = result.model.model_copy(update={"target_accept": 0.995, "target_accept_integrated": 0.9, "sampler": Sampler(
+        chains=4, draws=1000, tune=1000, seed=1, sampler="nutpie", target_accept=0.9)})
+    assert views_fit.priors(result.model_copy(update={"model": sampled}))["settings"]["target_accept"] == (
+        "0.9 (the model's 0.995, or 0.9 where every project effect is integrated out)")
     assert view["per_domain"]["params"] == ["mu", "tau"]
     assert {r["domain"]: r["priors"] for r in view["per_domain"]["rows"]}["Employment"] == [
         result.domains["employment"].priors["mu"], result.domains["employment"].priors["tau"]]
