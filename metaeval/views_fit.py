@@ -85,14 +85,14 @@ def diagnostics(result: Result) -> dict:
         limits["divergences"] = "0" if t["divergences"] == 0 else f"≤ {t['divergences']:g}"
     values = {"rhat_max": diag.rhat_max, "ess_bulk_min": diag.ess_bulk_min, "ess_tail_min": diag.ess_tail_min,
               "divergences": diag.divergences}
-    rows = [{"check": GATE[k][0], "value": "–" if v is None else f"{v:.4g}", "limit": limits[k]} for k, v in values.items()]
+    rows = [{"check": GATE[k][0], "value": "–" if v is None else f"{v:.4g}", "limit": limits[k], "numeric": True} for k, v in values.items()]
     check = diag.cross_check
     if check is not None:  # the exact answer for the same model, where it has one
         rows.append({"check": "against the exact answer, largest difference",
                      "value": f"{check.max_discrepancy_sd:.2g} posterior SDs ({check.max_z:.2g} Monte Carlo SEs; {check.quantity})",
-                     "limit": f"≤ {check.threshold:g} Monte Carlo SEs"})
+                     "limit": f"≤ {check.threshold:g} Monte Carlo SEs", "numeric": False})
     elif diag.cross_check_skipped:
-        rows.append({"check": "against the exact answer", "value": f"not computed: {diag.cross_check_skipped}", "limit": "–"})
+        rows.append({"check": "against the exact answer", "value": f"not computed: {diag.cross_check_skipped}", "limit": "–", "numeric": False})
     return {"exact": False, "gate": "passed" if diag.passed else "FAILED", "failures": list(diag.failures), "rows": rows}
 
 

@@ -180,6 +180,7 @@ def test_cross_check_not_computed_is_said_in_the_report(mcmc_fit):
     assert checked.diagnostics.cross_check is None and "on request only" in checked.diagnostics.cross_check_skipped
     row = diagnostics(checked)["rows"][-1]
     assert row["check"] == "against the exact answer" and row["value"].startswith("not computed: domain 'd' has direction-only findings in 2 projects")
+    assert not row["numeric"]  # prose, not set as a number (right-aligned, tabular figures)
     from metaeval.present import render
 
     assert "  against the exact answer: not computed: domain 'd' has direction-only findings in 2 projects" in render(checked, "table")
