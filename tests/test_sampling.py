@@ -86,7 +86,7 @@ def compile_count(monkeypatch):
 
     calls = []
     original = compile_cache.compile_model
-    monkeypatch.setattr(compile_cache, "compile_model", lambda model: calls.append(model) or original(model))
+    monkeypatch.setattr(compile_cache, "compile_model", lambda model, **kwargs: calls.append(model) or original(model, **kwargs))
     monkeypatch.setattr(sampling, "_COMPILED", [])
     return calls
 
