@@ -340,7 +340,9 @@ class Prepared:
                 scale[todo] *= 0.5
                 if not todo.size:
                     break
-            active = active[np.abs(scale * step) >= 1e-9]
+            stuck = np.zeros(active.size, dtype=bool)
+            stuck[todo] = True  # no step of 50 halvings raised f: the next round would try the very same steps
+            active = active[(np.abs(scale * step) >= 1e-9) & ~stuck]
         curvature = 1 - root * root * d2
         curvature = np.where(curvature > 1e-6, curvature, 1 + root * root * np.maximum(-d2, 0.0))
         C = 1 / np.sqrt(curvature)

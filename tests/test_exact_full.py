@@ -226,6 +226,27 @@ def test_findings_in_two_projects_are_integrated_given_mu_and_two_designs_of_one
         block_posterior(one_project)
 
 
+def test_the_mode_search_leaves_a_node_whose_likelihood_no_step_can_raise():
+    """Newton's search for each node's mode of the tilted density halves a step that does not raise it, 50 times at
+    most; a node where none does (its derivatives useless: the far nodes of the replicated findings returned a
+    clipped 1e150) has nothing left to try and leaves the search then (it took 100 rounds, most of the bundled
+    evidence's exact fit)."""
+    from metaeval.exact_nodes import Prepared
+
+    prep = Prepared(CASES["unbiased_finding"][0])
+    calls = []
+
+    def log_lik(eta, idx, derivatives):  # node 0: a quadratic with its mode at eta 1; node 1: a slope that never pays
+        calls.append(eta.shape[0])
+        rows = np.arange(2)[idx][:, None]
+        f = np.where(rows == 0, -0.5 * (eta - 1.0) ** 2, -1e6 * np.abs(eta))
+        return f, np.where(rows == 0, 1.0 - eta, 1e150), np.where(rows == 0, -1.0, 0.0)
+
+    u, w, log_l, mode, scale = prep.eta_rule(np.zeros(2), np.ones(2), np.zeros(2), False, log_lik=log_lik)
+    assert mode[0] == pytest.approx(0.5) and mode[1] == 0.0  # N(u; 0, 1) x N(1; u, 1): its mode is at 1/2
+    assert len(calls) < 60  # one round of halvings for node 1, not 100
+
+
 @pytest.mark.parametrize("prior", ["studentt(3, 0, 1)"])
 def test_a_mu_prior_without_conjugacy_has_no_exact_form(prior):
     with pytest.raises(NoExactForm, match="not normal or flat"):
