@@ -166,6 +166,7 @@ def test_a_failed_compile_process_is_reported_and_the_fit_falls_back_to_nutpie(c
         compiled = compile_cache.compile_model(_model())
     assert len(notes) == 2 and notes[0] == compile_cache.COLD_NOTE
     assert re.fullmatch(r"compiling without the compile cache \(the compile process failed: _pickle\.UnpicklingError: .+\)", notes[1])
+    assert [p.name for p in (cache / "callbacks").iterdir() if p.name.startswith(".")] == []  # its scratch folder is gone
     assert np.isfinite(_draws(compiled)["mu"]).all()
 
 
