@@ -289,23 +289,27 @@ class CellsLevel:
         offset = m[:, rows] + beta * (theta[:, oc] - m[:, 1 + oc]) + np.sqrt(gamma) * z[:, rows]
         for h, quantities in enumerate(self.quantities):
             group_rows, level = quantities.rows, quantities.level
-            g = level.nodes.take(pick) if at_pairs else self.given_mu(h, node, mu)
-            cum = np.cumsum(g.u_weight, axis=1)
+            if at_pairs:  # the group's nodes at the picked pairs, each pair's cumulative weights summed once
+                g, at = level.nodes, pick
+                cum = quantities.cumulative_weight()[pick]
+            else:
+                g, at = self.given_mu(h, node, mu), np.arange(n)
+                cum = np.cumsum(g.u_weight, axis=1)
             q = np.minimum((cum < rng.random(n)[:, None] * cum[:, -1:]).sum(1), cum.shape[1] - 1)
-            eta_u = g.u[np.arange(n), q, 0]
+            eta_u = g.u[at, q, 0]
             c, t = int(prep.h_cluster[h]), int(prep.h_offset[h])
-            cu_g = g.cov_u[:, :, 0]
-            mean_g = g.mean + cu_g * eta_u[:, None]  # given mu and eta
-            sd_g = np.sqrt(np.maximum(g.var - cu_g * cu_g, 0.0))
+            cu_g, mean, var = g.cov_u[at, :, 0], g.mean[at], g.var[at]
+            mean_g = mean + cu_g * eta_u[:, None]  # given mu and eta
+            sd_g = np.sqrt(np.maximum(var - cu_g * cu_g, 0.0))
             theta[:, c] = mean_g[:, 1] + sd_g[:, 1] * z[:, 1 + c]
             for j, row in enumerate(group_rows[1:]):
                 o = row - 1 - C
                 if o == t:  # what eta leaves of its cluster's effect
-                    offset[:, o] = g.eta_mean + g.eta_root * eta_u - theta[:, c]
+                    offset[:, o] = g.eta_mean[at] + g.eta_root[at] * eta_u - theta[:, c]
                 else:  # given its cluster's effect (and mu)
-                    b = g.offset_slope[:, j]
-                    offset[:, o] = (g.mean[:, 2 + j] + b * (theta[:, c] - g.mean[:, 1])
-                                    + np.sqrt(np.maximum(g.var[:, 2 + j] - b * b * g.var[:, 1], 0.0)) * z[:, row])
+                    b = g.offset_slope[at, j]
+                    offset[:, o] = (mean[:, 2 + j] + b * (theta[:, c] - mean[:, 1])
+                                    + np.sqrt(np.maximum(var[:, 2 + j] - b * b * var[:, 1], 0.0)) * z[:, row])
         return {"mu": mu, "tau": self.tau[node], "omega": self.omega[node], "theta": theta, "offset": offset}
 
     def _compare_draws(self, rows: np.ndarray, sign: float) -> np.ndarray:
@@ -338,9 +342,16 @@ class _GroupQuantities:
     def __init__(self, cells: CellsLevel, rows: np.ndarray, level: Level):
         self.cells, self.rows, self.level = cells, rows, level
         self._splits: dict = {}
+        self._cumulative = None
 
     def moments(self, local):
         return self.level.moments(local)
+
+    def cumulative_weight(self) -> np.ndarray:
+        """The running sums of each (tau, omega, mu) node's eta weights (for drawing eta at the nodes)."""
+        if self._cumulative is None:
+            self._cumulative = np.cumsum(self.level.nodes.u_weight, axis=1)
+        return self._cumulative
 
     def _split(self, r: int):
         """Row r (local): the Level of the nodes where it is wide, their mass, and the narrow branch's items."""
