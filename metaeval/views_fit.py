@@ -89,7 +89,7 @@ def diagnostics(result: Result) -> dict:
     check = diag.cross_check
     if check is not None:  # the exact answer for the same model, where it has one
         rows.append({"check": "against the exact answer, largest difference",
-                     "value": f"{check.max_discrepancy_sd:.2g} posterior SDs ({check.max_z:.2g} Monte Carlo SEs; {check.quantity})",
+                     "value": words.exact_difference(check),
                      "limit": f"≤ {check.threshold:g} Monte Carlo SEs", "numeric": False})
     elif diag.cross_check_skipped:
         rows.append({"check": "against the exact answer", "value": f"not computed: {diag.cross_check_skipped}", "limit": "–", "numeric": False})

@@ -119,6 +119,11 @@ def probability(p) -> str:
     return f"{100 * value:.0f}%"
 
 
+def exact_difference(check) -> str:
+    """An MCMC fit's largest difference from the exact answer (a ``CrossCheck``), for the report and the terminal alike."""
+    return f"{check.max_discrepancy_sd:.2g} posterior SDs ({check.max_z:.2g} Monte Carlo SEs; {check.quantity})"
+
+
 def verdict(p_beneficial) -> tuple[str, str]:
     """A plain-language reading of P(the average effect is beneficial), and a CSS class for it."""
     p = finite(p_beneficial)
