@@ -95,7 +95,6 @@ def revision(package: Path | None) -> str:
     return head + (" (with uncommitted changes)" if dirty else "")
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)

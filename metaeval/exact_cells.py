@@ -34,7 +34,7 @@ import numpy as np
 from metaeval.exact_block import NARROW, WEIGHT_FLOOR, Block, NoExactForm
 from metaeval.exact_core import BlockPosterior, Grid, TwoRules
 from metaeval.exact_level import Level, gauss_hermite, hdi_by_newton
-from metaeval.exact_nodes import Nodes, Prepared, censored_terms
+from metaeval.exact_nodes import Nodes, Prepared
 from metaeval.mixtures import gauss_rule
 
 #: Gauss-Hermite points over eta for the likelihood given mu of a group of several observations (fine, coarse rules).
@@ -102,11 +102,8 @@ class CellsPrepared(Prepared):
     def _group_log_lik(sub: Prepared, m, D, omega, coarse, derivatives):
         """log E[L(eta)] for eta ~ N(m, D) (m: (N, P); D, omega: (N,)) of one group's observations, and its
         derivatives in m: closed form for one observation, else Gauss-Hermite over eta."""
-        b = sub.b
-        if b.lo.size == 1:
-            s, log_w = sub.se_rule(0, coarse)
-            om2 = omega**2 if b.c_residual[0] else np.zeros_like(omega)
-            return censored_terms(m, b.lo[0], b.hi[0], s, log_w, om2 + D, derivatives)
+        if sub.b.lo.size == 1:  # its normal CDF difference with eta's variance added
+            return sub.censored_log_lik(m, omega, coarse, derivatives, extra_var=D)
         # several observations (replicates, each with its own residual): Gauss-Hermite over eta ~ N(m, D),
         # GH_POINTS nodes (the coarse rules: fewer, so that the reported error covers this rule's)
         z, w = gauss_hermite(GH_POINTS[coarse])

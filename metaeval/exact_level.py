@@ -34,7 +34,6 @@ def gauss_hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
     return x, w / w.sum()
 
 
-
 # ---------------------------------------------------------------------------- mixtures
 
 

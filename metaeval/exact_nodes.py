@@ -74,7 +74,7 @@ def _log_ndtr_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def censored_terms(eta, lo, hi, s, log_w, omega2, derivatives: bool, tails: bool = False):
+def _censored_terms(eta, lo, hi, s, log_w, omega2, derivatives: bool, tails: bool = False):
     """log P(lo < yhat/s_j < hi | eta), averaged over SE nodes s_j with log weights log_w; with
     ``derivatives`` also its first and second derivatives in eta. eta: (N, P); omega2: (N,). ``tails``:
     in log space throughout (for probabilities too small to sum directly)."""
@@ -90,7 +90,7 @@ def censored_terms(eta, lo, hi, s, log_w, omega2, derivatives: bool, tails: bool
             out = np.log(total)
         if low.any():
             rows = np.nonzero(low)[0]
-            out[low] = censored_terms(eta[low][:, None], lo, hi, s, log_w, omega2[rows], False, tails=True)[0][:, 0]
+            out[low] = _censored_terms(eta[low][:, None], lo, hi, s, log_w, omega2[rows], False, tails=True)[0][:, 0]
         return out, None, None
     with np.errstate(all="ignore"):  # far nodes give -inf; they weigh nothing and are cleaned below
         log_d = _log_ndtr_diff(a, b)
@@ -151,7 +151,6 @@ class Nodes:
             padded.append(cls(**{**p.__dict__, "u": np.pad(p.u, ((0, 0), (side, side), (0, 0))),
                                  "u_weight": np.pad(p.u_weight, ((0, 0), (side, side)))}))
         return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in padded]) for f in fields(cls)})
-
 
     def take(self, index) -> Nodes:
         return Nodes(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
@@ -286,15 +285,16 @@ class Prepared:
         log_post[ok] += z_ok
         return Nodes(tau, omega, log_post, mean, var, cov_u, cov_mu, u, u_w, centre, scale, beta, E, root)
 
-    def censored_log_lik(self, eta: np.ndarray, omega: np.ndarray, coarse: bool, derivatives: bool):
+    def censored_log_lik(self, eta: np.ndarray, omega: np.ndarray, coarse: bool, derivatives: bool, extra_var=0.0):
         """The censored observations' log likelihood at eta (N, P); with ``derivatives`` also its first
-        and second derivatives in eta."""
+        and second derivatives in eta. ``extra_var`` (N,): variance added to each observation's (eta's own
+        where eta is known only as a normal: :mod:`metaeval.exact_cells`)."""
         b = self.b
         total, d1, d2 = np.zeros(eta.shape), np.zeros(eta.shape), np.zeros(eta.shape)
         for f in range(b.lo.size):
             s, log_w = self.se_rule(f, coarse)
             om2 = omega**2 if b.c_residual[f] else np.zeros_like(omega)
-            lf, g1, g2 = censored_terms(eta, b.lo[f], b.hi[f], s, log_w, om2, derivatives)
+            lf, g1, g2 = _censored_terms(eta, b.lo[f], b.hi[f], s, log_w, om2 + extra_var, derivatives)
             total += lf
             if derivatives:
                 d1 += g1
