@@ -288,11 +288,11 @@ class CellsLevel:
             group_rows, level = quantities.rows, quantities.level
             if at_pairs:  # the group's nodes at the picked pairs, each pair's cumulative weights summed once
                 g, at = level.nodes, pick
-                cum = quantities.cumulative_weight()[pick]
+                cum = quantities.cumulative_weight()
             else:
                 g, at = self.given_mu(h, node, mu), np.arange(n)
                 cum = np.cumsum(g.u_weight, axis=1)
-            q = np.minimum((cum < rng.random(n)[:, None] * cum[:, -1:]).sum(1), cum.shape[1] - 1)
+            q = np.minimum(_count_below(cum, at, rng.random(n) * cum[at, -1]), cum.shape[1] - 1)
             eta_u = g.u[at, q, 0]
             c, t = int(prep.h_cluster[h]), int(prep.h_offset[h])
             cu_g, mean, var = g.cov_u[at, :, 0], g.mean[at], g.var[at]
@@ -326,6 +326,18 @@ class CellsLevel:
         """P(sign x q_a > sign x q_b) for rows a, b (the diagonal is meaningless)."""
         x = self._compare_draws(rows, sign)
         return (x[:, :, None] > x[:, None, :]).mean(0)
+
+
+def _count_below(cum: np.ndarray, rows: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per draw i, how many entries of row ``rows[i]`` of ``cum`` (running sums of weights: non-decreasing) are
+    below ``target[i]``: a binary search side by side for all draws, so that no draw copies its row."""
+    lo, hi = np.zeros(rows.size, dtype=int), np.full(rows.size, cum.shape[1])
+    while (open_ := lo < hi).any():
+        mid = (lo + hi) // 2
+        below = cum[rows, np.minimum(mid, cum.shape[1] - 1)] < target
+        lo = np.where(open_ & below, mid + 1, lo)
+        hi = np.where(open_ & ~below, mid, hi)
+    return lo
 
 
 class _GroupQuantities:

@@ -247,6 +247,21 @@ def test_the_mode_search_leaves_a_node_whose_likelihood_no_step_can_raise():
     assert len(calls) < 60  # one round of halvings for node 1, not 100
 
 
+def test_drawing_from_running_sums_counts_the_entries_below_each_target():
+    """The draws pick each eta node by the count of its row's running weight sums below a uniform target (a
+    binary search per draw, rows read in place): the same count as comparing every entry, with weightless nodes
+    (flat runs) and targets on an entry."""
+    from metaeval.exact_cells import _count_below
+
+    rng = np.random.default_rng(4)
+    weights = rng.random((50, 9)) * (rng.random((50, 9)) > 0.4)
+    cum = np.cumsum(weights, axis=1)
+    rows = rng.integers(0, 50, 2000)
+    target = rng.random(2000) * cum[rows, -1]
+    target[:100] = cum[rows[:100], rng.integers(0, 9, 100)]  # exactly on an entry: that entry is not below
+    assert np.array_equal(_count_below(cum, rows, target), (cum[rows] < target[:, None]).sum(1))
+
+
 @pytest.mark.parametrize("prior", ["studentt(3, 0, 1)"])
 def test_a_mu_prior_without_conjugacy_has_no_exact_form(prior):
     with pytest.raises(NoExactForm, match="not normal or flat"):
