@@ -3,7 +3,7 @@ error it raises for a block outside its reach, and the settings of its quadratur
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -102,3 +102,16 @@ class Block:
     def has_omega(self) -> bool:
         return self.omega_prior is not None
 
+    def digest(self) -> str:
+        """A hash of everything the block's posterior depends on (two blocks with one digest have one posterior)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for f in fields(self):
+            value = getattr(self, f.name)
+            h.update(f.name.encode())
+            if isinstance(value, np.ndarray):
+                h.update(value.dtype.str.encode() + np.ascontiguousarray(value).tobytes())
+            else:  # an int, or priors: their repr is exact (family and float params)
+                h.update(repr(value).encode())
+        return h.hexdigest()

@@ -87,14 +87,36 @@ def _stats(post, rows, p: float) -> list[dict]:
              "error_sd": round_significant(error[i])} for i in range(len(rows))]
 
 
-def domain_result(layout: Layout, spec: dict, meta: dict, hdi_prob: float) -> tuple[DomainResult, float]:
-    """One domain's :class:`~metaeval.result.DomainResult`, and the largest estimated error of its probabilities."""
+#: How many block posteriors a process keeps for the draws that follow a result (the report's comparison and plan);
+#: the bundled evidence's eleven domains hold about 210 MB.
+POSTERIORS_KEPT = 16
+_POSTERIORS: dict = {}
+
+
+def posterior_of(block: Block, keep: bool = False):
+    """``block_posterior(block)``: the one kept in this process if there is one; with ``keep``, kept (the
+    :data:`POSTERIORS_KEPT` latest) for the draws that follow."""
+    key = block.digest()
+    post = _POSTERIORS.pop(key, None)
+    kept = post is not None
+    if post is None:
+        post = block_posterior(block)
+    if keep or kept:  # the latest asked for last
+        _POSTERIORS[key] = post
+    while len(_POSTERIORS) > POSTERIORS_KEPT:
+        del _POSTERIORS[next(iter(_POSTERIORS))]
+    return post
+
+
+def domain_result(layout: Layout, spec: dict, meta: dict, hdi_prob: float, keep: bool = False) -> tuple[DomainResult, float]:
+    """One domain's :class:`~metaeval.result.DomainResult`, and the largest estimated error of its probabilities
+    (``keep``: its block posterior kept for draws, :func:`posterior_of`)."""
     from metaeval.certainty import prior_influence
     from metaeval.summary import domain_notes
 
     d, sign, mid = meta["id"], meta["sign"], meta["mid"]
     block, cells, terms = domain_block(layout, d)
-    post = block_posterior(block)
+    post = posterior_of(block, keep)
     C = len(cells)
     errors_p = []
 
@@ -191,14 +213,14 @@ def _domain_keys(layout: Layout, spec: dict, hdi_prob: float) -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=256)
-def _cached_domain_result(key: str) -> tuple[DomainResult, float]:
+def _cached_domain_result(key: str, keep: bool = False) -> tuple[DomainResult, float]:
     """:func:`domain_result` of the domain described by ``key`` (:func:`_domain_keys`)."""
     part = json.loads(key)
     d = part["meta"]["id"]
     layout = Layout(domains=[part["meta"]], projects=part["projects"], estimates=part["estimates"], findings=part["findings"],
                     bias_terms=part["bias_terms"], omega_domains=[d] if part["omega"] else [], excluded=part["excluded"],
                     priors={param: {d: text} for param, text in part["priors"].items() if text is not None})
-    return domain_result(layout, part["spec"], part["meta"], part["hdi_prob"])
+    return domain_result(layout, part["spec"], part["meta"], part["hdi_prob"], keep)
 
 
 def _missing_moments(block: Block) -> dict | None:
@@ -269,9 +291,10 @@ def check_numbers(layout: Layout) -> None:
             raise ValueError(f"domain {d!r}: {err}") from None
 
 
-def summarise_exact(layout: Layout, spec: ModelSpec, evidence=None) -> Result:
+def summarise_exact(layout: Layout, spec: ModelSpec, evidence=None, *, keep_posteriors: bool = False) -> Result:
     """The :class:`~metaeval.result.Result` (engine "exact") of ``spec``'s posterior for the evidence in
     ``layout`` (``evidence``, the table or rows it was made from, for the provenance's digest).
+    ``keep_posteriors``: keep the block posteriors for the draws that follow (:func:`exact_draws`).
 
     Raises :class:`~metaeval.exact_block.NoExactForm` when the model has no exact form on this evidence.
     """
@@ -287,7 +310,7 @@ def summarise_exact(layout: Layout, spec: ModelSpec, evidence=None) -> Result:
     check_numbers(layout)
     spec_dict = spec.to_dict()
     with threadpool_limits(1):  # small linear algebra: BLAS threads only spin (twice the CPU time, measured)
-        parts = {d: _cached_domain_result(key) for d, key in _domain_keys(layout, spec_dict, spec.hdi_prob).items()}
+        parts = {d: _cached_domain_result(key, keep_posteriors) for d, key in _domain_keys(layout, spec_dict, spec.hdi_prob).items()}
     domains = {d: part[0] for d, part in parts.items()}
     errors = [e for dom in domains.values() for e in (dom.mu, dom.tau, dom.theta_new, *([dom.omega] if dom.omega else []), *dom.projects)]
     return Result(
@@ -304,9 +327,9 @@ def summarise_exact(layout: Layout, spec: ModelSpec, evidence=None) -> Result:
     )
 
 
-def fit_exact_model(evidence, spec: ModelSpec) -> Result:
+def fit_exact_model(evidence, spec: ModelSpec, *, keep_posteriors: bool = False) -> Result:
     """:func:`summarise_exact` of the harmonised evidence (the table, or its rows) under ``spec``."""
-    return summarise_exact(prepare(evidence, spec), spec, evidence)
+    return summarise_exact(prepare(evidence, spec), spec, evidence, keep_posteriors=keep_posteriors)
 
 
 #: The cross-check fails when an MCMC posterior mean or SD is further than this many Monte Carlo standard
@@ -364,7 +387,8 @@ def exact_draws(evidence, spec: ModelSpec, *, draws: int = 4000, seed: int = 0):
     shaped like an MCMC fit's (one chain; ``mu``, ``tau``, ``omega``, ``theta_project``, ``bias`` on the same
     dims and coords, and the same attributes), so that whatever reads draws reads these too
     (:func:`metaeval.summary.summarise`, ArviZ, the plots). Seeded: the same call gives the same draws.
-    See :meth:`metaeval.exact_core.BlockPosterior.draws` for how they are drawn."""
+    See :meth:`metaeval.exact_core.BlockPosterior.draws` for how they are drawn; the block posteriors are those a
+    result kept (``keep_posteriors``), else computed here."""
     import xarray as xr
 
     layout = prepare(evidence, spec)
@@ -379,7 +403,7 @@ def exact_draws(evidence, spec: ModelSpec, *, draws: int = 4000, seed: int = 0):
     bias = np.empty((1, draws, len(layout.bias_terms)))
     for i, d in enumerate(domains):
         block, cells, terms = domain_block(layout, d)
-        sample = block_posterior(block).draws(draws, rng)
+        sample = posterior_of(block).draws(draws, rng)
         mu[0, :, i], tau[0, :, i] = sample["mu"], sample["tau"]
         if d in layout.omega_domains:
             omega[0, :, layout.omega_domains.index(d)] = sample["omega"]

@@ -247,6 +247,23 @@ def test_the_mode_search_leaves_a_node_whose_likelihood_no_step_can_raise():
     assert len(calls) < 60  # one round of halvings for node 1, not 100
 
 
+def test_a_block_digest_changes_with_anything_its_posterior_depends_on():
+    """A process keeps block posteriors by their block's digest (for the draws after a result): blocks built alike
+    share one, and a change in an estimate, a prior's parameter, an SE prior or a finding's region gives another."""
+    from dataclasses import replace
+
+    block = CASES["replicated_biased_one_finding"][0]
+    twin = Block.build(n_clusters=3, mu_prior=P("normal(0,0.5)"), tau_prior=P("halfnormal(0.2)"), omega_prior=P("halfnormal(0.2)"),
+                       estimates=[(0.02, 0.08**2, 0, -1, True), (0.17, 0.08**2, 0, -1, True), (0.53, 0.25**2, 1, 0, False)],
+                       offsets=[(1, 0.05, 0.1), (2, 0.025, 0.05)],
+                       censored=[(1.96, 40.0, 2, 1, False, 1.0, P("lognormal(-2.5, 0.5)"))])
+    assert twin.digest() == block.digest()
+    others = [replace(block, y=block.y + np.array([0.0, 0.0, 1e-12])), replace(block, tau_prior=P("halfnormal(0.21)")),
+              replace(block, se_prior=(P("lognormal(-2.5, 0.6)"),)), replace(block, lo=np.array([0.0])),
+              replace(block, residual=np.array([True, False, False]))]
+    assert len({block.digest(), *(b.digest() for b in others)}) == 1 + len(others)
+
+
 def test_drawing_from_running_sums_counts_the_entries_below_each_target():
     """The draws pick each eta node by the count of its row's running weight sums below a uniform target (a
     binary search per draw, rows read in place): the same count as comparing every entry, with weightless nodes
