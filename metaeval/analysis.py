@@ -4,9 +4,9 @@
 the initiative profiles (:mod:`metaeval.initiatives`, with leave-it-out shifts), the pairwise
 comparison and ranking (:mod:`metaeval.ranking`), the costs and the cost per person helped
 (:mod:`metaeval.costs`) and the plan for the next evaluation (:mod:`metaeval.planning`). Everything
-but the profiles needs posterior draws (``source``); without them (the exact engine's result, a
-summary file) each missing part says why in ``missing``, and the profiles' probabilities come from
-a normal approximation.
+but the profiles needs posterior draws (``source``: an MCMC fit's, or the exact engine's
+:func:`~metaeval.exact_full.exact_draws`); without them (a summary read from a file) each missing part
+says why in ``missing``, and the profiles' probabilities come from a normal approximation.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from metaeval.planning import DEFAULT_N, DEFAULT_SIMS, Plan
 from metaeval.ranking import Comparison
 from metaeval.result import Result
 
-_NO_DRAWS = "needs posterior draws, and this result has none (the exact engine's, or read from a summary file): fit with MCMC"
+_NO_DRAWS = ("needs posterior draws, and none came with this result (a summary read from a file): report without --summary "
+             "(the MCMC fit in --out, or --engine exact)")
 
 
 @dataclass(frozen=True)
@@ -52,20 +53,23 @@ def analyse(evidence, result: Result, *, source=None, reference=None, reference_
         return Analysis(profiles=profiles(evidence, result), costs=tuple(costs), missing=missing)
     from metaeval.costs import cost_effectiveness
     from metaeval.draws import domain_draws
-    from metaeval.influence import leave_out
+    from metaeval.influence import SE_NOT_DRAWN, leave_out
     from metaeval.planning import plan
     from metaeval.ranking import compare
 
     draws = domain_draws(source)
     missing = {}
     if reference is None:
-        missing["reference"] = (f"The order was not checked against the {reference_label} model: no fit of it in the output folder "
-                                "(`metaeval compare` fits it once)" if result.model.bias.mode != "none" else
+        where = ("the report computes it only where that takes milliseconds; `metaeval compare --engine exact` computes it"
+                 if result.engine == "exact" else "no fit of it in the output folder (`metaeval compare` fits it once)")
+        missing["reference"] = (f"The order was not checked against the {reference_label} model: {where}" if result.model.bias.mode != "none" else
                                 "This model takes every design at face value: there is no bias adjustment to check the order against")
     posterior = source.posterior if hasattr(source, "directory") else source  # a CachedFit's, or the posterior itself
     shifts = leave_out(posterior) if "metaeval_layout" in getattr(posterior, "attrs", {}) else None
     if shifts is None:
-        missing["shifts"] = "leave-it-out shifts need the fit's posterior with its layout"
+        missing["shifts"] = "No leave-it-out shifts: they need the fit's posterior with its layout."
+    elif any(s.note == SE_NOT_DRAWN for per_domain in shifts.values() for s in per_domain.values()):
+        missing["shifts"] = f"No leave-it-out shift for a project with direction-only findings: {SE_NOT_DRAWN}."
     return Analysis(
         profiles=profiles(evidence, result, draws=draws, shifts=shifts),
         comparison=compare(draws, reference=reference, reference_label=reference_label, names=project_names(evidence)),

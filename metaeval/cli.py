@@ -151,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
         _model_options(p)
         _format_option(p)
         p.add_argument("--sampler", choices=["nutpie", "pymc"], default="nutpie", help="NUTS implementation, if a fit is needed (default: nutpie)")
+        p.add_argument("--engine", choices=ENGINES, default="mcmc",
+                       help="mcmc: the fit in --out (fitted once if missing); exact: independent draws from the exact posterior, "
+                            "computed here, where the model has an exact form (exit 2 otherwise); auto: exact where it takes "
+                            "milliseconds, else mcmc (default: mcmc)")
         p.set_defaults(func=func)
     p = analyst["compare"]
     p.add_argument("--domain", metavar="D", help="compare in this domain only")

@@ -104,9 +104,10 @@ ENGINES = ("mcmc", "exact", "auto")
 PLANS = "plans"
 
 
-def _exact_summary(args: argparse.Namespace, evidence, spec):
+def exact_summary(args: argparse.Namespace, evidence, spec, *, for_draws: bool = False):
     """The exact engine's result for the model of ``--model``/``--prior``, judged (:func:`metaeval.certainty.judge`);
-    exit 2 with the reason where that model has no exact form on this evidence.
+    exit 2 with the reason where that model has no exact form on this evidence. ``for_draws``: draws follow
+    (:func:`exact_draws_for`), from the block posteriors kept meanwhile.
 
     ``evidence``: the table or its rows (``evidence_records``; the fit and summary commands
     pass rows, so this path never imports pandas).
@@ -116,7 +117,7 @@ def _exact_summary(args: argparse.Namespace, evidence, spec):
     from metaeval.exact_full import fit_exact_model
 
     try:
-        result = fit_exact_model(evidence, spec)
+        result = fit_exact_model(evidence, spec, keep_posteriors=for_draws)
     except NoExactForm as err:  # a model this engine has no exact form for: said why
         raise InputError(Problem("command line", "", "--engine exact", str(err))) from None
     except (ValueError, OverflowError) as err:  # a number the engine cannot use: said why
@@ -173,20 +174,21 @@ def _exact_computes(args: argparse.Namespace, evidence) -> bool:
     return _exact_reason(evidence, load_spec(args.model, args.prior)) is None
 
 
-def _fit(args: argparse.Namespace, *, say: bool = True, cross_check: bool = False):
+def _fit(args: argparse.Namespace, *, say: bool = True, cross_check: bool = False, report: bool = False):
     """The evidence rows (``evidence_records``), their summary (fitted, or reused from the cache, with the chosen
     engine) and the fit's cache key (None for the exact engine, which has no cache). Nothing is published yet.
 
     ``say``: note on stderr what was assumed about the domains (``run`` has said it in its validation).
     ``cross_check``: an MCMC result is checked against the exact engine's for the same model, where it has one
-    (``diagnostics.cross_check``; a discrepancy beyond Monte Carlo error fails the gate).
+    (``diagnostics.cross_check``; a discrepancy beyond Monte Carlo error fails the gate). ``report``: a report
+    follows (an exact result's draws with it).
     """
     from metaeval.spec import load_spec
 
     spec = load_spec(args.model, args.prior)
     records = read_evidence(args, rows=True, say=say)
     if engine_for(args, records, spec) == "exact":  # computed afresh every time (no cache); published as the MCMC one is
-        return records, _exact_summary(args, records, spec), None
+        return records, exact_summary(args, records, spec, for_draws=report), None
     from metaeval.harmonise import evidence_frame
     from metaeval.summary import fit_and_summarise
 
@@ -217,7 +219,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     spec = load_spec(args.model, args.prior)
     records = read_evidence(args, rows=True)
     if engine_for(args, records, spec) == "exact":
-        return _emit_summary(args, _exact_summary(args, records, spec))
+        return _emit_summary(args, exact_summary(args, records, spec))
     from metaeval.summary import cached_summary
 
     summary = cached_summary(evidence_frame(records), spec, out=args.out, settings=sampler_settings(args))
@@ -270,7 +272,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         spec = load_spec(args.model, args.prior)
         if engine_for(args, evidence, spec) == "exact":
-            summary = _exact_summary(args, evidence, spec)
+            summary = exact_summary(args, evidence, spec, for_draws=True)
         else:
             from metaeval.summary import cached_fit
 
@@ -361,7 +363,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         evidence = read_evidence(args, estimand=result.scenarios[0]["estimand"])
         spec = scenario_spec(result.scenarios[0], grid, args.prior)
         if args.engine != "mcmc" and _exact_reason(evidence, spec, several_cells=args.engine == "exact") is None:
-            summary = _exact_summary(args, evidence, spec)
+            summary = exact_summary(args, evidence, spec)
         else:
             summary = cached_summary(evidence, spec, out=args.out, settings=settings)
     else:
@@ -455,7 +457,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cmd_validate(args)
         print()
     read_costs(args)  # a bad costs file is reported before the fit, not after
-    records, summary, key = _fit(args, say=False, cross_check=True)
+    records, summary, key = _fit(args, say=False, cross_check=True, report=True)
     evidence = evidence_frame(records)
     summary, sections = _report_sections(args, evidence, summary)
     status = _emit_summary(args, summary, records)
@@ -467,15 +469,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return status
 
 
-def reference_draws(args: argparse.Namespace, evidence, spec, *, fit: bool):
-    """The posterior of the no-bias variant of the model (``robustness``'s no_bias), from --out; fitted when
-    ``fit`` and there is none (saying so). None when the model makes no bias adjustment or it is not there."""
+def exact_draws_for(args: argparse.Namespace, evidence, spec):
+    """Draws from the exact posterior of ``spec`` (:func:`metaeval.exact_full.exact_draws`, seeded by --seed), shaped
+    like an MCMC fit's; exit 2 with the reason where the model has no exact form on this evidence."""
+    from metaeval.exact_block import NoExactForm
+    from metaeval.exact_full import exact_draws
+
+    try:
+        return exact_draws(evidence, spec, seed=args.seed)
+    except NoExactForm as err:
+        raise InputError(Problem("command line", "", "--engine exact", str(err))) from None
+
+
+def reference_draws(args: argparse.Namespace, evidence, spec, *, fit: bool, engine: str = "mcmc"):
+    """The posterior of the no-bias variant of the model (``robustness``'s no_bias): with ``engine`` exact, its exact
+    draws (without ``fit`` only where they take milliseconds); else from --out, fitted when ``fit`` and there is none
+    (saying so). None when the model makes no bias adjustment or it is not there."""
     from metaeval.draws import cached_posterior
     from metaeval.robustness import variants
 
     if spec.bias_mode == "none":
         return None
     variant = variants(spec, [])[0].spec(spec)
+    if engine == "exact":
+        return exact_draws_for(args, evidence, variant) if _exact_reason(evidence, variant, several_cells=fit) is None else None
     settings = sampler_settings(args)
     posterior = cached_posterior(evidence, variant, out=args.out, settings=settings)
     if posterior is None and fit:
@@ -503,13 +520,17 @@ def analysis_for(args: argparse.Namespace, evidence, summary):
     from metaeval.analysis import analyse
 
     costs = read_costs(args, evidence)
-    if summary.engine != "mcmc" or getattr(args, "summary", None) is not None:
+    if getattr(args, "summary", None) is not None:
         return analyse(evidence, summary, costs=costs)
-    from metaeval.draws import cached_posterior
     from metaeval.spec import load_spec
 
     spec = load_spec(args.model, args.prior)
-    posterior = cached_posterior(evidence, spec, out=args.out, settings=sampler_settings(args))
-    reference = reference_draws(args, evidence, spec, fit=False) if posterior is not None else None
+    if summary.engine == "exact":  # its draws: the block posteriors the summary computed are kept in this process
+        posterior = exact_draws_for(args, evidence, spec)
+    else:
+        from metaeval.draws import cached_posterior
+
+        posterior = cached_posterior(evidence, spec, out=args.out, settings=sampler_settings(args))
+    reference = reference_draws(args, evidence, spec, fit=False, engine=summary.engine) if posterior is not None else None
     cache = args.out / PLANS if getattr(args, "output", None) is None else None  # report --output FILE writes that file only
     return analyse(evidence, summary, source=posterior, reference=reference, costs=costs, cache=cache)

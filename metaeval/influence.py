@@ -37,6 +37,13 @@ ESS_RELIABLE = 100
 _GH_NODES = 100
 
 
+#: A Shift's note where the project is alone in its domain.
+ONLY_PROJECT = "the only project in this domain: without it nothing is left to pool"
+#: A Shift's note where the draws have no SEs for the project's direction-only findings (the exact engine's draws).
+SE_NOT_DRAWN = ("its direction-only findings' SEs are integrated out by the exact engine, not drawn, so its data cannot be "
+                "reweighted away; `metaeval sensitivity --engine exact` leaves it out exactly")
+
+
 class Shift(Frozen):
     """A domain's pooled mean with and without one project's data."""
 
@@ -69,6 +76,8 @@ def project_loglik(posterior) -> tuple[dict[tuple[str, str], np.ndarray], dict[t
                 cell["terms"].add(row["bias_index"])
     out, fallback = {}, {}
     for (d, project), cell in cells.items():
+        if cell["findings"] and "se_finding" not in post:  # the exact engine's draws: leave_out says why there is no shift
+            continue
         mu, tau = get("mu", "domain", d), get("tau", "domain", d)
         rows = [r for _, r in cell["estimates"]] + [r for _, r in cell["findings"]]
         omega = get("omega", "omega_domain", d) if any(r["replicate_index"] >= 0 for r in rows) and "omega" in post else 0.0
@@ -172,9 +181,9 @@ def leave_out(posterior) -> dict[str, dict[str, Shift]]:
         mu = dd.mu.ravel()
         sd = float(mu.std(ddof=1))
         for p in dd.projects:
-            if len(dd.projects) == 1:
+            if len(dd.projects) == 1 or (d, p) not in loglik:
                 shift = Shift(domain=d, project=p, mu_without=None, shift=None, shift_in_sd=None, p_beneficial_without=None, ess=None,
-                              reliable=False, note="the only project in this domain: without it nothing is left to pool")
+                              reliable=False, note=ONLY_PROJECT if len(dd.projects) == 1 else SE_NOT_DRAWN)
             else:
                 log_w = -loglik[(d, p)].ravel()
                 w = np.exp(log_w - log_w.max())

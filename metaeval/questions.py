@@ -1,5 +1,6 @@
 """The analyst's questions as commands: compare (which initiative does more), plan (what a new evaluation
-would change) and costs (at what cost), over the fit in --out (fitted first when there is none)."""
+would change) and costs (at what cost), over the fit in --out (fitted first when there is none), or over the
+exact engine's draws (--engine exact, or auto where the model has a fast exact form)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from collections.abc import Callable
 
 from metaeval.commands import (
     GATE_FAILED,
+    engine_for,
+    exact_draws_for,
+    exact_summary,
     read_costs,
     read_evidence,
     reference_draws,
@@ -19,13 +23,15 @@ from metaeval.errors import InputError, Problem
 
 def _fitted_draws(args: argparse.Namespace, evidence=None):
     """The evidence, the judged result and the posterior of the fit in --out for these inputs; fitted first
-    when there is none (saying so on stderr)."""
+    when there is none (saying so on stderr). With the exact engine (--engine), its result and draws, computed here."""
     from metaeval.draws import cached_posterior
     from metaeval.spec import load_spec
     from metaeval.summary import cached_summary, fit_and_summarise
 
     spec = load_spec(args.model, args.prior)
     evidence = read_evidence(args) if evidence is None else evidence
+    if engine_for(args, evidence, spec) == "exact":
+        return evidence, spec, exact_summary(args, evidence, spec, for_draws=True), exact_draws_for(args, evidence, spec)
     settings = sampler_settings(args)
     posterior = cached_posterior(evidence, spec, out=args.out, settings=settings)
     result = cached_summary(evidence, spec, out=args.out, settings=settings) if posterior is not None else None
@@ -58,7 +64,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     evidence, spec, result, posterior = _fitted_draws(args)
     projects = [p.strip() for p in args.projects.split(",") if p.strip()] if args.projects else None
-    reference = None if args.no_bias_check else reference_draws(args, evidence, spec, fit=True)
+    reference = None if args.no_bias_check else reference_draws(args, evidence, spec, fit=True, engine=result.engine)
     from metaeval.analysis import project_names
 
     names = project_names(evidence)

@@ -210,7 +210,7 @@ def _initiative_sections(evidence, result: Result, analysis, names, dpi: int) ->
                                   "today's. Right: the probability that the verdict changes. One line per outcome.", dpi)
     return {"matrix": views_initiatives.matrix(analysis, result, names), "comparison": views_initiatives.comparison_view(analysis, names),
             "costs": views_initiatives.costs_view(analysis, names, ce_figure), "plan": views_initiatives.plan_view(analysis, plan_figure),
-            "cards": views_initiatives.cards(analysis, result, names)}
+            "cards": views_initiatives.cards(analysis, result, names), "shifts_missing": analysis.missing.get("shifts")}
 
 
 def _try_figure(draw: Callable, alt: str, caption: str, dpi: int) -> dict:

@@ -4,6 +4,7 @@ comparison, costs and what a new evaluation would settle. Plain data, as in :mod
 from __future__ import annotations
 
 from metaeval import words
+from metaeval.influence import ONLY_PROJECT
 from metaeval.result import Result
 from metaeval.views import Names, slug, text
 
@@ -123,7 +124,7 @@ def _shift_text(shift, metric) -> str:
     if shift is None:
         return "–"
     if shift.shift is None:
-        return "only project here"
+        return "only project here" if shift.note == ONLY_PROJECT else "–"
     out = f"{'+' if shift.shift > 0 else ''}{words.number(shift.shift, metric)}"
     if shift.shift_in_sd is not None:
         out += f" ({abs(shift.shift_in_sd):.1f} SD)"

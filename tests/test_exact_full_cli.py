@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,121 @@ def test_cross_check_leaves_a_model_without_an_exact_form_alone(mcmc_fit):
     diagnostics = with_cross_check(result, fitted.posterior, table, hierarchical).diagnostics
     assert diagnostics.cross_check is None and "hierarchical" in diagnostics.cross_check_skipped
     assert diagnostics.passed == result.diagnostics.passed
+
+
+#: Two domains, five and three projects, randomised and weaker designs (bias terms), no direction-only finding.
+FIVE = """study,yi,sei,domain,design,project
+a1,0.30,0.10,d,rct,A
+b1,0.10,0.12,d,rct,B
+c1,0.45,0.08,d,matched_register,C
+d1,0.60,0.20,d,before_after,D
+e1,0.05,0.15,d,rct,E
+a2,0.20,0.10,e,rct,A
+c2,0.35,0.09,e,matched_register,C
+e2,0.00,0.12,e,rct,E
+"""
+
+
+def _within_monte_carlo_error(got: float, want: float, draws: int) -> bool:
+    """A probability estimated from ``draws`` independent draws against its exact value (4.5 standard errors, and
+    0.005 for the exact value's own stated error)."""
+    return abs(got - want) <= 4.5 * math.sqrt(want * (1 - want) / draws) + 0.005
+
+
+def test_compare_with_the_exact_engine_ranks_on_exact_draws_and_checks_the_order_against_no_bias(tmp_path):
+    """``compare --engine exact`` ranks on independent draws from the exact posterior, computed here (nothing is kept
+    in --out) and seeded: their P(best) agree with the exact engine's own (a quadrature) within Monte Carlo error, for
+    the model and for its no_bias variant (the order's check), and a second call prints the same."""
+    csv = tmp_path / "five.csv"
+    csv.write_text(FIVE)
+    out_dir = tmp_path / "out"
+    rc, out, err = _cli("compare", "--engine", "exact", "--csv", csv, "--format", "json", "--out", out_dir)
+    assert rc == 0, err
+    domains = json.loads(out)["domains"]
+    for model, key in (("default", "p_best"), ("no_bias", "p_best_reference")):
+        rc, fitted, err = _cli("fit", "--engine", "exact", "--model", model, "--csv", csv, "--format", "json", "--out", tmp_path / model)
+        assert rc == 0, err
+        for d, dom in json.loads(fitted)["domains"].items():
+            ranks = {r["project"]: r[key] for r in domains[d]["ranks"]}
+            for p in dom["projects"]:
+                assert _within_monte_carlo_error(ranks[p["project"]], p["p_best"], domains[d]["n_draws"]), (model, d, p["project"])
+    assert not out_dir.exists()
+    assert _cli("compare", "--engine", "exact", "--csv", csv, "--format", "json", "--out", out_dir)[1] == out
+
+
+def test_run_with_the_exact_engine_reports_the_comparison_and_the_plan_from_its_draws(tmp_path):
+    """The report of an exact result has the sections that need draws (comparison with its no_bias check, leave-it-out
+    shifts, plan) from the exact posterior's draws; the plan's P(beneficial) and interval width of mu agree with the
+    exact values."""
+    from metaeval.cli import build_parser
+    from metaeval.commands import analysis_for, exact_summary, read_evidence
+    from metaeval.spec import load_spec
+
+    csv = tmp_path / "five.csv"
+    csv.write_text(FIVE)
+    for source in (["--csv", str(csv)], ["--data", str(MINI)]):
+        args = build_parser().parse_args(["report", "--engine", "exact", *source, "--out", str(tmp_path / "out")])
+        evidence = read_evidence(args, say=False)
+        summary = exact_summary(args, evidence, load_spec("default"))
+        analysis = analysis_for(args, evidence, summary)
+        assert analysis.comparison is not None
+        if source[0] == "--csv":  # no finding: nothing missing, the no_bias check included (its exact form is fast here)
+            assert analysis.missing == {} and analysis.comparison.reference == "no_bias"
+            assert any(e.shift is not None for profile in analysis.profiles.profiles for e in profile.effects)
+        else:  # a metric with a group SD: a plan for each domain
+            assert set(analysis.plan.domains) == set(summary.domains)
+            for d, plan in analysis.plan.domains.items():
+                mu = summary.domains[d].mu
+                assert _within_monte_carlo_error(plan.p_beneficial, mu.p_beneficial, 4000)
+                assert plan.width == pytest.approx(mu.hdi_high - mu.hdi_low, rel=0.1)
+
+
+def test_exact_draws_after_an_exact_result_reuse_its_block_posteriors(monkeypatch):
+    """The report's draws come from the block posteriors its exact result computed and kept in this process, not a
+    second integration (on the bundled evidence 10 CPU-seconds); a result computed without keeping them (a robustness
+    variant, a sensitivity scenario: nothing draws from those) leaves nothing behind."""
+    import metaeval.exact_full as exact_full
+    from metaeval.harmonise import load_evidence
+    from metaeval.spec import load_spec
+
+    computed = []
+    real = exact_full.block_posterior
+    monkeypatch.setattr(exact_full, "block_posterior", lambda block: computed.append(block) or real(block))
+    evidence, spec = load_evidence(csv=EIGHT), load_spec("default")
+    for keep, again in ((True, 0), (False, 1)):
+        exact_full._POSTERIORS.clear()
+        exact_full._cached_domain_result.cache_clear()
+        exact_full.fit_exact_model(evidence, spec, keep_posteriors=keep)
+        first = len(computed)
+        draws = exact_full.exact_draws(evidence, spec)
+        assert len(computed) - first == again, keep
+    assert draws["posterior"]["mu"].shape == (1, 4000, 1)
+
+
+def test_a_project_whose_findings_se_the_exact_engine_integrates_out_has_no_shift_and_the_report_says_why():
+    """A project's leave-it-out shift reweights the drawn SEs of its direction-only findings; the exact engine
+    integrates them out, so from its draws such a project has no shift (shown as "–", and the report says why),
+    while the other projects of its domain have theirs."""
+    from _model_fixtures import bundled_like
+
+    from metaeval.analysis import analyse
+    from metaeval.exact_full import exact_draws, fit_exact_model
+    from metaeval.influence import SE_NOT_DRAWN
+    from metaeval.model import prepare
+    from metaeval.spec import load_spec
+    from metaeval.views_initiatives import _shift_text
+
+    evidence, spec = bundled_like(), load_spec("default")
+    layout = prepare(evidence, spec)
+    with_findings = {(f["domain"], f["project"]) for f in layout.findings}
+    analysis = analyse(evidence, fit_exact_model(evidence, spec), source=exact_draws(evidence, spec))
+    shifts = {(e.domain, profile.project): e.shift for profile in analysis.profiles.profiles for e in profile.effects if e.shift}
+    shared = [(d, p) for d, p in with_findings if sum(1 for other in shifts if other[0] == d) > 1]
+    assert shared
+    for d, p in shared:
+        assert shifts[(d, p)].shift is None and shifts[(d, p)].note == SE_NOT_DRAWN and _shift_text(shifts[(d, p)], None) == "–"
+        assert any(s.shift is not None for (d2, p2), s in shifts.items() if d2 == d and p2 != p)
+    assert analysis.missing["shifts"].startswith("No leave-it-out shift for a project with direction-only findings")
 
 
 @pytest.mark.mcmc

@@ -130,7 +130,8 @@ def _estimates(summary: dict) -> int:
 
 
 def test_a_full_disk_at_any_point_of_run_leaves_the_previous_set(tmp_path, capsys, monkeypatch):
-    """The same points, failing as a full disk does (ENOSPC): exit 1, one line, the previous set whole."""
+    """The same points, failing as a full disk does (ENOSPC): exit 1, one line, the previous set whole (except
+    while keeping the planning simulation, a cache: the run goes on without it)."""
     import metaeval.files
 
     old_csv, new_csv = _csv(tmp_path / "old.csv", ((0.1, 0.1), (0.3, 0.2), (0.2, 0.15))), _csv(tmp_path / "new.csv", ((1.0, 0.5), (2.0, 0.4)))
@@ -147,6 +148,10 @@ def test_a_full_disk_at_any_point_of_run_leaves_the_previous_set(tmp_path, capsy
         rc = main(new_args)
         monkeypatch.delenv("METAEVAL_TEST_FAIL_AT")
         err = capsys.readouterr().err
+        if re.fullmatch(r"renamed?:[0-9a-f]{32}\.json", points[n - 1]):  # keeping the planning simulation (OUT/plans): a cache,
+            assert rc == 0 and _estimates(result_set(out)) == 2, (points[n - 1], err)  # so the run goes on without it
+            assert not [p for p in out.rglob("*.tmp")]
+            continue
         assert rc == 1 and "No space left on device" in err and "Traceback" not in err, (points[n - 1], err)
         kept = n >= switched  # the failure came after the switch: the new set is whole, and the message says so
         assert _estimates(result_set(out)) == (2 if kept else 3), points[n - 1]
