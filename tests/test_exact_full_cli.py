@@ -229,6 +229,17 @@ def test_run_with_the_exact_engine_reports_the_comparison_and_the_plan_from_its_
                 assert plan.width == pytest.approx(mu.hdi_high - mu.hdi_low, rel=0.1)
 
 
+def test_a_report_with_nothing_to_plan_says_why_without_an_empty_table(tmp_path):
+    """A metric without a group SD cannot be planned for: the plan section says so for each domain, with no table."""
+    csv = tmp_path / "five.csv"
+    csv.write_text(FIVE)
+    rc, out, err = _cli("run", "--engine", "exact", "--csv", csv, "--out", tmp_path / "out")
+    assert rc == 0, err
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    plan = page[page.index('id="plan"'):page.index("<section>", page.index('id="plan"'))]
+    assert "Not planned: d: no group SD is reported" in plan and "<table" not in plan
+
+
 def test_exact_draws_after_an_exact_result_reuse_its_block_posteriors(monkeypatch):
     """The report's draws come from the block posteriors its exact result computed and kept in this process, not a
     second integration (on the bundled evidence 10 CPU-seconds); a result computed without keeping them (a robustness
