@@ -194,11 +194,7 @@ def _fit(args: argparse.Namespace, *, say: bool = True, cross_check: bool = Fals
 
     table = evidence_frame(records)
     summary, fitted = fit_and_summarise(table, spec, out=args.out, settings=sampler_settings(args), refit=args.refit,
-                                        publish_result=False)
-    if cross_check:  # the exact answer for the same model, where there is one, as an oracle for the sampler
-        from metaeval.exact_full import with_cross_check
-
-        summary = with_cross_check(summary, fitted.posterior, table, spec)
+                                        publish_result=False, cross_check=cross_check)
     return records, summary, fitted.key
 
 

@@ -362,29 +362,42 @@ def _summary_of(version: Path, posterior=None, diagnostics: dict | None = None) 
     if result is not None:
         return result
     result = summarise(posterior if posterior is not None else load_posterior(version / "posterior.nc"), diagnostics=diagnostics)
+    _save_summary(version, result)
+    return result
+
+
+def _save_summary(version: Path, result: Result) -> None:
+    """Keep ``result`` as the engine's result of the fit in ``version``, when the folder can be written (``summary`` works read-only)."""
     try:
         with confine(version.parent):
             write_summary(result, version)
             _record_summary(version)
     except (OSError, OutputRefused):
         pass
-    return result
 
 
 def fit_and_summarise(evidence, spec: ModelSpec, *, out: str | Path, settings: SamplerSettings | None = None, refit: bool = False,
-                      progress: bool | None = None, publish_result: bool = True) -> tuple[Result, CachedFit]:
+                      progress: bool | None = None, publish_result: bool = True, cross_check: bool = False) -> tuple[Result, CachedFit]:
     """Fit (or reuse a cached fit), summarise, and write the summary next to the posterior.
 
     The fit folder keeps the engine's result; the one returned is judged (:func:`metaeval.certainty.judge`)
     against the evidence as it is now. With ``publish_result`` it is also published as ``<out>``'s current
     result set (:func:`publish`: ``<out>/summary.json``, ``summary.csv``, ``latest.txt``); a caller that adds a
-    report to the set publishes it itself.
+    report to the set publishes it itself. ``cross_check``: the result is checked against the exact engine's
+    for the same model (:func:`metaeval.exact_full.with_cross_check`), once per fit: the check is kept in the
+    fit folder's summary, so the fit's later uses read it.
     """
     from metaeval.certainty import judge
 
     fitted = fit_cached(evidence, spec, out=out, settings=settings, refit=refit, progress=progress)
     version = fitted.directory.resolve()  # one version throughout, whatever a concurrent run switches in
-    result = judge(_summary_of(version, None if fitted.cached else fitted.posterior, fitted.diagnostics), evidence)
+    result = _summary_of(version, None if fitted.cached else fitted.posterior, fitted.diagnostics)
+    if cross_check and result.diagnostics is not None and not (result.diagnostics.cross_check or result.diagnostics.cross_check_skipped):
+        from metaeval.exact_full import with_cross_check
+
+        result = with_cross_check(result, fitted.posterior, evidence, spec)
+        _save_summary(version, result)
+    result = judge(result, evidence)
     if publish_result:
         publish(out, result, key=fitted.key)
     return result, fitted

@@ -114,23 +114,48 @@ def test_the_page_has_the_section_for_the_bundled_evidence_only(bundled):
 
 @pytest.fixture(scope="module")
 def mcmc(tmp_path_factory):
-    """The default model's MCMC fit of the bundled evidence, judged: what `metaeval run` reports."""
+    """The default model's MCMC fit of the bundled evidence, judged and checked against the exact answer: what
+    `metaeval run` reports; and the folder it was fitted in."""
     from metaeval.spec import load_spec
     from metaeval.summary import fit_and_summarise
 
-    evidence = load_evidence()
-    result, _ = fit_and_summarise(evidence, load_spec("default"), out=tmp_path_factory.mktemp("bundled-fit"), progress=False)
+    evidence, out = load_evidence(), tmp_path_factory.mktemp("bundled-fit")
+    result, _ = fit_and_summarise(evidence, load_spec("default"), out=out, progress=False, cross_check=True)
     assert result.diagnostics.passed
     rows = views.rows_of(evidence)
     names = views.Names(rows, result)
     return result, {r["domain"]["label"]: r for r in views.overview(result, rows, names)["rows"]}, \
-        {d: views.domain(result, rows, d, names)["certainty"] for d in result.domains}
+        {d: views.domain(result, rows, d, names)["certainty"] for d in result.domains}, out
+
+
+@pytest.mark.mcmc
+@pytest.mark.slow
+def test_the_fit_is_checked_against_the_exact_answer_once(mcmc, monkeypatch):
+    """Findings in several projects of a domain are no reason to skip the oracle: the exact engine computes the
+    bundled model, the fit agrees within Monte Carlo error, and the check is kept with the fit (the next run reads it)."""
+    import metaeval.exact_full
+    from metaeval.spec import load_spec
+    from metaeval.summary import fit_and_summarise
+
+    result, _, _, out = mcmc
+    check = result.diagnostics.cross_check
+    assert check is not None and result.diagnostics.cross_check_skipped is None
+    assert check.passed and check.max_z <= check.threshold
+    assert 0 < check.max_discrepancy_sd < 0.15  # 4,000 draws: a few hundredths of a posterior SD; 0.056 measured
+    assert check.quantity.split(":")[0] in result.domains
+
+    def computed_again(*args, **kwargs):
+        raise AssertionError("the exact answer was computed again for a fit that has its check")
+
+    monkeypatch.setattr(metaeval.exact_full, "summarise_exact", computed_again)
+    again, fitted = fit_and_summarise(load_evidence(), load_spec("default"), out=out, progress=False, cross_check=True)
+    assert fitted.cached and again.diagnostics.cross_check == check
 
 
 @pytest.mark.mcmc
 @pytest.mark.slow
 def test_every_domain_carries_a_certainty_with_reasons(mcmc):
-    result, overview, certainty = mcmc
+    result, overview, certainty, _ = mcmc
     assert set(certainty) == set(result.domains) and len(overview) == len(result.domains)
     for d, c in certainty.items():
         assert c is not None and c["level"] in ("high", "moderate", "low", "very low"), d
@@ -156,7 +181,7 @@ def _reasons(c: dict) -> dict[str, list[str]]:
 @pytest.mark.slow
 def test_health_and_wellbeing_has_no_number_and_says_its_size_is_the_priors(mcmc):
     """No numeric estimate: the one finding is a direction, so the size comes from the priors; no effect is printed."""
-    result, overview, certainty = mcmc
+    result, overview, certainty, _ = mcmc
     c, row = certainty["health_wellbeing"], overview["Health and wellbeing"]
     reasons = _reasons(c)
     assert row["effect"] is None and row["badge"]["effect_shown"] is False
@@ -170,7 +195,7 @@ def test_health_and_wellbeing_has_no_number_and_says_its_size_is_the_priors(mcmc
 def test_disability_pension_is_not_sure_from_one_non_significant_trial_and_a_direction(mcmc):
     """The trial (non-significant) and VIVE's direction-only finding are what is left after the appraisal rules (DRC's
     0%-cell row is judged critical and leaves with its table); a high P(beneficial) must not read as a sure finding."""
-    result, overview, certainty = mcmc
+    result, overview, certainty, _ = mcmc
     dom, c = result.domains["disability_pension"], certainty["disability_pension"]
     reasons = _reasons(c)
     assert dom.mu.p_beneficial > 0.9  # the direction is likely ...
@@ -183,7 +208,7 @@ def test_disability_pension_is_not_sure_from_one_non_significant_trial_and_a_dir
 @pytest.mark.mcmc
 @pytest.mark.slow
 def test_firm_oriented_activation_rests_on_directions_beside_a_trial_that_carries_all_the_weight(mcmc):
-    result, overview, certainty = mcmc
+    result, overview, certainty, _ = mcmc
     c = certainty["activation"]
     reasons = _reasons(c)
     assert c["start"] == "high" and c["basis"] == "randomised estimates carry 100% of the weight"

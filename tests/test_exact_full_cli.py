@@ -290,27 +290,22 @@ def test_a_project_whose_findings_se_the_exact_engine_integrates_out_has_no_shif
 
 @pytest.mark.mcmc
 def test_cross_check_not_computed_is_said_in_the_report(mcmc_fit):
-    """Findings in several projects of a domain: exact on request only (seconds), so run's cross-check leaves them,
-    and the report's diagnostics say so beside the gate."""
-    import pandas as pd
-
+    """A prior beyond what the exact engine integrates in double precision: run's cross-check leaves the fit as it
+    is (the MCMC result stands) and the report's diagnostics say why beside the gate."""
     from metaeval.exact_full import with_cross_check
+    from metaeval.present import render
+    from metaeval.spec import load_spec
     from metaeval.views_fit import diagnostics
 
-    _, spec, result, fitted = mcmc_fit
-    several = pd.DataFrame([
-        dict(estimate_id="a", project_id="a", domain="d", design="rct", yi=0.1, sei=0.1, poolable=True),
-        *[dict(estimate_id=p, project_id=p, domain="d", design="rct", yi=None, sei=None, poolable=True,
-               direction_only=True, direction="increase", significant=False) for p in ("b", "c")],
-    ])
-    checked = with_cross_check(result, fitted.posterior, several, spec)
-    assert checked.diagnostics.cross_check is None and "on request only" in checked.diagnostics.cross_check_skipped
+    table, _, result, fitted = mcmc_fit
+    checked = with_cross_check(result, fitted.posterior, table, load_spec("default", ["mu=normal(0,1e14)"]))
+    assert checked.diagnostics.cross_check is None and checked.diagnostics.passed == result.diagnostics.passed
+    why = checked.diagnostics.cross_check_skipped
+    assert why.startswith("the exact engine cannot integrate this evidence in double precision: domain 'all'") and "1e+14" in why
     row = diagnostics(checked)["rows"][-1]
-    assert row["check"] == "against the exact answer" and row["value"].startswith("not computed: domain 'd' has direction-only findings in 2 projects")
+    assert row["check"] == "against the exact answer" and row["value"] == f"not computed: {why}"
     assert not row["numeric"]  # prose, not set as a number (right-aligned, tabular figures)
-    from metaeval.present import render
-
-    assert "  against the exact answer: not computed: domain 'd' has direction-only findings in 2 projects" in render(checked, "table")
+    assert f"  against the exact answer: not computed: {why}" in render(checked, "table")
 
 
 def test_sensitivity_grid_with_the_exact_engine():
