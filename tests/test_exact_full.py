@@ -279,6 +279,75 @@ def test_drawing_from_running_sums_counts_the_entries_below_each_target():
     assert np.array_equal(_count_below(cum, rows, target), (cum[rows] < target[:, None]).sum(1))
 
 
+def _se_rule(prior: str = "lognormal(0, 1)"):
+    from metaeval.exact_block import SE_STEP
+    from metaeval.exact_nodes import _prior_rule
+
+    s, w = _prior_rule(P(prior), SE_STEP)
+    with np.errstate(divide="ignore"):
+        return s, np.log(w)
+
+
+#: Regions of direction-only findings: significant increase (an open end), not significant, significant
+#: decrease, a p-value band, and a bounded upper end (as the bundled evidence's 1.96 < z < 40).
+REGIONS = [(1.96, np.inf), (-1.96, 1.96), (-np.inf, -1.96), (1.0, 2.58), (1.96, 40.0)]
+
+
+@pytest.mark.parametrize("lo, hi", REGIONS)
+@pytest.mark.parametrize("omega2", [0.0, 0.3, 90.0])
+def test_a_censored_table_is_the_direct_evaluation(lo, hi, omega2):
+    """The lattice table (quintic Hermite between lattice points) against direct evaluation of the SE rule, from
+    the bulk to the far tails and beyond the lattice's reach: log l within 1e-6 where it is above -5 and within
+    2e-5 relative below (where l < e^-5); its derivatives, which only place the eta rule, within 1e-4 (the first)
+    and 1e-3 (the second) in the bulk."""
+    from metaeval.exact_nodes import TABLE_REACH, TABLE_STEP, Table, _censored_terms
+
+    s, log_w = _se_rule()
+    table = Table(lo, hi, s, log_w, omega2, TABLE_STEP)
+    eta = np.concatenate([np.linspace(-80, 80, 16_001), [-1e6, 1e6, table.h * TABLE_REACH * 1.5]])[:, None] * np.ones(2)
+    got = table.at(eta, derivatives=True)
+    want = _censored_terms(eta, lo, hi, s, log_w, np.full(eta.shape[0], omega2), True)
+    value, d1, d2 = (np.abs(g - w) / np.maximum(1.0, np.abs(w)) for g, w in zip(got, want))
+    bulk = want[0] > -5
+    assert value[bulk].max() < 1e-6 and value.max() < 2e-5
+    assert d1[bulk].max() < 1e-4 and d2[bulk].max() < 1e-3
+    values_only = table.at(eta, derivatives=False)
+    assert values_only[1] is None and np.allclose(values_only[0], got[0], rtol=1e-12, atol=1e-12)
+
+
+def test_a_censored_table_is_the_same_whatever_order_it_is_built_in():
+    """Blocks of the lattice are built where queries fall: the numbers at a point do not depend on which queries came first."""
+    from metaeval.exact_nodes import TABLE_STEP, Table
+
+    s, log_w = _se_rule()
+    a, b = np.linspace(-3, 3, 101)[:, None], np.linspace(-40, 10, 77)[:, None]
+    one, two = Table(1.96, np.inf, s, log_w, 0.3, TABLE_STEP), Table(1.96, np.inf, s, log_w, 0.3, TABLE_STEP)
+    first = one.at(a, True), one.at(b, True)
+    second = two.at(b, True), two.at(a, True)
+    for x, y in zip(first, second[::-1]):
+        assert all(np.array_equal(u, v) for u, v in zip(x, y))
+
+
+@pytest.mark.parametrize("lo, hi", REGIONS)
+def test_the_censored_factor_s_derivatives_are_its_slopes(lo, hi):
+    """The first and second derivatives in eta (which the mode search and the eta rule's scale use) against central
+    differences of the log factor and of its first derivative, open ends included (an infinite end's density term
+    is 0, not inf x 0)."""
+    from metaeval.exact_nodes import _censored_terms
+
+    s, log_w = _se_rule()
+    eta = np.linspace(-6, 6, 25)[:, None]
+    step = 1e-4
+
+    def at(x):
+        return _censored_terms(x, lo, hi, s, log_w, np.full(x.shape[0], 0.3), True)
+
+    value, d1, d2 = at(eta)
+    up, down = at(eta + step), at(eta - step)
+    assert np.allclose(d1, (up[0] - down[0]) / (2 * step), rtol=1e-5, atol=1e-7)
+    assert np.allclose(d2, (up[1] - down[1]) / (2 * step), rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("prior", ["studentt(3, 0, 1)"])
 def test_a_mu_prior_without_conjugacy_has_no_exact_form(prior):
     with pytest.raises(NoExactForm, match="not normal or flat"):
