@@ -150,7 +150,7 @@ def summary_table(result) -> str:
     else:
         lines.append(f"engine: {result.engine} (no sampling, no MCMC diagnostics)")
     model = result.model
-    lines.append(f"model: {model.name} ({model.description}); seed {result.seed}")
+    lines.append(f"model: {model.name} ({model.description})" + (f"; seed {result.seed}" if result.seed is not None else ""))
     lines.append(f"  priors ({model.units}):")
     params = sorted({param for dom in result.domains.values() for param in dom.priors})
     for param in params:

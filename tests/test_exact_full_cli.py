@@ -26,7 +26,11 @@ MINI = Path(__file__).parent / "fixtures" / "mini"
 
 
 def test_engine_exact_computes_the_chosen_model(tmp_path):
-    """--engine exact is the chosen model itself, direction-only findings and all."""
+    """--engine exact is the chosen model itself, direction-only findings and all; it samples nothing, so it
+    states no seed (not "seed None")."""
+    rc, out, err = _cli("fit", "--engine", "exact", "--data", MINI, "--out", tmp_path)
+    assert rc == 0, err
+    assert "engine: exact (no sampling, no MCMC diagnostics)" in out and "model: default (" in out and "seed" not in out
     rc, out, err = _cli("fit", "--engine", "exact", "--data", MINI, "--format", "json", "--out", tmp_path)
     assert rc == 0, err
     doc = json.loads(out)
