@@ -333,8 +333,8 @@ def fit_exact_model(evidence, spec: ModelSpec, *, keep_posteriors: bool = False)
 
 
 #: The cross-check fails when an MCMC posterior mean or SD is further than this many Monte Carlo standard
-#: errors from the exact value: with some 40 comparisons on the bundled evidence, a correct sampler trips
-#: it with probability about 40 x 6.8e-6 = 3e-4.
+#: errors from the exact value: with 108 comparisons on the bundled evidence (the mean and SD of 54 quantities),
+#: a correct sampler trips it with probability about 108 x 6.8e-6 = 7e-4.
 CROSS_CHECK_Z = 4.5
 
 
