@@ -166,7 +166,7 @@ class Table:
 
     def at(self, eta: np.ndarray, derivatives: bool):
         """log l at ``eta`` (any shape) and, with ``derivatives``, its first and second derivatives (None for
-        the derivatives without); directly where eta is beyond the lattice's reach or l underflows at a lattice point."""
+        the derivatives without); directly where eta is beyond the lattice's reach or the quintic overflows."""
         x = eta / self.h
         with np.errstate(invalid="ignore"):
             inside = np.abs(x) < TABLE_REACH
@@ -176,19 +176,20 @@ class Table:
         row = self._blocks(blocks)[which.reshape(j.shape)]
         f0, d0, s0 = (self.values[row, q, offset] for q in range(3))
         f1, d1, s1 = (self.values[row, q, offset + 1] for q in range(3))
-        h = self.h
-        d0, d1, s0, s1 = d0 * h, d1 * h, s0 * h * h, s1 * h * h
-        a = f1 - f0 - d0 - 0.5 * s0  # the quintic through the values and two derivatives at both ends
-        b = d1 - d0 - s0
-        c = s1 - s0
-        c3, c4, c5 = 10 * a - 4 * b + 0.5 * c, -15 * a + 7 * b - c, 6 * a - 3 * b + 0.5 * c
-        t = x - k
-        with np.errstate(invalid="ignore"):
+        h, t = self.h, np.where(inside, x - k, 0.0)
+        with np.errstate(invalid="ignore", over="ignore"):  # lattice derivatives near the largest float: read directly
+            d0, d1, s0, s1 = d0 * h, d1 * h, s0 * h * h, s1 * h * h
+            a = f1 - f0 - d0 - 0.5 * s0  # the quintic through the values and two derivatives at both ends
+            b = d1 - d0 - s0
+            c = s1 - s0
+            c3, c4, c5 = 10 * a - 4 * b + 0.5 * c, -15 * a + 7 * b - c, 6 * a - 3 * b + 0.5 * c
             out = [f0 + t * (d0 + t * (0.5 * s0 + t * (c3 + t * (c4 + t * c5))))]
             if derivatives:
                 out.append((d0 + t * (s0 + t * (3 * c3 + t * (4 * c4 + t * 5 * c5)))) / h)
                 out.append((s0 + t * (6 * c3 + t * (12 * c4 + t * 20 * c5))) / (h * h))
-        direct = ~inside | ~np.isfinite(out[0])
+        direct = ~inside
+        for o in out:
+            direct |= ~np.isfinite(o)
         if direct.any():
             lo, hi, s, log_w = self.args
             rows = eta[direct][:, None]

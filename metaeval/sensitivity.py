@@ -517,8 +517,10 @@ def run_sensitivity(
 ) -> SensitivityResult:
     """Run the grid (+ leave-one-project-out refits) as one batch of tasks; power-scaling on the baseline.
 
-    ``engine`` (see :func:`fit_scenario`): with ``exact`` every fit takes well under a second, so the tasks
-    run in this process unless a ``scheduler`` is named (a Dask cluster costs more to start than they do).
+    ``engine`` (see :func:`fit_scenario`): with ``exact`` the tasks run in this process unless a ``scheduler`` is
+    named: the process integrates each domain once for all the scenarios that leave it as it is (results are
+    kept by the domain's digest), where each worker of a cluster would integrate it again, and a domain takes
+    milliseconds, or seconds where its direction-only findings sit in several projects.
 
     ``evidence``: a harmonised table to use as is (both estimands then use it; a TOT
     scenario needs ``data_dir``/``csv`` or the bundled evidence; ``domains`` and ``defaults`` describe a
