@@ -381,6 +381,24 @@ def bundled(evidence):
     return fit_exact_model(evidence, metaeval.load_spec("default"))
 
 
+def test_the_moments_alone_are_the_result_s(bundled, evidence):
+    """What the MCMC cross-check compares (exact_moments: no intervals, no probabilities) is the full result's
+    means and SDs, with errors no larger than the result states."""
+    import metaeval
+    from metaeval.exact_full import exact_moments
+    from metaeval.model import prepare
+
+    spec = metaeval.load_spec("default")
+    moments = exact_moments(prepare(evidence, spec), spec)
+    assert set(moments) == set(bundled.domains)
+    for d, dom in bundled.domains.items():
+        pairs = [(moments[d].mu, dom.mu), (moments[d].tau, dom.tau)] + [(moments[d].projects[p.project], p) for p in dom.projects]
+        assert set(moments[d].projects) == {p.project for p in dom.projects}
+        for got, want in pairs:
+            assert got.mean == pytest.approx(want.mean, abs=1e-5 * want.sd) and got.sd == pytest.approx(want.sd, rel=1e-5)
+            assert 0 <= got.error <= want.error_sd * want.sd * (1 + 1e-5)
+
+
 def test_bundled_result_is_a_full_result(bundled, evidence):
     import metaeval
     from metaeval.model import prepare
@@ -534,9 +552,15 @@ def test_moments_a_heavy_tailed_prior_leaves_infinite_are_null(tmp_path):
 
     path = tmp_path / "one.csv"
     pd.DataFrame({"study": ["a"], "yi": [0.3], "sei": [0.1], "scale": [1.0]}).to_csv(path, index=False)
-    dom = fit_exact_model(load_evidence(csv=path), load_spec("default", ["tau=halfcauchy(1)"])).domain("all")
+    from metaeval.exact_full import exact_moments
+    from metaeval.model import prepare
+
+    evidence, spec = load_evidence(csv=path), load_spec("default", ["tau=halfcauchy(1)"])
+    dom = fit_exact_model(evidence, spec).domain("all")
     ref = exact_posterior([0.3], [0.1], tau_prior=P("halfcauchy(1)"), mu_prior=P("normal(0,1)")).summary()
     assert dom.tau.sd is None and dom.theta_new.sd is None and ref["tau"]["sd"] is None
+    tau = exact_moments(prepare(evidence, spec), spec)["all"].tau  # what the MCMC cross-check then leaves out
+    assert tau.sd is None and tau.mean == pytest.approx(dom.tau.mean, rel=1e-5)
     assert dom.tau.mean == pytest.approx(ref["tau"]["mean"], rel=0.05)
     assert dom.tau.hdi_high == pytest.approx(ref["tau"]["hdi_high"], rel=0.01)
     assert any("not finite" in n for n in dom.notes)
