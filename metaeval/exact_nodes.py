@@ -149,19 +149,27 @@ class Table:
         self.omega2 = omega2
         weighty = s[log_w >= log_w.max() - 5 * math.log(10)]
         self.h = step * math.sqrt(float(weighty.min()) ** 2 + omega2)
-        self.slot: dict[int, int] = {}  # block j (lattice points j B .. j B + B) -> its row in values
-        self.values = np.zeros((0, 3, TABLE_BLOCK + 1))  # per block: log l, its first and second derivatives
+        self.slot: dict[int, int] = {}  # block j (lattice intervals j B .. j B + B - 1) -> its row in coef
+        self.coef = np.zeros((0, 6, TABLE_BLOCK))  # per block and interval: the quintic's coefficients in t = x - k
 
     def _blocks(self, j: np.ndarray) -> np.ndarray:
-        """The rows in ``values`` of blocks ``j`` (unique), built where missing (each point's numbers the same
+        """The rows in ``coef`` of blocks ``j`` (unique), built where missing (each interval's numbers the same
         whatever the blocks built with it)."""
         missing = [int(b) for b in j if int(b) not in self.slot]
         if missing:
             k = (np.asarray(missing)[:, None] * TABLE_BLOCK + np.arange(TABLE_BLOCK + 1)).ravel()
             got = _censored_terms((k * self.h)[:, None], *self.args, np.full(k.size, self.omega2), True)
-            new = np.stack([x[:, 0] for x in got], 1).reshape(len(missing), TABLE_BLOCK + 1, 3).transpose(0, 2, 1)
+            f, d, s = (x[:, 0].reshape(len(missing), TABLE_BLOCK + 1) for x in got)
+            h = self.h
+            with np.errstate(invalid="ignore", over="ignore"):  # derivatives near the largest float, far out: read directly
+                d, s = d * h, s * h * h  # in t, the lattice step 1
+                f0, d0, s0, f1, d1, s1 = f[:, :-1], d[:, :-1], s[:, :-1], f[:, 1:], d[:, 1:], s[:, 1:]
+                a = f1 - f0 - d0 - 0.5 * s0  # the quintic through the values and two derivatives at both ends
+                b = d1 - d0 - s0
+                c = s1 - s0
+                new = np.stack([f0, d0, 0.5 * s0, 10 * a - 4 * b + 0.5 * c, -15 * a + 7 * b - c, 6 * a - 3 * b + 0.5 * c], 1)
             self.slot.update({b: len(self.slot) + n for n, b in enumerate(missing)})
-            self.values = np.concatenate([self.values, new])
+            self.coef = np.concatenate([self.coef, new])
         return np.array([self.slot[int(b)] for b in j], dtype=np.int64)
 
     def at(self, eta: np.ndarray, derivatives: bool):
@@ -174,19 +182,13 @@ class Table:
         j, offset = np.divmod(k, TABLE_BLOCK)
         blocks, which = np.unique(j, return_inverse=True)
         row = self._blocks(blocks)[which.reshape(j.shape)]
-        f0, d0, s0 = (self.values[row, q, offset] for q in range(3))
-        f1, d1, s1 = (self.values[row, q, offset + 1] for q in range(3))
+        c0, c1, c2, c3, c4, c5 = (self.coef[row, q, offset] for q in range(6))
         h, t = self.h, np.where(inside, x - k, 0.0)
-        with np.errstate(invalid="ignore", over="ignore"):  # lattice derivatives near the largest float: read directly
-            d0, d1, s0, s1 = d0 * h, d1 * h, s0 * h * h, s1 * h * h
-            a = f1 - f0 - d0 - 0.5 * s0  # the quintic through the values and two derivatives at both ends
-            b = d1 - d0 - s0
-            c = s1 - s0
-            c3, c4, c5 = 10 * a - 4 * b + 0.5 * c, -15 * a + 7 * b - c, 6 * a - 3 * b + 0.5 * c
-            out = [f0 + t * (d0 + t * (0.5 * s0 + t * (c3 + t * (c4 + t * c5))))]
+        with np.errstate(invalid="ignore", over="ignore"):
+            out = [c0 + t * (c1 + t * (c2 + t * (c3 + t * (c4 + t * c5))))]
             if derivatives:
-                out.append((d0 + t * (s0 + t * (3 * c3 + t * (4 * c4 + t * 5 * c5)))) / h)
-                out.append((s0 + t * (6 * c3 + t * (12 * c4 + t * 20 * c5))) / (h * h))
+                out.append((c1 + t * (2 * c2 + t * (3 * c3 + t * (4 * c4 + t * 5 * c5)))) / h)
+                out.append((2 * c2 + t * (6 * c3 + t * (12 * c4 + t * 20 * c5))) / (h * h))
         direct = ~inside
         for o in out:
             direct |= ~np.isfinite(o)
