@@ -108,8 +108,9 @@ def _differences(m: dict, e, sd: float) -> dict:
 def agreement(draws: int, seeds: list[int]) -> dict:
     from metaeval.exact_full import fit_exact_model
     from metaeval.harmonise import load_evidence
-    from metaeval.sampling import SamplerSettings, fit_cached
+    from metaeval.sampling import SamplerSettings
     from metaeval.spec import load_spec
+    from metaeval.summary import fit_and_summarise
 
     spec = load_spec("default")
     cache = Path(tempfile.gettempdir()) / "metaeval-exact-bench"  # fits: large, and not results
@@ -126,11 +127,12 @@ def agreement(draws: int, seeds: list[int]) -> dict:
         quantities = [(d, q, e) for d, dom in exact.domains.items() for q, e in [("mu", dom.mu), ("tau", dom.tau)] + [(p.project, p) for p in dom.projects]]
         fits, mcmcs = {}, {}
         for seed in seeds:
-            fitted = fit_cached(table, spec, out=cache, settings=SamplerSettings(chains=4, draws=draws, tune=2000, seed=seed), progress=False)
+            summary, fitted = fit_and_summarise(table, spec, out=cache, settings=SamplerSettings(chains=4, draws=draws, tune=2000, seed=seed),
+                                                progress=False, publish_result=False)  # the gate's numbers, of a cached fit too
             mcmc = mcmcs[seed] = _stats_mcmc(fitted.posterior, spec.hdi_prob)
             rows = [{"domain": d, "quantity": q, "exact_sd": e.sd, **_differences(mcmc[(d, q)], e, e.sd),
                      "mcse_mean_sd": mcmc[(d, q)]["mcse_mean"] / e.sd, "stated_error_sd": e.error_sd} for d, q, e in quantities]
-            diag = fitted.diagnostics
+            diag = summary.diagnostics.model_dump()
             fits[seed] = {"diagnostics": {k: diag[k] for k in ("rhat_max", "ess_bulk_min", "ess_tail_min", "divergences", "passed")},
                           "worst_in_sd": {**_worst(rows), "stated_error": max(e.error_sd for _, _, e in quantities)}, "rows": rows}
             w = fits[seed]["worst_in_sd"]
