@@ -136,31 +136,47 @@ TABLE_STEP = 0.5
 TABLE_BLOCK = 16
 #: Queries further than this many lattice steps from 0 (far tails) are evaluated directly.
 TABLE_REACH = 2**16
+#: Block keys: omega's index times this, plus the block's number shifted to be positive (|j| <= TABLE_REACH / TABLE_BLOCK).
+BLOCK_KEYS = 2**20
 
 
 class Table:
-    """log P(lo < yhat/s < hi | eta) of one censored observation at one omega (:func:`_censored_terms`), and its
-    first two derivatives, on the lattice eta = k h (built a block at a time, where queries fall), and by quintic
-    Hermite interpolation between lattice points. The core asks for it at millions of (tau, omega, eta) nodes but
-    only a few omega values: a table makes that a few thousand evaluations of the SE rule a value of omega."""
+    """log P(lo < yhat/s < hi | eta) of one censored observation (:func:`_censored_terms`) and its first two
+    derivatives, at any omega: per value of omega, on the lattice eta = k h (built a block of intervals at a time,
+    where queries fall), by quintic Hermite interpolation between lattice points. The core asks for it at
+    millions of (tau, omega, eta) nodes but only a few values of omega: a table makes that a few thousand
+    evaluations of the SE rule a value, and one call reads every value of omega its rows hold."""
 
-    def __init__(self, lo: float, hi: float, s: np.ndarray, log_w: np.ndarray, omega2: float, step: float):
+    def __init__(self, lo: float, hi: float, s: np.ndarray, log_w: np.ndarray, step: float):
         self.args = (lo, hi, s, log_w)
-        self.omega2 = omega2
         weighty = s[log_w >= log_w.max() - 5 * math.log(10)]
-        self.h = step * math.sqrt(float(weighty.min()) ** 2 + omega2)
-        self.slot: dict[int, int] = {}  # block j (lattice intervals j B .. j B + B - 1) -> its row in coef
+        self.narrowest2, self.step = float(weighty.min()) ** 2, step
+        self.omega: dict[float, int] = {}  # omega^2 -> its index
+        self.h, self.omega2 = np.zeros(0), np.zeros(0)  # per index: the lattice step and omega^2
+        self.slot: dict[int, int] = {}  # block key (omega's index, block j: intervals j B .. j B + B - 1) -> its row in coef
         self.coef = np.zeros((0, 6, TABLE_BLOCK))  # per block and interval: the quintic's coefficients in t = x - k
 
-    def _blocks(self, j: np.ndarray) -> np.ndarray:
-        """The rows in ``coef`` of blocks ``j`` (unique), built where missing (each interval's numbers the same
+    def _index(self, omega2: np.ndarray) -> np.ndarray:
+        """The index of each value of omega^2 (per row), registering new values."""
+        values, which = np.unique(omega2, return_inverse=True)
+        new = [float(v) for v in values if float(v) not in self.omega]
+        if new:
+            self.omega.update({v: len(self.omega) + n for n, v in enumerate(new)})
+            self.omega2 = np.concatenate([self.omega2, new])
+            self.h = np.concatenate([self.h, self.step * np.sqrt(self.narrowest2 + np.asarray(new))])
+        return np.array([self.omega[float(v)] for v in values], dtype=np.int64)[which]
+
+    def _blocks(self, keys: np.ndarray) -> np.ndarray:
+        """The rows in ``coef`` of blocks ``keys`` (unique), built where missing (each interval's numbers the same
         whatever the blocks built with it)."""
-        missing = [int(b) for b in j if int(b) not in self.slot]
+        missing = [int(b) for b in keys if int(b) not in self.slot]
         if missing:
-            k = (np.asarray(missing)[:, None] * TABLE_BLOCK + np.arange(TABLE_BLOCK + 1)).ravel()
-            got = _censored_terms((k * self.h)[:, None], *self.args, np.full(k.size, self.omega2), True)
+            om, j = np.divmod(np.asarray(missing), BLOCK_KEYS)
+            j -= BLOCK_KEYS // 2
+            k = j[:, None] * TABLE_BLOCK + np.arange(TABLE_BLOCK + 1)
+            h = self.h[om][:, None]
+            got = _censored_terms((k * h).reshape(-1, 1), *self.args, np.repeat(self.omega2[om], TABLE_BLOCK + 1), True)
             f, d, s = (x[:, 0].reshape(len(missing), TABLE_BLOCK + 1) for x in got)
-            h = self.h
             with np.errstate(invalid="ignore", over="ignore"):  # derivatives near the largest float, far out: read directly
                 d, s = d * h, s * h * h  # in t, the lattice step 1
                 f0, d0, s0, f1, d1, s1 = f[:, :-1], d[:, :-1], s[:, :-1], f[:, 1:], d[:, 1:], s[:, 1:]
@@ -170,20 +186,23 @@ class Table:
                 new = np.stack([f0, d0, 0.5 * s0, 10 * a - 4 * b + 0.5 * c, -15 * a + 7 * b - c, 6 * a - 3 * b + 0.5 * c], 1)
             self.slot.update({b: len(self.slot) + n for n, b in enumerate(missing)})
             self.coef = np.concatenate([self.coef, new])
-        return np.array([self.slot[int(b)] for b in j], dtype=np.int64)
+        return np.array([self.slot[int(b)] for b in keys], dtype=np.int64)
 
-    def at(self, eta: np.ndarray, derivatives: bool):
-        """log l at ``eta`` (any shape) and, with ``derivatives``, its first and second derivatives (None for
-        the derivatives without); directly where eta is beyond the lattice's reach or the quintic overflows."""
-        x = eta / self.h
+    def at(self, eta: np.ndarray, omega2: np.ndarray, derivatives: bool):
+        """log l at ``eta`` (rows x points) given omega^2 per row and, with ``derivatives``, its first and second
+        derivatives (None for the derivatives without); directly where eta is beyond the lattice's reach or the
+        quintic overflows."""
+        om = self._index(omega2)
+        h = self.h[om][:, None]
+        x = eta / h
         with np.errstate(invalid="ignore"):
             inside = np.abs(x) < TABLE_REACH
         k = np.floor(np.where(inside, x, 0.0)).astype(np.int64)
         j, offset = np.divmod(k, TABLE_BLOCK)
-        blocks, which = np.unique(j, return_inverse=True)
-        row = self._blocks(blocks)[which.reshape(j.shape)]
+        keys, which = np.unique(om[:, None] * BLOCK_KEYS + j + BLOCK_KEYS // 2, return_inverse=True)
+        row = self._blocks(keys)[which.reshape(j.shape)]
         c0, c1, c2, c3, c4, c5 = (self.coef[row, q, offset] for q in range(6))
-        h, t = self.h, np.where(inside, x - k, 0.0)
+        t = np.where(inside, x - k, 0.0)
         with np.errstate(invalid="ignore", over="ignore"):
             out = [c0 + t * (c1 + t * (c2 + t * (c3 + t * (c4 + t * c5))))]
             if derivatives:
@@ -194,10 +213,10 @@ class Table:
             direct |= ~np.isfinite(o)
         if direct.any():
             lo, hi, s, log_w = self.args
-            rows = eta[direct][:, None]
-            got = _censored_terms(rows, lo, hi, s, log_w, np.full(rows.shape[0], self.omega2), derivatives)
+            r, p = np.nonzero(direct)
+            got = _censored_terms(eta[r, p][:, None], lo, hi, s, log_w, omega2[r], derivatives)
             for o, g in zip(out, got):
-                o[direct] = g[:, 0]
+                o[r, p] = g[:, 0]
         return (*out, None, None) if not derivatives else tuple(out)
 
 
@@ -398,18 +417,12 @@ class Prepared:
         return total, d1, d2
 
     def _tabled(self, f: int, eta: np.ndarray, om2: np.ndarray, coarse: bool, derivatives: bool):
-        """:func:`_censored_terms` of censored observation f at eta (N, P), from its :class:`Table` for each value of
-        omega among the rows (the coarse rules' tables have the coarse step, so the stated error covers theirs)."""
-        out = [np.empty(eta.shape) for _ in range(3 if derivatives else 1)]
-        values, which = np.unique(om2, return_inverse=True)
-        for j, v in enumerate(values):
-            rows = which == j if values.size > 1 else slice(None)
-            key = (f, float(v), coarse)
-            if key not in self._tables:
-                self._tables[key] = Table(self.b.lo[f], self.b.hi[f], *self.se_rule(f, coarse), float(v), TABLE_STEP * (COARSE if coarse else 1))
-            for o, g in zip(out, self._tables[key].at(eta[rows], derivatives)):
-                o[rows] = g
-        return (*out, None, None) if not derivatives else tuple(out)
+        """:func:`_censored_terms` of censored observation f at eta (N, P), from its :class:`Table` (the coarse
+        rules' has the coarse step, so the stated error covers its own)."""
+        key = (f, coarse)
+        if key not in self._tables:
+            self._tables[key] = Table(self.b.lo[f], self.b.hi[f], *self.se_rule(f, coarse), TABLE_STEP * (COARSE if coarse else 1))
+        return self._tables[key].at(eta, om2, derivatives)
 
     def eta_rule(self, E, root, omega, coarse, laplace: bool = False, log_lik=None):
         """Per (tau, omega) node, the rule over u (eta = E + root u, u ~ N(0, 1)) for the tilted density

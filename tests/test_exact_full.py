@@ -304,34 +304,40 @@ def test_a_censored_table_is_the_direct_evaluation(lo, hi, omega2):
     from metaeval.exact_nodes import TABLE_REACH, TABLE_STEP, Table, _censored_terms
 
     s, log_w = _se_rule()
-    table = Table(lo, hi, s, log_w, omega2, TABLE_STEP)
-    far = [-1e6, 1e6, table.h * TABLE_REACH * 1.5, -1.3e63]  # the mode search's trial steps reach 1e63
+    table = Table(lo, hi, s, log_w, TABLE_STEP)
+    h = TABLE_STEP * math.sqrt(s[log_w >= log_w.max() - 5 * math.log(10)].min() ** 2 + omega2)
+    far = [-1e6, 1e6, h * TABLE_REACH * 1.5, -1.3e63]  # the mode search's trial steps reach 1e63
     eta = np.concatenate([np.linspace(-80, 80, 16_001), far])[:, None] * np.ones(2)
+    omega2s = np.full(eta.shape[0], omega2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing overflows on the way
-        got = table.at(eta, derivatives=True)
-    want = _censored_terms(eta, lo, hi, s, log_w, np.full(eta.shape[0], omega2), True)
+        got = table.at(eta, omega2s, derivatives=True)
+    want = _censored_terms(eta, lo, hi, s, log_w, omega2s, True)
     gone = ~np.isfinite(want[0])  # l = 0 in double precision, far out: the same there
     assert np.array_equal(got[0][gone], want[0][gone])
     value, d1, d2 = (np.abs(g[~gone] - w[~gone]) / np.maximum(1.0, np.abs(w[~gone])) for g, w in zip(got, want))
     bulk = want[0][~gone] > -5
     assert value[bulk].max() < 1e-6 and value.max() < 2e-5
     assert d1[bulk].max() < 1e-4 and d2[bulk].max() < 1e-3
-    values_only = table.at(eta, derivatives=False)
+    values_only = table.at(eta, omega2s, derivatives=False)
     assert values_only[1] is None and np.allclose(values_only[0], got[0], rtol=1e-12, atol=1e-12)
 
 
 def test_a_censored_table_is_the_same_whatever_order_it_is_built_in():
-    """Blocks of the lattice are built where queries fall: the numbers at a point do not depend on which queries came first."""
+    """Blocks of the lattice are built where queries fall, for the values of omega the rows hold: the numbers at a
+    point do not depend on which queries came first, nor on the other values of omega read in the same call."""
     from metaeval.exact_nodes import TABLE_STEP, Table
 
     s, log_w = _se_rule()
-    a, b = np.linspace(-3, 3, 101)[:, None], np.linspace(-40, 10, 77)[:, None]
-    one, two = Table(1.96, np.inf, s, log_w, 0.3, TABLE_STEP), Table(1.96, np.inf, s, log_w, 0.3, TABLE_STEP)
-    first = one.at(a, True), one.at(b, True)
-    second = two.at(b, True), two.at(a, True)
+    a, b = np.linspace(-3, 3, 101)[:, None] * np.ones(3), np.linspace(-40, 10, 77)[:, None] * np.ones(3)
+    om_a, om_b = np.full(101, 0.3), np.where(np.arange(77) % 2, 0.3, 2.0)
+    one, two = Table(1.96, np.inf, s, log_w, TABLE_STEP), Table(1.96, np.inf, s, log_w, TABLE_STEP)
+    first = one.at(a, om_a, True), one.at(b, om_b, True)
+    second = two.at(b, om_b, True), two.at(a, om_a, True)
     for x, y in zip(first, second[::-1]):
         assert all(np.array_equal(u, v) for u, v in zip(x, y))
+    alone = Table(1.96, np.inf, s, log_w, TABLE_STEP).at(b[om_b == 2.0], om_b[om_b == 2.0], True)
+    assert all(np.array_equal(u[om_b == 2.0], v) for u, v in zip(first[1], alone))
 
 
 @pytest.mark.parametrize("lo, hi", REGIONS)
@@ -546,15 +552,13 @@ def test_moments_a_heavy_tailed_prior_leaves_infinite_are_null(tmp_path):
     project's) is infinite: null with a note, as the one-level engine says; the intervals stay."""
     import pandas as pd
 
-    from metaeval.exact_full import fit_exact_model
+    from metaeval.exact_full import exact_moments, fit_exact_model
     from metaeval.harmonise import load_evidence
+    from metaeval.model import prepare
     from metaeval.spec import load_spec
 
     path = tmp_path / "one.csv"
     pd.DataFrame({"study": ["a"], "yi": [0.3], "sei": [0.1], "scale": [1.0]}).to_csv(path, index=False)
-    from metaeval.exact_full import exact_moments
-    from metaeval.model import prepare
-
     evidence, spec = load_evidence(csv=path), load_spec("default", ["tau=halfcauchy(1)"])
     dom = fit_exact_model(evidence, spec).domain("all")
     ref = exact_posterior([0.3], [0.1], tau_prior=P("halfcauchy(1)"), mu_prior=P("normal(0,1)")).summary()
