@@ -196,7 +196,15 @@ class Table:
     def at(self, eta: np.ndarray, omega2: np.ndarray, derivatives: bool):
         """log l at ``eta`` (rows x points) given omega^2 per row and, with ``derivatives``, its first and second
         derivatives (None for the derivatives without); directly where eta is beyond the lattice's reach or the
-        quintic overflows."""
+        quintic overflows. In chunks of rows (:data:`CHUNK`), so that the temporaries stay small."""
+        rows = max(1, 4 * CHUNK // max(1, eta.shape[1]))
+        if eta.shape[0] <= rows:
+            return self._at(eta, omega2, derivatives)
+        parts = [self._at(eta[i:i + rows], omega2[i:i + rows], derivatives) for i in range(0, eta.shape[0], rows)]
+        return tuple(None if part[0] is None else np.concatenate(part) for part in zip(*parts))
+
+    def _at(self, eta: np.ndarray, omega2: np.ndarray, derivatives: bool):
+        """:meth:`at` for one chunk of rows."""
         om = self._index(omega2)
         h = self.h[om][:, None]
         x = eta / h

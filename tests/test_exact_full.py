@@ -338,6 +338,11 @@ def test_a_censored_table_is_the_same_whatever_order_it_is_built_in():
         assert all(np.array_equal(u, v) for u, v in zip(x, y))
     alone = Table(1.96, np.inf, s, log_w, TABLE_STEP).at(b[om_b == 2.0], om_b[om_b == 2.0], True)
     assert all(np.array_equal(u[om_b == 2.0], v) for u, v in zip(first[1], alone))
+    many = np.linspace(-30, 30, 150_000)[:, None]  # read in chunks of rows: the same numbers as a query of a few of them
+    whole = Table(1.96, np.inf, s, log_w, TABLE_STEP).at(many, np.full(many.shape[0], 0.3), True)
+    rows = np.arange(0, many.shape[0], 997)
+    single = Table(1.96, np.inf, s, log_w, TABLE_STEP).at(many[rows], np.full(rows.size, 0.3), True)
+    assert all(np.array_equal(u[rows], v) for u, v in zip(whole, single))
 
 
 @pytest.mark.parametrize("lo, hi", REGIONS)
