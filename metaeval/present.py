@@ -141,12 +141,12 @@ def summary_table(result) -> str:
         lines.append(f"diagnostics gate {state}: R-hat max {_g(diag.rhat_max, 4)}, bulk ESS min {_g(diag.ess_bulk_min, 4)}, "
                      f"tail ESS min {_g(diag.ess_tail_min, 4)}, divergences {diag.divergences}")
         lines += [f"  gate: {failure}" for failure in diag.failures]
-        if diag.cross_check is not None:
-            from metaeval.words import exact_difference
+        from metaeval.words import exact_difference, exact_not_computed
 
+        if diag.cross_check is not None:
             lines.append(f"  against the exact answer: largest difference {exact_difference(diag.cross_check)}")
-        elif diag.cross_check_skipped:
-            lines.append(f"  against the exact answer: not computed: {diag.cross_check_skipped}")
+        else:
+            lines.append(f"  against the exact answer: not computed: {exact_not_computed(diag)}")
     else:
         lines.append(f"engine: {result.engine} (no sampling, no MCMC diagnostics)")
     model = result.model

@@ -124,6 +124,11 @@ def exact_difference(check) -> str:
     return f"{check.max_discrepancy_sd:.2g} posterior SDs ({check.max_z:.2g} Monte Carlo SEs; {check.quantity})"
 
 
+def exact_not_computed(diagnostics) -> str:
+    """Why an MCMC fit has no comparison with the exact answer: the reason given, or that this fit was never checked."""
+    return diagnostics.cross_check_skipped or "not asked for this fit (`metaeval run` checks a fit; `metaeval fit` does not, to stay quick)"
+
+
 def verdict(p_beneficial) -> tuple[str, str]:
     """A plain-language reading of P(the average effect is beneficial), and a CSS class for it."""
     p = finite(p_beneficial)

@@ -312,6 +312,20 @@ def test_cross_check_not_computed_is_said_in_the_report(mcmc_fit):
     assert f"  against the exact answer: not computed: {why}" in render(checked, "table")
 
 
+@pytest.mark.mcmc
+def test_a_fit_never_checked_says_so_where_the_check_would_stand(mcmc_fit):
+    """`fit` does not check against the exact answer (`run` does): its report and text output say that, rather than
+    leave the row out."""
+    from metaeval.present import render
+    from metaeval.views_fit import diagnostics
+
+    _, _, result, _ = mcmc_fit  # fitted without the cross-check, as `fit` does
+    assert result.diagnostics.cross_check is None and result.diagnostics.cross_check_skipped is None
+    row = diagnostics(result)["rows"][-1]
+    assert row["check"] == "against the exact answer" and row["value"].startswith("not computed: not asked for this fit (`metaeval run`")
+    assert "  against the exact answer: not computed: not asked for this fit" in render(result, "table")
+
+
 def test_sensitivity_grid_with_the_exact_engine():
     """Every scenario with an exact form is integrated; design_hierarchy fails, saying why; no power-scaling."""
     from _model_fixtures import bundled_like

@@ -271,7 +271,9 @@ def test_failed_gate_is_a_banner(case):
     assert 'id="gate-failed"' in page and "FAILED" in page
     view = views_fit.diagnostics(failed)
     assert view["gate"] == "FAILED" and view["rows"][0]["value"] == "1.08"  # the failing R-hat is shown
-    assert all(r["numeric"] for r in view["rows"]) and '<td class="num">1.08</td>' in page
+    gate, check = view["rows"][:-1], view["rows"][-1]  # the gate's numbers, then prose: this fit was not checked
+    assert all(r["numeric"] for r in gate) and '<td class="num">1.08</td>' in page
+    assert not check["numeric"] and check["value"].startswith("not computed: not asked for this fit")
     strict = failed.model_copy(update={"diagnostics": failed.diagnostics.model_copy(update={
         "thresholds": {"rhat_max": 1.05, "ess_min": 100, "divergences": 0}, "failures": ("R-hat 1.08 > 1.05", "bulk ESS 95 < 100")})})
     section = Page(report.render_report(evidence, strict).split('id="diagnostics"')[1]).text
