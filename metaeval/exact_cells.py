@@ -404,23 +404,26 @@ class _GroupQuantities:
         self._splits[r] = (level, float(W[wide].sum()), items)
         return self._splits[r]
 
-    def cdf(self, local, x: np.ndarray):
-        """CDF, density and its slope of rows ``local`` at x (rows x points)."""
-        out = [np.zeros(x.shape) for _ in range(3)]
+    def cdf(self, local, x: np.ndarray, density_only: bool = False):
+        """CDF, density and its slope of rows ``local`` at x (rows x points); ``density_only``: the density alone
+        (None for the others)."""
+        out = [None if density_only and q != 1 else np.zeros(x.shape) for q in range(3)]
         for i, r in enumerate(np.asarray(local).tolist()):
             level, mass, (node, m, a, sd, weight) = self._split(r)
             if level is not None:
-                for total, part in zip(out, level.cdf(np.array([r]), x[i:i + 1])):
-                    total[i] += mass * part[0]
+                for total, part in zip(out, level.cdf(np.array([r]), x[i:i + 1], density_only)):
+                    if part is not None:
+                        total[i] += mass * part[0]
             if node.size:
-                parts = self.cells.mu_level.narrow_cdf(node, np.zeros(node.size, dtype=int), m, a, sd, weight, 1, x[i:i + 1])
+                parts = self.cells.mu_level.narrow_cdf(node, np.zeros(node.size, dtype=int), m, a, sd, weight, 1, x[i:i + 1], density_only)
                 for total, part in zip(out, parts):
-                    total[i] += part[0]
+                    if part is not None:
+                        total[i] += part[0]
         return tuple(out)
 
     def intervals(self, local, p: float):
         mean, sd = self.moments(local)
-        return hdi_by_newton(lambda x: self.cdf(local, x), mean, sd, p)
+        return hdi_by_newton(lambda x: self.cdf(local, x), mean, sd, p, density=lambda x: self.cdf(local, x, density_only=True)[1])
 
     def prob_above(self, local, sign: float, threshold: float):
         F = np.clip(self.cdf(local, np.full((len(local), 1), sign * threshold))[0][:, 0], 0.0, 1.0)

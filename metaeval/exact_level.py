@@ -58,12 +58,13 @@ def _sinc_table(t: np.ndarray, g: np.ndarray, x_of_t, refine: int = 8):
     return x, cdf, dens, np.gradient(dens, x, edge_order=2)
 
 
-def hdi_by_newton(evaluate, mean: np.ndarray, sd: np.ndarray, p: float):
+def hdi_by_newton(evaluate, mean: np.ndarray, sd: np.ndarray, p: float, density=None):
     """Shortest intervals holding mass p, per row, of distributions given by ``evaluate(x)`` -> (CDF,
     density, the density's slope) at x (rows x points): Newton on F(b) - F(a) = p and f(a) = f(b) from the
     normal approximation, a few dozen evaluations rather than a table. Rows where Newton does not settle,
     or whose density dips inside the interval (not unimodal), are solved from a table of the CDF
-    (:func:`metaeval.mixtures.shortest_interval`)."""
+    (:func:`metaeval.mixtures.shortest_interval`). ``density(x)``: the density alone, for that check, where it
+    costs less than ``evaluate``."""
     half = special.ndtri(0.5 + p / 2)
     a, b = mean - half * sd, mean + half * sd
     done = np.zeros(mean.size, dtype=bool)
@@ -82,7 +83,8 @@ def hdi_by_newton(evaluate, mean: np.ndarray, sd: np.ndarray, p: float):
         scale = 1 / np.maximum(cap, 1.0)
         a, b = a + scale * step_a, b + scale * step_b
     # a unimodal density stays above its value at the ends inside the interval
-    _, f, _ = evaluate(np.concatenate([np.stack([a, b], 1), a[:, None] + (b - a)[:, None] * np.linspace(0.1, 0.9, 9)], 1))
+    points = np.concatenate([np.stack([a, b], 1), a[:, None] + (b - a)[:, None] * np.linspace(0.1, 0.9, 9)], 1)
+    f = density(points) if density is not None else evaluate(points)[1]
     bad = ~done | (f[:, 2:].min(1) < np.minimum(f[:, 0], f[:, 1]) * (1 - 1e-9))
     if bad.any():  # a table of the CDF over mean +- 12 SD, 1,200 points a row
         x = mean[:, None] + sd[:, None] * np.linspace(-12.0, 12.0, 1201)
@@ -144,11 +146,13 @@ class Level:
         chunk = max(1, CHUNK // (level.weight.size * level.nodes.u.shape[1] * 6))
         for r0 in range(0, len(rows), chunk):
             part = rows[r0:r0 + chunk]
-            lo[r0:r0 + chunk], hi[r0:r0 + chunk] = hdi_by_newton(lambda x: level.cdf(part, x), mean[r0:r0 + chunk], sd[r0:r0 + chunk], p)
+            lo[r0:r0 + chunk], hi[r0:r0 + chunk] = hdi_by_newton(lambda x: level.cdf(part, x), mean[r0:r0 + chunk], sd[r0:r0 + chunk], p,
+                                                                 density=lambda x: level.cdf(part, x, density_only=True)[1])
         return lo, hi
 
-    def cdf(self, rows: np.ndarray, x: np.ndarray):
-        """CDF, density and the density's slope of quantity ``rows`` at x (rows x points).
+    def cdf(self, rows: np.ndarray, x: np.ndarray, density_only: bool = False):
+        """CDF, density and the density's slope of quantity ``rows`` at x (rows x points); ``density_only``: the
+        density alone (None for the others).
 
         Given a node, a quantity is m + c u + s Z with u the (standardised) eta and Z ~ N(0, 1). Where s
         is wide against c times eta's spread, the sum over the eta nodes is accurate; where it is narrow
@@ -160,12 +164,16 @@ class Level:
         m, s, w, narrow = self._cdf_parts[key]
         z = np.clip((x[:, :, None] - m[:, None, :]) / s[:, None, :], -37.0, 37.0)  # Phi(-37) ~ 6e-300: no denormals
         phi = np.exp(-0.5 * z * z) / (math.sqrt(2 * math.pi) * s[:, None, :])
-        F = np.einsum("rxk,rk->rx", special.ndtr(z), w)
         f = np.einsum("rxk,rk->rx", phi, w)
-        df = -np.einsum("rxk,rk->rx", phi * z / s[:, None, :], w)
+        F = df = None
+        if not density_only:
+            F = np.einsum("rxk,rk->rx", special.ndtr(z), w)
+            df = -np.einsum("rxk,rk->rx", phi * z / s[:, None, :], w)
         if narrow is not None:
-            parts = self.narrow_cdf(*narrow, x)
-            F, f, df = F + parts[0], f + parts[1], df + parts[2]
+            parts = self.narrow_cdf(*narrow, x, density_only=density_only)
+            f = f + parts[1]
+            if not density_only:
+                F, df = F + parts[0], df + parts[2]
         return F, f, df
 
     def _split(self, rows: np.ndarray):
@@ -190,9 +198,10 @@ class Level:
         total = self.weight[np.unique(node_of)].sum()  # the kept nodes' weight (the components' normaliser)
         return m, s, w, (i, r, n.mean[i, base[r]], c[i, r], sd[i, r], self.weight[i] / total, len(rows))
 
-    def narrow_cdf(self, node, r, m, c, s, weight, n_rows, x):
+    def narrow_cdf(self, node, r, m, c, s, weight, n_rows, x, density_only: bool = False):
         """The narrow branch of ``cdf`` (see there): the node-row pairs (node, r) with their quantity's
-        mean m, slope c on eta and SD s, and the node's weight; summed per row."""
+        mean m, slope c on eta and SD s, and the node's weight; summed per row (``density_only``: None for
+        the CDF and the density's slope)."""
         n = self.nodes
         grid, G, D = self.eta_tables()
         zj, wj = gauss_hermite(16)
@@ -207,17 +216,19 @@ class Level:
         at = node[:, None, None]
         G0, G1, D0, D1 = G[at, j0], G[at, j0 + 1], D[at, j0] * step, D[at, j0 + 1] * step
         f2, f3 = frac * frac, frac * frac * frac  # cubic Hermite on the table, and its derivatives
-        G_t = np.clip((2 * f3 - 3 * f2 + 1) * G0 + (f3 - 2 * f2 + frac) * D0 + (3 * f2 - 2 * f3) * G1 + (f3 - f2) * D1, 0.0, 1.0)
         g_t = ((6 * f2 - 6 * frac) * G0 + (3 * f2 - 4 * frac + 1) * D0 + (6 * frac - 6 * f2) * G1 + (3 * f2 - 2 * frac) * D1) / step
-        dg_t = ((12 * frac - 6) * G0 + (6 * frac - 4) * D0 + (6 - 12 * frac) * G1 + (6 * frac - 2) * D1) / step**2
         dt = 1 / (scale * np.cosh(t))  # dt/dv, and its derivative
-        ddt = -np.tanh(t) * dt * dt
-        Fn = np.where((cc > 0)[:, None, None], G_t, 1 - G_t) @ wj
-        fn = (g_t * dt / np.abs(cc)[:, None, None]) @ wj
-        dfn = ((dg_t * dt * dt + g_t * ddt) / (cc * np.abs(cc))[:, None, None]) @ wj
-        out = [np.zeros((n_rows, x.shape[1])) for _ in range(3)]
-        for total, part in zip(out, (Fn, fn, dfn)):
-            np.add.at(total, r, weight[:, None] * part)
+        parts = [None, (g_t * dt / np.abs(cc)[:, None, None]) @ wj, None]
+        if not density_only:
+            G_t = np.clip((2 * f3 - 3 * f2 + 1) * G0 + (f3 - 2 * f2 + frac) * D0 + (3 * f2 - 2 * f3) * G1 + (f3 - f2) * D1, 0.0, 1.0)
+            dg_t = ((12 * frac - 6) * G0 + (6 * frac - 4) * D0 + (6 - 12 * frac) * G1 + (6 * frac - 2) * D1) / step**2
+            ddt = -np.tanh(t) * dt * dt
+            parts[0] = np.where((cc > 0)[:, None, None], G_t, 1 - G_t) @ wj
+            parts[2] = ((dg_t * dt * dt + g_t * ddt) / (cc * np.abs(cc))[:, None, None]) @ wj
+        out = [None if part is None else np.zeros((n_rows, x.shape[1])) for part in parts]
+        for total, part in zip(out, parts):
+            if part is not None:
+                np.add.at(total, r, weight[:, None] * part)
         return out
 
     def eta_tables(self):

@@ -23,7 +23,7 @@ from _exact_brute import brute_force, weighted_draws
 
 from metaeval.exact import exact_posterior
 from metaeval.exact_block import NEW, Block, NoExactForm
-from metaeval.exact_cells import CellsPosterior, block_posterior
+from metaeval.exact_cells import CellsLevel, CellsPosterior, block_posterior
 from metaeval.exact_core import BlockPosterior
 from metaeval.priors import parse_prior as P
 
@@ -115,6 +115,27 @@ def test_variance_parameters_match_brute_force(case):
         (om_mean, om_sd, _, _), _ = post.both("axis_summary", 1, 0.95)
         assert om_mean == pytest.approx(ref["omega"][0], abs=1e-3 * ref["omega"][1])
         assert om_sd == pytest.approx(ref["omega"][1], abs=1e-3 * ref["omega"][1])
+
+
+def test_the_density_alone_is_the_density_of_the_cdf(case):
+    """The intervals' unimodality check reads the density alone (no CDF, no slope): the very same numbers, on the
+    wide and the narrow branches alike (the cases' findings pin project effects: narrow)."""
+    block, post, _ = case
+    fine, rows = post.fine, _rows(block)
+    levels = [(fine, rows)]
+    if isinstance(fine, CellsLevel):  # rows routed to the mu level or to a finding project's quantities
+        routed: dict = {}
+        for r in rows:
+            h, local = fine.route.get(int(r), (None, int(r)))
+            routed.setdefault(h, []).append(local)
+        levels = [(fine.mu_level if h is None else fine.quantities[h], np.array(local)) for h, local in routed.items()]
+    for level, local in levels:
+        mean, sd = level.moments(local)
+        x = mean[:, None] + sd[:, None] * np.linspace(-4, 4, 17)
+        F, f, df = level.cdf(local, x)
+        none, alone, none_too = level.cdf(local, x, density_only=True)
+        assert none is None and none_too is None and F is not None and df is not None
+        assert np.array_equal(alone, f)
 
 
 @pytest.mark.slow
