@@ -11,6 +11,7 @@ import numpy as np
 from scipy import special
 
 from metaeval.exact_block import COARSE, DROP, ETA_STEP, REACH, SE_STEP, Block, NoExactForm
+from metaeval.mixtures import quintic_coefficients
 from metaeval.priors import Prior
 from metaeval.tau_grid import log_dtau_dz, prior_scales, scan_mode, tau_from_z
 
@@ -179,11 +180,7 @@ class Table:
             f, d, s = (x[:, 0].reshape(len(missing), TABLE_BLOCK + 1) for x in got)
             with np.errstate(invalid="ignore", over="ignore"):  # derivatives near the largest float, far out: read directly
                 d, s = d * h, s * h * h  # in t, the lattice step 1
-                f0, d0, s0, f1, d1, s1 = f[:, :-1], d[:, :-1], s[:, :-1], f[:, 1:], d[:, 1:], s[:, 1:]
-                a = f1 - f0 - d0 - 0.5 * s0  # the quintic through the values and two derivatives at both ends
-                b = d1 - d0 - s0
-                c = s1 - s0
-                new = np.stack([f0, d0, 0.5 * s0, 10 * a - 4 * b + 0.5 * c, -15 * a + 7 * b - c, 6 * a - 3 * b + 0.5 * c], 1)
+                new = quintic_coefficients(f[:, :-1], f[:, 1:], d[:, :-1], d[:, 1:], s[:, :-1], s[:, 1:])
             used = len(self.slot)
             if used + len(missing) > self.coef.shape[0]:  # room doubled: appends cost amortised constant time
                 grown = np.empty((max(2 * self.coef.shape[0], used + len(missing)), 6, TABLE_BLOCK))
@@ -196,7 +193,7 @@ class Table:
     def at(self, eta: np.ndarray, omega2: np.ndarray, derivatives: bool):
         """log l at ``eta`` (rows x points) given omega^2 per row and, with ``derivatives``, its first and second
         derivatives (None for the derivatives without); directly where eta is beyond the lattice's reach or the
-        quintic overflows. In chunks of rows (:data:`CHUNK`), so that the temporaries stay small."""
+        quintic overflows. In chunks of rows (four times :data:`CHUNK` elements), so that the temporaries stay small."""
         rows = max(1, 4 * CHUNK // max(1, eta.shape[1]))
         if eta.shape[0] <= rows:
             return self._at(eta, omega2, derivatives)

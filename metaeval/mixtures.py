@@ -136,6 +136,15 @@ def _quintic(u, F0, F1, d0, d1, e0, e1):
     return value, slope
 
 
+def quintic_coefficients(F0, F1, d0, d1, e0, e1):
+    """The interpolant of :func:`_quintic` in powers of u, c0 + c1 u + ... + c5 u^5 (stacked on a new axis 1):
+    for tables read many times, where the coefficients are computed once an interval."""
+    a = F1 - F0 - d0 - 0.5 * e0
+    b = d1 - d0 - e0
+    c = e1 - e0
+    return np.stack([F0, d0, 0.5 * e0, 10 * a - 4 * b + 0.5 * c, -15 * a + 7 * b - c, 6 * a - 3 * b + 0.5 * c], 1)
+
+
 class _Table:
     """A CDF F with its density f and the density's derivative df tabulated at x (rows x points),
     flattened once for fast lookups."""

@@ -344,6 +344,21 @@ def test_a_censored_table_is_the_direct_evaluation(lo, hi, omega2):
     assert values_only[1] is None and np.allclose(values_only[0], got[0], rtol=1e-12, atol=1e-12)
 
 
+def test_the_tables_quintic_is_the_one_level_engine_s():
+    """The tables' power-form coefficients give the quintic Hermite interpolant the one-level engine reads its
+    CDF tables with (mixtures._quintic): the same values and slopes."""
+    from metaeval.mixtures import _quintic, quintic_coefficients
+
+    rng = np.random.default_rng(5)
+    ends = rng.normal(size=(6, 200))
+    u = rng.random(200)
+    c = quintic_coefficients(*ends[:, :, None])[:, :, 0]  # (200, 6)
+    value = sum(c[:, q] * u**q for q in range(6))
+    slope = sum(q * c[:, q] * u ** (q - 1) for q in range(1, 6))
+    want = _quintic(u, *ends)
+    assert np.allclose(value, want[0], rtol=1e-12, atol=1e-12) and np.allclose(slope, want[1], rtol=1e-12, atol=1e-12)
+
+
 def test_a_censored_table_is_the_same_whatever_order_it_is_built_in():
     """Blocks of the lattice are built where queries fall, for the values of omega the rows hold: the numbers at a
     point do not depend on which queries came first, nor on the other values of omega read in the same call."""
