@@ -1,0 +1,77 @@
+"""How accurately P(first) integrates over mu: ``.venv/bin/python bench/first_rule.py [--cases 400]`` (16 minutes).
+
+P(a first) among four rows or more is, per component, an integral over mu of an integral over x
+(:func:`metaeval.exact_level.first_of_independent`). How finely the rule over mu must go depends on how far
+one SD of mu moves the rows against each other, in their own SDs (the relative loading): this measures, on
+random mixtures (2 components, 4 to 100 rows, SDs up to 10 apart, loadings from 0.01 to about 10), the
+largest error of Gauss-Hermite rules with 4 and 8 nodes and of :func:`~metaeval.exact_level.mu_rule` against
+the trapezoid rule with 30 times finer steps, by loading. Results go to ``bench/results/first-rule-<date>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from metaeval.exact_level import first_of_independent, gauss_hermite, mu_rule, relative_loading
+
+BINS = (0.1, 0.3, 1.0, 3.0, math.inf)
+
+
+def trapezoid(h: float) -> tuple[np.ndarray, np.ndarray]:
+    t = np.arange(-math.floor(8.5 / h), math.floor(8.5 / h) + 1) * h
+    w = np.exp(-0.5 * t * t)
+    return t, w / w.sum()
+
+
+def case(rng: np.random.Generator) -> dict:
+    rows, k = int(rng.choice([4, 6, 10, 30, 100])), 2
+    sd = 0.05 * np.exp(rng.uniform(0, np.log(10), (k, rows)))
+    m = rng.normal(0, rng.uniform(0.05, 0.5), (k, rows))
+    slope = rng.uniform(0, 1, (k, rows))
+    mu_var = 10 ** rng.uniform(-5, 0.5, k)
+    c = slope * mu_var[:, None]
+    v = sd**2 + slope * c
+    args = (np.full(k, 1 / k), np.zeros(k), mu_var, m, v, c, 1.0)
+    loading = relative_loading(slope, sd, np.sqrt(mu_var))
+    reference = first_of_independent(*args, mu_nodes=trapezoid(0.01 / max(loading, 1.0)))
+    errors = {name: float(np.abs(first_of_independent(*args, mu_nodes=nodes) - reference).max())
+              for name, nodes in (("gauss_hermite_4", gauss_hermite(4)), ("gauss_hermite_8", gauss_hermite(8)),
+                                  ("mu_rule", mu_rule(loading)))}
+    return {"rows": rows, "loading": loading, "nodes": int(mu_rule(loading)[0].size), **errors}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=400)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    cases = [case(rng) for _ in range(args.cases)]
+    table, lower = [], 0.0
+    for upper in BINS:
+        inside = [c for c in cases if lower < c["loading"] <= upper]
+        if inside:
+            table.append({"loading": f"({lower:g}, {upper:g}]", "cases": len(inside),
+                          **{k: max(c[k] for c in inside) for k in ("gauss_hermite_4", "gauss_hermite_8", "mu_rule", "nodes")}})
+        lower = upper
+    print(f"{'loading':<12} {'cases':>5} {'GH 4':>9} {'GH 8':>9} {'mu_rule':>9} {'nodes':>6}  (largest |error| in P(first))")
+    for r in table:
+        print(f"{r['loading']:<12} {r['cases']:>5} {r['gauss_hermite_4']:9.1e} {r['gauss_hermite_8']:9.1e} {r['mu_rule']:9.1e} {r['nodes']:>6}")
+    results = Path(__file__).resolve().parent / "results"
+    stem = f"first-rule-{dt.date.today().isoformat()}"
+    path, n = results / f"{stem}.json", 2
+    while path.exists():
+        path, n = results / f"{stem}-{n}.json", n + 1
+    path.write_text(json.dumps({"settings": vars(args), "by_loading": table, "cases": cases}, indent=1) + "\n", encoding="utf-8")
+    print(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
