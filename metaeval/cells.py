@@ -11,6 +11,8 @@ import math
 
 def present(value) -> bool:
     """Whether a cell holds a value: not None, NaN, or pandas' NA/NaT."""
+    if isinstance(value, str):  # most cells; math.isnan's TypeError for them cost a microsecond each
+        return True
     if value is None or type(value).__name__ in ("NAType", "NaTType"):
         return False
     try:

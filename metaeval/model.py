@@ -106,7 +106,7 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
     from statistics import NormalDist  # not scipy.stats: half a second of import on the summary and report paths
 
     # the table, or its rows (metaeval.harmonise.evidence_records: the exact engine's path never imports pandas)
-    rows = evidence.to_dict("records") if hasattr(evidence, "to_dict") else [dict(r) for r in evidence]
+    rows = evidence.to_dict("records") if hasattr(evidence, "to_dict") else list(evidence)  # mappings, only read
     columns = evidence.columns if hasattr(evidence, "columns") else set().union(*rows) if rows else set()
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
