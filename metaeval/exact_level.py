@@ -420,13 +420,13 @@ class Level:
             return out, np.zeros(L)
         halves = []
         for offset in (0.25, 0.75):
-            # the sample: about COMPARE_BUDGET * 50 evaluations of a normal CDF in all (x 128, mu 4 or more, rows)
+            # the sample: COMPARE_BUDGET / (20 x rows) components (32 to 256), half in each
             w, _, mu_mean, mu_var, m, v, c, _ = self.reduced(rows)._given_eta(rows, 1e-10, _sample_size(L * 20) // 2, offset)
             halves.append(first_of_independent(w, mu_mean, mu_var, m, v, c, sign))
         return 0.5 * (halves[0] + halves[1]), np.abs(halves[0] - halves[1])
 
 
-#: At most this many values of x per (component, mu) in P(first) (rows' SDs 400-fold apart need them).
+#: At most this many values of x per (component, mu) in P(first): enough for rows' SDs about 160-fold apart.
 MAX_VALUES = 4096
 
 
@@ -508,7 +508,7 @@ def relative_loading(slope: np.ndarray, sd: np.ndarray, mu_sd: np.ndarray) -> fl
 def mu_rule(loading: float) -> tuple[np.ndarray, np.ndarray]:
     """Nodes (in mu's standard score) and weights of P(first)'s integral over mu, by how far mu moves the rows
     against each other (:func:`relative_loading`). Measured against the trapezoid rule with 30 times finer
-    steps on 400 random mixtures (bench/first_rule.py): Gauss-Hermite with 8 nodes, this rule's before, was off
+    steps on 400 random mixtures (bench/first_rule.py): Gauss-Hermite with 8 nodes (the rule before) was off
     by up to 2e-11 for loadings to 0.3, 7e-5 to 1, 8e-3 to 3 and 0.04 beyond; with 4 nodes by 3e-10 to 0.1;
     the trapezoid rule with steps of 0.35 / max(loading, 0.5) by at most 5e-14 beyond 0.3."""
     if loading <= 0.1:
