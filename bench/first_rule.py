@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import math
+import subprocess
 from pathlib import Path
 
 import numpy as np
+from scaling import write_result
 
 from metaeval.exact_level import first_of_independent, gauss_hermite, mu_rule, relative_loading
 
@@ -82,7 +83,8 @@ def main() -> int:
     rng = np.random.default_rng(args.seed)
     cases = [case(rng) for _ in range(args.cases)]
     table = by_bins(cases, "loading", BINS, ("gauss_hermite_4", "gauss_hermite_8", "mu_rule", "nodes"))
-    print(f"{'loading':<12} {'cases':>5} {'GH 4':>9} {'GH 8':>9} {'mu_rule':>9} {'nodes':>6}  (largest |error| in P(first))")
+    if table:
+        print(f"{'loading':<12} {'cases':>5} {'GH 4':>9} {'GH 8':>9} {'mu_rule':>9} {'nodes':>6}  (largest |error| in P(first))")
     for r in table:
         print(f"{r['loading']:<12} {r['cases']:>5} {r['gauss_hermite_4']:9.1e} {r['gauss_hermite_8']:9.1e} {r['mu_rule']:9.1e} {r['nodes']:>6}")
     x_cases = [x_case(rng) for _ in range(args.x_cases)]
@@ -90,12 +92,9 @@ def main() -> int:
     print(f"\n{'SD ratio':<12} {'cases':>5} {'x 0.6':>9} {'x 1':>9}  (largest |error| in P(first) against steps of 0.1 SD)")
     for r in x_table:
         print(f"{r['sd_ratio']:<12} {r['cases']:>5} {r['x_step_0.6']:9.1e} {r['x_step_1']:9.1e}")
-    results = Path(__file__).resolve().parent / "results"
-    stem = f"first-rule-{dt.date.today().isoformat()}"
-    path, n = results / f"{stem}.json", 2
-    while path.exists():
-        path, n = results / f"{stem}-{n}.json", n + 1
-    path.write_text(json.dumps({"settings": vars(args), "by_loading": table, "by_sd_ratio": x_table, "cases": cases, "x_cases": x_cases}, indent=1) + "\n", encoding="utf-8")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True).stdout.strip()
+    path = write_result(f"first-rule-{dt.date.today().isoformat()}",
+                        {"settings": vars(args), "commit": commit, "by_loading": table, "by_sd_ratio": x_table, "cases": cases, "x_cases": x_cases})
     print(f"written to {path}")
     return 0
 
