@@ -422,7 +422,7 @@ class Level:
         for offset in (0.25, 0.75):
             # the sample: COMPARE_BUDGET / (20 x rows) components (32 to 256), half in each
             w, _, mu_mean, mu_var, m, v, c, _ = self.reduced(rows)._given_eta(rows, 1e-10, _sample_size(L * 20) // 2, offset)
-            halves.append(first_of_independent(w, mu_mean, mu_var, m, v, c, sign))
+            halves.append(first_of_independent(w, mu_mean, mu_var, m, v, c, sign, coarse=self.coarse))
         return 0.5 * (halves[0] + halves[1]), np.abs(halves[0] - halves[1])
 
 
@@ -430,13 +430,18 @@ class Level:
 MAX_VALUES = 4096
 
 
-def first_of_independent(w, mu_mean, mu_var, m, v, c, sign: float, mu_nodes: tuple | None = None, x_step: float = 0.6) -> np.ndarray:
+def first_of_independent(w, mu_mean, mu_var, m, v, c, sign: float, mu_nodes: tuple | None = None, x_step: float = 0.6,
+                         coarse: bool = False) -> np.ndarray:
     """P(row a has the largest sign * value) per row, in a mixture of components (weights ``w``) in each of which
     mu is Normal(mu_mean, mu_var) and the rows are Normal(m, v) with covariances ``c`` with mu and independent
     given mu (arrays components x rows). ``mu_nodes``: the rule over mu's standard score (default :func:`mu_rule`);
     ``x_step``: the step of the trapezoid rule over the values, in SDs of the narrowest row (at least 48 steps
     over the range, at most MAX_VALUES). 0.6 was off by at most 3e-10 against 0.1 on 200 random mixtures whose
-    rows' SDs differ up to 30-fold (bench/first_rule.py); 1 by up to 3e-6.
+    rows' SDs differ up to 30-fold (bench/first_rule.py); 1 by up to 3e-6. ``coarse``: the coarse rules' steps
+    (COARSE times ``x_step`` and :func:`mu_rule`'s), so that the default and the coarse rules' difference, part of
+    the stated error, moves with these integrals too. It tracks their error rather than bounds it: the trapezoid
+    rule's error swings with where the grid falls (steps of 1.2 SDs against 1.8, by hand: in 3 of 30 mixtures the
+    error exceeded the difference, by up to 3e-8 against 9e-11).
 
     A row fixed given mu (no spread of its own: a project known only from a direction-only finding, whose
     effect the component's eta fixes) is a point: it comes first when it is the highest point and every
@@ -451,7 +456,8 @@ def first_of_independent(w, mu_mean, mu_var, m, v, c, sign: float, mu_nodes: tup
     point = sd <= 1e-6 * sd.max(1, keepdims=True)  # (K, L): a variance to 1e-12 of the widest is rounding (up to 1e-15 seen)
     narrowest = np.where(point, np.inf, sd).min(1)[:, None]  # (K, 1): of the rows with a spread
     sd = np.where(point, narrowest, sd)  # a point moves with mu against the others on their scale
-    x_mu, w_mu = mu_nodes or mu_rule(relative_loading(slope, sd, np.sqrt(mu_var)))
+    x_mu, w_mu = mu_nodes or mu_rule(relative_loading(slope, sd, np.sqrt(mu_var)), coarse)
+    x_step = x_step * (COARSE if coarse else 1)
     mu = mu_mean[:, None] + np.sqrt(mu_var)[:, None] * x_mu  # (K, J)
     values = sign * (m[:, None, :] + slope[:, None, :] * (mu[:, :, None] - mu_mean[:, None, None]))  # (K, J, L)
     points = np.broadcast_to(point[:, None, :], values.shape)
@@ -505,17 +511,18 @@ def relative_loading(slope: np.ndarray, sd: np.ndarray, mu_sd: np.ndarray) -> fl
     return float((np.maximum(above, below) * mu_sd).max())
 
 
-def mu_rule(loading: float) -> tuple[np.ndarray, np.ndarray]:
+def mu_rule(loading: float, coarse: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Nodes (in mu's standard score) and weights of P(first)'s integral over mu, by how far mu moves the rows
     against each other (:func:`relative_loading`). Measured against the trapezoid rule with 30 times finer
     steps on 400 random mixtures (bench/first_rule.py): Gauss-Hermite with 8 nodes (the rule before) was off
     by up to 2e-11 for loadings to 0.3, 7e-5 to 1, 8e-3 to 3 and 0.04 beyond; with 4 nodes by 3e-10 to 0.1;
-    the trapezoid rule with steps of 0.35 / max(loading, 0.5) by at most 5e-14 beyond 0.3."""
+    the trapezoid rule with steps of 0.35 / max(loading, 0.5) by at most 5e-14 beyond 0.3. ``coarse``: 3 and 6
+    nodes, and COARSE times the step."""
     if loading <= 0.1:
-        return gauss_hermite(4)
+        return gauss_hermite(3 if coarse else 4)
     if loading <= 0.3:
-        return gauss_hermite(8)
-    h = 0.35 / max(loading, 0.5)
+        return gauss_hermite(6 if coarse else 8)
+    h = 0.35 / max(loading, 0.5) * (COARSE if coarse else 1)
     t = np.arange(-math.floor(8.5 / h), math.floor(8.5 / h) + 1) * h  # mu within 8.5 SDs: all but 2e-17
     w = np.exp(-0.5 * t * t)
     return t, w / w.sum()
