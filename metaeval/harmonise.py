@@ -544,6 +544,11 @@ def evidence_digest(evidence) -> str:
     import json
 
     def plain(v):
+        kind = type(v)
+        if kind is str or kind is int or kind is bool:  # most cells, at once
+            return v
+        if kind is float:
+            return v if math.isfinite(v) else None
         if not present(v):
             return None
         if hasattr(v, "item") and not isinstance(v, (str, bytes)):
