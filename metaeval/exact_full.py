@@ -275,9 +275,14 @@ def exact_reason(layout: Layout, spec: ModelSpec, *, several_cells: bool = True)
     return None
 
 
+class BeyondPrecision(ValueError):
+    """Numbers too far apart to integrate in double precision (:func:`check_numbers`)."""
+
+
 def check_numbers(layout: Layout) -> None:
     """Refuse, per domain, estimates, SEs, prior scales or a MID too far apart to integrate in double precision
-    (ValueError naming the domain and the number: :func:`metaeval.tau_grid.check_scales`, the one-level engine's rule)."""
+    (:class:`BeyondPrecision` naming the domain and the number: :func:`metaeval.tau_grid.check_scales`, the one-level
+    engine's rule)."""
     from metaeval.tau_grid import check_scales
 
     for meta in layout.domains:
@@ -289,7 +294,16 @@ def check_numbers(layout: Layout) -> None:
             check_scales(np.array([e["yi"] for e in rows]), np.array([e["sei"] for e in rows]), parse_prior(layout.priors["tau"][d]),
                          parse_prior(layout.priors["mu"][d]), meta.get("mid"), [e["estimate_id"] for e in rows])
         except ValueError as err:
-            raise ValueError(f"domain {d!r}: {err}") from None
+            raise BeyondPrecision(f"domain {d!r}: {err}") from None
+
+
+def _require_exact(layout: Layout, spec: ModelSpec) -> None:
+    """Raise :class:`~metaeval.exact_block.NoExactForm` (:func:`exact_reason`) or :class:`BeyondPrecision`
+    (:func:`check_numbers`) where the exact engine cannot compute ``spec`` on this evidence."""
+    reason = exact_reason(layout, spec)
+    if reason:
+        raise NoExactForm(reason)
+    check_numbers(layout)
 
 
 def summarise_exact(layout: Layout, spec: ModelSpec, evidence=None, *, keep_posteriors: bool = False) -> Result:
@@ -305,10 +319,7 @@ def summarise_exact(layout: Layout, spec: ModelSpec, evidence=None, *, keep_post
     from metaeval.sampling import package_versions
     from metaeval.summary import model_record
 
-    reason = exact_reason(layout, spec)
-    if reason:
-        raise NoExactForm(reason)
-    check_numbers(layout)
+    _require_exact(layout, spec)
     spec_dict = spec.to_dict()
     with threadpool_limits(1):  # small linear algebra: BLAS threads only spin (twice the CPU time, measured)
         parts = {d: _cached_domain_result(key, keep_posteriors) for d, key in _domain_keys(layout, spec_dict, spec.hdi_prob).items()}
@@ -355,13 +366,10 @@ class DomainMoments:
 def exact_moments(layout: Layout, spec: ModelSpec) -> dict[str, DomainMoments]:
     """Per domain, the exact posterior mean and SD of mu, tau and the project effects: what the MCMC cross-check
     compares, without the intervals and probabilities of :func:`summarise_exact` (which take a third of its time
-    on the bundled evidence). Raises :class:`~metaeval.exact_block.NoExactForm` and ValueError as it does."""
+    on the bundled evidence). Raises :class:`~metaeval.exact_block.NoExactForm` and :class:`BeyondPrecision` as it does."""
     from threadpoolctl import threadpool_limits
 
-    reason = exact_reason(layout, spec)
-    if reason:
-        raise NoExactForm(reason)
-    check_numbers(layout)
+    _require_exact(layout, spec)
     out = {}
     with threadpool_limits(1):
         for meta in layout.domains:
@@ -392,16 +400,11 @@ def with_cross_check(result: Result, posterior, evidence, spec: ModelSpec) -> Re
 
     if result.diagnostics is None:
         return result
-    layout = prepare(evidence, spec)
-    reason = exact_reason(layout, spec)
-    if reason is None:
-        try:
-            check_numbers(layout)
-        except ValueError as err:
-            reason = f"the exact engine cannot integrate this evidence in double precision: {err}"
-    if reason is not None:  # said where the comparison would stand
+    try:
+        exact = exact_moments(prepare(evidence, spec), spec)
+    except (NoExactForm, BeyondPrecision) as err:  # said where the comparison would stand
+        reason = str(err) if isinstance(err, NoExactForm) else f"the exact engine cannot integrate this evidence in double precision: {err}"
         return result.model_copy(update={"diagnostics": result.diagnostics.model_copy(update={"cross_check_skipped": reason})})
-    exact = exact_moments(layout, spec)
     names = ["mu", "tau", "theta_project"]
     mcse = {method: az.mcse(posterior, var_names=names, method=method) for method in ("mean", "sd")}
     worst, worst_z = (0.0, ""), (0.0, "")

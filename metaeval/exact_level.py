@@ -455,8 +455,8 @@ def first_of_independent(w, mu_mean, mu_var, m, v, c, sign: float, mu_nodes: tup
     sd = np.sqrt(np.maximum(v - slope * c, 0.0))  # given mu as well
     point = sd <= 1e-6 * sd.max(1, keepdims=True)  # (K, L): a variance to 1e-12 of the widest is rounding (up to 1e-15 seen)
     narrowest = np.where(point, np.inf, sd).min(1)[:, None]  # (K, 1): of the rows with a spread
-    sd = np.where(point, narrowest, sd)  # a point moves with mu against the others on their scale
-    x_mu, w_mu = mu_nodes or mu_rule(relative_loading(slope, sd, np.sqrt(mu_var)), coarse)
+    # a point moves with mu against the others on their scale
+    x_mu, w_mu = mu_nodes or mu_rule(relative_loading(slope, np.where(point, narrowest, sd), np.sqrt(mu_var)), coarse)
     x_step = x_step * (COARSE if coarse else 1)
     mu = mu_mean[:, None] + np.sqrt(mu_var)[:, None] * x_mu  # (K, J)
     values = sign * (m[:, None, :] + slope[:, None, :] * (mu[:, :, None] - mu_mean[:, None, None]))  # (K, J, L)
