@@ -14,13 +14,12 @@ and ``metaeval --help`` must not pay for it.
 from __future__ import annotations
 
 import io
-import math
 from contextlib import contextmanager
 from pathlib import Path
 
 from metaeval.cells import finite, flag, present
 from metaeval.files import write_atomic
-from metaeval.words import design_label, design_rank, metric_units
+from metaeval.words import design_label, design_rank, metric_units, shortened
 
 #: Colour and marker per design: filled shapes get less solid as the design weakens.
 DESIGN_STYLE = {
@@ -72,10 +71,7 @@ def plot_style():
 
 def plain_text(value, limit: int = _MAX_LABEL) -> str:
     """Data text made safe for matplotlib: no mathtext ($), no line breaks, shortened."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    text = " ".join(str(value).split()).replace("$", r"\$")
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    return shortened(value, limit).replace("$", r"\$")
 
 
 def _get(row, column, default=None):

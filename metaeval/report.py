@@ -65,7 +65,7 @@ def figure(fig: Any, alt: str, caption: str | None = None, *, dpi: int = 110) ->
     else:
         raise ValueError("a figure must be a matplotlib Figure, PNG bytes or SVG text")
     return {"src": f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}", "alt": alt, "width": width,
-            "height": height, "caption": caption}
+            "height": height, "caption": caption, "svg": None}
 
 
 _FOREST_CAPTION = ("Per project: the raw estimate with its 95% confidence interval (hollow marker) and the shrunken project "
@@ -74,17 +74,25 @@ _FOREST_CAPTION = ("Per project: the raw estimate with its 95% confidence interv
                    "enter this model.")
 
 
-def _forest(evidence, result: Result, d: str, dpi: int) -> tuple[dict | None, str | None]:
-    """A domain's forest plot as an embedded figure, or why there is none."""
-    from metaeval.plots import forest_plot, forest_rows
+def chart(view: dict, caption: str | None = None) -> dict:
+    """A figure drawn from :mod:`metaeval.charts` view data, as inline SVG (our own template's output, escaped there)."""
+    from markupsafe import Markup
+
+    from metaeval.charts import svg
+
+    return {"svg": Markup(svg(view)), "src": None, "alt": view["alt"], "caption": caption}
+
+
+def _forest(evidence, result: Result, d: str) -> tuple[dict | None, str | None]:
+    """A domain's forest plot as an inline figure, or why there is none."""
+    from metaeval.charts import forest_chart
+    from metaeval.plots import forest_rows
 
     plotted = [r for r in forest_rows(evidence, result, d) if r["kind"] == "direction" or r.get("x") is not None or r.get("raw_x") is not None]
     if not plotted:
         return None, "No forest plot: this domain has no estimate with a number or a direction to show."
-    dom = result.domains[d]
     try:
-        return figure(forest_plot(evidence, result, d), f"Forest plot for {dom.label}",
-                      _FOREST_CAPTION.format(hdi=f"{100 * dom.mu.hdi_prob:g}%"), dpi=dpi), None
+        return chart(forest_chart(evidence, result, d), _FOREST_CAPTION.format(hdi=f"{100 * result.domains[d].mu.hdi_prob:g}%")), None
     except Exception as err:  # noqa: BLE001 - one bad figure must not lose the whole report
         return None, f"The forest plot could not be drawn: {err}"
 
@@ -113,7 +121,8 @@ def render_report(
     draws: probabilities approximate, no comparison or plan). "What the appraisal rules move" shows the
     record of ``bench/rules.py`` where ``result`` is of the evidence it was made on (the same evidence
     digest), and says otherwise that it does not apply. ``progress(description, done,
-    total)`` is called as each part is built. Same inputs, same text: nothing depends on the clock.
+    total)`` is called as each part is built; ``dpi`` is the resolution of matplotlib figures in ``extras`` (the
+    report's own are SVG, :mod:`metaeval.charts`). Same inputs, same text: nothing depends on the clock.
     """
     from metaeval import __version__
 
@@ -133,12 +142,12 @@ def render_report(
     names = views.Names(rows, result)
     overview = views.overview(result, rows, names)
     step("overview")
-    context = _initiative_sections(evidence, result, analysis, names, dpi)
+    context = _initiative_sections(evidence, result, analysis, names)
     step("initiatives")
     domains = []
     for d in result.domains:
         section = views.domain(result, rows, d, names)
-        section["figure"], section["figure_missing"] = _forest(evidence, result, d, dpi)
+        section["figure"], section["figure_missing"] = _forest(evidence, result, d)
         domains.append(section)
         step(f"domain {result.domains[d].label}")
     context["evidence"] = views.evidence(rows, names)
@@ -165,7 +174,7 @@ def render_report(
             try:
                 embedded.append(figure(fig, caption or f"{section['title']}, figure {i + 1}", caption, dpi=dpi))
             except Exception as err:  # noqa: BLE001
-                embedded.append({"src": None, "error": f"A figure could not be embedded: {err}"})
+                embedded.append({"src": None, "svg": None, "error": f"A figure could not be embedded: {err}"})
         section["figures"] = embedded
         sections.append(section)
         step(section["title"])
@@ -189,35 +198,33 @@ _INITIATIVE_TOC = (("at-a-glance", "Initiatives at a glance"), ("compare", "Whic
                    ("plan", "What would settle it"), ("initiatives", "The initiatives, one by one"))
 
 
-def _initiative_sections(evidence, result: Result, analysis, names, dpi: int) -> dict:
+def _initiative_sections(evidence, result: Result, analysis, names) -> dict:
     """The matrix, comparison, costs, plan and cards, as view data with their figures embedded."""
     from metaeval.analysis import analyse
 
     if analysis is None:
         analysis = analyse(evidence, result)
+    from metaeval import charts
+
     ce_figure = plan_figure = None
     if analysis.cost_effectiveness is not None and analysis.cost_effectiveness.results:
-        from metaeval.costs import ceac_figure
-
-        ce_figure = _try_figure(lambda: ceac_figure(analysis.cost_effectiveness, names.projects), "Cost-effectiveness acceptability curves",
-                                "Probability that the initiative is worth it against the price one would pay per person helped "
-                                "(solid: bias-adjusted pooled effect; dashed: the trial alone).", dpi)
+        ce_figure = _try_chart(lambda: charts.ceac_chart(analysis.cost_effectiveness, names.projects),
+                               "Probability that the initiative is worth it against the price one would pay per person helped "
+                               "(solid: bias-adjusted pooled effect; dashed: the trial alone).")
     if analysis.plan is not None and analysis.plan.domains:
-        from metaeval.planning import plan_figure as draw_plan
-
-        plan_figure = _try_figure(lambda: draw_plan(analysis.plan), "Expected interval width and probability of a changed verdict against study size",
-                                  "Left: the expected width of the average effect's interval after a new randomised evaluation, as a share of "
-                                  "today's. Right: the probability that the verdict changes. One line per outcome.", dpi)
+        plan_figure = _try_chart(lambda: charts.plan_chart(analysis.plan),
+                                 "Left: the expected width of the average effect's interval after a new randomised evaluation, as a share of "
+                                 "today's. Right: the probability that the verdict changes. One line per outcome.")
     return {"matrix": views_initiatives.matrix(analysis, result, names), "comparison": views_initiatives.comparison_view(analysis, names),
             "costs": views_initiatives.costs_view(analysis, names, ce_figure), "plan": views_initiatives.plan_view(analysis, plan_figure),
             "cards": views_initiatives.cards(analysis, result, names), "shifts_missing": analysis.missing.get("shifts")}
 
 
-def _try_figure(draw: Callable, alt: str, caption: str, dpi: int) -> dict:
+def _try_chart(draw: Callable[[], dict], caption: str) -> dict:
     try:
-        return figure(draw(), alt, caption, dpi=dpi)
+        return chart(draw(), caption)
     except Exception as err:  # noqa: BLE001 - one bad figure must not lose the whole report
-        return {"src": None, "error": f"The figure could not be drawn: {err}"}
+        return {"src": None, "svg": None, "error": f"The figure could not be drawn: {err}"}
 
 
 def write_report(

@@ -90,6 +90,14 @@ def number(x, metric=None) -> str:
     return text.replace("-", "−")
 
 
+def shortened(value, limit: int = 48) -> str:
+    """Data text on one line, cut to ``limit`` characters with an ellipsis (labels in figures); '' when missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 def count(n) -> str:
     """A whole number with thousands separators; '–' when missing."""
     value = finite(n) if not isinstance(n, bool) else None

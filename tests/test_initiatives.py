@@ -150,7 +150,8 @@ def test_the_report_opens_with_the_matrix_and_has_a_card_per_initiative(bundled)
     assert re.findall(r'href="#([^"]+)"', toc)[:3] == ["overview", "at-a-glance", "compare"]
     best = analysis.plan.most_changed()
     assert f"most likely change the verdict in {result.domains[best[0]].label}" in html
-    assert html.count("<img") >= len(result.domains) // 2 + 2  # forest plots, the CEAC and the plan figure
+    assert html.count('<svg xmlns="http://www.w3.org/2000/svg" class="chart"') >= len(result.domains) // 2 + 2  # forest plots, the CEAC and the plan figure
+    assert 'aria-label="Cost-effectiveness acceptability curves"' in html and 'aria-label="Expected interval width' in html
     # without draws: the matrix and cards are there, the rest says why not
     bare = render_report(evidence, result)
     assert _h2(bare)[:2] == ["overview", "at-a-glance"] and bare.count('class="card"') == evidence.project_id.nunique()

@@ -106,7 +106,7 @@ def test_escaping_reaches_attributes_and_extras(case):
     text = report.render_report(evidence, hostile, extras={"comparison": {"text": "<i>x</i>", "table": [{"<col>": "<cell>"}]}})
     page = Page(text)
     assert not any("onmouseover" in attrs for _, attrs in page.elements)
-    assert 'Forest plot for Jobs" onmouseover="alert(1)' in [a.get("alt") for a in page.all("img")]
+    assert 'Forest plot for Jobs" onmouseover="alert(1)' in [a.get("aria-label") for a in page.all("svg")]
     assert "<i>" not in text and "&lt;cell&gt;" in text and "&lt;col&gt;" in text
 
 
@@ -115,9 +115,9 @@ def test_self_contained_no_network_no_script(case):
     page = Page(text)
     csp = [a["content"] for a in page.all("meta") if a.get("http-equiv") == "Content-Security-Policy"]
     assert csp and "default-src 'none'" in csp[0] and "img-src data:" in csp[0]
-    images = page.all("img")
-    assert len(images) == len(result.domains)
-    assert all(a["src"].startswith("data:image/png;base64,") for a in images)
+    assert page.all("img") == []  # the report's own figures are inline SVG (metaeval.charts), one per domain
+    figures = page.all("svg")
+    assert len(figures) == len(result.domains) and all(a["class"] == "chart" and a["role"] == "img" for a in figures)
     for tag, attrs in page.elements:
         for key in ("src", "href", "action", "data", "poster"):
             value = attrs.get(key)
@@ -324,7 +324,7 @@ def test_extras_render_tables_figures_and_unknown_sections(case):
     }
     page = Page(report.render_report(evidence, result, extras=extras))
     assert "Two scenarios." in page.text and "0.3123" in page.text and "tau wider" in page.text
-    assert len(page.all("img")) == len(result.domains) + 1
+    assert len(page.all("img")) == 1 and len(page.all("svg")) == len(result.domains)  # the supplied figure; the forest plots
     assert "Only one model was fitted." in page.text
     assert "extra-loo_pit" in page.ids and "LOO-PIT check" in page.text
     assert "A figure could not be embedded" in page.text
@@ -421,7 +421,7 @@ def test_metafor_csv_report_has_no_invented_units_or_designs():
     text = report.render_report(evidence, result)
     for study in "ABCDEFGH":
         assert f"<code>{study}</code>" in text  # each study in the project and estimate tables
-    assert len(Page(text).all("img")) == 1
+    assert len(Page(text).all("svg")) == 1  # the one domain's forest plot
     assert "Assumed, not given" in text and "direction assumed" in text  # the CSV did not say which way helps
 
 

@@ -6,7 +6,8 @@ the standard library is needed. The test installs nothing: without /usr/bin/chro
 it skips, loudly (``make test`` installs Debian's chromium first).
 
 Checked: no console message at error level, no uncaught exception, no request that
-leaves the file (no network, no CDN), every <img> decoded (naturalWidth > 0), every
+leaves the file (no network, no CDN), every <img> decoded (naturalWidth > 0), every figure of
+our own (inline SVG) shown with all its text inside it, every
 section and domain present, text from the data shown as text (no injected element),
 and a full-page screenshot that is not blank.
 """
@@ -159,7 +160,15 @@ PAGE_FACTS = """(() => {
     title: document.title,
     width: document.documentElement.scrollWidth,
     height: document.documentElement.scrollHeight,
-    figures: [...document.querySelectorAll('section.domain figure img')].map(i => i.alt),
+    figures: [...document.querySelectorAll('section.domain figure svg.chart')].map(s => s.getAttribute('aria-label')),
+    charts: [...document.querySelectorAll('svg.chart')].map(s => {
+      const box = s.getBoundingClientRect();
+      const outside = [...s.querySelectorAll('text')].filter(t => {
+        const r = t.getBoundingClientRect();
+        return r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 || r.bottom > box.bottom + 1;
+      }).map(t => t.textContent);
+      return {label: s.getAttribute('aria-label'), width: box.width, height: box.height, outside};
+    }),
     dangling: [...document.querySelectorAll('a[href^="#"]')].map(a => a.getAttribute('href').slice(1)).filter(id => !document.getElementById(id)),
   };
 })()"""
@@ -248,10 +257,19 @@ def test_no_console_errors_and_no_network(hostile_report):
 
 def test_every_figure_loads(hostile_report):
     facts = hostile_report["facts"]
-    # one forest plot per domain plus the sensitivity figure
-    assert facts["images"] == len(hostile_report["summary"].domains) + 1
-    assert facts["broken"] == []
+    # one forest plot per domain (inline SVG), and the supplied sensitivity figure (a PNG)
+    assert facts["images"] == 1 and facts["broken"] == []
     assert facts["figures"] == ["Forest plot for Employment", "Forest plot for Self-support"]
+    _charts_shown(facts, len(hostile_report["summary"].domains))
+
+
+def _charts_shown(facts: dict, n: int) -> None:
+    """``n`` SVG figures of our own, each laid out at a size, with no text (a label the chart reserved too little
+    room for, a direction's words) outside its box."""
+    assert len(facts["charts"]) == n
+    for chart in facts["charts"]:
+        assert chart["width"] > 400 and chart["height"] > 150, chart["label"]
+        assert chart["outside"] == [], chart["label"]
 
 
 def test_sections_domains_and_projects_are_shown(hostile_report):
@@ -305,7 +323,8 @@ def test_bundled_evidence_report_in_browser(tmp_path):
                if any(r["kind"] == "direction" or r.get("x") is not None or r.get("raw_x") is not None
                       for r in forest_rows(evidence, summary, d))]
     assert len(plotted) >= len(summary.domains) // 2
-    assert facts["images"] == len(plotted)
+    assert facts["images"] == 0
+    _charts_shown(facts, len(plotted))
     for project in evidence["project_name"].unique():
         assert project in facts["text"]
     for domain in summary.domains:
