@@ -1,4 +1,6 @@
-"""Figures for the report and for `metaeval plot`: matplotlib with the ArviZ look.
+"""Figures as files and in notebooks (`metaeval plot`, ``metaeval.forest_plot``): matplotlib with the ArviZ look.
+The forest plot's rows (:func:`forest_rows`), colours and markers are also what the report's own SVG figures
+(:mod:`metaeval.charts`) draw.
 
 The figures are drawn from the evidence table and a fit's result (:class:`metaeval.result.Result`; not from
 posterior draws), so they can be made for either engine and without loading a
