@@ -84,7 +84,7 @@ def variants(spec: ModelSpec, projects: list[str]) -> list[Variant]:
 
 
 def exact_result(evidence, spec: ModelSpec) -> tuple[Result | None, str | None]:
-    """The exact engine's result for ``spec`` on ``evidence`` (a table), or None and why it has no exact form."""
+    """The exact engine's result for ``spec`` on ``evidence`` (a table or its rows), or None and why it has no exact form."""
     from metaeval.errors import InputError
     from metaeval.exact_full import exact_reason, summarise_exact
     from metaeval.model import prepare
@@ -109,9 +109,11 @@ def check(evidence, spec: ModelSpec, baseline: Result) -> Robustness:
     skipped: list[tuple[str, str]] = []
     if len(projects) > MAX_LEAVE_ONE_OUT:
         skipped.append(("each project left out in turn", f"{len(projects)} projects, more than {MAX_LEAVE_ONE_OUT} refits"))
+    # the table's rows once: pandas' to_dict took 15 ms a call on the bundled evidence, 0.2 of the check's 0.26 s
+    rows = evidence.to_dict("records") if hasattr(evidence, "to_dict") else list(evidence)
     for variant in variants(spec, projects):
-        table = evidence if variant.drop_project is None else evidence[evidence["project_id"].astype(str) != variant.drop_project]
-        result, why = exact_result(table.reset_index(drop=True), variant.spec(spec))
+        kept = rows if variant.drop_project is None else [r for r in rows if str(r["project_id"]) != variant.drop_project]
+        result, why = exact_result(kept or evidence[:0], variant.spec(spec))  # none left: the empty table, with its columns
         if result is None:
             skipped.append((variant.label, why))
             continue
