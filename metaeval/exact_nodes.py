@@ -463,6 +463,7 @@ class Prepared:
             ra = root[active]
             step = (-u[active] + ra * g[active]) / (1 + ra * ra * np.maximum(-d2[active], 0.0))
             todo, scale = np.arange(active.size), np.ones(active.size)
+            f_before = f[active]
             for _ in range(50):
                 idx = active[todo]
                 trial = u[idx] + scale[todo] * step[todo]
@@ -475,7 +476,13 @@ class Prepared:
                     break
             stuck = np.zeros(active.size, dtype=bool)
             stuck[todo] = True  # no step of 50 halvings raised f: the next round would try the very same steps
-            active = active[(np.abs(scale * step) >= 1e-9) & ~stuck]
+            # done: a step below 1e-9, or a round that raised f by less than 1e-13 of it (where f is concave, u is then
+            # within sqrt(2e-13 |f|) of the mode: ample for a rule's centre). Without the second, nodes on flat ground
+            # went on for up to 100 rounds of steps near 1e-4 that f could not tell apart, one call a round; the
+            # bundled exact summary is the same with it, its cross-check's moments 4% quicker.
+            with np.errstate(invalid="ignore"):  # -inf at a far node both times: not flat, it stops by its step
+                flat = f[active] - f_before <= 1e-13 * np.maximum(np.abs(f_before), 1.0)
+            active = active[(np.abs(scale * step) >= 1e-9) & ~stuck & ~flat]
         curvature = 1 - root * root * d2
         curvature = np.where(curvature > 1e-6, curvature, 1 + root * root * np.maximum(-d2, 0.0))
         C = 1 / np.sqrt(curvature)
