@@ -410,7 +410,8 @@ def test_a_censored_table_is_the_direct_evaluation(lo, hi, omega2):
     table = Table(lo, hi, s, log_w, TABLE_STEP)
     h = TABLE_STEP * math.sqrt(s[log_w >= log_w.max() - 5 * math.log(10)].min() ** 2 + omega2)
     far = [-1e6, 1e6, h * TABLE_REACH * 1.5, -1.3e63]  # the mode search's trial steps reach 1e63
-    eta = np.concatenate([np.linspace(-80, 80, 16_001), far])[:, None] * np.ones(2)
+    out = np.geomspace(80, 0.99 * h * TABLE_REACH, 400)  # where the lattice widens with |eta|, to the end of its reach
+    eta = np.concatenate([np.linspace(-80, 80, 16_001), out, -out, far])[:, None] * np.ones(2)
     omega2s = np.full(eta.shape[0], omega2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing overflows on the way
