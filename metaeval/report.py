@@ -200,12 +200,11 @@ _INITIATIVE_TOC = (("at-a-glance", "Initiatives at a glance"), ("compare", "Whic
 
 def _initiative_sections(evidence, result: Result, analysis, names) -> dict:
     """The matrix, comparison, costs, plan and cards, as view data with their figures embedded."""
+    from metaeval import charts
     from metaeval.analysis import analyse
 
     if analysis is None:
         analysis = analyse(evidence, result)
-    from metaeval import charts
-
     ce_figure = plan_figure = None
     if analysis.cost_effectiveness is not None and analysis.cost_effectiveness.results:
         ce_figure = _try_chart(lambda: charts.ceac_chart(analysis.cost_effectiveness, names.projects),
