@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from metaeval.cells import finite
+from metaeval.files import safe_name
 from metaeval.plots import DESIGN_STYLE, direction_text, forest_rows
 from metaeval.words import design_label, design_rank, metric_units, shortened
 
@@ -256,7 +257,8 @@ def forest_chart(evidence, result, domain: str) -> dict:
     marks.append(text(centre, plot_bottom + 50, arrow_words, anchor="middle"))
     keys, bottom = legend(_forest_legend(rows, designs_seen, hdi_pct, mid if edge is not None else None), plot_bottom + 66, 0, WIDTH)
     marks += keys
-    return {"width": WIDTH, "height": r2(bottom + 8), "alt": f"Forest plot for {dom.label}", "marks": marks}
+    return {"width": WIDTH, "height": r2(bottom + 8), "alt": f"Forest plot for {dom.label}", "name": f"forest-{safe_name(domain)}",
+            "marks": marks}
 
 
 def _row_label(row: dict) -> str:
@@ -372,7 +374,7 @@ class Panel:
     x_lines: tuple[float, ...] = ()  # dotted verticals (a willingness to pay)
 
 
-def line_chart(panels: Sequence[Panel], xlabel: str, alt: str, legend_columns: int = 2) -> dict:
+def line_chart(panels: Sequence[Panel], xlabel: str, alt: str, name: str, legend_columns: int = 2) -> dict:
     """Panels side by side sharing the x label, then the legend (one entry per label) below: view data for ``chart.svg``."""
     height, top = 300.0, 30.0 if any(p.title for p in panels) else 12.0
     slot = WIDTH / len(panels)
@@ -411,7 +413,7 @@ def line_chart(panels: Sequence[Panel], xlabel: str, alt: str, legend_columns: i
     items = [([line(-9, 0, 9, 0, s.colour, 1.6, dash=s.dash)] + ([marker(0, 0, s.marker, 7, s.colour)] if s.marker else []), s.label)
              for s in seen.values()]
     keys, bottom = legend(items, top + height + 52, 0, WIDTH, legend_columns)
-    return {"width": WIDTH, "height": r2(bottom + 8), "alt": alt, "marks": marks + keys}
+    return {"width": WIDTH, "height": r2(bottom + 8), "alt": alt, "name": name, "marks": marks + keys}
 
 
 def ceac_chart(ce, names: Mapping[str, str] | None = None) -> dict:
@@ -426,7 +428,8 @@ def ceac_chart(ce, names: Mapping[str, str] | None = None) -> dict:
                              colour, None if r.basis == "model" else "6 3"))
     wtp = tuple(sorted({r.wtp / 1000 for r in ce.results if r.wtp is not None}))
     xlabel = "willingness to pay per person helped, thousand DKK" + (f" ({ce.results[0].currency})" if ce.results else "")
-    return line_chart([Panel(tuple(series), "P(worth it at that price), %", x_lines=wtp)], xlabel, "Cost-effectiveness acceptability curves")
+    return line_chart([Panel(tuple(series), "P(worth it at that price), %", x_lines=wtp)], xlabel, "Cost-effectiveness acceptability curves",
+                      "cost-effectiveness")
 
 
 def plan_chart(plan) -> dict:
@@ -444,7 +447,7 @@ def plan_chart(plan) -> dict:
     panels = [Panel(tuple(widths), "expected interval width (% of today's)", "How much narrower", y_max=top, log_x=by_n, x_ticks=ticks),
               Panel(tuple(changes), "P(the verdict changes), %", "How likely a different verdict", log_x=by_n, x_ticks=ticks)]
     return line_chart(panels, "participants per arm in a new randomised evaluation" if by_n else "SE of the new evaluation",
-                      "Expected interval width and probability of a changed verdict against study size", legend_columns=4)
+                      "Expected interval width and probability of a changed verdict against study size", "next-evaluation", legend_columns=4)
 
 
 # ---------------------------------------------------------------------------- drawing

@@ -75,12 +75,15 @@ _FOREST_CAPTION = ("Per project: the raw estimate with its 95% confidence interv
 
 
 def chart(view: dict, caption: str | None = None) -> dict:
-    """A figure drawn from :mod:`metaeval.charts` view data, as inline SVG (our own template's output, escaped there)."""
+    """A figure drawn from :mod:`metaeval.charts` view data, as inline SVG (our own template's output, escaped there),
+    with the same SVG as a file to download: a browser copies an <img>, not an inline figure, into a document."""
     from markupsafe import Markup
 
     from metaeval.charts import svg
 
-    return {"svg": Markup(svg(view)), "src": None, "alt": view["alt"], "caption": caption}
+    text = svg(view)
+    return {"svg": Markup(text), "src": None, "alt": view["alt"], "caption": caption, "filename": f"{view['name']}.svg",
+            "download": f"data:image/svg+xml;base64,{base64.b64encode(text.encode('utf-8')).decode('ascii')}"}
 
 
 def _forest(evidence, result: Result, d: str) -> tuple[dict | None, str | None]:

@@ -3,7 +3,9 @@ shown, data text escaped, self-contained, reproducible."""
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
@@ -118,12 +120,19 @@ def test_self_contained_no_network_no_script(case):
     assert page.all("img") == []  # the report's own figures are inline SVG (metaeval.charts), one per domain
     figures = page.all("svg")
     assert len(figures) == len(result.domains) and all(a["class"] == "chart" and a["role"] == "img" for a in figures)
+    # each with the same SVG as a file to download (a browser copies an <img> into a document, not an inline figure)
+    downloads = [a for a in page.all("a") if a.get("class") == "download"]
+    assert len(downloads) == len(figures)
+    inline = re.findall(r"<svg .*?</svg>", text, re.S)
+    for link, svg in zip(downloads, inline):
+        assert re.fullmatch(r"forest-[\w.-]+\.svg", link["download"])
+        assert base64.b64decode(link["href"].removeprefix("data:image/svg+xml;base64,")).decode("utf-8") == svg + "\n"
     for tag, attrs in page.elements:
         for key in ("src", "href", "action", "data", "poster"):
             value = attrs.get(key)
             if value is not None:
                 assert value.startswith(("data:", "#")), (tag, key, value[:60])
-    targets = {a["href"][1:] for a in page.all("a")}  # every in-page link has its target
+    targets = {a["href"][1:] for a in page.all("a") if a["href"].startswith("#")}  # every in-page link has its target
     assert targets <= set(page.ids)
     assert len(page.ids) == len(set(page.ids))
 
