@@ -428,6 +428,9 @@ class Level:
 
 #: At most this many values of x per (component, mu) in P(first): enough for rows' SDs about 160-fold apart.
 MAX_VALUES = 4096
+#: P(first) leaves out, at each pass of values, the rows this many SDs below all of them: their log CDF is
+#: above -1e-17 and their density below 2e-16 of its peak there.
+FAR = 8.5
 
 
 def first_of_independent(w, mu_mean, mu_var, m, v, c, sign: float, mu_nodes: tuple | None = None, x_step: float = 0.6,
@@ -471,6 +474,7 @@ def first_of_independent(w, mu_mean, mu_var, m, v, c, sign: float, mu_nodes: tup
     # to the top; the log of the product of all rows' CDFs, then each row's density against the others' product
     low = np.where(points, -np.inf, mean - 7.5 * sd[:, None, :]).max(-1)
     high = np.maximum(np.where(points, -np.inf, mean + 7.5 * sd[:, None, :]).max(-1), top)
+    low = np.maximum(low, _product_floor(mean, sd, low, high))
     if point.any():  # Gauss-Legendre panels of 1.5 SDs of the narrowest row, from the highest point up: within
         # 6e-13 of panels of 0.25 SD with 12 nodes on 200 random mixtures with one or two points
         low = np.maximum(low, top)
@@ -486,15 +490,39 @@ def first_of_independent(w, mu_mean, mu_var, m, v, c, sign: float, mu_nodes: tup
     per_pass = max(1, CHUNK // (live.size * x_mu.size))  # x values a pass: one component, or several
     for k0 in range(0, len(w), max(1, per_pass // t.size)):
         ks = slice(k0, k0 + max(1, per_pass // t.size))
-        per = 0.0
+        per = np.zeros(mean[ks].shape)  # (k, J, L)
         for x0 in range(0, t.size, per_pass):
             x = low[ks][..., None] + unit[ks][..., None] * t[x0:x0 + per_pass]  # (k, J, X)
-            z = (x[..., None] - mean[ks][:, :, None, :]) / sd[ks][:, None, None, :]  # (k, J, X, L)
+            # rows more than FAR SDs below every x of the pass: their CDF is 1 and their density 0 to double precision
+            near = np.flatnonzero((mean[ks] + FAR * sd[ks][:, None, :] >= x.min(-1, keepdims=True)).any((0, 1)))
+            m_, s_ = mean[ks][:, :, None, near], sd[ks][:, None, None, near]
+            z = (x[..., None] - m_) / s_  # (k, J, X, L near)
             log_cdf = special.log_ndtr(z)
-            dens = np.exp(-0.5 * z * z + log_cdf.sum(-1, keepdims=True) - log_cdf) / (sd[ks][:, None, None, :] * math.sqrt(2 * math.pi))
-            per = per + np.einsum("kjxl,x->kjl", dens, weight[x0:x0 + per_pass])
+            dens = np.exp(-0.5 * z * z + log_cdf.sum(-1, keepdims=True) - log_cdf) / (s_ * math.sqrt(2 * math.pi))
+            per[..., near] += np.einsum("kjxl,x->kjl", dens, weight[x0:x0 + per_pass])
         out[live] += np.einsum("kjl,kj,j,k->l", per, unit[ks], w_mu, w[ks])
     return out
+
+
+#: P(first)'s values start where the product of all rows' CDFs reaches e^-60: below it a row's integrand, at most
+#: its hazard (under 9 / its SD, 7.5 SDs above its mean at most) times that product, adds nothing in double precision.
+PRODUCT_FLOOR = -60.0
+
+
+def _product_floor(mean: np.ndarray, sd: np.ndarray, low: np.ndarray, high: np.ndarray, rows: int = 32, steps: int = 64) -> np.ndarray:
+    """Per (component, mu): the highest of ``steps`` values from ``low`` to ``high`` below which the product of all
+    rows' CDFs (``mean`` (K, J, L), ``sd`` (K, L)) is under e^PRODUCT_FLOOR, bounded from above by the ``rows`` rows
+    with the highest means (each CDF is at most 1, so fewer rows bound the product from above): with many rows most
+    of the range below the top is such. ``low`` where no value is."""
+    L = mean.shape[-1]
+    pick = np.argpartition(-mean, min(rows, L) - 1, axis=-1)[..., :min(rows, L)]  # (K, J, R)
+    m = np.take_along_axis(mean, pick, -1)
+    s = np.take_along_axis(np.broadcast_to(sd[:, None, :], mean.shape), pick, -1)
+    with np.errstate(invalid="ignore"):  # a point's mean is -inf (its CDF is 1); no row with a spread: low is -inf (nan: no cut)
+        x = low[..., None] + (high - low)[..., None] * np.linspace(0.0, 1.0, steps)  # (K, J, X)
+        bound = special.log_ndtr((x[..., None] - m[:, :, None, :]) / s[:, :, None, :]).sum(-1)  # (K, J, X), rising in x
+    first = (bound < PRODUCT_FLOOR).sum(-1)  # values below the floor
+    return np.where(first > 0, np.take_along_axis(x, np.maximum(first - 1, 0)[..., None], -1)[..., 0], low)
 
 
 def relative_loading(slope: np.ndarray, sd: np.ndarray, mu_sd: np.ndarray) -> float:
