@@ -145,9 +145,12 @@ def domain_result(layout: Layout, spec: dict, meta: dict, hdi_prob: float, keep:
     errors_p.append(float(np.max(np.maximum(first_err, sampling), initial=0.0)))
 
     projects, labels = [], [layout.projects[i]["project"] for i in cells]
+    terms_of: dict[str, list[int]] = {}  # project -> the positions of its bias terms (a scan a project was quadratic)
+    for n, j in enumerate(terms):
+        terms_of.setdefault(layout.bias_terms[j]["project"], []).append(n)
     for k in np.argsort(labels):
         cell = layout.projects[cells[k]]
-        own = [n for n, j in enumerate(terms) if layout.bias_terms[j]["project"] == cell["project"]]
+        own = terms_of.get(cell["project"], [])
         bias = None
         if own:  # pooled over the cell's bias terms, as summarise pools their draws
             means, sds = b_mean[own], b_sd[own]
