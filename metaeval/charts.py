@@ -206,10 +206,18 @@ def y_axis(scale: Scale, x: float, ticks: Sequence[float], labels: Sequence[str]
 # ---------------------------------------------------------------------------- the forest plot
 
 
-def forest_chart(evidence, result, domain: str) -> dict:
-    """A domain's forest plot (:func:`metaeval.plots.forest_plot`'s rows and look) as view data for ``chart.svg``."""
+def forest_chart(evidence, result, domain: str, max_rows: int | None = None) -> dict:
+    """A domain's forest plot (:func:`metaeval.plots.forest_plot`'s rows and look) as view data for ``chart.svg``.
+
+    ``max_rows``: beyond this many rows only the projects' own rows are drawn (each project's shrunken effect, and
+    its raw estimate where it has one), not a row for each of its estimates and findings; ``omitted`` says how many
+    rows that left out (a forest of 1,100 rows, as a 10,000-estimate base gives, is 30,000 pixels tall)."""
     dom = result.domains[domain]
     rows = forest_rows(evidence, result, domain)
+    omitted = 0
+    if max_rows is not None and len(rows) > max_rows:
+        kept = [r for r in rows if r["kind"] not in ("estimate", "direction")]
+        rows, omitted = kept, len(rows) - len(kept)
     hdi_pct = f"{100 * dom.mu.hdi_prob:g}%"
     labels = [_row_label(r) for r in rows]
     label_right = min(max([text_width(s) for s in labels] + [60.0]) + 12, 0.42 * WIDTH)
@@ -258,7 +266,7 @@ def forest_chart(evidence, result, domain: str) -> dict:
     keys, bottom = legend(_forest_legend(rows, designs_seen, hdi_pct, mid if edge is not None else None), plot_bottom + 66, 0, WIDTH)
     marks += keys
     return {"width": WIDTH, "height": r2(bottom + 8), "alt": f"Forest plot for {dom.label}", "name": f"forest-{safe_name(domain)}",
-            "marks": marks}
+            "marks": marks, "omitted": omitted}
 
 
 def _row_label(row: dict) -> str:

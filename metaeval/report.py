@@ -72,6 +72,9 @@ _FOREST_CAPTION = ("Per project: the raw estimate with its 95% confidence interv
                    "effect with its {hdi} credible interval (filled marker), coloured and shaped by design. Bottom: the "
                    "average effect μ (diamond) and the predictive interval for a new initiative (dashed). Faded rows did not "
                    "enter this model.")
+#: A domain's forest plot in the report draws each estimate's and finding's own row up to this many rows; beyond,
+#: only the projects' rows (the tables list every estimate).
+FOREST_MAX_ROWS = 120
 
 
 def chart(view: dict, caption: str | None = None) -> dict:
@@ -95,7 +98,13 @@ def _forest(evidence, result: Result, d: str) -> tuple[dict | None, str | None]:
     if not plotted:
         return None, "No forest plot: this domain has no estimate with a number or a direction to show."
     try:
-        return chart(forest_chart(evidence, result, d), _FOREST_CAPTION.format(hdi=f"{100 * result.domains[d].mu.hdi_prob:g}%")), None
+        view = forest_chart(evidence, result, d, max_rows=FOREST_MAX_ROWS)
+        caption = _FOREST_CAPTION.format(hdi=f"{100 * result.domains[d].mu.hdi_prob:g}%")
+        if view["omitted"]:
+            caption += (f" So many rows would be too tall to read: the {view['omitted']} rows of individual estimates and findings "
+                        "are left out, one row per project (a project with a single estimate shows it beside its shrunken effect); "
+                        "the evidence tables list every estimate.")
+        return chart(view, caption), None
     except Exception as err:  # noqa: BLE001 - one bad figure must not lose the whole report
         return None, f"The forest plot could not be drawn: {err}"
 

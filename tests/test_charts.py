@@ -99,6 +99,23 @@ def test_forest_marks_sit_where_the_numbers_are(case):
         assert mid["x1"] == pytest.approx(zero["x1"] + scale * (dom.mid if dom.beneficial == "increase" else -dom.mid), abs=0.05)
 
 
+def test_a_tall_forest_draws_one_row_per_project(case):
+    """Beyond ``max_rows`` rows only the projects' rows are drawn (the estimates' and findings' rows are counted
+    in ``omitted``); within it, every row."""
+    evidence, summary = case
+    domain = max(summary.domains, key=lambda d: sum(r["kind"] in ("estimate", "direction") for r in forest_rows(evidence, summary, d)))
+    rows = forest_rows(evidence, summary, domain)
+    subrows = sum(r["kind"] in ("estimate", "direction") for r in rows)
+    assert subrows > 0
+    labels = lambda chart: [m["text"] for m in chart["marks"] if m["cls"] == "label"]  # noqa: E731
+    whole = charts.forest_chart(evidence, summary, domain, max_rows=len(rows))
+    assert whole["omitted"] == 0 and labels(whole) == [charts._row_label(r) for r in rows]
+    short = charts.forest_chart(evidence, summary, domain, max_rows=len(rows) - 1)
+    assert short["omitted"] == subrows
+    assert labels(short) == [charts._row_label(r) for r in rows if r["kind"] not in ("estimate", "direction")]
+    assert short["height"] < whole["height"]
+
+
 def test_direction_words_stay_inside_and_say_all_in_a_tooltip(case):
     evidence, summary = case
     for domain in summary.domains:

@@ -112,6 +112,15 @@ def test_escaping_reaches_attributes_and_extras(case):
     assert "<i>" not in text and "&lt;cell&gt;" in text and "&lt;col&gt;" in text
 
 
+def test_a_tall_forest_says_what_it_leaves_out(case, monkeypatch):
+    """A domain whose forest would pass ``FOREST_MAX_ROWS`` rows draws one row per project, and its caption says so."""
+    evidence, result, _ = case
+    assert "rows of individual estimates and findings are left out" not in report.render_report(evidence, result)
+    monkeypatch.setattr(report, "FOREST_MAX_ROWS", 3)
+    text = report.render_report(evidence, result)
+    assert re.search(r"the \d+ rows of individual estimates and findings are left out", text)
+
+
 def test_self_contained_no_network_no_script(case):
     _, result, text = case
     page = Page(text)
