@@ -20,7 +20,7 @@ from functools import cache
 from metaeval.cells import finite
 from metaeval.files import safe_name
 from metaeval.plots import DESIGN_STYLE, direction_text, forest_rows
-from metaeval.words import design_label, design_rank, metric_units, shortened
+from metaeval.words import design_label, design_rank, metric_units, number, shortened
 
 #: arviz-plots' ``arviz-variat`` colour cycle (its matplotlib style), for series without a colour of their own.
 CYCLE = ("#36acc6", "#f66d7f", "#fac364", "#7c2695", "#228306", "#a252f4", "#63f0ea", "#a77e4f")
@@ -206,14 +206,17 @@ def y_axis(scale: Scale, x: float, ticks: Sequence[float], labels: Sequence[str]
 # ---------------------------------------------------------------------------- the forest plot
 
 
-def forest_chart(evidence, result, domain: str, max_rows: int | None = None) -> dict:
-    """A domain's forest plot (:func:`metaeval.plots.forest_plot`'s rows and look) as view data for ``chart.svg``.
+def forest_chart(evidence, result, domain: str, max_rows: int | None = None) -> dict | None:
+    """A domain's forest plot (:func:`metaeval.plots.forest_plot`'s rows and look) as view data for ``chart.svg``;
+    None when no row has a number or a direction to draw.
 
     ``max_rows``: beyond this many rows only the projects' own rows are drawn (each project's shrunken effect, and
     its raw estimate where it has one), not a row for each of its estimates and findings; ``omitted`` says how many
     rows that left out (a forest of 1,100 rows, as a 10,000-estimate base gives, is 30,000 pixels tall)."""
     dom = result.domains[domain]
     rows = forest_rows(evidence, result, domain)
+    if not any(r["kind"] == "direction" or r.get("x") is not None or r.get("raw_x") is not None for r in rows):
+        return None
     omitted = 0
     if max_rows is not None and len(rows) > max_rows:
         kept = [r for r in rows if r["kind"] not in ("estimate", "direction")]
@@ -331,9 +334,9 @@ def _side_text(words: str, y: float, left: tuple[float, float], right: tuple[flo
 
 
 def _tip(label: str, what: str, mid, low, high) -> str:
-    """A marker's tooltip: what it is and its numbers."""
-    interval = f" [{low:.3g}, {high:.3g}]" if low is not None and high is not None else ""
-    return f"{label}: {what + ' ' if what else ''}{mid:.3g}{interval}".replace("-", "−")
+    """A marker's tooltip: what it is and its numbers (three significant digits, a true minus sign)."""
+    interval = f" [{number(low)}, {number(high)}]" if low is not None and high is not None else ""
+    return f"{label}: {what + ' ' if what else ''}{number(mid)}{interval}"
 
 
 def _forest_legend(rows: list[dict], designs: list[str], hdi_pct: str, mid: float | None) -> list[tuple[list[dict], str]]:

@@ -488,8 +488,9 @@ def first_of_independent(w, mu_mean, mu_var, m, v, c, sign: float, mu_nodes: tup
         unit = np.maximum(unit, (high - low) / (t.size - 1))  # wider steps where MAX_VALUES would not reach the top
         weight = np.ones(t.size)
     per_pass = max(1, CHUNK // (live.size * x_mu.size))  # x values a pass: one component, or several
-    for k0 in range(0, len(w), max(1, per_pass // t.size)):
-        ks = slice(k0, k0 + max(1, per_pass // t.size))
+    components = max(1, per_pass // t.size)  # components a pass
+    for k0 in range(0, len(w), components):
+        ks = slice(k0, k0 + components)
         per = np.zeros(mean[ks].shape)  # (k, J, L)
         for x0 in range(0, t.size, per_pass):
             x = low[ks][..., None] + unit[ks][..., None] * t[x0:x0 + per_pass]  # (k, J, X)

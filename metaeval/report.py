@@ -92,13 +92,11 @@ def chart(view: dict, caption: str | None = None) -> dict:
 def _forest(evidence, result: Result, d: str) -> tuple[dict | None, str | None]:
     """A domain's forest plot as an inline figure, or why there is none."""
     from metaeval.charts import forest_chart
-    from metaeval.plots import forest_rows
 
-    plotted = [r for r in forest_rows(evidence, result, d) if r["kind"] == "direction" or r.get("x") is not None or r.get("raw_x") is not None]
-    if not plotted:
-        return None, "No forest plot: this domain has no estimate with a number or a direction to show."
     try:
         view = forest_chart(evidence, result, d, max_rows=FOREST_MAX_ROWS)
+        if view is None:
+            return None, "No forest plot: this domain has no estimate with a number or a direction to show."
         caption = _FOREST_CAPTION.format(hdi=f"{100 * result.domains[d].mu.hdi_prob:g}%")
         if view["omitted"]:
             caption += (f" So many rows would be too tall to read: the {view['omitted']} rows of individual estimates and findings "
