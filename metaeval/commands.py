@@ -146,15 +146,17 @@ def _exact_reason(evidence, spec, *, several_cells: bool = True) -> str | None:
 GATE_FAILED = 3
 
 
-def _emit_summary(args: argparse.Namespace, summary: dict, evidence=None) -> int:
+def _emit_summary(args: argparse.Namespace, summary, evidence=None, files: dict[str, str] | None = None) -> int:
     """Print a summary; when the diagnostics gate failed, say so with advice that works and return
     :data:`GATE_FAILED` (0 with ``--allow-failed-gate``).
 
     ``evidence`` (table or rows) lets the advice point at the exact engine when it computes this very model.
+    ``files``: the summary's published files (:func:`metaeval.summary.summary_files`), printed as they are.
     """
     from metaeval.present import render
 
-    sys.stdout.write(render(summary, args.format))
+    text = (files or {}).get(f"summary.{args.format}")
+    sys.stdout.write(text if text is not None else render(summary, args.format))
     diagnostics = summary.diagnostics
     if diagnostics is None or diagnostics.passed:
         return 0
@@ -200,11 +202,12 @@ def _fit(args: argparse.Namespace, *, say: bool = True, cross_check: bool = Fals
 
 def cmd_fit(args: argparse.Namespace) -> int:
     """Fit the model (or reuse the cached fit for the same inputs), publish its summary in OUT and print it."""
-    from metaeval.summary import publish
+    from metaeval.summary import publish, summary_files
 
     records, summary, key = _fit(args)
-    publish(args.out, summary, key=key)
-    return _emit_summary(args, summary, records)
+    files = summary_files(summary)
+    publish(args.out, summary, key=key, files=files)
+    return _emit_summary(args, summary, records, files)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -456,11 +459,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     records, summary, key = _fit(args, say=False, cross_check=True, report=True)
     evidence = evidence_frame(records)
     summary, sections = _report_sections(args, evidence, summary)
-    status = _emit_summary(args, summary, records)
-    # summary, table, key and report switched in together
-    from metaeval.summary import publish
+    from metaeval.summary import publish, summary_files
 
-    publish(args.out, summary, key=key, report=lambda path: write_report(path, evidence, summary, **sections))
+    files = summary_files(summary)
+    status = _emit_summary(args, summary, records, files)
+    # summary, table, key and report switched in together
+    publish(args.out, summary, key=key, report=lambda path: write_report(path, evidence, summary, **sections), files=files)
     print(f"\nreport: {args.out / 'report.html'}", file=chatter)
     return status
 

@@ -269,16 +269,21 @@ RESULT_FILES = ("summary.json", "summary.csv", "latest.txt", "report.html")
 MAX_SUMMARY_BYTES = 256 * 2**20
 
 
-def write_summary(result: Result, directory: str | Path) -> None:
-    """Write summary.json and summary.csv into ``directory``, atomically."""
+def summary_files(result: Result) -> dict[str, str]:
+    """The text of summary.json and summary.csv, by name: made once where a command also prints one of them
+    (``--format json|csv``: the JSON of 100,000 estimates takes a quarter of a second)."""
     from metaeval.present import summary_csv
 
-    directory = Path(directory)
-    write_atomic(directory / "summary.json", result.to_json())
-    write_atomic(directory / "summary.csv", summary_csv(result))
+    return {"summary.json": result.to_json(), "summary.csv": summary_csv(result)}
 
 
-def publish(out: str | Path, result: Result, *, key: str | None = None, report=None) -> Path:
+def write_summary(result: Result, directory: str | Path, files: dict[str, str] | None = None) -> None:
+    """Write summary.json and summary.csv (``files``, when made already) into ``directory``, atomically."""
+    for name, text in (files or summary_files(result)).items():
+        write_atomic(Path(directory) / name, text)
+
+
+def publish(out: str | Path, result: Result, *, key: str | None = None, report=None, files: dict[str, str] | None = None) -> Path:
     """Write a command's results into ``out`` as one set, switched in at once; returns ``OUT/current``.
 
     The set: summary.json and summary.csv, latest.txt (the fit's cache key, when there is one) and, when
@@ -286,13 +291,14 @@ def publish(out: str | Path, result: Result, *, key: str | None = None, report=N
     ``OUT/current`` is switched to it in one atomic rename (:func:`metaeval.files.result_set`); ``OUT/summary.json``
     and the other names are fixed links through ``current``, so a reader sees the previous complete set or
     this one, never a mix, whatever stops the command (a kill, a full disk, an error). A name the new set does
-    not have (the report, after ``fit``) then leads nowhere rather than to another fit's file.
+    not have (the report, after ``fit``) then leads nowhere rather than to another fit's file. ``files``: the
+    summary's files as :func:`summary_files` made them.
     """
     out = Path(out)
     _keep_legacy_results(out)
     log.info("writing the results to %s", out)
     with result_set(out / RESULT) as staging:
-        write_summary(result, staging)
+        write_summary(result, staging, files)
         if key is not None:
             write_atomic(staging / "latest.txt", f"{key}\n")
         if report is not None:
