@@ -684,10 +684,12 @@ def _build(payload: bytes, parts: _Parts, entry: Path, meanwhile=None) -> None:
     With more than one CPU each callback has its own process, so the two compile side by side (the bundled model,
     cold PyTensor cache: logp 14 s, expand 3.9 s, one after the other in one process before).
     """
+    from metaeval.executor import default_workers
+
     shutil.rmtree(entry, ignore_errors=True)
     entry.mkdir(parents=True)
     (entry / "callbacks.py").write_text(parts.source, encoding="utf-8")
-    groups = [[name] for name in CALLBACKS] if _cpus() > 1 else [list(CALLBACKS)]
+    groups = [[name] for name in CALLBACKS] if default_workers() > 1 else [list(CALLBACKS)]
     with tempfile.TemporaryDirectory(prefix=f".{entry.name}-", dir=entry.parent) as scratch:  # the model and messages
         model = Path(scratch) / "model.pickle"
         model.write_bytes(payload)
@@ -716,11 +718,6 @@ def _build(payload: bytes, parts: _Parts, entry: Path, meanwhile=None) -> None:
     names = sorted(str(p.relative_to(entry)) for p in entry.rglob("*") if p.is_file())
     manifest = {"key": parts.key, "files": _hashes(entry, names)}
     (entry / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def _cpus() -> int:
-    """The CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _compiled(parts: _Parts, logp, expand):

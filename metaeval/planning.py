@@ -45,6 +45,7 @@ from metaeval import words
 from metaeval.cells import finite, flag
 from metaeval.draws import DomainDraws, domain_draws
 from metaeval.errors import InputError, Problem
+from metaeval.executor import in_threads
 from metaeval.result import Frozen
 
 DEFAULT_N = (50, 100, 200, 400)
@@ -312,7 +313,7 @@ def plan(
             return Plan.model_validate_json(kept.read_bytes())
         except (OSError, ValueError):  # not there, or unreadable: computed and kept below
             pass
-    out, skipped = {}, {}
+    jobs, skipped = {}, {}
     for d in wanted:
         dd = draws[d]
         given = sd.get(d) if isinstance(sd, Mapping) else sd
@@ -330,8 +331,14 @@ def plan(
                 continue
             points = [(k, unit_sd * math.sqrt(2.0 / k)) for k in n]
         # one generator per domain, seeded by the seed and the domain's place, so adding a domain changes no other's numbers
-        rng = np.random.default_rng([seed, zlib.crc32(d.encode())])
-        out[d] = domain_plan(dd, points, unit_sd=unit_sd, basis=basis, sims=sims, rng=rng)
+        jobs[d] = (dd, points, unit_sd, basis, np.random.default_rng([seed, zlib.crc32(d.encode())]))
+    # The domains side by side, each in one BLAS thread: OpenBLAS's threads only spun on the simulation's matrix-vector
+    # products (the bundled fit's report: 6.7 CPU-s and 4.0 s wall, now 4.3 and 3.45 on two cores; the same plan, byte for byte).
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        plans = in_threads(lambda job: domain_plan(job[0], job[1], unit_sd=job[2], basis=job[3], sims=sims, rng=job[4]), list(jobs.values()))
+    out = dict(zip(jobs, plans))
     method = ("preposterior simulation: importance reweighting of the posterior draws by each simulated study's marginal "
               f"likelihood ({sims} simulated studies per size, common to all sizes); closed form: normal approximation with tau "
               "at its posterior median")

@@ -108,3 +108,32 @@ def test_a_lost_worker_is_retried_and_a_task_that_keeps_killing_workers_is_repor
     lost = run_tasks(always_dies, tasks, workers=2, progress=False)
     assert [r.ok for r in lost] == [True, False, True]
     assert "KilledWorker" in lost[1].error
+
+
+def test_in_threads_keeps_the_items_order_runs_them_side_by_side_and_raises_the_first_error(monkeypatch):
+    import threading
+    import time
+
+    from metaeval import executor
+
+    monkeypatch.setattr(executor, "default_workers", lambda: 2)
+    names = []
+
+    def slow_first(x):
+        names.append(threading.current_thread().name)
+        time.sleep(0.2 if x == 0 else 0.0)  # the first item finishes last
+        return x * x
+
+    assert executor.in_threads(slow_first, [0, 1, 2, 3]) == [0, 1, 4, 9]
+    assert len(set(names)) == 2 and all(n.startswith("metaeval") for n in names)  # two worker threads, not this one
+
+    def fails_on_two(x):
+        if x == 2:
+            raise ValueError("item 2")
+        return x
+
+    with pytest.raises(ValueError, match="item 2"):
+        executor.in_threads(fails_on_two, [0, 1, 2, 3])
+    monkeypatch.setattr(executor, "default_workers", lambda: 1)
+    names.clear()
+    assert executor.in_threads(slow_first, [1, 2]) == [1, 4] and names == [threading.current_thread().name] * 2  # one core: here
