@@ -580,10 +580,13 @@ def test_an_immutable_output_folder_is_refused_before_the_fit(tmp_path, capsys, 
 
 @pytest.mark.subprocess
 def test_sigint_during_sensitivity_is_one_line_and_130(tmp_path):
-    """SIGINT during sensitivity printed a KeyboardInterrupt traceback (and its workers' tracebacks)."""
+    """SIGINT during sensitivity printed a KeyboardInterrupt traceback (and its workers' tracebacks).
+
+    The fits are long (200,000 draws each), so that every signal finds the run going: with 2,000 draws and a warm
+    compile cache the whole grid finished in under 6 s, and the last signal came after its end (exit 1, a failed scenario)."""
     for delay in (1.0, 3.0, 6.0):
         proc = subprocess.Popen([sys.executable, "-m", "metaeval.cli", "sensitivity", "--csv", str(EIGHT), "--out", str(tmp_path / "out"),
-                                 "--workers", "2", "--no-loo", "--no-power-scaling", "--chains", "1", "--draws", "2000", "--tune", "500"],
+                                 "--workers", "2", "--no-loo", "--no-power-scaling", "--chains", "1", "--draws", "200000", "--tune", "500"],
                                 cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, start_new_session=True)
         _wait_for_handlers(proc.pid)
