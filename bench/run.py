@@ -167,8 +167,8 @@ def main() -> int:
     cases["fit, bundled evidence, fresh process, warm fit cache (same command again)"] = (Runs().repeat(fit_cmd, args.runs), 3.0)
     cases["summary from a cached fit"] = (Runs().repeat([metaeval, "summary", "--out", str(out / "fit")], args.runs), 0.6)
     first = Runs()
-    for _ in range(args.runs):  # the planning simulation the report keeps in OUT/plans removed: a report's first time after a fit
-        shutil.rmtree(out / "fit" / "plans", ignore_errors=True)
+    for _ in range(args.runs):  # the planning simulation the report keeps in OUT/kept removed: a report's first time after a fit
+        shutil.rmtree(out / "fit" / "kept", ignore_errors=True)
         first.time([metaeval, "report", "--out", str(out / "fit")])
     cases["report from a cached fit, the first time"] = (first, 1.5)
     cases["report from a cached fit, again"] = (Runs().repeat([metaeval, "report", "--out", str(out / "fit")], args.runs), 1.5)

@@ -42,7 +42,7 @@ def analyse(evidence, result: Result, *, source=None, reference=None, reference_
     ``source``: the fit's draws; ``reference``: draws under ``reference_label`` (the no-bias variant) for
     the comparison's bias check; ``costs``: :func:`metaeval.costs.load_costs`; ``wtp``: willingness to
     pay per person helped (DKK); ``n``, ``sims``: the planning simulation's study sizes and size; ``cache``: a
-    folder keeping the plan for the next analysis of the same draws (:func:`metaeval.planning.plan`).
+    folder keeping the comparison and the plan for the next analysis of the same draws (:mod:`metaeval.kept`).
     """
     from metaeval.initiatives import profiles
 
@@ -72,7 +72,7 @@ def analyse(evidence, result: Result, *, source=None, reference=None, reference_
         missing["shifts"] = f"No leave-it-out shift for a project with direction-only findings: {SE_NOT_DRAWN}."
     return Analysis(
         profiles=profiles(evidence, result, draws=draws, shifts=shifts),
-        comparison=compare(draws, reference=reference, reference_label=reference_label, names=project_names(evidence)),
+        comparison=compare(draws, reference=reference, reference_label=reference_label, names=project_names(evidence), cache=cache),
         costs=tuple(costs),
         cost_effectiveness=cost_effectiveness(costs, draws, wtp=wtp) if any(f.per_person for f in costs) else None,
         plan=plan(draws, evidence=evidence, n=n, sims=sims, cache=cache),

@@ -17,7 +17,7 @@ from pathlib import Path
 from metaeval.commands import (
     ENGINES,
     GATE_FAILED,
-    PLANS,
+    KEPT,
     cmd_classic,
     cmd_evidence,
     cmd_fit,
@@ -188,7 +188,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 #: Folders under OUT that metaeval writes into: each must stay inside OUT once symlinks are followed.
-_WRITTEN_INTO = ("fits", ".versions", "fits/.versions", PLANS)
+_WRITTEN_INTO = ("fits", ".versions", "fits/.versions", KEPT)
 
 
 def _outputs(args: argparse.Namespace) -> tuple[list[Path], list[Path]]:

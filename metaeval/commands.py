@@ -101,7 +101,7 @@ def sampler_settings(args: argparse.Namespace):
 #: --engine: exact inference where the model has an exact form (metaeval.exact_full), MCMC otherwise.
 ENGINES = ("mcmc", "exact", "auto")
 #: The folder under --out where report and run keep their planning simulations (:func:`metaeval.planning.plan`'s cache).
-PLANS = "plans"
+KEPT = "kept"
 
 
 def exact_summary(args: argparse.Namespace, evidence, spec, *, for_draws: bool = False):
@@ -538,5 +538,5 @@ def analysis_for(args: argparse.Namespace, evidence, summary):
 
         posterior = cached_posterior(evidence, spec, out=args.out, settings=sampler_settings(args))
     reference = reference_draws(args, evidence, spec, fit=False, engine=summary.engine) if posterior is not None else None
-    cache = args.out / PLANS if getattr(args, "output", None) is None else None  # report --output FILE writes that file only
+    cache = args.out / KEPT if getattr(args, "output", None) is None else None  # report --output FILE writes that file only
     return analyse(evidence, summary, source=posterior, reference=reference, costs=costs, cache=cache)

@@ -66,6 +66,20 @@ class DomainDraws:
     def n_draws(self) -> int:
         return int(self.mu.size)
 
+    def digest(self) -> bytes:
+        """SHA-256 of every field (arrays by dtype, shape and bytes): the key of what is computed from these draws."""
+        import dataclasses
+        import hashlib
+
+        digest = hashlib.sha256()
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                digest.update(repr((f.name, value.dtype.str, value.shape)).encode() + np.ascontiguousarray(value).tobytes())
+            else:
+                digest.update(repr((f.name, value)).encode())
+        return digest.digest()
+
     def effect(self, project: str) -> np.ndarray:
         """A project's effect draws, (chain, draw)."""
         return self.theta[self.projects.index(project)]

@@ -32,7 +32,6 @@ per person ``sd`` set by the analyst or derived from the domain's metric and evi
 
 from __future__ import annotations
 
-import functools
 import math
 import zlib
 from collections.abc import Mapping, Sequence
@@ -46,6 +45,7 @@ from metaeval.cells import finite, flag
 from metaeval.draws import DomainDraws, domain_draws
 from metaeval.errors import InputError, Problem
 from metaeval.executor import in_threads
+from metaeval.kept import code_digest, kept
 from metaeval.result import Frozen
 
 DEFAULT_N = (50, 100, 200, 400)
@@ -307,12 +307,13 @@ def plan(
     if sims < 100:
         raise InputError(Problem("command line", "", "--sims", f"at least 100 simulated studies are needed, got {sims}"))
     rows = evidence.to_dict("records") if hasattr(evidence, "to_dict") else list(evidence or [])
-    kept = None if cache is None else Path(cache) / f"{plan_key({d: draws[d] for d in wanted}, rows, n, sd, ses, sims, seed)}.json"
-    if kept is not None:
-        try:
-            return Plan.model_validate_json(kept.read_bytes())
-        except (OSError, ValueError):  # not there, or unreadable: computed and kept below
-            pass
+    key = plan_key({d: draws[d] for d in wanted}, rows, n, sd, ses, sims, seed) if cache is not None else ""
+    return kept(cache, key, Plan, lambda: _plan(draws, wanted, rows, n, sd, ses, sims, seed))
+
+
+def _plan(draws: Mapping[str, DomainDraws], wanted: Sequence[str], rows: Sequence[Mapping], n: Sequence[int], sd, ses, sims: int,
+          seed: int) -> Plan:
+    """:func:`plan`'s simulation, its options checked."""
     jobs, skipped = {}, {}
     for d in wanted:
         dd = draws[d]
@@ -342,43 +343,20 @@ def plan(
     method = ("preposterior simulation: importance reweighting of the posterior draws by each simulated study's marginal "
               f"likelihood ({sims} simulated studies per size, common to all sizes); closed form: normal approximation with tau "
               "at its posterior median")
-    result = Plan(domains=out, skipped=skipped, sims=sims, seed=seed, method=method)
-    if kept is not None:
-        from metaeval.files import write_atomic
-
-        try:
-            kept.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(kept, result.model_dump_json())
-        except OSError:  # a cache: the next report computes the plan again
-            pass
-    return result
+    return Plan(domains=out, skipped=skipped, sims=sims, seed=seed, method=method)
 
 
 def plan_key(draws: Mapping[str, DomainDraws], rows: Sequence[Mapping], n, sd, se, sims: int, seed: int) -> str:
-    """A hash of what :func:`plan` computes a plan from: the domains' draws and labels, the evidence rows, the options,
-    NumPy's and SciPy's versions and metaeval's own code (every module's source, so a changed computation is never served
-    from a cache)."""
+    """A hash of what :func:`plan` computes a plan from: the domains' draws, the evidence rows, the options,
+    NumPy's and SciPy's versions and metaeval's own code (so a changed computation is never served from a cache)."""
     import hashlib
 
     import scipy
 
-    digest = hashlib.sha256(repr((list(n), sd, se, sims, seed, np.__version__, scipy.__version__, _code_digest(), rows)).encode())
+    digest = hashlib.sha256(repr((list(n), sd, se, sims, seed, np.__version__, scipy.__version__, code_digest(), rows)).encode())
     for name, dd in draws.items():
-        digest.update(repr((name, dd.domain, dd.label, dd.metric, dd.beneficial, dd.hdi_prob, dd.mu.dtype.str, dd.mu.shape)).encode())
-        digest.update(np.ascontiguousarray(dd.mu).tobytes() + np.ascontiguousarray(dd.tau).tobytes())
+        digest.update(name.encode() + b"\0" + dd.digest())
     return digest.hexdigest()[:32]
-
-
-@functools.cache
-def _code_digest() -> str:
-    """A hash of the source of every metaeval module."""
-    import hashlib
-    from importlib import resources
-
-    digest = hashlib.sha256()
-    for path in sorted((p for p in resources.files("metaeval").iterdir() if p.name.endswith(".py")), key=lambda p: p.name):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
 
 
 def domain_plan(dd: DomainDraws, points: Sequence[tuple[int | None, float]], *, unit_sd: float | None, basis: str, sims: int,

@@ -18,6 +18,7 @@ The numerical core (``pairwise_probabilities``, ``rank_draws``) knows nothing of
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -26,6 +27,7 @@ from pydantic import Field
 from metaeval import words
 from metaeval.draws import DomainDraws, domain_draws
 from metaeval.errors import InputError, Problem
+from metaeval.kept import code_digest, kept
 from metaeval.result import Frozen
 
 #: How many of the largest differences per domain get a sentence.
@@ -167,6 +169,7 @@ def compare(
     reference=None,
     reference_label: str = "no_bias",
     names: Mapping[str, str] | None = None,
+    cache: str | Path | None = None,
 ) -> Comparison:
     """Compare the projects of each domain on their bias-adjusted effects (see the module docstring).
 
@@ -174,7 +177,9 @@ def compare(
     :func:`metaeval.draws.domain_draws` accepts). ``domain``: one domain or several (default: all).
     ``projects``: compare only these (P(best) and ranks are then among them). ``reference``: draws of
     the same evidence under another bias model (``reference_label``), to say where the order rests on
-    the bias assumptions. ``names``: readable project names for the sentences (default: the ids).
+    the bias assumptions. ``names``: readable project names for the sentences (default: the ids). ``cache``: a
+    folder where the comparison is kept under a hash of everything it is computed from and found again
+    (:func:`metaeval.kept.kept`; a report made again from the same fit needs the same comparison).
 
     Raises :class:`~metaeval.errors.InputError` for a domain or project the fit does not have.
     """
@@ -188,6 +193,28 @@ def compare(
         if unknown:
             raise InputError(Problem("command line", "", "--projects", f"no project {', '.join(map(repr, unknown))} in "
                                      f"{'the domain(s) compared' if domain else 'the fit'}; projects: {', '.join(known) or 'none'}"))
+    key = comparison_key(draws, ref, wanted, projects, reference_label, names) if cache is not None else ""
+    return kept(cache, key, Comparison, lambda: _compare(draws, ref, wanted, projects, reference_label, names))
+
+
+def comparison_key(draws: Mapping[str, DomainDraws], reference: Mapping[str, DomainDraws], wanted: Sequence[str], projects,
+                   reference_label: str, names) -> str:
+    """A hash of what :func:`compare` computes a comparison from: the draws, the options, NumPy's and ArviZ's versions
+    and metaeval's own code."""
+    import hashlib
+    from importlib import metadata
+
+    digest = hashlib.sha256(repr(("comparison", list(wanted), projects, reference_label, sorted((names or {}).items()), np.__version__,
+                                  metadata.version("arviz-stats"), code_digest())).encode())
+    for label, source in (("draws", draws), ("reference", reference)):
+        for name in sorted(source):
+            digest.update(f"{label}:{name}".encode() + b"\0" + source[name].digest())
+    return digest.hexdigest()[:32]
+
+
+def _compare(draws: Mapping[str, DomainDraws], ref: Mapping[str, DomainDraws], wanted: Sequence[str], projects, reference_label: str,
+             names) -> Comparison:
+    """:func:`compare`'s work, its options checked."""
     out, skipped = {}, {}
     for d in wanted:
         dd = draws[d]

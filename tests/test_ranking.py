@@ -134,3 +134,37 @@ def test_selection_and_bad_names():
     with pytest.raises(InputError) as err:
         compare(draws, projects=["a", "zz"])
     assert err.value.problems[0].field == "--projects" and "'zz'" in err.value.problems[0].message
+
+
+def test_a_kept_comparison_is_the_comparison_and_is_found_again_only_for_the_same_inputs(tmp_path, monkeypatch):
+    """A report made again from the same fit reads its comparison back (metaeval.kept): the same object as computed
+    afresh; any other draws, reference, selection or names computes and keeps another; a damaged file is recomputed."""
+    from metaeval import ranking
+
+    rng = np.random.default_rng(21)
+    theta = rng.normal(size=(3, 2, 400)) + np.array([0.0, 0.4, -0.3])[:, None, None]
+    draws = {"d": _draws(theta, ["a", "b", "c"]), "e": _draws(-theta, ["a", "b", "c"], domain="e")}
+    reference = {"d": _draws(theta[::-1], ["a", "b", "c"])}
+    cache = tmp_path / "kept"
+    computed = compare(draws, reference=reference, cache=cache)
+    [kept] = cache.iterdir()
+    assert computed == compare(draws, reference=reference)  # keeping it changes nothing in what is computed
+    assert computed.domains["d"].ranks and computed.domains["d"].reference == "no_bias"
+
+    calls = []
+    real = ranking.compare_domain
+    monkeypatch.setattr(ranking, "compare_domain", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = compare(draws, reference=reference, cache=cache)
+    assert calls == [] and again == computed and again.to_json() == computed.to_json()  # read back, not computed
+    nudged = {"d": _draws(theta + 1e-12, ["a", "b", "c"]), "e": draws["e"]}
+    for other in (dict(source=nudged, reference=reference), dict(source=draws), dict(source=draws, reference=reference, domain="d"),
+                  dict(source=draws, reference=reference, projects=["a", "b"]), dict(source=draws, reference=reference, names={"a": "A"})):
+        compare(cache=cache, **other)
+    assert len(calls) == 2 + 2 + 1 + 2 + 2 and len(list(cache.iterdir())) == 6  # each other input: computed and kept apart
+
+    kept.write_text(kept.read_text()[:100])  # damaged: computed again and rewritten
+    assert compare(draws, reference=reference, cache=cache) == computed and len(calls) == 11
+    assert ranking.Comparison.model_validate_json(kept.read_bytes()) == computed
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert compare(draws, reference=reference, cache=blocker / "kept") == computed  # an unwritable folder: computed all the same
