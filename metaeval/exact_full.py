@@ -28,6 +28,7 @@ from metaeval.model import Layout, prepare
 from metaeval.priors import parse_prior
 from metaeval.result import (
     Bias,
+    DomainAverage,
     DomainResult,
     Exclusion,
     Numerical,
@@ -117,25 +118,16 @@ def domain_result(layout: Layout, spec: dict, meta: dict, hdi_prob: float, keep:
     from metaeval.certainty import prior_influence
     from metaeval.summary import domain_notes
 
-    d, sign, mid = meta["id"], meta["sign"], meta["mid"]
+    d, sign = meta["id"], meta["sign"]
     block, cells, terms = domain_block(layout, d)
     post = posterior_of(block, keep)
     C = len(cells)
     errors_p = []
-
-    def probability(row: int, threshold: float) -> float:
-        value, error = post.both("prob_above", np.array([row]), sign, threshold)
-        errors_p.append(float(error[0]))
-        return round_significant(value[0])
-
-    mu = Posterior(**_stats(post, np.array([0]), hdi_prob)[0], hdi_prob=hdi_prob, p_beneficial=probability(0, 0.0),
-                   p_mid=probability(0, mid) if mid else None)
+    mu, tau, probability = _mu_and_tau(post, block, meta, hdi_prob, errors_p)
     new = Posterior(**_stats(post, np.array([NEW]), hdi_prob)[0], hdi_prob=hdi_prob, p_beneficial=probability(NEW, 0.0))
-    tau = _axis(post, 0, hdi_prob)
     omega = _axis(post, 1, hdi_prob) if block.has_omega else None
     missing = _missing_moments(block)
     if missing:  # a heavy-tailed prior and few projects: say so rather than report the grid's finite stand-ins
-        tau = tau.model_copy(update={k: None for k in missing["tau"]})
         new = new.model_copy(update={k: None for k in missing["theta_new"]})
         omega = omega.model_copy(update={k: None for k in missing["omega"]}) if omega is not None else None
 
@@ -184,13 +176,53 @@ def domain_result(layout: Layout, spec: dict, meta: dict, hdi_prob: float, keep:
         designs[k["design"]] = designs.get(k["design"], 0) + 1
     priors = {param: per_domain[d] for param, per_domain in sorted(layout.priors.items()) if d in per_domain}
     result = DomainResult(
-        id=d, label=meta["label"], metric=meta["metric"], beneficial=meta["beneficial"], mid=mid, scale=meta["scale"],
+        id=d, label=meta["label"], metric=meta["metric"], beneficial=meta["beneficial"], mid=meta["mid"], scale=meta["scale"],
         assumed=meta.get("assumed", {}), n_projects=C, n_estimates=len(members),
         n_findings=sum(1 for k in members if "z_low" in k), designs=dict(sorted(designs.items())),
         mu=mu, tau=tau, omega=omega, theta_new=new, projects=tuple(projects), pairwise=pairwise, priors=priors,
         prior_influence=prior_influence(mu, tau, priors), notes=tuple(notes),
     )
     return result, max(errors_p)
+
+
+def _mu_and_tau(post, block: Block, meta: dict, hdi_prob: float, errors_p: list[float]):
+    """A domain's average effect and spread as :func:`domain_result` reports them, and its probability function
+    (P(sign x row > threshold), rounded; each one's estimated error appended to ``errors_p``)."""
+    sign, mid = meta["sign"], meta["mid"]
+
+    def probability(row: int, threshold: float) -> float:
+        value, error = post.both("prob_above", np.array([row]), sign, threshold)
+        errors_p.append(float(error[0]))
+        return round_significant(value[0])
+
+    mu = Posterior(**_stats(post, np.array([0]), hdi_prob)[0], hdi_prob=hdi_prob, p_beneficial=probability(0, 0.0),
+                   p_mid=probability(0, mid) if mid else None)
+    tau = _axis(post, 0, hdi_prob)
+    gone = (_missing_moments(block) or {}).get("tau", [])  # a heavy-tailed prior and few projects: not finite, said as null
+    return mu, (tau.model_copy(update=dict.fromkeys(gone)) if gone else tau), probability
+
+
+def exact_averages(layout: Layout, spec: ModelSpec) -> dict[str, DomainAverage]:
+    """Per domain, its :class:`~metaeval.result.DomainAverage` under ``spec``: the same as :func:`summarise_exact`'s
+    (``DomainResult.average``), without the project effects, their comparisons and the new project's effect.
+    Raises :class:`~metaeval.exact_block.NoExactForm` and :class:`BeyondPrecision` as it does."""
+    from threadpoolctl import threadpool_limits
+
+    _require_exact(layout, spec)
+    with threadpool_limits(1):
+        return {d: _cached_domain_average(key) for d, key in _domain_parts(layout, spec.to_dict(), spec.hdi_prob).items()}
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_domain_average(key: DomainPart) -> DomainAverage:
+    """The :class:`~metaeval.result.DomainAverage` of the domain ``key`` describes."""
+    part, layout = key.part, key.layout()
+    meta = part["meta"]
+    block, cells, _ = domain_block(layout, meta["id"])
+    mu, tau, _ = _mu_and_tau(posterior_of(block), block, meta, part["hdi_prob"], [])
+    return DomainAverage(id=meta["id"], label=meta["label"], metric=meta["metric"], mu=mu, tau=tau, n_projects=len(cells),
+                         n_estimates=len(part["estimates"]) + len(part["findings"]),
+                         projects=tuple(sorted(layout.projects[i]["project"] for i in cells)))
 
 
 class DomainPart:
@@ -210,6 +242,13 @@ class DomainPart:
 
     def __eq__(self, other) -> bool:
         return isinstance(other, DomainPart) and other.digest == self.digest
+
+    def layout(self) -> Layout:
+        """The domain's own layout."""
+        part, d = self.part, self.part["meta"]["id"]
+        return Layout(domains=[part["meta"]], projects=part["projects"], estimates=part["estimates"], findings=part["findings"],
+                      bias_terms=part["bias_terms"], omega_domains=[d] if part["omega"] else [], excluded=part["excluded"],
+                      priors={param: {d: text} for param, text in part["priors"].items() if text is not None})
 
 
 def _domain_parts(layout: Layout, spec: dict, hdi_prob: float) -> dict[str, DomainPart]:
@@ -240,11 +279,7 @@ def _domain_parts(layout: Layout, spec: dict, hdi_prob: float) -> dict[str, Doma
 def _cached_domain_result(key: DomainPart, keep: bool = False) -> tuple[DomainResult, float]:
     """:func:`domain_result` of the domain ``key`` describes."""
     part = key.part
-    d = part["meta"]["id"]
-    layout = Layout(domains=[part["meta"]], projects=part["projects"], estimates=part["estimates"], findings=part["findings"],
-                    bias_terms=part["bias_terms"], omega_domains=[d] if part["omega"] else [], excluded=part["excluded"],
-                    priors={param: {d: text} for param, text in part["priors"].items() if text is not None})
-    return domain_result(layout, part["spec"], part["meta"], part["hdi_prob"], keep)
+    return domain_result(key.layout(), part["spec"], part["meta"], part["hdi_prob"], keep)
 
 
 def _missing_moments(block: Block) -> dict | None:

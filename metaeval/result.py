@@ -122,6 +122,21 @@ class Certainty(Frozen):
     effect_shown: bool = Field(description="false when the estimate rests only on priors and direction-only findings")
 
 
+class DomainAverage(Frozen):
+    """A domain's average effect and spread, its counts and its projects' keys: what the sensitivity grid and the
+    robustness check read of a fit (:meth:`DomainResult.average`; the exact engine computes it alone in half the
+    time, :func:`metaeval.exact_full.exact_averages`)."""
+
+    id: str
+    label: str
+    metric: str | None
+    mu: Posterior
+    tau: Posterior
+    n_projects: int
+    n_estimates: int
+    projects: tuple[str, ...] = Field(description="the projects' keys (ProjectEffect.key), in the result's order")
+
+
 class DomainResult(Frozen):
     """Everything a fit says about one outcome domain."""
 
@@ -149,6 +164,10 @@ class DomainResult(Frozen):
 
     def project(self, key: str) -> ProjectEffect:
         return next(p for p in self.projects if p.key == key)
+
+    def average(self) -> DomainAverage:
+        return DomainAverage(id=self.id, label=self.label, metric=self.metric, mu=self.mu, tau=self.tau, n_projects=self.n_projects,
+                             n_estimates=self.n_estimates, projects=tuple(p.key for p in self.projects))
 
     @property
     def sign(self) -> float:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from metaeval import words
-from metaeval.result import Result
+from metaeval.result import DomainAverage, Result
 from metaeval.spec import ModelSpec
 
 
@@ -83,10 +83,12 @@ def variants(spec: ModelSpec, projects: list[str]) -> list[Variant]:
     ]
 
 
-def exact_result(evidence, spec: ModelSpec) -> tuple[Result | None, str | None]:
-    """The exact engine's result for ``spec`` on ``evidence`` (a table or its rows), or None and why it has no exact form."""
+def exact_averages(evidence, spec: ModelSpec) -> tuple[dict[str, DomainAverage] | None, str | None]:
+    """The exact engine's domain averages (:func:`metaeval.exact_full.exact_averages`: what the check compares) for
+    ``spec`` on ``evidence`` (a table or its rows), or None and why it has no exact form."""
     from metaeval.errors import InputError
-    from metaeval.exact_full import exact_reason, summarise_exact
+    from metaeval.exact_full import exact_averages as averages
+    from metaeval.exact_full import exact_reason
     from metaeval.model import prepare
 
     try:
@@ -97,7 +99,7 @@ def exact_result(evidence, spec: ModelSpec) -> tuple[Result | None, str | None]:
     if why is not None:
         return None, why
     try:
-        return summarise_exact(layout, spec, evidence), None
+        return averages(layout, spec), None
     except (ValueError, OverflowError) as err:  # a number the engine cannot use: this variant is left out, saying why
         return None, str(err)
 
@@ -113,11 +115,11 @@ def check(evidence, spec: ModelSpec, baseline: Result) -> Robustness:
     rows = evidence.to_dict("records") if hasattr(evidence, "to_dict") else list(evidence)
     for variant in variants(spec, projects):
         kept = rows if variant.drop_project is None else [r for r in rows if str(r["project_id"]) != variant.drop_project]
-        result, why = exact_result(kept or evidence[:0], variant.spec(spec))  # none left: the empty table, with its columns
+        result, why = exact_averages(kept or evidence[:0], variant.spec(spec))  # none left: the empty table, with its columns
         if result is None:
             skipped.append((variant.label, why))
             continue
-        for d, dom in result.domains.items():
+        for d, dom in result.items():
             base = baseline.domains.get(d)
             if base is None or base.mu.p_beneficial is None or dom.mu.p_beneficial is None:
                 continue

@@ -26,11 +26,16 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from metaeval.errors import InputError, Problem
 from metaeval.spec import ALL_DESIGNS, MODELS_DIR, read_toml
+
+if TYPE_CHECKING:
+    from metaeval.result import DomainAverage
 
 FACTORS = ("tau", "bias", "inclusion", "estimand", "direction_only")
 ESTIMANDS = ("itt", "tot")
@@ -190,10 +195,11 @@ def scenario_spec(scenario: dict, grid: Grid, overrides: tuple[str, ...] | list[
 # --- one task = one fit ------------------------------------------------------------------------
 
 
-def _compact(result) -> dict:
-    """What the grid keeps of a fit's :class:`~metaeval.result.Result`: per domain mu, tau, counts; the gate."""
+def _compact(averages: Mapping[str, DomainAverage], diag=None) -> dict:
+    """What the grid keeps of a fit: per domain mu, tau, counts (its :class:`~metaeval.result.DomainAverage`); the gate
+    (the diagnostics, MCMC only)."""
     domains = {}
-    for d, dom in result.domains.items():
+    for d, dom in averages.items():
         mu, tau = dom.mu, dom.tau
         domains[d] = {
             "label": dom.label,
@@ -201,9 +207,8 @@ def _compact(result) -> dict:
             "mu_mean": mu.mean, "mu_sd": mu.sd, "mu_hdi_low": mu.hdi_low, "mu_hdi_high": mu.hdi_high,
             "hdi_prob": mu.hdi_prob, "p_beneficial": mu.p_beneficial,
             "tau_mean": tau.mean, "tau_hdi_low": tau.hdi_low, "tau_hdi_high": tau.hdi_high,
-            "n_projects": dom.n_projects, "n_estimates": dom.n_estimates, "projects": [p.key for p in dom.projects],
+            "n_projects": dom.n_projects, "n_estimates": dom.n_estimates, "projects": list(dom.projects),
         }
-    diag = result.diagnostics
     return {"domains": domains, "gate_passed": diag.passed if diag else None, "gate_failures": list(diag.failures) if diag else []}
 
 
@@ -240,11 +245,11 @@ def fit_scenario(
     layout = prepare(table, spec)
     if engine != "mcmc":
         from metaeval.exact_block import NoExactForm
-        from metaeval.exact_full import exact_reason, summarise_exact
+        from metaeval.exact_full import exact_averages, exact_reason
 
         reason = exact_reason(layout, spec, several_cells=engine == "exact")
         if reason is None:
-            return _compact(summarise_exact(layout, spec, table))
+            return _compact(exact_averages(layout, spec))
         if engine == "exact":
             raise NoExactForm(reason)
     sampler = SamplerSettings(**settings).resolved(spec, layout)
@@ -255,7 +260,8 @@ def fit_scenario(
         model = model_from_layout(layout, spec)
         posterior = fit(model, chains=sampler.chains, draws=sampler.draws, tune=sampler.tune, seed=sampler.seed,
                         sampler=sampler.sampler, target_accept=sampler.target_accept, progress=False)
-    result = _compact(summarise(posterior))
+    summary = summarise(posterior)
+    result = _compact({d: dom.average() for d, dom in summary.domains.items()}, summary.diagnostics)
     if power_scaling:
         model = model_from_layout(layout, spec)
         result["power_scaling"] = power_scaling_by_domain(posterior, model, threshold=grid.psense_threshold)

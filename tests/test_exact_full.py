@@ -557,6 +557,22 @@ def test_the_moments_alone_are_the_result_s(bundled, evidence):
             assert 0 <= got.error <= want.error_sd * want.sd * (1 + 1e-5)
 
 
+def test_the_domain_averages_alone_are_the_result_s(bundled, evidence):
+    """What the sensitivity grid and the robustness check read (exact_averages: no project effects, no comparisons)
+    is the full result's, number for number, whatever other domains a second call shares with the first."""
+    import metaeval
+    from metaeval.exact_full import exact_averages
+    from metaeval.model import prepare
+
+    spec = metaeval.load_spec("default")
+    averages = exact_averages(prepare(evidence, spec), spec)
+    assert averages == {d: dom.average() for d, dom in bundled.domains.items()}
+    assert all(a.projects and a.mu.p_beneficial is not None and a.tau.hdi_high > 0 for a in averages.values())
+    wider = metaeval.load_spec("default", ["tau=halfnormal(2)"])
+    full = metaeval.fit_exact_model(evidence, wider)
+    assert exact_averages(prepare(evidence, wider), wider) == {d: dom.average() for d, dom in full.domains.items()} != averages
+
+
 def test_bundled_result_is_a_full_result(bundled, evidence):
     import metaeval
     from metaeval.model import prepare
@@ -707,7 +723,7 @@ def test_moments_a_heavy_tailed_prior_leaves_infinite_are_null(tmp_path):
     project's) is infinite: null with a note, as the one-level engine says; the intervals stay."""
     import pandas as pd
 
-    from metaeval.exact_full import exact_moments, fit_exact_model
+    from metaeval.exact_full import exact_averages, exact_moments, fit_exact_model
     from metaeval.harmonise import load_evidence
     from metaeval.model import prepare
     from metaeval.spec import load_spec
@@ -720,6 +736,7 @@ def test_moments_a_heavy_tailed_prior_leaves_infinite_are_null(tmp_path):
     assert dom.tau.sd is None and dom.theta_new.sd is None and ref["tau"]["sd"] is None
     tau = exact_moments(prepare(evidence, spec), spec)["all"].tau  # what the MCMC cross-check then leaves out
     assert tau.sd is None and tau.mean == pytest.approx(dom.tau.mean, rel=1e-5)
+    assert exact_averages(prepare(evidence, spec), spec)["all"].tau == dom.tau  # and the grid reads it as null too
     assert dom.tau.mean == pytest.approx(ref["tau"]["mean"], rel=0.05)
     assert dom.tau.hdi_high == pytest.approx(ref["tau"]["hdi_high"], rel=0.01)
     assert any("not finite" in n for n in dom.notes)
