@@ -119,6 +119,9 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
     layout = Layout()
     kept: list[dict] = []
     domain_meta: dict[str, dict] = {}
+    # the risk-of-bias columns the evidence has (a missing one reads as not judged): on 100,000 rows, asking for
+    # five absent ones was a third of this loop's time
+    rob_columns = [(d, f"rob_{d}") for d in spec.rob_domains if f"rob_{d}" in columns] if spec.rob_high != "ignore" else []
     for r in sorted(rows, key=lambda r: (str(r["domain"]), str(r["project_id"]), str(r["estimate_id"]))):
         eid, domain, project = str(r["estimate_id"]), str(r["domain"]), str(r["project_id"])
         design = _text(r.get("design"), "unspecified")
@@ -140,7 +143,7 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
         if _text(r.get("benefit_basis")) == "curator" and spec.inferred_benefit != "include":
             leave_out(f"{INFERRED_BENEFIT}; model {spec.name!r} leaves such outcomes out ([data] inferred_benefit = exclude)")
             continue
-        high = [d for d in spec.rob_domains if _text(r.get(f"rob_{d}")) == "high"] if spec.rob_high != "ignore" else []
+        high = [d for d, column in rob_columns if _text(r.get(column)) == "high"]
         if high and spec.rob_high == "exclude":
             leave_out(f"risk of bias high ({', '.join(high)}); model {spec.name!r} leaves such estimates out ([risk_of_bias] high = exclude)")
             continue
@@ -253,7 +256,7 @@ def prepare(evidence, spec: ModelSpec) -> Layout:
         k["replicate_index"] = j
     for k in kept:
         k.setdefault("replicate_index", -1)
-        (layout.estimates if k["kind"] == "estimate" else layout.findings).append({x: v for x, v in k.items() if x != "kind"})
+        (layout.estimates if k.pop("kind") == "estimate" else layout.findings).append(k)
 
     params = ["mu", "tau"] + (["omega"] if layout.omega_domains else []) + (["se"] if layout.findings else [])
     for param in params:
