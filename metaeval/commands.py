@@ -100,7 +100,7 @@ def sampler_settings(args: argparse.Namespace):
 
 #: --engine: exact inference where the model has an exact form (metaeval.exact_full), MCMC otherwise.
 ENGINES = ("mcmc", "exact", "auto")
-#: The folder under --out where report and run keep their planning simulations (:func:`metaeval.planning.plan`'s cache).
+#: The folder under --out where report and run keep their comparisons and planning simulations (:mod:`metaeval.kept`).
 KEPT = "kept"
 
 

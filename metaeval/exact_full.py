@@ -226,7 +226,7 @@ def _cached_domain_average(key: DomainPart) -> DomainAverage:
 
 
 class DomainPart:
-    """Everything one domain's result depends on (:func:`_domain_parts`), the key of :func:`_cached_domain_result`:
+    """Everything one domain's result depends on (:func:`_domain_parts`), the key of its cached result and average:
     equal to another when their pickles are the same bytes (sensitivity grids and leave-one-out refits leave most
     domains as they were, and these are then not computed again). A pickle, not canonical JSON and its parse: 0.06
     against 0.5 s on 100,000 estimates; parts made alike pickle alike, and any other difference only misses the cache."""

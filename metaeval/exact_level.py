@@ -499,9 +499,9 @@ def first_of_independent(w, mu_mean, mu_var, m, v, c, sign: float, mu_nodes: tup
             m_, s_ = mean[ks][:, :, None, near], sd[ks][:, None, None, near]
             z = (x[..., None] - m_) / s_  # (k, J, X, L near)
             # each row's density times the others' CDFs: phi(z) / Phi(z) times the product of all CDFs, in place.
-            # The product, not a sum of log CDFs: log_ndtr was 80% of the time. Phi is kept above Phi(-37) ~ 6e-300
-            # (never 0 to divide by); where the product underflows every row's term is below e^-640 (a row with a
-            # term to speak of has z > -36, so the others' product is the whole product over at most 1e-290).
+            # The product, not a sum of log CDFs: log_ndtr was 80% of the time. Phi is kept above Phi(-37) ~ 6e-300,
+            # never 0 to divide by. Where the product underflows (below 1e-308) no row's term is worth keeping: for
+            # the others' product to reach 1e-17, the row's own Phi would be below 1e-291 (z < -36), its density e^-648.
             cdf = special.ndtr(np.maximum(z, -37.0))
             dens = np.square(z, out=z)
             dens *= -0.5

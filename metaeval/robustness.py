@@ -83,12 +83,11 @@ def variants(spec: ModelSpec, projects: list[str]) -> list[Variant]:
     ]
 
 
-def exact_averages(evidence, spec: ModelSpec) -> tuple[dict[str, DomainAverage] | None, str | None]:
+def averages_under(evidence, spec: ModelSpec) -> tuple[dict[str, DomainAverage] | None, str | None]:
     """The exact engine's domain averages (:func:`metaeval.exact_full.exact_averages`: what the check compares) for
     ``spec`` on ``evidence`` (a table or its rows), or None and why it has no exact form."""
     from metaeval.errors import InputError
-    from metaeval.exact_full import exact_averages as averages
-    from metaeval.exact_full import exact_reason
+    from metaeval.exact_full import exact_averages, exact_reason
     from metaeval.model import prepare
 
     try:
@@ -99,7 +98,7 @@ def exact_averages(evidence, spec: ModelSpec) -> tuple[dict[str, DomainAverage] 
     if why is not None:
         return None, why
     try:
-        return averages(layout, spec), None
+        return exact_averages(layout, spec), None
     except (ValueError, OverflowError) as err:  # a number the engine cannot use: this variant is left out, saying why
         return None, str(err)
 
@@ -115,7 +114,7 @@ def check(evidence, spec: ModelSpec, baseline: Result) -> Robustness:
     rows = evidence.to_dict("records") if hasattr(evidence, "to_dict") else list(evidence)
     for variant in variants(spec, projects):
         kept = rows if variant.drop_project is None else [r for r in rows if str(r["project_id"]) != variant.drop_project]
-        result, why = exact_averages(kept or evidence[:0], variant.spec(spec))  # none left: the empty table, with its columns
+        result, why = averages_under(kept or evidence[:0], variant.spec(spec))  # none left: the empty table, with its columns
         if result is None:
             skipped.append((variant.label, why))
             continue
