@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from _model_fixtures import EIGHT_SCHOOLS_SE, EIGHT_SCHOOLS_Y, csv_like
 
-from metaeval import compile_cache
+from metaeval import compile_cache, executor
 from metaeval.model import build_model
 from metaeval.spec import load_spec
 
@@ -144,7 +144,7 @@ def test_an_entry_compiles_in_one_process_per_callback_given_the_cpus_and_draws_
     """Two CPUs: logp and expand compile side by side in two processes; one CPU: one after the other in one."""
     started = []
     real = subprocess.Popen
-    monkeypatch.setattr(compile_cache, "_cpus", lambda: cpus)
+    monkeypatch.setattr(executor, "default_workers", lambda: cpus)
     monkeypatch.setattr(subprocess, "Popen", lambda args, **kwargs: started.append(args[4:]) or real(args, **kwargs))  # [python, -m, module, entry, ...]
     meanwhile = []  # what the caller does while they compile: once, with every compile process started
     with _logged() as notes:
