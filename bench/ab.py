@@ -80,8 +80,9 @@ def main() -> int:
         baseline.append(_timed([sys.executable, "-c", BASELINE], dict(os.environ)))
         for case in cases:
             for side in sides:
-                if case == "report-first":
-                    shutil.rmtree(tmp / side / "plans", ignore_errors=True)
+                if case == "report-first":  # what a report keeps: OUT/kept (OUT/plans before 2026-12-01)
+                    for kept in ("kept", "plans"):
+                        shutil.rmtree(tmp / side / kept, ignore_errors=True)
                 times[case][side].append(_timed(command[side] + CASES[case] + (out_short if case == "fit-short" else out)[side], envs[side], sides[side]))
 
     def medians(runs):
