@@ -148,7 +148,7 @@ def test_a_full_disk_at_any_point_of_run_leaves_the_previous_set(tmp_path, capsy
         rc = main(new_args)
         monkeypatch.delenv("METAEVAL_TEST_FAIL_AT")
         err = capsys.readouterr().err
-        if re.fullmatch(r"renamed?:[0-9a-f]{32}\.json", points[n - 1]):  # keeping the planning simulation (OUT/plans): a cache,
+        if re.fullmatch(r"renamed?:[0-9a-f]{32}\.json", points[n - 1]):  # keeping the comparison or the plan (OUT/kept): a cache,
             assert rc == 0 and _estimates(result_set(out)) == 2, (points[n - 1], err)  # so the run goes on without it
             assert not [p for p in out.rglob("*.tmp")]
             continue
