@@ -65,11 +65,13 @@ def judge(result: Result, evidence, robustness: Mapping[str, Sequence[str]] | No
     """
     rows = evidence.to_dict("records") if hasattr(evidence, "to_dict") else list(evidence)
     left_out = {x.estimate_id for x in result.exclusions}
-    domains = {}
-    for d, dom in result.domains.items():
-        entered = [r for r in rows if str(r.get("domain")) == d and str(r.get("estimate_id")) not in left_out
-                   and flag(r.get("poolable"))]
-        domains[d] = dom.model_copy(update={"certainty": rate(dom, entered, (robustness or {}).get(d, ()))})
+    entered: dict[str, list] = {d: [] for d in result.domains}
+    for r in rows:  # in one pass (a pass a domain took 0.3 s on 100,000 estimates)
+        into = entered.get(str(r.get("domain")))
+        if into is not None and str(r.get("estimate_id")) not in left_out and flag(r.get("poolable")):
+            into.append(r)
+    domains = {d: dom.model_copy(update={"certainty": rate(dom, entered[d], (robustness or {}).get(d, ()))})
+               for d, dom in result.domains.items()}
     return result.model_copy(update={"domains": domains})
 
 
