@@ -10,7 +10,7 @@ metaeval never finds an old one.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -38,6 +38,17 @@ def kept[M: BaseModel](folder: str | Path | None, key: str, kind: type[M], compu
     except OSError:  # a cache: the next command computes it again
         pass
     return result
+
+
+def key_of(options, parts: Iterable[bytes] = ()) -> str:
+    """A hash of what a kept result is computed from: ``options`` (by their repr) and ``parts`` (bytes, in order),
+    with metaeval's own code (:func:`code_digest`)."""
+    import hashlib
+
+    digest = hashlib.sha256(repr((options, code_digest())).encode())
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()[:32]
 
 
 @functools.cache

@@ -45,7 +45,7 @@ from metaeval.cells import finite, flag
 from metaeval.draws import DomainDraws, domain_draws
 from metaeval.errors import InputError, Problem
 from metaeval.executor import in_threads
-from metaeval.kept import code_digest, kept
+from metaeval.kept import kept, key_of
 from metaeval.result import Frozen
 
 DEFAULT_N = (50, 100, 200, 400)
@@ -307,8 +307,8 @@ def plan(
     if sims < 100:
         raise InputError(Problem("command line", "", "--sims", f"at least 100 simulated studies are needed, got {sims}"))
     rows = evidence.to_dict("records") if hasattr(evidence, "to_dict") else list(evidence or [])
-    key = plan_key({d: draws[d] for d in wanted}, rows, n, sd, ses, sims, seed) if cache is not None else ""
-    return kept(cache, key, Plan, lambda: _plan(draws, wanted, rows, n, sd, ses, sims, seed))
+    name = plan_key({d: draws[d] for d in wanted}, rows, n, sd, ses, sims, seed) if cache is not None else ""
+    return kept(cache, name, Plan, lambda: _plan(draws, wanted, rows, n, sd, ses, sims, seed))
 
 
 def _plan(draws: Mapping[str, DomainDraws], wanted: Sequence[str], rows: Sequence[Mapping], n: Sequence[int], sd, ses, sims: int,
@@ -349,14 +349,10 @@ def _plan(draws: Mapping[str, DomainDraws], wanted: Sequence[str], rows: Sequenc
 def plan_key(draws: Mapping[str, DomainDraws], rows: Sequence[Mapping], n, sd, se, sims: int, seed: int) -> str:
     """A hash of what :func:`plan` computes a plan from: the domains' draws, the evidence rows, the options,
     NumPy's and SciPy's versions and metaeval's own code (so a changed computation is never served from a cache)."""
-    import hashlib
-
     import scipy
 
-    digest = hashlib.sha256(repr((list(n), sd, se, sims, seed, np.__version__, scipy.__version__, code_digest(), rows)).encode())
-    for name, dd in draws.items():
-        digest.update(name.encode() + b"\0" + dd.digest())
-    return digest.hexdigest()[:32]
+    return key_of((list(n), sd, se, sims, seed, np.__version__, scipy.__version__, rows),
+               (name.encode() + b"\0" + dd.digest() for name, dd in draws.items()))
 
 
 def domain_plan(dd: DomainDraws, points: Sequence[tuple[int | None, float]], *, unit_sd: float | None, basis: str, sims: int,

@@ -27,7 +27,7 @@ from pydantic import Field
 from metaeval import words
 from metaeval.draws import DomainDraws, domain_draws
 from metaeval.errors import InputError, Problem
-from metaeval.kept import code_digest, kept
+from metaeval.kept import kept, key_of
 from metaeval.result import Frozen
 
 #: How many of the largest differences per domain get a sentence.
@@ -193,23 +193,19 @@ def compare(
         if unknown:
             raise InputError(Problem("command line", "", "--projects", f"no project {', '.join(map(repr, unknown))} in "
                                      f"{'the domain(s) compared' if domain else 'the fit'}; projects: {', '.join(known) or 'none'}"))
-    key = comparison_key(draws, ref, wanted, projects, reference_label, names) if cache is not None else ""
-    return kept(cache, key, Comparison, lambda: _compare(draws, ref, wanted, projects, reference_label, names))
+    name = comparison_key(draws, ref, wanted, projects, reference_label, names) if cache is not None else ""
+    return kept(cache, name, Comparison, lambda: _compare(draws, ref, wanted, projects, reference_label, names))
 
 
 def comparison_key(draws: Mapping[str, DomainDraws], reference: Mapping[str, DomainDraws], wanted: Sequence[str], projects,
                    reference_label: str, names) -> str:
     """A hash of what :func:`compare` computes a comparison from: the draws, the options, NumPy's and ArviZ's versions
     and metaeval's own code."""
-    import hashlib
     from importlib import metadata
 
-    digest = hashlib.sha256(repr(("comparison", list(wanted), projects, reference_label, sorted((names or {}).items()), np.__version__,
-                                  metadata.version("arviz-stats"), code_digest())).encode())
-    for label, source in (("draws", draws), ("reference", reference)):
-        for name in sorted(source):
-            digest.update(f"{label}:{name}".encode() + b"\0" + source[name].digest())
-    return digest.hexdigest()[:32]
+    return key_of(("comparison", list(wanted), projects, reference_label, sorted((names or {}).items()), np.__version__, metadata.version("arviz-stats")),
+               (f"{label}:{name}".encode() + b"\0" + source[name].digest() for label, source in (("draws", draws), ("reference", reference))
+                for name in sorted(source)))
 
 
 def _compare(draws: Mapping[str, DomainDraws], ref: Mapping[str, DomainDraws], wanted: Sequence[str], projects, reference_label: str,
