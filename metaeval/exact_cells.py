@@ -27,6 +27,7 @@ fits of the bundled evidence (bench/exact_full.py agreement).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 import numpy as np
@@ -137,7 +138,7 @@ class CellsPrepared(Prepared):
         ok = np.isfinite(g.log_post) & (g.log_post >= floor) & np.isfinite(M) & (root > 0)
         sub = g.take(np.flatnonzero(ok))
         u_ok, w_ok, z_ok, centre_ok, scale_ok = self.eta_rule(
-            M[ok], root[ok], omega[ok], coarse, laplace=density_only, log_lik=self.log_lik_mu(sub, omega[ok], coarse))
+            M[ok], root[ok], omega[ok], coarse, laplace=density_only, log_lik=self.log_lik_mu(sub, omega[ok], coarse), log_base=g.log_post[ok])
         u, u_w = np.zeros((N, u_ok.shape[1], 1)), np.zeros((N, u_ok.shape[1]))
         u[ok, :, 0], u_w[ok], u_w[~ok, u_ok.shape[1] // 2] = u_ok, w_ok, 1.0
         centre, scale = np.zeros(N), np.ones(N)
@@ -156,9 +157,20 @@ class CellsLevel:
     def __init__(self, prep: CellsPrepared, mu_level: Level):
         self.prep, self.mu_level = prep, mu_level
         self.tau, self.omega, self.weight, self.edge_density = mu_level.tau, mu_level.omega, mu_level.weight, mu_level.edge_density
+        self._theta = None
+        self.route = {}  # full row -> (group, its row there)
+        for h in range(len(prep.groups)):
+            for local, row in enumerate(self._group_rows(h)):
+                self.route[int(row)] = (h, local + 1)
+
+    @functools.cached_property
+    def _pairs(self):
+        """The (tau, omega, mu) nodes for the groups: per (tau, omega) node, the Gauss rule of mu's lattice rule
+        there (a group's quantities are smooth in mu), MU_GAUSS points, fewer for the coarse rules; their (tau,
+        omega) node, mu and normalised weight. Made when a group's quantity is first asked for (a domain's average
+        effect and spread need none: the sensitivity grid's blocks skip them)."""
+        mu_level = self.mu_level
         nd = mu_level.nodes
-        # (tau, omega, mu) nodes for the groups: per (tau, omega) node, the Gauss rule of mu's lattice rule there
-        # (a group's quantities are smooth in mu); MU_GAUSS points, fewer for the coarse rules
         live = np.flatnonzero(mu_level.weight > WEIGHT_FLOOR * mu_level.weight.max())
         node, mu, weight = [], [], []
         for i in live:
@@ -166,14 +178,25 @@ class CellsLevel:
             node += [i] * x.size
             mu.append(nd.eta_mean[i] + nd.eta_root[i] * x)
             weight.append(mu_level.weight[i] * w)
-        self.node, self.mu = np.array(node), np.concatenate(mu)
-        self.pair_weight = np.concatenate(weight) / np.concatenate(weight).sum()
-        self.quantities = [_GroupQuantities(self, *self._group_level(h)) for h in range(len(prep.groups))]
-        self._theta = None
-        self.route = {}  # full row -> (group, its row there)
-        for h, quantities in enumerate(self.quantities):
-            for local, row in enumerate(quantities.rows):
-                self.route[row] = (h, local + 1)
+        weight = np.concatenate(weight)
+        return np.array(node), np.concatenate(mu), weight / weight.sum()
+
+    @property
+    def node(self) -> np.ndarray:
+        return self._pairs[0]
+
+    @property
+    def mu(self) -> np.ndarray:
+        return self._pairs[1]
+
+    @property
+    def pair_weight(self) -> np.ndarray:
+        return self._pairs[2]
+
+    @functools.cached_property
+    def quantities(self) -> list[_GroupQuantities]:
+        """Per group, its rows' quantities (made when first asked for, as :attr:`_pairs`)."""
+        return [_GroupQuantities(self, *self._group_level(h)) for h in range(len(self.prep.groups))]
 
     def _group_rows(self, h: int) -> np.ndarray:
         """Group h's rows: its cluster's effect and the cluster's offsets, as rows of the block."""
