@@ -336,7 +336,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     out = args.out / "sensitivity"
     result = run_sensitivity(grid=grid, **_source(args), settings=asdict(settings), overrides=args.prior,
                              out=args.out, scheduler=args.scheduler, workers=args.workers, progress=None, refit=args.refit,
-                             engine=args.engine)
+                             engine=args.engine, keep_baseline=not args.no_report)
     table = result.table()
     if args.format == "json":
         import json

@@ -13,11 +13,11 @@ over all quantities and probabilities in ``Result.numerical``.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
 import pickle
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -210,11 +210,81 @@ def exact_averages(layout: Layout, spec: ModelSpec) -> dict[str, DomainAverage]:
 
     _require_exact(layout, spec)
     with threadpool_limits(1):
-        return {d: _cached_domain_average(key) for d, key in _domain_parts(layout, spec.to_dict(), spec.hdi_prob).items()}
+        return {d: _AVERAGES(key) for d, key in _domain_parts(layout, spec.to_dict(), spec.hdi_prob).items()}
 
 
-@functools.lru_cache(maxsize=256)
-def _cached_domain_average(key: DomainPart) -> DomainAverage:
+def domain_parts(layout: Layout, spec: ModelSpec) -> list[DomainPart]:
+    """The domains :func:`exact_averages` and :func:`summarise_exact` compute for ``layout`` under ``spec``."""
+    return list(_domain_parts(layout, spec.to_dict(), spec.hdi_prob).values())
+
+
+def precompute(averages: Iterable[DomainPart], results: Iterable[DomainPart] = (), workers: int | None = None) -> None:
+    """Compute the averages (:func:`exact_averages`) and full results (:func:`summarise_exact`) of the distinct
+    domains given (of several layouts: a sensitivity grid's scenarios), side by side in ``workers`` processes
+    (:func:`~metaeval.executor.in_processes`: the integrals are mostly small NumPy operations, which threads would
+    take turns at), the costliest first, and keep them in this process, where those functions then find them. A
+    domain whose computation fails is left out: computed again where it is asked for, its error is raised there."""
+    from metaeval.executor import in_processes
+
+    results = [key for key in dict.fromkeys(results) if (key, False) not in _RESULTS]
+    averages = [key for key in dict.fromkeys(averages) if (key,) not in _AVERAGES and key not in results]
+    items = sorted([(False, key) for key in averages] + [(True, key) for key in results], key=lambda item: _cost(item[1]), reverse=True)
+    for (full, key), value in zip(items, in_processes(_compute, items, workers)):
+        if value is not None and full:
+            _RESULTS.put((key, False), value)
+            _AVERAGES.put((key,), value[0].average())
+        elif value is not None:
+            _AVERAGES.put((key,), value)
+
+
+def _cost(key: DomainPart) -> int:
+    """A domain's relative cost: its direction-only findings, integrated over each project that holds one, dominate."""
+    part = key.part
+    return len(part["estimates"]) + 1000 * len(part["findings"]) * len({f["project_index"] for f in part["findings"]})
+
+
+def _compute(item: tuple[bool, DomainPart]):
+    """A domain's full result (``item[0]`` true) or average, in a worker process; None where it fails."""
+    from threadpoolctl import threadpool_limits
+
+    full, key = item
+    try:
+        with threadpool_limits(1):
+            return _RESULTS(key, False) if full else _AVERAGES(key)
+    except Exception:  # noqa: BLE001 - said again, with its context, where the domain is asked for (precompute)
+        return None
+
+
+class _Kept:
+    """Computed domains by their :class:`DomainPart` (and arguments), the least recently used dropped beyond
+    ``size``: sensitivity grids and leave-one-out refits leave most domains as they were, and these are then not
+    computed again. Filled by calls, or with results computed elsewhere (:func:`precompute`)."""
+
+    def __init__(self, compute, size: int = 256):
+        self.compute, self.size, self.items = compute, size, {}
+
+    def __call__(self, *args):
+        if args in self.items:
+            self.items[args] = self.items.pop(args)  # now the most recent
+            return self.items[args]
+        value = self.compute(*args)
+        self.put(args, value)
+        return value
+
+    def __contains__(self, args) -> bool:
+        return args in self.items
+
+    def put(self, args: tuple, value) -> None:
+        self.items.pop(args, None)
+        self.items[args] = value
+        while len(self.items) > self.size:
+            del self.items[next(iter(self.items))]
+
+    def clear(self) -> None:
+        self.items.clear()
+
+
+def _domain_average(key: DomainPart) -> DomainAverage:
     """The :class:`~metaeval.result.DomainAverage` of the domain ``key`` describes."""
     part, layout = key.part, key.layout()
     meta = part["meta"]
@@ -275,11 +345,14 @@ def _domain_parts(layout: Layout, spec: dict, hdi_prob: float) -> dict[str, Doma
     return {d: DomainPart(part) for d, part in parts.items()}
 
 
-@functools.lru_cache(maxsize=256)
-def _cached_domain_result(key: DomainPart, keep: bool = False) -> tuple[DomainResult, float]:
+def _domain_result(key: DomainPart, keep: bool = False) -> tuple[DomainResult, float]:
     """:func:`domain_result` of the domain ``key`` describes."""
     part = key.part
     return domain_result(key.layout(), part["spec"], part["meta"], part["hdi_prob"], keep)
+
+
+_AVERAGES = _Kept(_domain_average)
+_RESULTS = _Kept(_domain_result)
 
 
 def _missing_moments(block: Block) -> dict | None:
@@ -380,7 +453,7 @@ def summarise_exact(layout: Layout, spec: ModelSpec, evidence=None, *, keep_post
     _require_exact(layout, spec)
     spec_dict = spec.to_dict()
     with threadpool_limits(1):  # small linear algebra: BLAS threads only spin (twice the CPU time, measured)
-        parts = {d: _cached_domain_result(key, keep_posteriors) for d, key in _domain_parts(layout, spec_dict, spec.hdi_prob).items()}
+        parts = {d: _RESULTS(key, keep_posteriors) for d, key in _domain_parts(layout, spec_dict, spec.hdi_prob).items()}
     domains = {d: part[0] for d, part in parts.items()}
     errors = [e for dom in domains.values() for e in (dom.mu, dom.tau, dom.theta_new, *([dom.omega] if dom.omega else []), *dom.projects)]
     return Result(

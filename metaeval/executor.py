@@ -120,6 +120,97 @@ def in_threads(fn: Callable[[Any], Any], items: Sequence) -> list:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+def in_processes(fn: Callable[[Any], Any], items: Sequence, workers: int | None = None) -> list:
+    """``fn`` over ``items`` in ``workers`` new processes (default: one per available core), results in item order:
+    for work of many small NumPy operations, which threads would take turns at under the GIL. ``fn`` must be a
+    module-level function, and the items and results must pickle. Each process is a fresh interpreter running
+    :func:`_serve` (``python -m metaeval.executor``: nothing of the caller's ``__main__`` is imported again, so a
+    script needs no main guard), takes the next item when it is free, and ignores Ctrl-C, which this process
+    answers, ending them. An error raised by ``fn`` is raised here."""
+    workers = min(len(items), workers or default_workers())
+    if workers <= 1:
+        return [fn(x) for x in items]
+    import pickle
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parent.parent)  # this metaeval, wherever the caller found it
+    env = {**os.environ, **WORKER_ENV, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    command = [sys.executable, "-m", "metaeval.executor", f"{fn.__module__}:{fn.__qualname__}"]
+    results: list = [None] * len(items)
+    failed: list[BaseException] = []
+    order = iter(range(len(items)))
+    lock = threading.Lock()
+    logs = [tempfile.TemporaryFile() for _ in range(workers)]
+    with _ctrl_c_stays_here():
+        procs = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env) for log in logs]
+
+    def feed(proc, log) -> None:
+        try:
+            while not failed:
+                with lock:
+                    i = next(order, None)
+                if i is None:
+                    break
+                pickle.dump(items[i], proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                proc.stdin.flush()
+                ok, value = pickle.load(proc.stdout)
+                if not ok:
+                    raise value
+                results[i] = value
+        except (EOFError, OSError, pickle.UnpicklingError):
+            log.seek(0)
+            tail = log.read().decode(errors="replace").strip().splitlines()[-3:]
+            failed.append(RuntimeError("a worker process ended early" + (": " + " / ".join(tail) if tail else "")))
+        except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
+            failed.append(error)
+
+    threads = [threading.Thread(target=feed, args=pair, name="metaeval-worker", daemon=True) for pair in zip(procs, logs)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.1)
+        if failed:
+            raise failed[0]
+        return results
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        for log in logs:
+            log.close()
+
+
+def _serve(target: str) -> None:
+    """A worker of :func:`in_processes`: ``target`` (``module:function``) over the items pickled on stdin, each
+    result pickled on stdout as (True, result), or (False, the error) where it raised."""
+    import importlib
+    import pickle
+
+    module, name = target.split(":")
+    fn = getattr(importlib.import_module(module), name)
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # anything printed goes to the log, not into the results
+    while True:
+        try:
+            item = pickle.load(inp)
+        except EOFError:
+            return
+        try:
+            reply = (True, fn(item))
+        except Exception as error:  # noqa: BLE001 - the caller raises it
+            reply = (False, error)
+        try:
+            data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as error:  # noqa: BLE001 - an error that does not pickle is said in words
+            data = pickle.dumps((False, RuntimeError(f"{type(reply[1]).__name__}: {error}")), protocol=pickle.HIGHEST_PROTOCOL)
+        out.write(data)
+        out.flush()
+
+
 class _Progress:
     """A rich progress bar counting finished tasks (and failures), or nothing."""
 
@@ -356,3 +447,7 @@ def _has_workers(client) -> bool:
 def failures(results: Sequence[Result]) -> list[Result]:
     """The results whose task raised."""
     return [r for r in results if not r.ok]
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1])

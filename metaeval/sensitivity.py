@@ -212,6 +212,30 @@ def _compact(averages: Mapping[str, DomainAverage], diag=None) -> dict:
     return {"domains": domains, "gate_passed": diag.passed if diag else None, "gate_failures": list(diag.failures) if diag else []}
 
 
+def _scenario_layout(scenario: dict, grid: Grid, evidence, overrides, drop_project: str | None):
+    """A scenario's model spec, its evidence (without ``drop_project``) and their layout."""
+    from metaeval.model import prepare
+
+    spec = scenario_spec(scenario, grid, overrides)
+    table = evidence
+    if drop_project is not None:
+        table = evidence[evidence["project_id"].astype(str) != drop_project].reset_index(drop=True)
+    return spec, table, prepare(table, spec)
+
+
+def _exact_in_processes(tasks: list[dict], engine: str, workers: int | None, baseline: bool) -> None:
+    """Integrate every distinct domain of the tasks' scenarios once, side by side in worker processes, and keep them
+    for the tasks (:func:`~metaeval.exact_full.precompute`); ``baseline``: the first task's domains in full (its
+    project effects and comparisons too), for the report made after the grid."""
+    from metaeval.exact_full import domain_parts, exact_reason, precompute
+
+    parts: list[list] = []
+    for task in tasks:
+        spec, _, layout = _scenario_layout(task["scenario"], task["grid"], task["evidence"], task["overrides"], task.get("drop_project"))
+        parts.append(domain_parts(layout, spec) if exact_reason(layout, spec, several_cells=engine == "exact") is None else [])
+    precompute([key for keys in parts for key in keys], parts[0] if baseline else [], workers)
+
+
 def fit_scenario(
     *,
     scenario: dict,
@@ -234,15 +258,11 @@ def fit_scenario(
     ``engine``: ``mcmc``; ``exact`` (a scenario whose model has no exact form fails, saying why); or
     ``auto`` (exact where the scenario's model has an exact form, else MCMC).
     """
-    from metaeval.model import model_from_layout, prepare
+    from metaeval.model import model_from_layout
     from metaeval.sampling import SamplerSettings, fit, fit_cached
     from metaeval.summary import summarise
 
-    spec = scenario_spec(scenario, grid, overrides)
-    table = evidence
-    if drop_project is not None:
-        table = evidence[evidence["project_id"].astype(str) != drop_project].reset_index(drop=True)
-    layout = prepare(table, spec)
+    spec, table, layout = _scenario_layout(scenario, grid, evidence, overrides, drop_project)
     if engine != "mcmc":
         from metaeval.exact_block import NoExactForm
         from metaeval.exact_full import exact_averages, exact_reason
@@ -520,13 +540,16 @@ def run_sensitivity(
     progress=None,
     refit: bool = False,
     engine: str = "mcmc",
+    keep_baseline: bool = False,
 ) -> SensitivityResult:
     """Run the grid (+ leave-one-project-out refits) as one batch of tasks; power-scaling on the baseline.
 
     ``engine`` (see :func:`fit_scenario`): with ``exact`` the tasks run in this process unless a ``scheduler`` is
-    named: the process integrates each domain once for all the scenarios that leave it as it is (results are
-    kept by the domain's digest), where each worker of a cluster would integrate it again, and a domain takes
-    milliseconds, or seconds where its direction-only findings sit in several projects.
+    named, after every distinct domain of every scenario has been integrated once, side by side in ``workers``
+    processes (where each worker of a cluster would integrate again the domains that scenarios leave as they
+    are); a domain takes milliseconds, or up to a second where its direction-only findings sit in several projects.
+    ``keep_baseline``: with the exact engine, the baseline's domains are integrated in full meanwhile and kept in
+    this process, where :func:`~metaeval.exact_full.summarise_exact` of the baseline (a report's) finds them.
 
     ``evidence``: a harmonised table to use as is (both estimands then use it; a TOT
     scenario needs ``data_dir``/``csv`` or the bundled evidence; ``domains`` and ``defaults`` describe a
@@ -558,6 +581,8 @@ def run_sensitivity(
         layout = prepare(tables[base["estimand"]], scenario_spec(base, grid, overrides))
         projects = sorted({p["project"] for p in layout.projects})
         tasks += [{**common, "scenario": base, "evidence": tables[base["estimand"]], "drop_project": p} for p in projects]
+    if engine != "mcmc" and scheduler == "serial":
+        _exact_in_processes(tasks, engine, workers, baseline=keep_baseline)
     results = run_tasks(fit_scenario, tasks, scheduler=scheduler, workers=workers, progress=progress, description="sensitivity fits",
                         label=lambda t: t["scenario"]["name"] + (f" without {t['drop_project']}" if t.get("drop_project") else ""))
     plain = [{"ok": r.ok, "error": r.error, "value": r.value, "seconds": r.seconds, "worker": r.worker} for r in results]

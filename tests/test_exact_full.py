@@ -573,6 +573,36 @@ def test_the_domain_averages_alone_are_the_result_s(bundled, evidence):
     assert exact_averages(prepare(evidence, wider), wider) == {d: dom.average() for d, dom in full.domains.items()} != averages
 
 
+def test_domains_computed_in_worker_processes_are_the_ones_computed_here_and_are_not_computed_again(bundled, evidence, monkeypatch):
+    """precompute (the sensitivity grid's): the averages and full results worker processes send back are equal to
+    this process's, and exact_averages and summarise_exact then find them; a domain that fails there is left to
+    fail here, with its own error."""
+    import metaeval
+    import metaeval.exact_full as exact_full
+    from metaeval.model import prepare
+
+    spec = metaeval.load_spec("default", ["tau=halfnormal(0.3)"])  # not computed by any other test of this process
+    layout = prepare(evidence, spec)
+    parts = exact_full.domain_parts(layout, spec)
+    exact_full.precompute(parts[1:], parts[:1], workers=2)
+    assert all((key,) in exact_full._AVERAGES for key in parts) and (parts[0], False) in exact_full._RESULTS
+    assert (parts[1], False) not in exact_full._RESULTS
+    monkeypatch.setattr(exact_full, "block_posterior", lambda block: pytest.fail("computed again"))
+    averages = exact_full.exact_averages(layout, spec)
+    sent = exact_full._RESULTS(parts[0], False)[0]
+    monkeypatch.undo()
+    for key in parts:
+        exact_full._AVERAGES.items.pop((key,))
+        exact_full._RESULTS.items.pop((key, False), None)
+    here = exact_full.summarise_exact(layout, spec)
+    assert averages == {d: dom.average() for d, dom in here.domains.items()}
+    first = parts[0].part["meta"]["id"]
+    assert sent == here.domains[first]
+    broken = exact_full.DomainPart({**parts[0].part, "hdi_prob": "not a probability"})
+    exact_full.precompute([broken], workers=2)
+    assert (broken,) not in exact_full._AVERAGES
+
+
 def test_bundled_result_is_a_full_result(bundled, evidence):
     import metaeval
     from metaeval.model import prepare

@@ -258,7 +258,7 @@ def test_exact_draws_after_an_exact_result_reuse_its_block_posteriors(monkeypatc
     evidence, spec = load_evidence(csv=EIGHT), load_spec("default")
     for keep, again in ((True, 0), (False, 1)):
         exact_full._POSTERIORS.clear()
-        exact_full._cached_domain_result.cache_clear()
+        exact_full._RESULTS.clear()
         exact_full.fit_exact_model(evidence, spec, keep_posteriors=keep)
         first = len(computed)
         draws = exact_full.exact_draws(evidence, spec)

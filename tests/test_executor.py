@@ -137,3 +137,57 @@ def test_in_threads_keeps_the_items_order_runs_them_side_by_side_and_raises_the_
     monkeypatch.setattr(executor, "default_workers", lambda: 1)
     names.clear()
     assert executor.in_threads(slow_first, [1, 2]) == [1, 4] and names == [threading.current_thread().name] * 2  # one core: here
+
+
+def square_slowly(x: int) -> tuple[int, int, str | None]:
+    """For in_processes: the first item finishes last; says where it ran and with how many BLAS threads."""
+    import time
+
+    time.sleep(0.3 if x == 0 else 0.0)
+    if x == 13:
+        raise ValueError("item 13")
+    return x * x, os.getpid(), os.environ.get("OPENBLAS_NUM_THREADS")
+
+
+def test_in_processes_keeps_the_items_order_runs_them_in_other_processes_and_raises_the_first_error(monkeypatch):
+    from metaeval import executor
+
+    monkeypatch.setenv("PYTHONPATH", os.path.dirname(__file__))  # where the workers find this module
+    got = executor.in_processes(square_slowly, [0, 1, 2, 3], workers=2)
+    assert [value for value, _, _ in got] == [0, 1, 4, 9]
+    pids = {pid for _, pid, _ in got}
+    assert len(pids) == 2 and os.getpid() not in pids  # two workers; the slow first item left the rest to the other
+    assert {threads for _, _, threads in got} == {"1"}
+    with pytest.raises(ValueError, match="item 13"):
+        executor.in_processes(square_slowly, [1, 13, 2], workers=2)
+    assert [(value, pid) for value, pid, _ in executor.in_processes(square_slowly, [2, 3], workers=1)] == [(4, os.getpid()), (9, os.getpid())]
+
+
+def test_in_processes_needs_no_main_guard_and_ctrl_c_ends_its_workers(tmp_path):
+    """A script calling it at top level works (spawned multiprocessing workers would import the script again, and
+    start workers of their own); a Ctrl-C reaches only the caller, which ends the workers and leaves none behind."""
+    import signal
+    import time
+
+    (tmp_path / "sleeper.py").write_text(
+        "import os, time\n\ndef nap(path):\n    open(path, 'w').write(str(os.getpid()))\n    time.sleep(60)\n    return path\n")
+    (tmp_path / "script.py").write_text(
+        "import math, sys\nfrom metaeval.executor import in_processes\nprint(in_processes(math.factorial, [3, 4, 5], 2))\n"
+        "if len(sys.argv) > 1:\n    import sleeper\n    in_processes(sleeper.nap, sys.argv[1:], 2)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), root])}
+    done = subprocess.run([sys.executable, str(tmp_path / "script.py")], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == "[6, 24, 120]\n", done.stderr
+    marks = [tmp_path / "a", tmp_path / "b"]
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "script.py"), *map(str, marks)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not all(m.exists() and m.read_text() for m in marks) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pids = [int(m.read_text()) for m in marks]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    for pid in pids:  # ended and reaped
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
