@@ -193,14 +193,15 @@ class Table:
         return np.array([self.omega[float(v)] for v in values], dtype=np.int64)[which]
 
     def _blocks(self, keys: np.ndarray) -> np.ndarray:
-        """The rows in ``coef`` of blocks ``keys`` (sorted, unique), built where missing (each interval's numbers the
-        same whatever the blocks built with it). Looked up by binary search: a dict read key by key in Python was a
-        tenth of the bundled cross-check's time."""
+        """The rows in ``coef`` of blocks ``keys`` (any shape, repeats welcome), built where missing (each interval's
+        numbers the same whatever the blocks built with it). Looked up by binary search: a dict read key by key in
+        Python was a tenth of the bundled cross-check's time, and sorting the keys first (np.unique) a tenth of a
+        block posterior's where most are known."""
         at = np.searchsorted(self.keys, keys)
         known = at < self.keys.size
         known[known] = self.keys[at[known]] == keys[known]
-        missing = keys[~known]
-        if missing.size:
+        if not known.all():
+            missing = np.unique(keys[~known])
             om, j = np.divmod(missing, BLOCK_KEYS)
             j -= BLOCK_KEYS // 2
             k = j[:, None] * TABLE_BLOCK + np.arange(TABLE_BLOCK + 1)
@@ -243,9 +244,9 @@ class Table:
             x = np.arcsinh(np.where(inside, eta, 0.0) / c) / self.dt
         k = np.floor(np.where(inside, x, 0.0)).astype(np.int64)
         j, offset = np.divmod(k, TABLE_BLOCK)
-        keys, which = np.unique(om[:, None] * BLOCK_KEYS + j + BLOCK_KEYS // 2, return_inverse=True)
-        row = self._blocks(keys)[which.reshape(j.shape)]
-        c0, c1, c2, c3, c4, c5 = (self.coef[row, q, offset] for q in range(6))
+        at = self._blocks(om[:, None] * BLOCK_KEYS + j + BLOCK_KEYS // 2) * (6 * TABLE_BLOCK) + offset
+        flat = self.coef.reshape(-1)  # a gather from the flat array: a quarter of the time of coef[row, q, offset]
+        c0, c1, c2, c3, c4, c5 = (flat.take(at + q * TABLE_BLOCK) for q in range(6))
         t = np.where(inside, x - k, 0.0)
         with np.errstate(invalid="ignore", over="ignore"):
             out = [c0 + t * (c1 + t * (c2 + t * (c3 + t * (c4 + t * c5))))]
