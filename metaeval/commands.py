@@ -313,7 +313,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     """Fit the sensitivity grid (+ leave-one-project-out, power-scaling) on Dask; write table, figures, report."""
     from metaeval.sensitivity import load_grid, run_sensitivity
-    from metaeval.sensitivity_outputs import report_extras, write_outputs
+    from metaeval.sensitivity_outputs import report_extras, spec_curves, write_outputs
 
     grid = load_grid(args.grid)
     grid = grid.with_levels(tau=args.tau, bias=args.bias, inclusion=args.inclusion, estimand=args.estimand,
@@ -370,9 +370,10 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     from metaeval.files import result_set
 
     with result_set(out) as staging:  # OUT/sensitivity: the previous run's files or this one's, never a mix
-        paths = write_outputs(result, staging)
+        curves = spec_curves(result)
+        paths = write_outputs(result, staging, curves)
         if summary is not None:
-            paths["report"] = write_report(staging / "report.html", evidence, summary, extras={"sensitivity": report_extras(result)})
+            paths["report"] = write_report(staging / "report.html", evidence, summary, extras={"sensitivity": report_extras(result, curves=curves)})
     print(f"\nwritten to {out}: " + ", ".join(sorted({p.name for p in paths.values()})), file=chatter)
     return 0 if all(r["ok"] for r in result.results) else 1
 

@@ -47,8 +47,23 @@ def spec_curve(table, domain: str, *, decision_probability: float = 0.9):
     return fig
 
 
-def report_extras(result: SensitivityResult, *, figures: bool = True) -> dict:
-    """The report's ``extras["sensitivity"]`` section: verdicts, table, spec curves, LOO and power-scaling."""
+def spec_curves(result: SensitivityResult) -> dict[str, bytes]:
+    """Each domain's specification curve as PNG bytes (110 dpi): the run's files and its report's figures, drawn once."""
+    import matplotlib.pyplot as plt
+
+    from metaeval.plots import figure_bytes
+
+    table, curves = result.table(), {}
+    for d in sorted(table["domain"].dropna().unique()):
+        fig = spec_curve(table, d, decision_probability=result.grid.decision_probability)
+        curves[d] = figure_bytes(fig, "png", dpi=110)
+        plt.close(fig)
+    return curves
+
+
+def report_extras(result: SensitivityResult, *, figures: bool = True, curves: dict[str, bytes] | None = None) -> dict:
+    """The report's ``extras["sensitivity"]`` section: verdicts, table, spec curves (``curves``: from
+    :func:`spec_curves`, else drawn here), LOO and power-scaling."""
     table = result.table()
     verdict = result.verdicts()
     text = [
@@ -75,18 +90,15 @@ def report_extras(result: SensitivityResult, *, figures: bool = True) -> dict:
     shown = table.drop(columns=["hdi_prob"]).copy()
     figs = []
     if figures:
-        for d in sorted(table["domain"].dropna().unique()):
-            figs.append({"caption": f"Specification curve: {d}", "figure": spec_curve(table, d, decision_probability=result.grid.decision_probability)})
+        curves = spec_curves(result) if curves is None else curves
+        figs = [{"caption": f"Specification curve: {d}", "figure": png} for d, png in curves.items()]
     section = {"title": "Sensitivity to priors, bias model, inclusion and estimand", "text": text, "table": shown, "figures": figs}
     return section
 
 
-def write_outputs(result: SensitivityResult, directory: str | Path) -> dict[str, Path]:
-    """Write the table (CSV), everything (JSON), LOO and power-scaling (CSV) and one PNG per domain, atomically."""
-    import io
-
-    import matplotlib.pyplot as plt
-
+def write_outputs(result: SensitivityResult, directory: str | Path, curves: dict[str, bytes] | None = None) -> dict[str, Path]:
+    """Write the table (CSV), everything (JSON), LOO and power-scaling (CSV) and one PNG per domain (``curves``: from
+    :func:`spec_curves`, else drawn here), atomically."""
     from metaeval.files import safe_csv, safe_name, write_atomic
 
     directory = Path(directory)
@@ -97,12 +109,8 @@ def write_outputs(result: SensitivityResult, directory: str | Path) -> dict[str,
     paths["verdicts"] = write_atomic(directory / "verdicts.txt", "".join(f"{d}: {v}\n" for d, v in result.verdicts().items()))
     paths["loo"] = write_atomic(directory / "leave_one_out.csv", safe_csv(result.loo_table()))
     paths["power_scaling"] = write_atomic(directory / "power_scaling.csv", safe_csv(result.power_scaling_table()))
-    for d in sorted(table["domain"].dropna().unique()):
-        fig = spec_curve(table, d, decision_probability=result.grid.decision_probability)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        paths[f"curve:{d}"] = write_atomic(directory / f"spec_curve_{safe_name(d)}.png", buf.getvalue())  # d comes from the data
+    for d, png in (spec_curves(result) if curves is None else curves).items():
+        paths[f"curve:{d}"] = write_atomic(directory / f"spec_curve_{safe_name(d)}.png", png)  # d comes from the data
     return paths
 
 

@@ -344,3 +344,19 @@ def test_sensitivity_grid_with_the_exact_engine():
         for d, dom in item["value"]["domains"].items():
             if item["project"] not in by_name["baseline"]["value"]["domains"][d]["projects"]:
                 assert dom == by_name["baseline"]["value"]["domains"][d], (item["project"], d)
+
+
+def test_exact_sensitivity_files_hold_the_report_s_figures(tmp_path):
+    """Each specification curve is drawn once: its PNG file is the figure the report embeds, byte for byte, and
+    carries no matplotlib version (the same file from every version)."""
+    import base64
+    import re
+
+    rc, _, err = _cli("sensitivity", "--engine", "exact", "--csv", EIGHT, "--out", tmp_path, "--tau", "halfnormal(1)",
+                      "--bias", "--inclusion", "--estimand", "--direction-only", "--no-loo", "--no-power-scaling")
+    assert rc == 0, err
+    folder = tmp_path / "sensitivity"
+    curves = sorted(folder.glob("spec_curve_*.png"))
+    embedded = {base64.b64decode(data) for data in re.findall(r'src="data:image/png;base64,([^"]+)"', (folder / "report.html").read_text())}
+    assert curves and all(path.read_bytes() in embedded for path in curves)
+    assert not any(b"matplotlib" in path.read_bytes() for path in curves)
