@@ -452,22 +452,33 @@ class Prepared:
         where eta is known only as a normal: :mod:`metaeval.exact_cells`)."""
         b = self.b
         total, d1, d2 = np.zeros(eta.shape), np.zeros(eta.shape), np.zeros(eta.shape)
+        seen = {}  # observations alike (a project's findings reported the same way) are computed once
         for f in range(b.lo.size):
-            om2 = omega**2 if b.c_residual[f] else np.zeros_like(omega)
-            if np.ndim(extra_var) == 0 and extra_var == 0:  # a few values of omega: from the tables
-                lf, g1, g2 = self._tabled(f, eta, om2, coarse, derivatives)
+            alike = (self._alike(f), bool(b.c_residual[f]))
+            if alike in seen:
+                lf, g1, g2 = seen[alike]
             else:
-                lf, g1, g2 = _censored_terms(eta, b.lo[f], b.hi[f], *self.se_rule(f, coarse), om2 + extra_var, derivatives)
+                om2 = omega**2 if b.c_residual[f] else np.zeros_like(omega)
+                if np.ndim(extra_var) == 0 and extra_var == 0:  # a few values of omega: from the tables
+                    lf, g1, g2 = self._tabled(f, eta, om2, coarse, derivatives)
+                else:
+                    lf, g1, g2 = _censored_terms(eta, b.lo[f], b.hi[f], *self.se_rule(f, coarse), om2 + extra_var, derivatives)
+                seen[alike] = lf, g1, g2
             total += lf
             if derivatives:
                 d1 += g1
                 d2 += g2
         return total, d1, d2
 
+    def _alike(self, f: int) -> tuple:
+        """What censored observation f's likelihood depends on but eta and omega: its region and SE rule."""
+        b = self.b
+        return float(b.lo[f]), float(b.hi[f]), b.se_prior[f], float(b.c_weight[f])
+
     def _tabled(self, f: int, eta: np.ndarray, om2: np.ndarray, coarse: bool, derivatives: bool):
         """:func:`_censored_terms` of censored observation f at eta (N, P), from its :class:`Table` (the coarse
-        rules' has the coarse step, so the stated error covers its own)."""
-        key = (f, coarse)
+        rules' has the coarse step, so the stated error covers its own), shared by observations alike."""
+        key = (self._alike(f), coarse)
         if key not in self._tables:
             self._tables[key] = Table(self.b.lo[f], self.b.hi[f], *self.se_rule(f, coarse), TABLE_STEP * (COARSE if coarse else 1))
         return self._tables[key].at(eta, om2, derivatives)
