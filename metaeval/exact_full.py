@@ -19,6 +19,7 @@ import math
 import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,6 +40,9 @@ from metaeval.result import (
     round_significant,
 )
 from metaeval.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from metaeval.executor import Processes
 
 #: Pairwise probabilities are reported for domains with at most this many projects (a square table).
 PAIRWISE_MAX_PROJECTS = 200
@@ -218,18 +222,20 @@ def domain_parts(layout: Layout, spec: ModelSpec) -> list[DomainPart]:
     return list(_domain_parts(layout, spec.to_dict(), spec.hdi_prob).values())
 
 
-def precompute(averages: Iterable[DomainPart], results: Iterable[DomainPart] = (), workers: int | None = None) -> None:
+def precompute(averages: Iterable[DomainPart], results: Iterable[DomainPart] = (), workers: int | Processes | None = None) -> None:
     """Compute the averages (:func:`exact_averages`) and full results (:func:`summarise_exact`) of the distinct
-    domains given (of several layouts: a sensitivity grid's scenarios), side by side in ``workers`` processes
-    (:func:`~metaeval.executor.in_processes`: the integrals are mostly small NumPy operations, which threads would
-    take turns at), the costliest first, and keep them in this process, where those functions then find them. A
-    domain whose computation fails is left out: computed again where it is asked for, its error is raised there."""
-    from metaeval.executor import in_processes
+    domains given (of several layouts: a sensitivity grid's scenarios), side by side in worker processes (``workers``
+    of them, or those already started: :class:`~metaeval.executor.Processes`; the integrals are mostly small NumPy
+    operations, which threads would take turns at), the costliest first, and keep them in this process, where those
+    functions then find them. A domain whose computation fails is left out: computed again where it is asked for,
+    its error is raised there."""
+    from metaeval.executor import Processes, in_processes
 
     results = [key for key in dict.fromkeys(results) if (key, False) not in _RESULTS]
     averages = [key for key in dict.fromkeys(averages) if (key,) not in _AVERAGES and key not in results]
     items = sorted([(False, key) for key in averages] + [(True, key) for key in results], key=lambda item: _cost(item[1]), reverse=True)
-    for (full, key), value in zip(items, in_processes(_compute, items, workers)):
+    values = workers.map(_compute, items) if isinstance(workers, Processes) else in_processes(_compute, items, workers)
+    for (full, key), value in zip(items, values):
         if value is not None and full:
             _RESULTS.put((key, False), value)
             _AVERAGES.put((key,), value[0].average())

@@ -121,86 +121,120 @@ def in_threads(fn: Callable[[Any], Any], items: Sequence) -> list:
 
 
 def in_processes(fn: Callable[[Any], Any], items: Sequence, workers: int | None = None) -> list:
-    """``fn`` over ``items`` in ``workers`` new processes (default: one per available core), results in item order:
-    for work of many small NumPy operations, which threads would take turns at under the GIL. ``fn`` must be a
-    module-level function, and the items and results must pickle. Each process is a fresh interpreter running
-    :func:`_serve` (``python -m metaeval.executor``: nothing of the caller's ``__main__`` is imported again, so a
-    script needs no main guard), takes the next item when it is free, and ignores Ctrl-C, which this process
-    answers, ending them. An error raised by ``fn`` is raised here."""
-    workers = min(len(items), workers or default_workers())
-    if workers <= 1:
-        return [fn(x) for x in items]
-    import pickle
-    import subprocess
-    import tempfile
-    from pathlib import Path
+    """``fn`` over ``items`` in ``workers`` new processes (default: one per available core; :class:`Processes`),
+    results in item order: for work of many small NumPy operations, which threads would take turns at under the GIL."""
+    with Processes(min(len(items), workers or default_workers())) as processes:
+        return processes.map(fn, items)
 
-    root = str(Path(__file__).resolve().parent.parent)  # this metaeval, wherever the caller found it
-    env = {**os.environ, **WORKER_ENV, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    command = [sys.executable, "-m", "metaeval.executor", f"{fn.__module__}:{fn.__qualname__}"]
-    results: list = [None] * len(items)
-    failed: list[BaseException] = []
-    order = iter(range(len(items)))
-    lock = threading.Lock()
-    logs = [tempfile.TemporaryFile() for _ in range(workers)]
-    with _ctrl_c_stays_here():
-        procs = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env) for log in logs]
 
-    def feed(proc, log) -> None:
+class Processes:
+    """Worker processes, started now and fed later (:meth:`map`), so that they start while this process does other
+    work; ended by :meth:`close` (or leaving a ``with`` block). Each is a fresh interpreter running :func:`_serve`
+    (``python -m metaeval.executor``: nothing of the caller's ``__main__`` is imported again, so a script needs no
+    main guard), imports the modules ``preload`` names as it starts, takes the next item when it is free, and
+    ignores Ctrl-C, which this process answers, ending them. One worker (or one core) starts none: :meth:`map`
+    then runs here."""
+
+    def __init__(self, workers: int | None = None, preload: Sequence[str] = ()):
+        import subprocess
+        import tempfile
+        from pathlib import Path
+
+        self.procs: list = []
+        self.logs: list = []
+        if (workers or default_workers()) <= 1:
+            return
+        root = str(Path(__file__).resolve().parent.parent)  # this metaeval, wherever the caller found it
+        env = {**os.environ, **WORKER_ENV, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        self.logs = [tempfile.TemporaryFile() for _ in range(workers or default_workers())]
+        with _ctrl_c_stays_here():
+            self.procs = [subprocess.Popen([sys.executable, "-m", "metaeval.executor", *preload], stdin=subprocess.PIPE,
+                                           stdout=subprocess.PIPE, stderr=log, env=env) for log in self.logs]
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def map(self, fn: Callable[[Any], Any], items: Sequence) -> list:
+        """``fn`` (a module-level function) over ``items``, results in item order; the items and results must pickle.
+        An error raised by ``fn`` is raised here."""
+        import pickle
+
+        if not self.procs:
+            return [fn(x) for x in items]
+        target = f"{fn.__module__}:{fn.__qualname__}"
+        results: list = [None] * len(items)
+        failed: list[BaseException] = []
+        order = iter(range(len(items)))
+        lock = threading.Lock()
+
+        def feed(proc, log) -> None:
+            try:
+                while not failed:
+                    with lock:
+                        i = next(order, None)
+                    if i is None:
+                        break
+                    pickle.dump((target, items[i]), proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                    proc.stdin.flush()
+                    ok, value = pickle.load(proc.stdout)
+                    if not ok:
+                        raise value
+                    results[i] = value
+            except (EOFError, OSError, pickle.UnpicklingError):
+                log.seek(0)
+                tail = log.read().decode(errors="replace").strip().splitlines()[-3:]
+                failed.append(RuntimeError("a worker process ended early" + (": " + " / ".join(tail) if tail else "")))
+            except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
+                failed.append(error)
+
+        threads = [threading.Thread(target=feed, args=pair, name="metaeval-worker", daemon=True) for pair in zip(self.procs, self.logs)]
         try:
-            while not failed:
-                with lock:
-                    i = next(order, None)
-                if i is None:
-                    break
-                pickle.dump(items[i], proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-                proc.stdin.flush()
-                ok, value = pickle.load(proc.stdout)
-                if not ok:
-                    raise value
-                results[i] = value
-        except (EOFError, OSError, pickle.UnpicklingError):
-            log.seek(0)
-            tail = log.read().decode(errors="replace").strip().splitlines()[-3:]
-            failed.append(RuntimeError("a worker process ended early" + (": " + " / ".join(tail) if tail else "")))
-        except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
-            failed.append(error)
-
-    threads = [threading.Thread(target=feed, args=pair, name="metaeval-worker", daemon=True) for pair in zip(procs, logs)]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.1)
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.1)
+        except BaseException:
+            self.close()  # a Ctrl-C: the workers end now, and the feeding threads with them
+            raise
         if failed:
             raise failed[0]
         return results
-    finally:
-        for proc in procs:
+
+    def close(self) -> None:
+        """End the workers (at once: they hold nothing to finish) and free their logs."""
+        for proc in self.procs:
             proc.kill()
             proc.wait()
-        for log in logs:
+        for log in self.logs:
             log.close()
+        self.procs, self.logs = [], []
 
 
-def _serve(target: str) -> None:
-    """A worker of :func:`in_processes`: ``target`` (``module:function``) over the items pickled on stdin, each
-    result pickled on stdout as (True, result), or (False, the error) where it raised."""
+def _serve(preload: Sequence[str]) -> None:
+    """A worker of :class:`Processes`: imports the modules ``preload`` names, then, for each (``module:function``,
+    item) pickled on stdin, pickles on stdout (True, the function's result) or (False, the error) where it raised."""
     import importlib
     import pickle
 
-    module, name = target.split(":")
-    fn = getattr(importlib.import_module(module), name)
+    for module in preload:
+        importlib.import_module(module)
+    functions: dict[str, Callable] = {}
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # anything printed goes to the log, not into the results
     while True:
         try:
-            item = pickle.load(inp)
+            target, item = pickle.load(inp)
         except EOFError:
             return
         try:
-            reply = (True, fn(item))
+            if target not in functions:
+                module, name = target.split(":")
+                functions[target] = getattr(importlib.import_module(module), name)
+            reply = (True, functions[target](item))
         except Exception as error:  # noqa: BLE001 - the caller raises it
             reply = (False, error)
         try:
@@ -450,4 +484,4 @@ def failures(results: Sequence[Result]) -> list[Result]:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1])
+    _serve(sys.argv[1:])

@@ -223,17 +223,18 @@ def _scenario_layout(scenario: dict, grid: Grid, evidence, overrides, drop_proje
     return spec, table, prepare(table, spec)
 
 
-def _exact_in_processes(tasks: list[dict], engine: str, workers: int | None, baseline: bool) -> None:
+def _exact_in_processes(tasks: list[dict], engine: str, processes, baseline: bool) -> list[tuple]:
     """Integrate every distinct domain of the tasks' scenarios once, side by side in worker processes, and keep them
     for the tasks (:func:`~metaeval.exact_full.precompute`); ``baseline``: the first task's domains in full (its
-    project effects and comparisons too), for the report made after the grid."""
+    project effects and comparisons too), for the report made after the grid. Returns each task's prepared
+    scenario (:func:`_scenario_layout`), for the task to use again."""
     from metaeval.exact_full import domain_parts, exact_reason, precompute
 
-    parts: list[list] = []
-    for task in tasks:
-        spec, _, layout = _scenario_layout(task["scenario"], task["grid"], task["evidence"], task["overrides"], task.get("drop_project"))
-        parts.append(domain_parts(layout, spec) if exact_reason(layout, spec, several_cells=engine == "exact") is None else [])
-    precompute([key for keys in parts for key in keys], parts[0] if baseline else [], workers)
+    prepared = [_scenario_layout(t["scenario"], t["grid"], t["evidence"], t["overrides"], t.get("drop_project")) for t in tasks]
+    parts = [domain_parts(layout, spec) if exact_reason(layout, spec, several_cells=engine == "exact") is None else []
+             for spec, _, layout in prepared]
+    precompute([key for keys in parts for key in keys], parts[0] if baseline else [], processes)
+    return prepared
 
 
 def fit_scenario(
@@ -248,6 +249,7 @@ def fit_scenario(
     out: str | None = None,
     refit: bool = False,
     engine: str = "mcmc",
+    prepared: tuple | None = None,
 ) -> dict:
     """Fit one scenario (optionally without one project) and return its compact summary.
 
@@ -256,13 +258,14 @@ def fit_scenario(
     :class:`~metaeval.sampling.SamplerSettings` fields, seed included.
     ``power_scaling`` adds the per-domain power-scaling diagnostics (MCMC only: they reweight draws).
     ``engine``: ``mcmc``; ``exact`` (a scenario whose model has no exact form fails, saying why); or
-    ``auto`` (exact where the scenario's model has an exact form, else MCMC).
+    ``auto`` (exact where the scenario's model has an exact form, else MCMC). ``prepared``: the scenario's
+    (spec, evidence, layout) where already made (:func:`_scenario_layout`).
     """
     from metaeval.model import model_from_layout
     from metaeval.sampling import SamplerSettings, fit, fit_cached
     from metaeval.summary import summarise
 
-    spec, table, layout = _scenario_layout(scenario, grid, evidence, overrides, drop_project)
+    spec, table, layout = prepared or _scenario_layout(scenario, grid, evidence, overrides, drop_project)
     if engine != "mcmc":
         from metaeval.exact_block import NoExactForm
         from metaeval.exact_full import exact_averages, exact_reason
@@ -556,33 +559,38 @@ def run_sensitivity(
     CSV's domains, as for :func:`~metaeval.harmonise.load_evidence`). ``out``: cache fits under
     ``<out>/fits`` (None: no cache). ``settings``: SamplerSettings fields (seed included).
     """
+    from contextlib import nullcontext
     from dataclasses import asdict
 
-    from metaeval.executor import run_tasks
+    from metaeval.executor import SERIAL, Processes, run_tasks
     from metaeval.harmonise import evidence_digest, load_evidence
     from metaeval.sampling import SamplerSettings
 
-    settings = asdict(SamplerSettings(**(settings or {})))
-    scenarios = grid.scenarios()
-    tables = {}
-    for estimand in sorted({s["estimand"] for s in scenarios}):
-        tables[estimand] = evidence if evidence is not None else load_evidence(data_dir, csv=csv, domains=domains, defaults=defaults, estimand=estimand)
-    common = {"grid": grid, "settings": settings, "overrides": tuple(overrides), "out": None if out is None else str(out), "refit": refit,
-              "engine": engine}
     if engine == "exact" and scheduler is None:
-        scheduler = "serial"
-    tasks = [{**common, "scenario": s, "evidence": tables[s["estimand"]],
-              "power_scaling": grid.power_scaling and s["name"] == BASELINE} for s in scenarios]
-    projects: list[str] = []
-    if grid.leave_one_out:
-        from metaeval.model import prepare
+        scheduler = SERIAL
+    exact_here = engine != "mcmc" and scheduler == SERIAL
+    # the exact engine's workers start now, and import it while this process loads and prepares the scenarios
+    with Processes(workers, preload=["metaeval.exact_full"]) if exact_here else nullcontext() as processes:
+        settings = asdict(SamplerSettings(**(settings or {})))
+        scenarios = grid.scenarios()
+        tables = {}
+        for estimand in sorted({s["estimand"] for s in scenarios}):
+            tables[estimand] = evidence if evidence is not None else load_evidence(data_dir, csv=csv, domains=domains, defaults=defaults, estimand=estimand)
+        common = {"grid": grid, "settings": settings, "overrides": tuple(overrides), "out": None if out is None else str(out), "refit": refit,
+                  "engine": engine}
+        tasks = [{**common, "scenario": s, "evidence": tables[s["estimand"]],
+                  "power_scaling": grid.power_scaling and s["name"] == BASELINE} for s in scenarios]
+        projects: list[str] = []
+        if grid.leave_one_out:
+            from metaeval.model import prepare
 
-        base = scenarios[0]
-        layout = prepare(tables[base["estimand"]], scenario_spec(base, grid, overrides))
-        projects = sorted({p["project"] for p in layout.projects})
-        tasks += [{**common, "scenario": base, "evidence": tables[base["estimand"]], "drop_project": p} for p in projects]
-    if engine != "mcmc" and scheduler == "serial":
-        _exact_in_processes(tasks, engine, workers, baseline=keep_baseline)
+            base = scenarios[0]
+            layout = prepare(tables[base["estimand"]], scenario_spec(base, grid, overrides))
+            projects = sorted({p["project"] for p in layout.projects})
+            tasks += [{**common, "scenario": base, "evidence": tables[base["estimand"]], "drop_project": p} for p in projects]
+        if processes is not None:
+            prepared = _exact_in_processes(tasks, engine, processes, baseline=keep_baseline)
+            tasks = [{**task, "prepared": ready} for task, ready in zip(tasks, prepared)]
     results = run_tasks(fit_scenario, tasks, scheduler=scheduler, workers=workers, progress=progress, description="sensitivity fits",
                         label=lambda t: t["scenario"]["name"] + (f" without {t['drop_project']}" if t.get("drop_project") else ""))
     plain = [{"ok": r.ok, "error": r.error, "value": r.value, "seconds": r.seconds, "worker": r.worker} for r in results]
