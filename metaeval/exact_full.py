@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import pickle
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -264,15 +265,17 @@ def _compute(item: tuple[bool, DomainPart]):
 class _Kept:
     """Computed domains by their :class:`DomainPart` (and arguments), the least recently used dropped beyond
     ``size``: sensitivity grids and leave-one-out refits leave most domains as they were, and these are then not
-    computed again. Filled by calls, or with results computed elsewhere (:func:`precompute`)."""
+    computed again. Filled by calls, or with results computed elsewhere (:func:`precompute`). Safe to share
+    between threads, as functools' cache it replaces (two threads may compute one domain twice, alike)."""
 
     def __init__(self, compute, size: int = 256):
-        self.compute, self.size, self.items = compute, size, {}
+        self.compute, self.size, self.items, self.lock = compute, size, {}, threading.Lock()
 
     def __call__(self, *args):
-        if args in self.items:
-            self.items[args] = self.items.pop(args)  # now the most recent
-            return self.items[args]
+        with self.lock:
+            if args in self.items:
+                self.items[args] = self.items.pop(args)  # now the most recent
+                return self.items[args]
         value = self.compute(*args)
         self.put(args, value)
         return value
@@ -281,13 +284,15 @@ class _Kept:
         return args in self.items
 
     def put(self, args: tuple, value) -> None:
-        self.items.pop(args, None)
-        self.items[args] = value
-        while len(self.items) > self.size:
-            del self.items[next(iter(self.items))]
+        with self.lock:
+            self.items.pop(args, None)
+            self.items[args] = value
+            while len(self.items) > self.size:
+                del self.items[next(iter(self.items))]
 
     def clear(self) -> None:
-        self.items.clear()
+        with self.lock:
+            self.items.clear()
 
 
 def _domain_average(key: DomainPart) -> DomainAverage:
