@@ -163,6 +163,22 @@ def test_in_processes_keeps_the_items_order_runs_them_in_other_processes_and_rai
     assert [(value, pid) for value, pid, _ in executor.in_processes(square_slowly, [2, 3], workers=1)] == [(4, os.getpid()), (9, os.getpid())]
 
 
+def test_processes_started_early_serve_several_maps_and_end_when_closed(monkeypatch):
+    """The sensitivity grid starts its workers before it has work for them (Processes), and feeds them later."""
+    from metaeval.executor import Processes
+
+    monkeypatch.setenv("PYTHONPATH", os.path.dirname(__file__))
+    with Processes(2, preload=["json"]) as processes:
+        first = processes.map(square_slowly, [0, 1, 2])
+        second = processes.map(square_slowly, [3])
+        procs = list(processes.procs)
+    assert [v for v, _, _ in first + second] == [0, 1, 4, 9]
+    assert {pid for _, pid, _ in first + second} <= {p.pid for p in procs}  # the same two workers throughout
+    assert all(p.poll() is not None for p in procs) and processes.procs == []  # ended and reaped
+    with Processes(1) as here:
+        assert here.procs == [] and here.map(square_slowly, [5])[0][:2] == (25, os.getpid())  # one worker: none started
+
+
 def test_in_processes_needs_no_main_guard_and_ctrl_c_ends_its_workers(tmp_path):
     """A script calling it at top level works (spawned multiprocessing workers would import the script again, and
     start workers of their own); a Ctrl-C reaches only the caller, which ends the workers and leaves none behind."""
