@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     _format_option(p)
     p.add_argument("--sampler", choices=["nutpie", "pymc"], default="nutpie", help="NUTS implementation (default: nutpie)")
     p.add_argument("--engine", choices=ENGINES, default="mcmc",
-                   help="mcmc: every scenario with PyMC on Dask; exact: every scenario integrated numerically, in this process "
+                   help="mcmc: every scenario with PyMC on Dask; exact: every scenario integrated numerically, each distinct domain "
+                        "once, in a worker process per core (--workers) "
                         "(a scenario without an exact form, such as design_hierarchy, fails and says why; no power-scaling); "
                         "auto: exact where a scenario has an exact form, else mcmc (default: mcmc)")
     p.add_argument("--refit", action="store_true", help="fit again even when cached fits exist")
@@ -137,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-power-scaling", action="store_true", help="skip the power-scaling diagnostics")
     p.add_argument("--no-report", action="store_true", help="do not write OUT/sensitivity/report.html")
     p.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler (tcp://HOST:PORT), or 'serial'; default: a local cluster")
-    p.add_argument("--workers", type=int, metavar="N", help="worker processes of the local cluster (default: one per core)")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes of the local cluster, or of the exact engine (default: one per core)")
     p.set_defaults(func=cmd_sensitivity)
 
     analyst = {}
