@@ -573,6 +573,7 @@ def test_the_domain_averages_alone_are_the_result_s(bundled, evidence):
     assert exact_averages(prepare(evidence, wider), wider) == {d: dom.average() for d, dom in full.domains.items()} != averages
 
 
+@pytest.mark.subprocess
 def test_domains_computed_in_worker_processes_are_the_ones_computed_here_and_are_not_computed_again(bundled, evidence, monkeypatch):
     """precompute (the sensitivity grid's): the averages and full results worker processes send back are equal to
     this process's, and exact_averages and summarise_exact then find them; a domain that fails there is left to

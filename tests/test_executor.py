@@ -149,6 +149,7 @@ def square_slowly(x: int) -> tuple[int, int, str | None]:
     return x * x, os.getpid(), os.environ.get("OPENBLAS_NUM_THREADS")
 
 
+@pytest.mark.subprocess
 def test_in_processes_keeps_the_items_order_runs_them_in_other_processes_and_raises_the_first_error(monkeypatch):
     from metaeval import executor
 
@@ -163,6 +164,7 @@ def test_in_processes_keeps_the_items_order_runs_them_in_other_processes_and_rai
     assert [(value, pid) for value, pid, _ in executor.in_processes(square_slowly, [2, 3], workers=1)] == [(4, os.getpid()), (9, os.getpid())]
 
 
+@pytest.mark.subprocess
 def test_processes_started_early_serve_several_maps_and_end_when_closed(monkeypatch):
     """The sensitivity grid starts its workers before it has work for them (Processes), and feeds them later."""
     from metaeval.executor import Processes
@@ -179,6 +181,7 @@ def test_processes_started_early_serve_several_maps_and_end_when_closed(monkeypa
         assert here.procs == [] and here.map(square_slowly, [5])[0][:2] == (25, os.getpid())  # one worker: none started
 
 
+@pytest.mark.subprocess
 def test_in_processes_needs_no_main_guard_and_ctrl_c_ends_its_workers(tmp_path):
     """A script calling it at top level works (spawned multiprocessing workers would import the script again, and
     start workers of their own); a Ctrl-C reaches only the caller, which ends the workers and leaves none behind."""
