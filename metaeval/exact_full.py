@@ -223,19 +223,21 @@ def domain_parts(layout: Layout, spec: ModelSpec) -> list[DomainPart]:
     return list(_domain_parts(layout, spec.to_dict(), spec.hdi_prob).values())
 
 
-def precompute(averages: Iterable[DomainPart], results: Iterable[DomainPart] = (), workers: int | Processes | None = None) -> None:
+def precompute(averages: Iterable[DomainPart], results: Iterable[DomainPart] = (), workers: int | Processes | None = None, *,
+               progress: bool | None = False) -> None:
     """Compute the averages (:func:`exact_averages`) and full results (:func:`summarise_exact`) of the distinct
     domains given (of several layouts: a sensitivity grid's scenarios), side by side in worker processes (``workers``
     of them, or those already started: :class:`~metaeval.executor.Processes`; the integrals are mostly small NumPy
     operations, which threads would take turns at), the costliest first, and keep them in this process, where those
     functions then find them. A domain whose computation fails is left out: computed again where it is asked for,
-    its error is raised there."""
+    its error is raised there. ``progress``: a progress bar on stderr (None: when it is a terminal)."""
     from metaeval.executor import Processes, in_processes
 
     results = [key for key in dict.fromkeys(results) if (key, False) not in _RESULTS]
     averages = [key for key in dict.fromkeys(averages) if (key,) not in _AVERAGES and key not in results]
     items = sorted([(False, key) for key in averages] + [(True, key) for key in results], key=lambda item: _cost(item[1]), reverse=True)
-    values = workers.map(_compute, items) if isinstance(workers, Processes) else in_processes(_compute, items, workers)
+    shown = {"progress": progress, "description": "integrating domains"}
+    values = workers.map(_compute, items, **shown) if isinstance(workers, Processes) else in_processes(_compute, items, workers, **shown)
     for (full, key), value in zip(items, values):
         if value is not None and full:
             _RESULTS.put((key, False), value)

@@ -508,9 +508,9 @@ class Prepared:
         u = np.zeros(N)
         f, g, d2 = (x[:, 0] for x in objective(u[:, None]))
         active = np.arange(N)
-        if log_base is not None:  # f* <= 0 (L is a probability): such a node's weight is below e^-900 of the best's
-            with np.errstate(invalid="ignore"):
-                active = np.flatnonzero(log_base + _LOG_C_MAX >= np.nanmax(log_base + f) - HOPELESS)
+        lower = -np.inf if log_base is None else log_base + f  # the tilted density's log at u = 0: below its maximum
+        if np.isfinite(lower).any():  # f* <= 0 (L is a probability): such a node's weight is below e^-900 of the best's
+            active = np.flatnonzero(log_base + _LOG_C_MAX >= lower[np.isfinite(lower)].max() - HOPELESS)
         for _ in range(100):  # Newton, the curvature kept negative, steps halved until f rises
             if not active.size:
                 break

@@ -12,6 +12,9 @@ and does not stop the others. Where the tasks run:
 - ``scheduler="tcp://HOST:PORT"``: a running cluster (``dask scheduler`` and
   ``dask worker``); ``fn`` must be importable there (a module-level function).
 
+``in_processes(fn, items)`` (and :class:`Processes`, workers started before their work is known) runs a function
+over items in worker processes of this machine, without Dask: for the exact engine's many small integrals.
+
 Seeds belong in the task dicts, so a result does not depend on where its task ran.
 Worker processes get BLAS/OpenMP/numba thread counts of 1 (``WORKER_ENV``) so that
 fits on several workers do not oversubscribe the cores. Dask is imported only when
@@ -120,11 +123,12 @@ def in_threads(fn: Callable[[Any], Any], items: Sequence) -> list:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def in_processes(fn: Callable[[Any], Any], items: Sequence, workers: int | None = None) -> list:
+def in_processes(fn: Callable[[Any], Any], items: Sequence, workers: int | None = None, **shown) -> list:
     """``fn`` over ``items`` in ``workers`` new processes (default: one per available core; :class:`Processes`),
-    results in item order: for work of many small NumPy operations, which threads would take turns at under the GIL."""
-    with Processes(min(len(items), workers or default_workers())) as processes:
-        return processes.map(fn, items)
+    results in item order: for work of many small NumPy operations, which threads would take turns at under the GIL.
+    ``shown``: :meth:`Processes.map`'s ``progress`` and ``description``."""
+    with Processes(min(len(items), default_workers() if workers is None else workers)) as processes:
+        return processes.map(fn, items, **shown)
 
 
 class Processes:
@@ -142,11 +146,12 @@ class Processes:
 
         self.procs: list = []
         self.logs: list = []
-        if (workers or default_workers()) <= 1:
+        workers = default_workers() if workers is None else workers
+        if workers <= 1:
             return
         root = str(Path(__file__).resolve().parent.parent)  # this metaeval, wherever the caller found it
         env = {**os.environ, **WORKER_ENV, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-        self.logs = [tempfile.TemporaryFile() for _ in range(workers or default_workers())]
+        self.logs = [tempfile.TemporaryFile() for _ in range(workers)]
         with _ctrl_c_stays_here():
             self.procs = [subprocess.Popen([sys.executable, "-m", "metaeval.executor", *preload], stdin=subprocess.PIPE,
                                            stdout=subprocess.PIPE, stderr=log, env=env) for log in self.logs]
@@ -157,13 +162,22 @@ class Processes:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def map(self, fn: Callable[[Any], Any], items: Sequence) -> list:
+    def map(self, fn: Callable[[Any], Any], items: Sequence, *, progress: bool | None = False, description: str = "items") -> list:
         """``fn`` (a module-level function) over ``items``, results in item order; the items and results must pickle.
-        An error raised by ``fn`` is raised here."""
+        An error raised by ``fn`` is raised here. ``progress``: a progress bar on stderr (None: when it is a terminal)."""
+        with _Progress(len(items), _shown(progress), description) as bar:
+            if not self.procs:
+                out = []
+                for x in items:
+                    out.append(fn(x))
+                    bar.step()
+                return out
+            return self._map(fn, items, bar)
+
+    def _map(self, fn: Callable[[Any], Any], items: Sequence, bar: _Progress) -> list:
+        """:meth:`map` in the worker processes."""
         import pickle
 
-        if not self.procs:
-            return [fn(x) for x in items]
         target = f"{fn.__module__}:{fn.__qualname__}"
         results: list = [None] * len(items)
         failed: list[BaseException] = []
@@ -183,6 +197,8 @@ class Processes:
                     if not ok:
                         raise value
                     results[i] = value
+                    with lock:
+                        bar.step()
             except (EOFError, OSError, pickle.UnpicklingError):
                 log.seek(0)
                 tail = log.read().decode(errors="replace").strip().splitlines()[-3:]
@@ -220,11 +236,11 @@ def _serve(preload: Sequence[str]) -> None:
     import importlib
     import pickle
 
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # anything printed goes to the log, not into the results
     for module in preload:
         importlib.import_module(module)
     functions: dict[str, Callable] = {}
-    inp, out = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr  # anything printed goes to the log, not into the results
     while True:
         try:
             target, item = pickle.load(inp)
@@ -246,11 +262,12 @@ def _serve(preload: Sequence[str]) -> None:
 
 
 class _Progress:
-    """A rich progress bar counting finished tasks (and failures), or nothing."""
+    """A rich progress bar on stderr counting finished tasks (and failures), or nothing."""
 
     def __init__(self, total: int, enabled: bool, description: str):
         self.bar = None
         if enabled and total:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(
@@ -260,6 +277,7 @@ class _Progress:
                 TextColumn("{task.fields[failed]} failed"),
                 TimeElapsedColumn(),
                 transient=False,
+                console=Console(stderr=True),  # rich's default is stdout: a bar there would land in --format json's output
             )
             self.task = self.bar.add_task(description, total=total, failed=0)
             self.failed = 0
@@ -270,13 +288,21 @@ class _Progress:
         return self
 
     def advance(self, result: Result) -> None:
+        self.step(result.ok)
+
+    def step(self, ok: bool = True) -> None:
         if self.bar is not None:
-            self.failed += not result.ok
+            self.failed += not ok
             self.bar.update(self.task, advance=1, failed=self.failed)
 
     def __exit__(self, *exc):
         if self.bar is not None:
             self.bar.stop()
+
+
+def _shown(progress) -> bool:
+    """Whether a progress bar shows: ``progress`` True, or None and stderr a terminal."""
+    return bool(progress) if progress is not None else sys.stderr.isatty()
 
 
 def run_tasks(
@@ -305,7 +331,7 @@ def run_tasks(
     """
     tasks = [dict(t) for t in tasks]
     callback = progress if callable(progress) else None
-    show = bool(progress) if progress is not None and callback is None else (progress is None and sys.stderr.isatty())
+    show = _shown(progress) if callback is None else False
     results: list[Result | None] = [None] * len(tasks)
     with _Progress(len(tasks), show, description) as bar:
 

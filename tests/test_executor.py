@@ -181,6 +181,18 @@ def test_processes_started_early_serve_several_maps_and_end_when_closed(monkeypa
         assert here.procs == [] and here.map(square_slowly, [5])[0][:2] == (25, os.getpid())  # one worker: none started
 
 
+def test_processes_show_their_progress_when_asked_on_stderr(capsys):
+    from metaeval.executor import Processes
+
+    with Processes(1) as here:
+        assert [v for v, _, _ in here.map(square_slowly, [1, 2, 3], progress=True, description="integrating domains")] == [1, 4, 9]
+        shown = capsys.readouterr()
+        assert "integrating domains" in shown.err and "3/3" in shown.err
+        assert shown.out == ""  # not stdout, where --format json writes (rich's default console was stdout)
+        here.map(square_slowly, [1], progress=False)
+        assert capsys.readouterr().err == ""
+
+
 @pytest.mark.subprocess
 def test_in_processes_needs_no_main_guard_and_ctrl_c_ends_its_workers(tmp_path):
     """A script calling it at top level works (spawned multiprocessing workers would import the script again, and
