@@ -547,10 +547,11 @@ def run_sensitivity(
 ) -> SensitivityResult:
     """Run the grid (+ leave-one-project-out refits) as one batch of tasks; power-scaling on the baseline.
 
-    ``engine`` (see :func:`fit_scenario`): with ``exact`` the tasks run in this process unless a ``scheduler`` is
-    named, after every distinct domain of every scenario has been integrated once, side by side in ``workers``
-    processes (where each worker of a cluster would integrate again the domains that scenarios leave as they
-    are); a domain takes milliseconds, or up to a second where its direction-only findings sit in several projects.
+    ``engine`` (see :func:`fit_scenario`): with ``exact`` and no ``scheduler`` named, the tasks run in this process
+    after every distinct domain of every scenario has been integrated once, side by side in ``workers`` processes
+    (where each worker of a cluster would integrate again the domains that scenarios leave as they are; with
+    ``scheduler="serial"`` they are integrated here, one after another); a domain takes milliseconds, or up to a
+    second where its direction-only findings sit in several projects.
     ``keep_baseline``: with the exact engine, the baseline's domains are integrated in full meanwhile and kept in
     this process, where :func:`~metaeval.exact_full.summarise_exact` of the baseline (a report's) finds them.
 
@@ -566,11 +567,12 @@ def run_sensitivity(
     from metaeval.harmonise import evidence_digest, load_evidence
     from metaeval.sampling import SamplerSettings
 
+    # exact, no scheduler named: worker processes of this machine, started now, so that they import the engine while
+    # this process loads and prepares the scenarios (a scheduler named "serial" keeps everything in this process)
+    exact_in_workers = engine == "exact" and scheduler is None
     if engine == "exact" and scheduler is None:
         scheduler = SERIAL
-    exact_here = engine != "mcmc" and scheduler == SERIAL
-    # the exact engine's workers start now, and import it while this process loads and prepares the scenarios
-    with Processes(workers, preload=["metaeval.exact_full"]) if exact_here else nullcontext() as processes:
+    with Processes(workers, preload=["metaeval.exact_full"]) if exact_in_workers else nullcontext() as processes:
         settings = asdict(SamplerSettings(**(settings or {})))
         scenarios = grid.scenarios()
         tables = {}

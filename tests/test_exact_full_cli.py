@@ -360,3 +360,32 @@ def test_exact_sensitivity_files_hold_the_report_s_figures(tmp_path):
     embedded = {base64.b64decode(data) for data in re.findall(r'src="data:image/png;base64,([^"]+)"', (folder / "report.html").read_text())}
     assert curves and all(path.read_bytes() in embedded for path in curves)
     assert not any(b"matplotlib" in path.read_bytes() for path in curves)
+
+
+@pytest.mark.subprocess
+def test_exact_grid_in_worker_processes_gives_what_the_serial_scheduler_gives_here(tmp_path, monkeypatch):
+    """No scheduler named: the domains are integrated in worker processes; --scheduler serial: all in this process
+    (none started). The same numbers either way."""
+    import metaeval.exact_full as exact_full
+    import metaeval.executor as executor
+
+    started = []
+
+    class Counted(executor.Processes):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(len(self.procs))
+
+    monkeypatch.setattr(executor, "Processes", Counted)
+    grid = ("--tau", "halfnormal(1)", "halfnormal(0.2)", "--bias", "no_bias", "--inclusion", "--estimand", "--direction-only",
+            "--no-power-scaling", "--no-report", "--workers", "2")
+    saved = {}
+    for how in ((), ("--scheduler", "serial")):
+        started.clear()
+        exact_full._AVERAGES.clear()  # each way computes its own
+        rc, _, err = _cli("sensitivity", "--engine", "exact", "--csv", EIGHT, "--out", tmp_path / (how[-1] if how else "workers"), *grid, *how)
+        assert rc == 0, err
+        assert started == ([] if how else [2])
+        saved[how] = json.loads((tmp_path / (how[-1] if how else "workers") / "sensitivity" / "sensitivity.json").read_text())
+    values = [[r["value"] for r in s["results"] + s["loo"]] for s in saved.values()]
+    assert values[0] == values[1] and len(values[0]) > 4
