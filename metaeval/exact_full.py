@@ -230,14 +230,21 @@ def precompute(averages: Iterable[DomainPart], results: Iterable[DomainPart] = (
     of them, or those already started: :class:`~metaeval.executor.Processes`; the integrals are mostly small NumPy
     operations, which threads would take turns at), the costliest first, and keep them in this process, where those
     functions then find them. A domain whose computation fails is left out: computed again where it is asked for,
-    its error is raised there. ``progress``: a progress bar on stderr (None: when it is a terminal)."""
-    from metaeval.executor import Processes, in_processes
+    its error is raised there; workers that end early leave all to be computed there, with a note saying why.
+    ``progress``: a progress bar on stderr (None: when it is a terminal)."""
+    import logging
+
+    from metaeval.executor import Processes, WorkerLost, in_processes
 
     results = [key for key in dict.fromkeys(results) if (key, False) not in _RESULTS]
     averages = [key for key in dict.fromkeys(averages) if (key,) not in _AVERAGES and key not in results]
     items = sorted([(False, key) for key in averages] + [(True, key) for key in results], key=lambda item: _cost(item[1]), reverse=True)
     shown = {"progress": progress, "description": "integrating domains"}
-    values = workers.map(_compute, items, **shown) if isinstance(workers, Processes) else in_processes(_compute, items, workers, **shown)
+    try:
+        values = workers.map(_compute, items, **shown) if isinstance(workers, Processes) else in_processes(_compute, items, workers, **shown)
+    except WorkerLost as err:  # the integrals are computed where they are asked for instead, one after another
+        logging.getLogger(__name__).warning("the exact engine's worker processes could not finish (%s); integrating in this process", err)
+        return
     for (full, key), value in zip(items, values):
         if value is not None and full:
             _RESULTS.put((key, False), value)

@@ -123,6 +123,11 @@ def in_threads(fn: Callable[[Any], Any], items: Sequence) -> list:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+class WorkerLost(RuntimeError):
+    """A worker process of :class:`Processes` ended before it answered (killed, out of memory, or unable to import
+    what it was asked to run)."""
+
+
 def in_processes(fn: Callable[[Any], Any], items: Sequence, workers: int | None = None, **shown) -> list:
     """``fn`` over ``items`` in ``workers`` new processes (default: one per available core; :class:`Processes`),
     results in item order: for work of many small NumPy operations, which threads would take turns at under the GIL.
@@ -140,6 +145,7 @@ class Processes:
     then runs here."""
 
     def __init__(self, workers: int | None = None, preload: Sequence[str] = ()):
+        import site
         import subprocess
         import tempfile
         from pathlib import Path
@@ -149,11 +155,16 @@ class Processes:
         workers = default_workers() if workers is None else workers
         if workers <= 1:
             return
-        root = str(Path(__file__).resolve().parent.parent)  # this metaeval, wherever the caller found it
-        env = {**os.environ, **WORKER_ENV, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        # The workers import this metaeval: a checkout's folder goes on their path (a site-packages folder is on it
+        # already, and put ahead of the standard library it could shadow it); -P keeps the working folder off it (a
+        # metaeval/ folder there would be imported instead).
+        env = {**os.environ, **WORKER_ENV}
+        root = Path(__file__).resolve().parent.parent
+        if root not in {Path(p).resolve() for p in site.getsitepackages() + [site.getusersitepackages()]}:
+            env["PYTHONPATH"] = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         self.logs = [tempfile.TemporaryFile() for _ in range(workers)]
         with _ctrl_c_stays_here():
-            self.procs = [subprocess.Popen([sys.executable, "-m", "metaeval.executor", *preload], stdin=subprocess.PIPE,
+            self.procs = [subprocess.Popen([sys.executable, "-P", "-m", "metaeval.executor", *preload], stdin=subprocess.PIPE,
                                            stdout=subprocess.PIPE, stderr=log, env=env) for log in self.logs]
 
     def __enter__(self) -> Processes:
@@ -164,7 +175,8 @@ class Processes:
 
     def map(self, fn: Callable[[Any], Any], items: Sequence, *, progress: bool | None = False, description: str = "items") -> list:
         """``fn`` (a module-level function) over ``items``, results in item order; the items and results must pickle.
-        An error raised by ``fn`` is raised here. ``progress``: a progress bar on stderr (None: when it is a terminal)."""
+        An error raised by ``fn`` is raised here; a worker that ends before it answers, as :class:`WorkerLost`.
+        ``progress``: a progress bar on stderr (None: when it is a terminal)."""
         with _Progress(len(items), _shown(progress), description) as bar:
             if not self.procs:
                 out = []
@@ -202,7 +214,7 @@ class Processes:
             except (EOFError, OSError, pickle.UnpicklingError):
                 log.seek(0)
                 tail = log.read().decode(errors="replace").strip().splitlines()[-3:]
-                failed.append(RuntimeError("a worker process ended early" + (": " + " / ".join(tail) if tail else "")))
+                failed.append(WorkerLost("a worker process ended early" + (": " + " / ".join(tail) if tail else "")))
             except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
                 failed.append(error)
 

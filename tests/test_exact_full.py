@@ -604,6 +604,21 @@ def test_domains_computed_in_worker_processes_are_the_ones_computed_here_and_are
     assert (broken,) not in exact_full._AVERAGES
 
 
+@pytest.mark.subprocess
+def test_worker_processes_that_end_early_leave_the_domains_to_this_process_with_a_note(evidence, caplog):
+    import metaeval
+    import metaeval.exact_full as exact_full
+    from metaeval.executor import Processes
+    from metaeval.model import prepare
+
+    spec = metaeval.load_spec("default", ["tau=halfnormal(0.35)"])  # not computed by any other test of this process
+    parts = exact_full.domain_parts(prepare(evidence, spec), spec)
+    with Processes(2, preload=["metaeval_has_no_such_module"]) as broken, caplog.at_level("WARNING"):
+        exact_full.precompute(parts, workers=broken)
+    assert "could not finish" in caplog.text and "metaeval_has_no_such_module" in caplog.text
+    assert not any((key,) in exact_full._AVERAGES for key in parts)
+
+
 def test_bundled_result_is_a_full_result(bundled, evidence):
     import metaeval
     from metaeval.model import prepare

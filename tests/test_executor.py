@@ -181,6 +181,14 @@ def test_processes_started_early_serve_several_maps_and_end_when_closed(monkeypa
         assert here.procs == [] and here.map(square_slowly, [5])[0][:2] == (25, os.getpid())  # one worker: none started
 
 
+@pytest.mark.subprocess
+def test_a_worker_that_cannot_start_is_said_as_lost_with_its_reason():
+    from metaeval.executor import Processes, WorkerLost
+
+    with Processes(2, preload=["metaeval_has_no_such_module"]) as broken, pytest.raises(WorkerLost, match="metaeval_has_no_such_module"):
+        broken.map(square_slowly, [1, 2])
+
+
 def test_processes_show_their_progress_when_asked_on_stderr(capsys):
     from metaeval.executor import Processes
 

@@ -66,3 +66,12 @@ def test_a_wheel_installed_in_a_fresh_environment_runs_from_any_folder(tmp_path)
     # appraisal rules' record (shown only when it was made on the evidence the run read)
     assert "Calibration of the model" in report and "Rank histograms and ECDF differences" in report
     assert "the pooled average effect before the appraisal rules" in report
+
+    # the exact grid's worker processes import the installed package too, whatever folder they start in (one that
+    # holds a metaeval/ of its own, say: a Python started with -m would put it first on its path)
+    decoy = tmp_path / "decoy"
+    (decoy / "metaeval").mkdir(parents=True)
+    (decoy / "metaeval" / "__init__.py").write_text("raise ImportError('the metaeval/ of the working folder')\n")
+    _run([venv / "bin" / "metaeval", "sensitivity", "--engine", "exact", "--out", tmp_path / "grid", "--tau", "halfnormal(0.2)", "--bias",
+          "--inclusion", "--estimand", "--direction-only", "--no-loo", "--no-power-scaling", "--no-report", "--workers", "2"], decoy, env)
+    assert (tmp_path / "grid" / "sensitivity" / "sensitivity.json").is_file()
