@@ -332,7 +332,7 @@ def test_sensitivity_grid_with_the_exact_engine():
 
     from metaeval.sensitivity import load_grid, run_sensitivity
 
-    result = run_sensitivity(grid=load_grid("sensitivity"), evidence=bundled_like(), engine="exact")
+    result = run_sensitivity(grid=load_grid("sensitivity"), evidence=bundled_like(), engine="exact", workers=1)  # in this process
     by_name = {s["name"]: r for s, r in zip(result.scenarios, result.results)}
     assert not by_name["bias=design_hierarchy"]["ok"] and "hierarchical" in by_name["bias=design_hierarchy"]["error"]
     assert all(r["ok"] for name, r in by_name.items() if name != "bias=design_hierarchy")
@@ -353,7 +353,7 @@ def test_exact_sensitivity_files_hold_the_report_s_figures(tmp_path):
     import re
 
     rc, _, err = _cli("sensitivity", "--engine", "exact", "--csv", EIGHT, "--out", tmp_path, "--tau", "halfnormal(1)",
-                      "--bias", "--inclusion", "--estimand", "--direction-only", "--no-loo", "--no-power-scaling")
+                      "--bias", "--inclusion", "--estimand", "--direction-only", "--no-loo", "--no-power-scaling", "--workers", "1")
     assert rc == 0, err
     folder = tmp_path / "sensitivity"
     curves = sorted(folder.glob("spec_curve_*.png"))
