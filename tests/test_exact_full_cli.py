@@ -389,3 +389,23 @@ def test_exact_grid_in_worker_processes_gives_what_the_serial_scheduler_gives_he
         saved[how] = json.loads((tmp_path / (how[-1] if how else "workers") / "sensitivity" / "sensitivity.json").read_text())
     values = [[r["value"] for r in s["results"] + s["loo"]] for s in saved.values()]
     assert values[0] == values[1] and len(values[0]) > 4
+
+
+@pytest.mark.subprocess
+def test_a_fit_of_domains_with_findings_in_several_projects_is_the_same_in_worker_processes(monkeypatch):
+    """summarise_exact integrates such domains side by side in worker processes (the bundled evidence: activation,
+    employment, ...); the result is the one this process computes alone."""
+    import metaeval
+    import metaeval.exact_full as exact_full
+    import metaeval.executor as executor
+    from metaeval.harmonise import load_evidence
+
+    evidence, spec = load_evidence(), metaeval.load_spec("default", ["tau=halfnormal(0.25)"])  # computed by no other test
+    sent = []
+    real = executor.in_processes
+    monkeypatch.setattr(executor, "in_processes", lambda fn, items, workers=None, **kw: sent.append(len(items)) or real(fn, items, workers, **kw))
+    here = exact_full.fit_exact_model(evidence, spec, workers=1)
+    assert sent == []
+    exact_full._RESULTS.clear()
+    elsewhere = exact_full.fit_exact_model(evidence, spec, workers=2)
+    assert sent == [len(elsewhere.domains)] and elsewhere == here
