@@ -238,7 +238,9 @@ def precompute(averages: Iterable[DomainPart], results: Iterable[DomainPart] = (
 
     results = [key for key in dict.fromkeys(results) if (key, False) not in _RESULTS]
     averages = [key for key in dict.fromkeys(averages) if (key,) not in _AVERAGES and key not in results]
-    items = sorted([(False, key) for key in averages] + [(True, key) for key in results], key=lambda item: _cost(item[1]), reverse=True)
+    # the costliest first, so that none of them is left to the end: a full result takes about four times an average
+    items = sorted([(False, key) for key in averages] + [(True, key) for key in results], key=lambda item: _cost(item[1]) * (1 + 3 * item[0]),
+                   reverse=True)
     shown = {"progress": progress, "description": "integrating domains"}
     try:
         values = workers.map(_compute, items, **shown) if isinstance(workers, Processes) else in_processes(_compute, items, workers, **shown)
