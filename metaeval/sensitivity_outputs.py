@@ -12,8 +12,9 @@ from metaeval.sensitivity import BASELINE, FACTORS, Grid, SensitivityResult
 log = logging.getLogger(__name__)
 
 
-def spec_curve(table, domain: str, *, decision_probability: float = 0.9):
-    """The specification curve of one domain: mu (mean and HDI) per scenario, sorted, over the choices made."""
+def spec_curve(table, domain: str, *, decision_probability: float = 0.9, metric: str = ""):
+    """The specification curve of one domain: mu (mean and HDI, in ``metric``) per scenario, sorted, over the
+    choices made."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -30,9 +31,8 @@ def spec_curve(table, domain: str, *, decision_probability: float = 0.9):
     top.scatter(x, rows["mu_mean"], c=colours, zorder=3, s=[60 if s == BASELINE else 22 for s in rows["scenario"]],
                 marker="o", edgecolors=["black" if s == BASELINE else "none" for s in rows["scenario"]])
     top.axhline(0, color="black", lw=0.8, ls=":")
-    metric = ""
     prob = rows["hdi_prob"].iloc[0] if len(rows) else 0.95
-    top.set_ylabel(f"pooled effect μ {metric}\n(mean, {prob:.0%} HDI)")
+    top.set_ylabel(f"pooled effect μ{f' ({metric})' if metric else ''}\n(mean, {prob:.0%} HDI)")
     top.set_title(f"{domain}: specification curve (large ringed dot = baseline)", fontsize=10)
     marks = []  # (scenario, label row): one scatter for all, not one a label (a tenth of the figure's time)
     for i, label in enumerate(labels):
@@ -55,8 +55,9 @@ def spec_curves(result: SensitivityResult) -> dict[str, bytes]:
     from metaeval.plots import figure_bytes
 
     table, curves = result.table(), {}
+    metrics = {d: v.get("metric") or "" for r in result.results if r["ok"] for d, v in r["value"]["domains"].items()}
     for d in sorted(table["domain"].dropna().unique()):
-        fig = spec_curve(table, d, decision_probability=result.grid.decision_probability)
+        fig = spec_curve(table, d, decision_probability=result.grid.decision_probability, metric=metrics.get(d, ""))
         curves[d] = figure_bytes(fig, "png", dpi=110)
         plt.close(fig)
     return curves

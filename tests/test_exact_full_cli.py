@@ -326,7 +326,7 @@ def test_a_fit_never_checked_says_so_where_the_check_would_stand(mcmc_fit):
     assert "  against the exact answer: not computed: not asked for this fit" in render(result, "table")
 
 
-def test_sensitivity_grid_with_the_exact_engine():
+def test_sensitivity_grid_with_the_exact_engine(monkeypatch):
     """Every scenario with an exact form is integrated; design_hierarchy fails, saying why; no power-scaling."""
     from _model_fixtures import bundled_like
 
@@ -339,6 +339,18 @@ def test_sensitivity_grid_with_the_exact_engine():
     assert result.loo and all(item["ok"] for item in result.loo)
     assert result.power_scaling is None
     assert by_name["baseline"]["value"]["gate_passed"] is None  # nothing sampled, nothing to gate
+    # each specification curve reads its domain's metric on the effect axis
+    import matplotlib.pyplot as plt
+
+    import metaeval.sensitivity_outputs as outputs
+
+    drawn, real = {}, outputs.spec_curve
+    monkeypatch.setattr(outputs, "spec_curve", lambda table, d, **kw: drawn.setdefault(d, real(table, d, **kw)))
+    outputs.spec_curves(result)
+    metric = {d: v["metric"] for d, v in by_name["baseline"]["value"]["domains"].items()}
+    assert drawn and all(fig.axes[0].get_ylabel().startswith(f"pooled effect μ ({metric[d]})") for d, fig in drawn.items())
+    for fig in drawn.values():
+        plt.close(fig)
     # leaving out a project changes only the domains it is in
     for item in result.loo:
         for d, dom in item["value"]["domains"].items():
