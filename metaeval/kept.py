@@ -16,15 +16,15 @@ from pathlib import Path
 from pydantic import BaseModel
 
 
-def kept[M: BaseModel](folder: str | Path | None, key: str, kind: type[M], compute: Callable[[], M]) -> M:
-    """``folder/<key>.json`` read as a ``kind``; else ``compute()``, written there (atomically) and returned.
+def kept[M: BaseModel](folder: str | Path | None, key: Callable[[], str], kind: type[M], compute: Callable[[], M]) -> M:
+    """``folder/<key()>.json`` read as a ``kind``; else ``compute()``, written there (atomically) and returned.
 
-    ``folder`` None: computed, nothing kept. A missing, damaged or unreadable file is computed again and
+    ``folder`` None: computed, nothing kept (and no key hashed). A missing, damaged or unreadable file is computed again and
     rewritten; a folder that cannot be written leaves the result computed all the same.
     """
     if folder is None:
         return compute()
-    path = Path(folder) / f"{key}.json"
+    path = Path(folder) / f"{key()}.json"
     try:
         return kind.model_validate_json(path.read_bytes())
     except (OSError, ValueError):  # not there, or unreadable: computed and kept below

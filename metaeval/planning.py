@@ -307,8 +307,8 @@ def plan(
     if sims < 100:
         raise InputError(Problem("command line", "", "--sims", f"at least 100 simulated studies are needed, got {sims}"))
     rows = evidence.to_dict("records") if hasattr(evidence, "to_dict") else list(evidence or [])
-    name = plan_key({d: draws[d] for d in wanted}, rows, n, sd, ses, sims, seed) if cache is not None else ""
-    return kept(cache, name, Plan, lambda: _plan(draws, wanted, rows, n, sd, ses, sims, seed))
+    return kept(cache, lambda: plan_key({d: draws[d] for d in wanted}, rows, n, sd, ses, sims, seed), Plan,
+                lambda: _plan(draws, wanted, rows, n, sd, ses, sims, seed))
 
 
 def _plan(draws: Mapping[str, DomainDraws], wanted: Sequence[str], rows: Sequence[Mapping], n: Sequence[int], sd, ses, sims: int,

@@ -193,8 +193,8 @@ def compare(
         if unknown:
             raise InputError(Problem("command line", "", "--projects", f"no project {', '.join(map(repr, unknown))} in "
                                      f"{'the domain(s) compared' if domain else 'the fit'}; projects: {', '.join(known) or 'none'}"))
-    name = comparison_key(draws, ref, wanted, projects, reference_label, names) if cache is not None else ""
-    return kept(cache, name, Comparison, lambda: _compare(draws, ref, wanted, projects, reference_label, names))
+    return kept(cache, lambda: comparison_key(draws, ref, wanted, projects, reference_label, names), Comparison,
+                lambda: _compare(draws, ref, wanted, projects, reference_label, names))
 
 
 def comparison_key(draws: Mapping[str, DomainDraws], reference: Mapping[str, DomainDraws], wanted: Sequence[str], projects,

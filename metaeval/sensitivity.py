@@ -223,7 +223,7 @@ def _scenario_layout(scenario: dict, grid: Grid, evidence, overrides, drop_proje
     return spec, table, prepare(table, spec)
 
 
-def _exact_in_processes(tasks: list[dict], engine: str, processes, baseline: bool, progress) -> list[tuple]:
+def _exact_in_processes(tasks: list[dict], processes, baseline: bool, progress) -> list[tuple]:
     """Integrate every distinct domain of the tasks' scenarios once, side by side in worker processes, and keep them
     for the tasks (:func:`~metaeval.exact_full.precompute`); ``baseline``: the first task's domains in full (its
     project effects and comparisons too), for the report made after the grid. Returns each task's prepared
@@ -231,7 +231,7 @@ def _exact_in_processes(tasks: list[dict], engine: str, processes, baseline: boo
     from metaeval.exact_full import domain_parts, exact_reason, precompute
 
     prepared = [_scenario_layout(t["scenario"], t["grid"], t["evidence"], t["overrides"], t.get("drop_project")) for t in tasks]
-    parts = [domain_parts(layout, spec) if exact_reason(layout, spec, several_cells=engine == "exact") is None else []
+    parts = [domain_parts(layout, spec) if exact_reason(layout, spec) is None else []
              for spec, _, layout in prepared]
     precompute([key for keys in parts for key in keys], parts[0] if baseline else [], processes, progress=progress)
     return prepared
@@ -584,14 +584,12 @@ def run_sensitivity(
                   "power_scaling": grid.power_scaling and s["name"] == BASELINE} for s in scenarios]
         projects: list[str] = []
         if grid.leave_one_out:
-            from metaeval.model import prepare
-
             base = scenarios[0]
-            layout = prepare(tables[base["estimand"]], scenario_spec(base, grid, overrides))
+            layout = _scenario_layout(base, grid, tables[base["estimand"]], overrides, None)[2]
             projects = sorted({p["project"] for p in layout.projects})
             tasks += [{**common, "scenario": base, "evidence": tables[base["estimand"]], "drop_project": p} for p in projects]
         if processes is not None:
-            prepared = _exact_in_processes(tasks, engine, processes, keep_baseline, False if callable(progress) else progress)
+            prepared = _exact_in_processes(tasks, processes, keep_baseline, False if callable(progress) else progress)
             tasks = [{**task, "prepared": ready} for task, ready in zip(tasks, prepared)]
     results = run_tasks(fit_scenario, tasks, scheduler=scheduler, workers=workers, progress=progress, description="sensitivity fits",
                         label=lambda t: t["scenario"]["name"] + (f" without {t['drop_project']}" if t.get("drop_project") else ""))
