@@ -13,7 +13,9 @@ true effect ``theta = mu_s + tau_s z`` (a new project: randomised, so no bias te
 study's marginal likelihood, ``w_s ∝ Normal(y; mu_s, sqrt(tau_s² + se²))``: exact for the
 model (the new project's effect integrated out), and bounded (w ≤ 1 / se). The same simulated
 draws, z and e are used for every n (common random numbers), so the curves over n are smooth and
-comparable. Reweighting is checked against exact numerical integration of the one-level model
+comparable. The update is a smooth function of the study's result y, so it is worked out at results
+spaced a fraction of the SE apart across the simulated ones and interpolated between them
+(:data:`RESULTS_PER_SE`). Reweighting is checked against exact numerical integration of the one-level model
 (``tests/test_planning.py``: the posterior SD of mu within 5% rms and P(beneficial) within its
 Monte Carlo error, for new studies from half to twice as precise as the most precise existing
 one). ArviZ's Pareto-k̂ exceeds 0.7 for most of these weights once se is small (they spike where
@@ -55,8 +57,14 @@ DEFAULT_SEED = 20261124
 #: says so when more than THIN_SHARE of the simulations are.
 ESS_LOW = 200
 THIN_SHARE = 0.05
-#: Weights computed at once (simulations x draws) in the preposterior simulation.
+#: Weights computed at once (results x draws) in the preposterior simulation.
 _BLOCK = 1_000_000
+#: The update after a study is worked out at results this many to the study's SE and interpolated between them: the
+#: weights change over a result's span of sqrt(tau² + se²) >= se. On the bundled fit's 11 domains, at SEs from 4 to 0.1
+#: times mu's posterior SD, P(beneficial) came within 0.0002 of working it out at every simulated result, the expected
+#: interval width within 0.03%, and 1 in 1000 simulated verdicts at most changed (those a hair from a cut); 5 to 20
+#: times fewer updates where the new study is not many times more precise than today's evidence.
+RESULTS_PER_SE = 8
 
 
 # ---------------------------------------------------------------------------- the numerical core
@@ -107,29 +115,51 @@ def weighted_hdi(x: np.ndarray, weights: np.ndarray, prob: float) -> tuple[np.nd
 
 
 def preposterior(mu: np.ndarray, tau: np.ndarray, se: Sequence[float], *, sign: float, prob: float, sims: int,
-                 rng: np.random.Generator) -> list[dict]:
+                 rng: np.random.Generator, per_se: float | None = RESULTS_PER_SE) -> list[dict]:
     """Per SE: the updated posterior of mu after each of ``sims`` simulated studies (see the module docstring).
 
     Returns one dict per SE with arrays over the simulations: ``width`` of the HDI, ``p_beneficial``
-    (P(sign * mu > 0)) and ``ess`` (Kish effective sample size of the weights). Simulations are
-    weighted in blocks of about :data:`_BLOCK` weights, so memory stays small whatever the draws.
+    (P(sign * mu > 0)) and ``ess`` (Kish effective sample size of the weights). The update is worked out
+    at ``per_se`` results per SE across the simulated results and interpolated (:func:`result_grid`;
+    None: at every simulated result), in blocks of about :data:`_BLOCK` weights, so memory stays small
+    whatever the draws.
     """
     mu, tau = np.asarray(mu, dtype=float).ravel(), np.asarray(tau, dtype=float).ravel()
     pick = rng.integers(mu.size, size=sims)
     theta = mu[pick] + tau[pick] * rng.standard_normal(sims)
     noise = rng.standard_normal(sims)
     good = sign * mu > 0
-    step = max(1, _BLOCK // mu.size)
     out = []
     for s in se:
-        width, p_good, ess = np.empty(sims), np.empty(sims), np.empty(sims)
-        for start in range(0, sims, step):
-            block = slice(start, min(start + step, sims))
-            w = study_weights(mu, tau, theta[block] + s * noise[block], s)
-            low, high = weighted_hdi(mu, w, prob)
-            width[block], p_good[block], ess[block] = high - low, w @ good, 1.0 / np.sum(w**2, axis=1)
+        y = theta + s * noise
+        at = result_grid(y, s, per_se)
+        width, p_good, ess = _updates(mu, tau, y if at is None else at, s, good=good, prob=prob)
+        if at is not None:
+            width, p_good, ess = (np.interp(y, at, a) for a in (width, p_good, ess))
         out.append({"width": width, "p_beneficial": p_good, "ess": ess})
     return out
+
+
+def result_grid(y: np.ndarray, se: float, per_se: float | None) -> np.ndarray | None:
+    """Evenly spaced results from the least to the greatest of ``y``, ``se / per_se`` apart; None when that
+    would be as many as ``y`` (or ``per_se`` is None): then the update is worked out at each of ``y``."""
+    if per_se is None:
+        return None
+    low, high = float(np.min(y)), float(np.max(y))
+    count = int(math.ceil((high - low) * per_se / se)) + 1
+    return np.linspace(low, high, count) if count < y.size else None
+
+
+def _updates(mu: np.ndarray, tau: np.ndarray, y: np.ndarray, se: float, *, good: np.ndarray, prob: float):
+    """HDI width of mu, P(beneficial) and ESS after a study of SE ``se`` finding each of ``y``."""
+    width, p_good, ess = np.empty(y.size), np.empty(y.size), np.empty(y.size)
+    step = max(1, _BLOCK // mu.size)
+    for start in range(0, y.size, step):
+        block = slice(start, min(start + step, y.size))
+        w = study_weights(mu, tau, y[block], se)
+        low, high = weighted_hdi(mu, w, prob)
+        width[block], p_good[block], ess[block] = high - low, w @ good, 1.0 / np.sum(w**2, axis=1)
+    return width, p_good, ess
 
 
 def normal_preposterior(m: float, v: float, tau: float, se: float, *, sign: float, prob: float, p_now: float) -> tuple[float, float]:
@@ -139,20 +169,22 @@ def normal_preposterior(m: float, v: float, tau: float, se: float, *, sign: floa
     finds, and the updated mean is N(m, v − v') before it is run; the verdict is the class of
     P(beneficial) = Φ(sign · m' / √v') among :data:`metaeval.words.VERDICT_CUTS`.
     """
-    from scipy import stats
+    from statistics import NormalDist  # SciPy's stats would add half a second to a first report's imports
 
+    z = NormalDist()
     v_new = 1.0 / (1.0 / v + 1.0 / (tau**2 + se**2))
-    width = 2.0 * stats.norm.ppf(0.5 + prob / 2.0) * math.sqrt(v_new)
+    width = 2.0 * z.inv_cdf(0.5 + prob / 2.0) * math.sqrt(v_new)
     cuts = sorted(words.VERDICT_CUTS)  # P(beneficial) class boundaries, ascending
     k = int(np.searchsorted(cuts, p_now, side="right"))  # today's class: cuts[k-1] <= p_now < cuts[k]
     # P(beneficial)' >= c  <=>  sign * m' >= sqrt(v') * Φ⁻¹(c)
-    edge = lambda c: math.sqrt(v_new) * stats.norm.ppf(c)  # noqa: E731
+    edge = lambda c: math.sqrt(v_new) * z.inv_cdf(c)  # noqa: E731
     lo = edge(cuts[k - 1]) if k > 0 else -math.inf
     hi = edge(cuts[k]) if k < len(cuts) else math.inf
     spread = math.sqrt(max(v - v_new, 0.0))
     if spread == 0.0:
         return width, 0.0
-    stay = stats.norm.cdf(hi, sign * m, spread) - stats.norm.cdf(lo, sign * m, spread)
+    after = NormalDist(sign * m, spread)
+    stay = after.cdf(hi) - after.cdf(lo)
     return width, float(1.0 - stay)
 
 
@@ -283,9 +315,8 @@ def plan(
     arm (default 50, 100, 200, 400). ``sd``: the outcome's SD per person (one number for one domain, or
     per domain); ``se``: the new study's SE directly, one number or several (then ``n``, if given,
     labels them: one n per SE). The same inputs and seed give the same numbers. ``cache``: a folder where
-    the plan is kept under a hash of everything it is computed from (:func:`plan_key`) and found again:
-    the simulation is most of a report's time (7 of 11 CPU-s on the bundled fit), and a report made
-    again from the same fit needs the same plan.
+    the plan is kept under a hash of everything it is computed from (:func:`plan_key`) and found again,
+    as a report made again from the same fit needs the same plan.
     """
     draws = domain_draws(source)
     n = [int(x) for x in (n if n is not None else ([] if se is not None else DEFAULT_N))]

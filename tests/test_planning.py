@@ -24,7 +24,16 @@ from _initiative_fixtures import TAU, known_tau_posterior, known_tau_posterior_e
 
 from metaeval.draws import DomainDraws  # noqa: E402
 from metaeval.errors import InputError  # noqa: E402
-from metaeval.planning import normal_preposterior, outcome_sd, plan, study_weights, weighted_hdi  # noqa: E402
+from metaeval.planning import (  # noqa: E402
+    RESULTS_PER_SE,
+    normal_preposterior,
+    outcome_sd,
+    plan,
+    preposterior,
+    result_grid,
+    study_weights,
+    weighted_hdi,
+)
 
 Z95 = stats.norm.ppf(0.975)
 
@@ -257,3 +266,24 @@ def test_the_in_place_weights_and_column_sums_give_the_plain_expressions_numbers
             end = np.searchsorted(c, reach[: np.searchsorted(reach, c[-1], side="right")], side="left")
             start = int(np.argmin(xs[end] - xs[: end.size]))
             assert (low[r], high[r]) == (xs[start], xs[end[start]])
+
+
+def test_updates_between_grid_results_match_those_worked_out_at_every_simulated_result():
+    """The simulation works each update out at results RESULTS_PER_SE to the SE apart and interpolates: against
+    working it out at each of 1000 simulated results, for new studies from 4 to 1/3 of mu's posterior SD."""
+    _, _, _, mu, tau = _exact_draws(np.random.default_rng(21))
+    sd = mu.std()
+    for se in (4 * sd, sd, sd / 3):
+        grid, each = (preposterior(mu, tau, [se], sign=1.0, prob=0.95, sims=1000, rng=np.random.default_rng(3), per_se=per_se)[0]
+                      for per_se in (RESULTS_PER_SE, None))
+        assert np.max(np.abs(grid["p_beneficial"] - each["p_beneficial"])) < 1e-3, se
+        assert abs(grid["width"].mean() / each["width"].mean() - 1) < 1e-3, se
+        np.testing.assert_allclose(grid["ess"], each["ess"], rtol=0.01)
+
+
+def test_result_grid_spans_the_results_at_the_set_spacing_and_gives_way_when_it_would_not_be_fewer():
+    y = np.array([0.3, -0.2, 0.8, 0.1])
+    grid = result_grid(np.tile(y, 10), 0.5, 4)
+    assert grid[0] == -0.2 and grid[-1] == 0.8 and grid.size == 9 and np.allclose(np.diff(grid), 0.125)
+    assert result_grid(y, 0.5, 4) is None  # 9 points for 4 results: worked out at each
+    assert result_grid(np.tile(y, 10), 0.5, None) is None
