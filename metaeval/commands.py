@@ -178,7 +178,8 @@ def _exact_computes(args: argparse.Namespace, evidence) -> bool:
 
 def _fit(args: argparse.Namespace, *, say: bool = True, cross_check: bool = False, report: bool = False):
     """The evidence rows (``evidence_records``), their summary (fitted, or reused from the cache, with the chosen
-    engine) and the fit's cache key (None for the exact engine, which has no cache). Nothing is published yet.
+    engine) and the fit (:class:`metaeval.sampling.CachedFit`; None for the exact engine, which has no cache). Nothing
+    is published yet.
 
     ``say``: note on stderr what was assumed about the domains (``run`` has said it in its validation).
     ``cross_check``: an MCMC result is checked against the exact engine's for the same model, where it has one
@@ -197,17 +198,33 @@ def _fit(args: argparse.Namespace, *, say: bool = True, cross_check: bool = Fals
     table = evidence_frame(records)
     summary, fitted = fit_and_summarise(table, spec, out=args.out, settings=sampler_settings(args), refit=args.refit,
                                         publish_result=False, cross_check=cross_check)
-    return records, summary, fitted.key
+    return records, summary, fitted
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
     """Fit the model (or reuse the cached fit for the same inputs), publish its summary in OUT and print it."""
     from metaeval.summary import publish, summary_files
 
-    records, summary, key = _fit(args)
+    records, summary, fitted = _fit(args)
     files = summary_files(summary)
-    publish(args.out, summary, key=key, files=files)
-    return _emit_summary(args, summary, records, files)
+    publish(args.out, summary, key=None if fitted is None else fitted.key, files=files)
+    status = _emit_summary(args, summary, records, files)
+    if fitted is not None and not fitted.cached:
+        _keep_comparison(args, records, fitted.posterior)
+    return status
+
+
+def _keep_comparison(args: argparse.Namespace, records, posterior) -> None:
+    """Keep in OUT/kept the comparison a report of this fit will show (:func:`metaeval.analysis.comparison`): a fit has
+    ArviZ's statistics imported and its draws at hand (tens of milliseconds here), where a first report spent half a
+    second importing them."""
+    from metaeval.analysis import comparison
+    from metaeval.harmonise import evidence_frame
+    from metaeval.spec import load_spec
+
+    evidence = evidence_frame(records)
+    reference = reference_draws(args, evidence, load_spec(args.model, args.prior), fit=False)
+    comparison(evidence, posterior, reference=reference, cache=args.out / KEPT)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -463,7 +480,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cmd_validate(args)
         print()
     read_costs(args)  # a bad costs file is reported before the fit, not after
-    records, summary, key = _fit(args, say=False, cross_check=True, report=True)
+    records, summary, fitted = _fit(args, say=False, cross_check=True, report=True)
     evidence = evidence_frame(records)
     summary, sections = _report_sections(args, evidence, summary)
     from metaeval.summary import publish, summary_files
@@ -471,7 +488,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     files = summary_files(summary)
     status = _emit_summary(args, summary, records, files)
     # summary, table, key and report switched in together
-    publish(args.out, summary, key=key, report=lambda path: write_report(path, evidence, summary, **sections), files=files)
+    publish(args.out, summary, key=None if fitted is None else fitted.key, report=lambda path: write_report(path, evidence, summary, **sections),
+            files=files)
     print(f"\nreport: {args.out / 'report.html'}", file=chatter)
     return status
 

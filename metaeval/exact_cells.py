@@ -293,7 +293,7 @@ class CellsLevel:
             grid, G, _ = self.mu_level.eta_tables()
             G = np.maximum.accumulate(np.clip(G, 0.0, None), axis=1)
             target = rng.random(n) * G[node, -1]
-            at = np.clip(np.array([np.searchsorted(G[i], v) for i, v in zip(node, target)]), 1, grid.size - 1)
+            at = np.clip(_count_below(G, node, target), 1, grid.size - 1)
             g0, g1 = G[node, at - 1], G[node, at]
             t = grid[at - 1] + (grid[at] - grid[at - 1]) * np.where(g1 > g0, (target - g0) / np.where(g1 > g0, g1 - g0, 1.0), 0.5)
             mu = nd.eta_mean[node] + nd.eta_root[node] * (nd.u_centre[node] + nd.u_scale[node] * np.sinh(t))

@@ -99,7 +99,9 @@ def weighted_hdi(x: np.ndarray, weights: np.ndarray, prob: float) -> tuple[np.nd
     """
     order = np.argsort(x, kind="stable")
     xs = np.asarray(x, dtype=float)[order]
-    w = np.atleast_2d(weights)[:, order]
+    w = np.atleast_2d(weights)
+    if (order[1:] < order[:-1]).any():  # x sorted already: the weights need no reordered copy
+        w = w[:, order]
     cum = np.empty((w.shape[1], w.shape[0]))
     np.divide(w.T, w.sum(axis=1), out=cum)
     np.cumsum(cum, axis=0, out=cum)
@@ -128,6 +130,8 @@ def preposterior(mu: np.ndarray, tau: np.ndarray, se: Sequence[float], *, sign: 
     pick = rng.integers(mu.size, size=sims)
     theta = mu[pick] + tau[pick] * rng.standard_normal(sims)
     noise = rng.standard_normal(sims)
+    order = np.argsort(mu, kind="stable")  # the draws in mu's order, so the intervals need not reorder each row's weights
+    mu, tau = mu[order], tau[order]
     good = sign * mu > 0
     out = []
     for s in se:
@@ -401,7 +405,7 @@ def domain_plan(dd: DomainDraws, points: Sequence[tuple[int | None, float]], *, 
     sims_out = preposterior(mu, tau, [se for _, se in points], sign=dd.sign, prob=dd.hdi_prob, sims=sims, rng=rng)
     result, notes = [], []
     for (k, se), s in zip(points, sims_out):
-        labels = [words.verdict(p)[0] for p in s["p_beneficial"]]
+        labels = _verdicts(s["p_beneficial"])
         changed = np.mean([lab != verdict_now for lab in labels])
         share = {lab: round_significant(labels.count(lab) / len(labels)) for lab in dict.fromkeys(labels)}
         cf_width, cf_change = normal_preposterior(float(mu.mean()), float(mu.var(ddof=1)), tau_median, se, sign=dd.sign,
@@ -417,6 +421,15 @@ def domain_plan(dd: DomainDraws, points: Sequence[tuple[int | None, float]], *, 
     return DomainPlan(domain=dd.domain, label=dd.label, metric=dd.metric, beneficial=dd.beneficial, hdi_prob=dd.hdi_prob,
                       width=round_significant(width_now), p_beneficial=round_significant(p_now), verdict=verdict_now, sd=round_significant(unit_sd), se_basis=basis,
                       tau_median=round_significant(tau_median), points=tuple(result), notes=tuple(notes))
+
+
+def _verdicts(p_beneficial: np.ndarray) -> list[str]:
+    """:func:`metaeval.words.verdict` of each P(beneficial), by its class between the cuts (one call a class, not one
+    a simulated study)."""
+    cuts = np.array(sorted(words.VERDICT_CUTS))
+    k = np.searchsorted(cuts, p_beneficial, side="right")  # how many cuts each P reaches
+    words_of = {int(c): words.verdict(cuts[c - 1] if c else 0.0)[0] for c in np.unique(k)}
+    return [words_of[c] for c in k.tolist()]
 
 
 # ---------------------------------------------------------------------------- the figure

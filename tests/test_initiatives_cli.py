@@ -67,13 +67,15 @@ def test_plan_command(tmp_path):
 @pytest.mark.slow
 def test_report_from_the_fit_in_out_has_the_comparison_and_the_plan(tmp_path):
     fit = known_tau_fit()
+    kept = fit["out"] / "kept"
+    before = sorted(kept.iterdir())
     done = _run("report", *fit["options"], "--output", tmp_path / "report.html")
     assert done.returncode == 0, done.stderr
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "Most likely the best in all: A" in html  # the comparison, from the fit's draws
     assert "This model takes every design at face value: there is no bias adjustment to check the order against" in html
     assert 'id="plan"' in html and "Not computed" not in html[html.index('id="compare"'):html.index('id="costs"')]
-    assert not (fit["out"] / "kept").exists()  # --output: the report's file is all it writes
+    assert sorted(kept.iterdir()) == before  # --output: the report's file is all it writes
 
 
 @pytest.mark.slow
@@ -82,12 +84,13 @@ def test_a_report_made_again_from_the_same_fit_reads_its_plan_back_and_is_the_sa
     out = tmp_path / "out"
     shutil.copytree(fit["out"], out, symlinks=True)
     options = [o if o != str(fit["out"]) else str(out) for o in fit["options"]]
+    assert len(list((out / "kept").iterdir())) == 1  # the fit kept the comparison its report shows
     pages = []
     for _ in range(2):
         done = _run("report", *options)
         assert done.returncode == 0, done.stderr
         pages.append((out / "report.html").read_bytes())
-    kept = sorted((out / "kept").iterdir())  # the first report kept its comparison and plan; the second read them back
+    kept = sorted((out / "kept").iterdir())  # the first report read the fit's comparison and kept its plan; the second read both
     assert pages[1] == pages[0] and len(kept) == 2 and all(path.stat().st_size > 0 for path in kept)
 
 

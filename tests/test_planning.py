@@ -287,3 +287,12 @@ def test_result_grid_spans_the_results_at_the_set_spacing_and_gives_way_when_it_
     assert grid[0] == -0.2 and grid[-1] == 0.8 and grid.size == 9 and np.allclose(np.diff(grid), 0.125)
     assert result_grid(y, 0.5, 4) is None  # 9 points for 4 results: worked out at each
     assert result_grid(np.tile(y, 10), 0.5, None) is None
+
+
+def test_the_simulated_verdicts_are_the_words_verdicts_at_the_cuts_and_between_them():
+    from metaeval import words
+    from metaeval.planning import _verdicts
+
+    cuts = np.array(words.VERDICT_CUTS)
+    p = np.concatenate([np.random.default_rng(1).random(2000), cuts, np.nextafter(cuts, 0), [0.0, 1.0]])
+    assert _verdicts(p) == [words.verdict(x)[0] for x in p]
