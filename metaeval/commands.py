@@ -364,7 +364,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
         sys.stdout.write(safe_csv(table))
     else:
-        shown = table[["scenario", "domain", "mu_mean", "mu_hdi_low", "mu_hdi_high", "p_beneficial", "tau_mean", "gate_passed", "error"]]
+        shown = table[["scenario", "domain", "metric", "mu_mean", "mu_hdi_low", "mu_hdi_high", "p_beneficial", "tau_mean", "gate_passed", "error"]]
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep=""))
         print("\nverdicts:")
         for d, v in result.verdicts().items():

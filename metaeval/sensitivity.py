@@ -389,7 +389,8 @@ class SensitivityResult:
     evidence_digest: str = ""
 
     def table(self):
-        """One row per scenario × domain; a failed scenario is one row with its error."""
+        """One row per scenario × domain (``metric``: the units of mu and its interval); a failed scenario is one row
+        with its error."""
         import pandas as pd
 
         rows = []
@@ -399,12 +400,12 @@ class SensitivityResult:
                 rows.append({**head, "domain": None, "error": r["error"]})
                 continue
             for d, v in r["value"]["domains"].items():
-                rows.append({**head, "domain": d, "mu_mean": v["mu_mean"], "mu_sd": v["mu_sd"],
+                rows.append({**head, "domain": d, "metric": v.get("metric"), "mu_mean": v["mu_mean"], "mu_sd": v["mu_sd"],
                              "mu_hdi_low": v["mu_hdi_low"], "mu_hdi_high": v["mu_hdi_high"], "hdi_prob": v["hdi_prob"],
                              "p_beneficial": v["p_beneficial"], "tau_mean": v["tau_mean"],
                              "n_projects": v["n_projects"], "n_estimates": v["n_estimates"],
                              "gate_passed": r["value"]["gate_passed"], "error": None})
-        columns = ["scenario", *FACTORS, "domain", "mu_mean", "mu_sd", "mu_hdi_low", "mu_hdi_high", "hdi_prob",
+        columns = ["scenario", *FACTORS, "domain", "metric", "mu_mean", "mu_sd", "mu_hdi_low", "mu_hdi_high", "hdi_prob",
                    "p_beneficial", "tau_mean", "n_projects", "n_estimates", "gate_passed", "error"]
         return pd.DataFrame(rows, columns=columns)
 

@@ -12,9 +12,9 @@ from metaeval.sensitivity import BASELINE, FACTORS, Grid, SensitivityResult
 log = logging.getLogger(__name__)
 
 
-def spec_curve(table, domain: str, *, decision_probability: float = 0.9, metric: str = ""):
-    """The specification curve of one domain: mu (mean and HDI, in ``metric``) per scenario, sorted, over the
-    choices made."""
+def spec_curve(table, domain: str, *, decision_probability: float = 0.9):
+    """The specification curve of one domain: mu (mean and HDI, in the domain's metric) per scenario, sorted, over
+    the choices made."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -22,6 +22,7 @@ def spec_curve(table, domain: str, *, decision_probability: float = 0.9, metric:
     import numpy as np
 
     rows = table[(table["domain"] == domain) & table["error"].isna()].sort_values("mu_mean", ignore_index=True)
+    metric = next((str(m) for m in rows["metric"] if isinstance(m, str) and m), "")
     labels = [f"{f}: {v or 'model'}" for f in FACTORS for v in sorted({str(x) for x in rows[f]})]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 2.6 + 0.22 * len(labels)), sharex=True,
                                       gridspec_kw={"height_ratios": [2.2, 0.25 * max(len(labels), 2)]})
@@ -55,9 +56,8 @@ def spec_curves(result: SensitivityResult) -> dict[str, bytes]:
     from metaeval.plots import figure_bytes
 
     table, curves = result.table(), {}
-    metrics = {d: v.get("metric") or "" for r in result.results if r["ok"] for d, v in r["value"]["domains"].items()}
     for d in sorted(table["domain"].dropna().unique()):
-        fig = spec_curve(table, d, decision_probability=result.grid.decision_probability, metric=metrics.get(d, ""))
+        fig = spec_curve(table, d, decision_probability=result.grid.decision_probability)
         curves[d] = figure_bytes(fig, "png", dpi=110)
         plt.close(fig)
     return curves

@@ -348,6 +348,8 @@ def test_sensitivity_grid_with_the_exact_engine(monkeypatch):
     monkeypatch.setattr(outputs, "spec_curve", lambda table, d, **kw: drawn.setdefault(d, real(table, d, **kw)))
     outputs.spec_curves(result)
     metric = {d: v["metric"] for d, v in by_name["baseline"]["value"]["domains"].items()}
+    table = result.table().dropna(subset=["domain"])  # the table (sensitivity.csv) says each domain's metric too
+    assert len(set(metric.values())) > 1 and table["metric"].tolist() == [metric[d] for d in table["domain"]]
     assert drawn and all(fig.axes[0].get_ylabel().startswith(f"pooled effect μ ({metric[d]})") for d, fig in drawn.items())
     for fig in drawn.values():
         plt.close(fig)
