@@ -376,8 +376,8 @@ def _plan(draws: Mapping[str, DomainDraws], wanted: Sequence[str], rows: Sequenc
         plans = in_threads(lambda job: domain_plan(job[0], job[1], unit_sd=job[2], basis=job[3], sims=sims, rng=job[4]), list(jobs.values()))
     out = dict(zip(jobs, plans))
     method = ("preposterior simulation: importance reweighting of the posterior draws by each simulated study's marginal "
-              f"likelihood ({sims} simulated studies per size, common to all sizes); closed form: normal approximation with tau "
-              "at its posterior median")
+              f"likelihood ({sims} simulated studies per size, common to all sizes; the update worked out at results 1/{RESULTS_PER_SE:g} "
+              "of the study's SE apart and interpolated); closed form: normal approximation with tau at its posterior median")
     return Plan(domains=out, skipped=skipped, sims=sims, seed=seed, method=method)
 
 
