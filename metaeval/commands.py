@@ -100,6 +100,8 @@ def sampler_settings(args: argparse.Namespace):
 
 #: --engine: exact inference where the model has an exact form (metaeval.exact_full), MCMC otherwise.
 ENGINES = ("mcmc", "exact", "auto")
+#: Draws the commands take from the exact engine's posterior (the comparison, the plan, the leave-it-out shifts).
+DRAWS_EXACT = 4000
 #: The folder under --out where report and run keep their comparisons and planning simulations (:mod:`metaeval.kept`).
 KEPT = "kept"
 
@@ -107,7 +109,7 @@ KEPT = "kept"
 def exact_summary(args: argparse.Namespace, evidence, spec, *, for_draws: bool = False):
     """The exact engine's result for the model of ``--model``/``--prior``, judged (:func:`metaeval.certainty.judge`);
     exit 2 with the reason where that model has no exact form on this evidence. ``for_draws``: draws follow
-    (:func:`exact_draws_for`), from the block posteriors kept meanwhile.
+    (:func:`exact_draws_for`), made beside the result.
 
     ``evidence``: the table or its rows (``evidence_records``; the fit and summary commands
     pass rows, so this path never imports pandas).
@@ -117,7 +119,7 @@ def exact_summary(args: argparse.Namespace, evidence, spec, *, for_draws: bool =
     from metaeval.exact_full import fit_exact_model
 
     try:
-        result = fit_exact_model(evidence, spec, keep_posteriors=for_draws)
+        result = fit_exact_model(evidence, spec, draws=(DRAWS_EXACT, args.seed) if for_draws else None)
     except NoExactForm as err:  # a model this engine has no exact form for: said why
         raise InputError(Problem("command line", "", "--engine exact", str(err))) from None
     except (ValueError, OverflowError) as err:  # a number the engine cannot use: said why
@@ -501,7 +503,7 @@ def exact_draws_for(args: argparse.Namespace, evidence, spec):
     from metaeval.exact_full import exact_draws
 
     try:
-        return exact_draws(evidence, spec, seed=args.seed)
+        return exact_draws(evidence, spec, draws=DRAWS_EXACT, seed=args.seed)
     except NoExactForm as err:
         raise InputError(Problem("command line", "", "--engine exact", str(err))) from None
 

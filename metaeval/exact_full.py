@@ -18,6 +18,7 @@ import json
 import math
 import pickle
 import threading
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -224,35 +225,41 @@ def domain_parts(layout: Layout, spec: ModelSpec) -> list[DomainPart]:
 
 
 def precompute(averages: Iterable[DomainPart], results: Iterable[DomainPart] = (), workers: int | Processes | None = None, *,
-               progress: bool | None = False) -> None:
-    """Compute the averages (:func:`exact_averages`) and full results (:func:`summarise_exact`) of the distinct
-    domains given (of several layouts: a sensitivity grid's scenarios), side by side in worker processes (``workers``
-    of them, or those already started: :class:`~metaeval.executor.Processes`; the integrals are mostly small NumPy
-    operations, which threads would take turns at), the costliest first, and keep them in this process, where those
-    functions then find them. A domain whose computation fails is left out: computed again where it is asked for,
-    its error is raised there; workers that end early leave all to be computed there, with a note saying why.
-    ``progress``: a progress bar on stderr (None: when it is a terminal)."""
+               draws: tuple[int, int] | None = None, progress: bool | None = False) -> None:
+    """Compute the averages (:func:`exact_averages`) and full results (:func:`summarise_exact`; with ``draws``, (number,
+    seed), their draws too: :func:`exact_draws`) of the distinct domains given (of several layouts: a sensitivity grid's
+    scenarios), side by side in worker processes (``workers`` of them, or those already started:
+    :class:`~metaeval.executor.Processes`; the integrals are mostly small NumPy operations, which threads would take
+    turns at), the costliest first, and keep them in this process, where those functions then find them. A domain
+    whose computation fails is left out: computed again where it is asked for, its error is raised there; workers
+    that end early leave all to be computed there, with a note saying why. ``progress``: a progress bar on stderr
+    (None: when it is a terminal)."""
     import logging
 
     from metaeval.executor import Processes, WorkerLost, in_processes
 
-    results = [key for key in dict.fromkeys(results) if (key, False) not in _RESULTS]
+    results = [key for key in dict.fromkeys(results) if (key, draws is not None) not in _RESULTS]
     averages = [key for key in dict.fromkeys(averages) if (key,) not in _AVERAGES and key not in results]
     # the costliest first, so that none of them is left to the end: a full result takes about four times an average
-    items = sorted([(False, key) for key in averages] + [(True, key) for key in results], key=lambda item: _cost(item[1]) * (1 + 3 * item[0]),
-                   reverse=True)
+    items = sorted([("average", key) for key in averages] + [(draws or "result", key) for key in results],
+                   key=lambda item: _cost(item[1]) * (1 + 3 * (item[0] != "average")), reverse=True)
     shown = {"progress": progress, "description": "integrating domains"}
     try:
         values = workers.map(_compute, items, **shown) if isinstance(workers, Processes) else in_processes(_compute, items, workers, **shown)
     except WorkerLost as err:  # the integrals are computed where they are asked for instead, one after another
         logging.getLogger(__name__).warning("the exact engine's worker processes could not finish (%s); integrating in this process", err)
         return
-    for (full, key), value in zip(items, values):
-        if value is not None and full:
-            _RESULTS.put((key, False), value)
-            _AVERAGES.put((key,), value[0].average())
-        elif value is not None:
+    for (what, key), value in zip(items, values):
+        if value is None:
+            continue
+        if what == "average":
             _AVERAGES.put((key,), value)
+            continue
+        result, drawn = value
+        _RESULTS.put((key, draws is not None), result)
+        _AVERAGES.put((key,), result[0].average())
+        if drawn is not None:
+            _DRAWS.put((drawn[0], key.part["meta"]["id"], *draws), drawn[1])
 
 
 def _cost(key: DomainPart) -> int:
@@ -267,14 +274,21 @@ def _in_cells(key: DomainPart) -> bool:
     return len({f["project_index"] for f in key.part["findings"]}) > 1
 
 
-def _compute(item: tuple[bool, DomainPart]):
-    """A domain's full result (``item[0]`` true) or average, in a worker process; None where it fails."""
+def _compute(item: tuple[str | tuple[int, int], DomainPart]):
+    """In a worker process, a domain's average (``item[0]`` "average"), or its full result and None, or its full
+    result and draws (``item[0]`` (number, seed)) from one integration; None where it fails."""
     from threadpoolctl import threadpool_limits
 
-    full, key = item
+    what, key = item
     try:
         with threadpool_limits(1):
-            return _RESULTS(key, False) if full else _AVERAGES(key)
+            if what == "average":
+                return _AVERAGES(key)
+            if what == "result":
+                return _RESULTS(key, False), None
+            d = key.part["meta"]["id"]
+            block, _, _ = domain_block(key.layout(), d)
+            return _RESULTS(key, True), (block.digest(), domain_draws(block, d, *what))
     except Exception:  # noqa: BLE001 - said again, with its context, where the domain is asked for (precompute)
         return None
 
@@ -289,11 +303,15 @@ class _Kept:
         self.compute, self.size, self.items, self.lock = compute, size, {}, threading.Lock()
 
     def __call__(self, *args):
+        return self.get(args, lambda: self.compute(*args))
+
+    def get(self, args: tuple, compute):
+        """The value kept for ``args``, else ``compute()``, kept and returned."""
         with self.lock:
             if args in self.items:
                 self.items[args] = self.items.pop(args)  # now the most recent
                 return self.items[args]
-        value = self.compute(*args)
+        value = compute()
         self.put(args, value)
         return value
 
@@ -379,8 +397,17 @@ def _domain_result(key: DomainPart, keep: bool = False) -> tuple[DomainResult, f
     return domain_result(key.layout(), part["spec"], part["meta"], part["hdi_prob"], keep)
 
 
+def domain_draws(block: Block, domain: str, n: int, seed: int) -> dict[str, np.ndarray]:
+    """``n`` draws of one domain's block posterior (:meth:`metaeval.exact_core.BlockPosterior.draws`), from a random
+    stream of its own (the seed and the domain's name), so that they are the same wherever they are made; kept in
+    this process by the block's digest (the numbers, however the layout was made)."""
+    return _DRAWS.get((block.digest(), domain, n, seed),
+                      lambda: posterior_of(block).draws(n, np.random.default_rng([seed, 18, zlib.crc32(domain.encode())])))
+
+
 _AVERAGES = _Kept(_domain_average)
 _RESULTS = _Kept(_domain_result)
+_DRAWS = _Kept(None, size=64)
 
 
 def _missing_moments(block: Block) -> dict | None:
@@ -465,13 +492,14 @@ def _require_exact(layout: Layout, spec: ModelSpec) -> None:
     check_numbers(layout)
 
 
-def summarise_exact(layout: Layout, spec: ModelSpec, evidence=None, *, keep_posteriors: bool = False, workers: int | None = None) -> Result:
+def summarise_exact(layout: Layout, spec: ModelSpec, evidence=None, *, draws: tuple[int, int] | None = None,
+                    workers: int | None = None) -> Result:
     """The :class:`~metaeval.result.Result` (engine "exact") of ``spec``'s posterior for the evidence in
     ``layout`` (``evidence``, the table or rows it was made from, for the provenance's digest).
-    ``keep_posteriors``: keep the block posteriors for the draws that follow (:func:`exact_draws`).
-    ``workers``: where two domains or more have direction-only findings in several projects (a second or so each)
-    and no posteriors are kept, the domains are integrated side by side in this many worker processes
-    (:func:`precompute`; None: one per core, 1: here); the same result either way.
+    ``draws``: (number, seed) of the draws that follow (:func:`exact_draws`), made beside each domain's result.
+    ``workers``: where two domains or more have direction-only findings in several projects (a second or so each),
+    the domains are integrated side by side in this many worker processes (:func:`precompute`; None: one per core,
+    1: here); the same result and draws either way.
 
     Raises :class:`~metaeval.exact_block.NoExactForm` when the model has no exact form on this evidence.
     """
@@ -484,10 +512,12 @@ def summarise_exact(layout: Layout, spec: ModelSpec, evidence=None, *, keep_post
     _require_exact(layout, spec)
     spec_dict = spec.to_dict()
     keys = _domain_parts(layout, spec_dict, spec.hdi_prob)
-    if not keep_posteriors and workers != 1 and sum(map(_in_cells, keys.values())) >= 2:
-        precompute([], keys.values(), workers)  # bundled: 3.9 -> 2.7 s (where all is numbers, pickling the results costs what it saves)
+    if workers != 1 and sum(map(_in_cells, keys.values())) >= 2:
+        # bundled: fit 3.9 -> 2.7 s, run (its draws made there too) 5.2 -> 4.3 s; where all is numbers (10,000 and 100,000
+        # synthetic estimates) pickling the results cost what it saved
+        precompute([], keys.values(), workers, draws=draws)
     with threadpool_limits(1):  # small linear algebra: BLAS threads only spin (twice the CPU time, measured)
-        parts = {d: _RESULTS(key, keep_posteriors) for d, key in keys.items()}
+        parts = {d: _RESULTS(key, draws is not None) for d, key in keys.items()}  # the block posteriors kept for the draws
     domains = {d: part[0] for d, part in parts.items()}
     errors = [e for dom in domains.values() for e in (dom.mu, dom.tau, dom.theta_new, *([dom.omega] if dom.omega else []), *dom.projects)]
     return Result(
@@ -504,9 +534,9 @@ def summarise_exact(layout: Layout, spec: ModelSpec, evidence=None, *, keep_post
     )
 
 
-def fit_exact_model(evidence, spec: ModelSpec, *, keep_posteriors: bool = False, workers: int | None = None) -> Result:
+def fit_exact_model(evidence, spec: ModelSpec, *, draws: tuple[int, int] | None = None, workers: int | None = None) -> Result:
     """:func:`summarise_exact` of the harmonised evidence (the table, or its rows) under ``spec``."""
-    return summarise_exact(prepare(evidence, spec), spec, evidence, keep_posteriors=keep_posteriors, workers=workers)
+    return summarise_exact(prepare(evidence, spec), spec, evidence, draws=draws, workers=workers)
 
 
 @dataclass(frozen=True)
@@ -602,16 +632,16 @@ def exact_draws(evidence, spec: ModelSpec, *, draws: int = 4000, seed: int = 0):
     """Independent draws from the exact posterior of ``spec`` on ``evidence``, as an ``xarray.DataTree``
     shaped like an MCMC fit's (one chain; ``mu``, ``tau``, ``omega``, ``theta_project``, ``bias`` on the same
     dims and coords, and the same attributes), so that whatever reads draws reads these too
-    (:func:`metaeval.summary.summarise`, ArviZ, the plots). Seeded: the same call gives the same draws.
-    See :meth:`metaeval.exact_core.BlockPosterior.draws` for how they are drawn; the block posteriors are those a
-    result kept (``keep_posteriors``), else computed here."""
+    (:func:`metaeval.summary.summarise`, ArviZ, the plots). Seeded: the same call gives the same draws, each domain's
+    from a random stream of its own. See :meth:`metaeval.exact_core.BlockPosterior.draws` for how they are drawn; a
+    result computed with ``draws`` (:func:`summarise_exact`) made them already, else its block posteriors are
+    computed here."""
     import xarray as xr
 
     layout = prepare(evidence, spec)
     reason = exact_reason(layout, spec)
     if reason:
         raise NoExactForm(reason)
-    rng = np.random.default_rng([seed, 18])
     domains = [d["id"] for d in layout.domains]
     mu, tau = np.empty((1, draws, len(domains))), np.empty((1, draws, len(domains)))
     omega = np.empty((1, draws, len(layout.omega_domains)))
@@ -619,7 +649,7 @@ def exact_draws(evidence, spec: ModelSpec, *, draws: int = 4000, seed: int = 0):
     bias = np.empty((1, draws, len(layout.bias_terms)))
     for i, d in enumerate(domains):
         block, cells, terms = domain_block(layout, d)
-        sample = posterior_of(block).draws(draws, rng)
+        sample = domain_draws(block, d, draws, seed)
         mu[0, :, i], tau[0, :, i] = sample["mu"], sample["tau"]
         if d in layout.omega_domains:
             omega[0, :, layout.omega_domains.index(d)] = sample["omega"]

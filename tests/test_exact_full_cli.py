@@ -246,8 +246,8 @@ def test_a_report_with_nothing_to_plan_says_why_without_an_empty_table(tmp_path)
 
 def test_exact_draws_after_an_exact_result_reuse_its_block_posteriors(monkeypatch):
     """The report's draws come from the block posteriors its exact result computed and kept in this process, not a
-    second integration (on the bundled evidence 10 CPU-seconds); a result computed without keeping them (a robustness
-    variant, a sensitivity scenario: nothing draws from those) leaves nothing behind."""
+    second integration (on the bundled evidence 10 CPU-seconds); a result computed without draws to follow (a
+    robustness variant, a sensitivity scenario: nothing draws from those) leaves nothing behind."""
     import metaeval.exact_full as exact_full
     from metaeval.harmonise import load_evidence
     from metaeval.spec import load_spec
@@ -256,14 +256,14 @@ def test_exact_draws_after_an_exact_result_reuse_its_block_posteriors(monkeypatc
     real = exact_full.block_posterior
     monkeypatch.setattr(exact_full, "block_posterior", lambda block: computed.append(block) or real(block))
     evidence, spec = load_evidence(csv=EIGHT), load_spec("default")
-    for keep, again in ((True, 0), (False, 1)):
-        exact_full._POSTERIORS.clear()
-        exact_full._RESULTS.clear()
-        exact_full.fit_exact_model(evidence, spec, keep_posteriors=keep)
+    for draws, again in (((4000, 3), 0), (None, 1)):
+        for kept in (exact_full._POSTERIORS, exact_full._RESULTS, exact_full._DRAWS):
+            kept.clear()
+        exact_full.fit_exact_model(evidence, spec, draws=draws)
         first = len(computed)
-        draws = exact_full.exact_draws(evidence, spec)
-        assert len(computed) - first == again, keep
-    assert draws["posterior"]["mu"].shape == (1, 4000, 1)
+        tree = exact_full.exact_draws(evidence, spec, seed=3)
+        assert len(computed) - first == again, draws
+    assert tree["posterior"]["mu"].shape == (1, 4000, 1)
 
 
 def test_a_project_whose_findings_se_the_exact_engine_integrates_out_has_no_shift_and_the_report_says_why():
@@ -408,7 +408,10 @@ def test_exact_grid_in_worker_processes_gives_what_the_serial_scheduler_gives_he
 @pytest.mark.subprocess
 def test_a_fit_of_domains_with_findings_in_several_projects_is_the_same_in_worker_processes(monkeypatch):
     """summarise_exact integrates such domains side by side in worker processes (the bundled evidence: activation,
-    employment, ...); the result is the one this process computes alone."""
+    employment, ...); the result is the one this process computes alone, and so are the draws that follow it (`run`,
+    `report`: drawn in the workers, each domain from a random stream of its own)."""
+    import numpy as np
+
     import metaeval
     import metaeval.exact_full as exact_full
     import metaeval.executor as executor
@@ -418,8 +421,16 @@ def test_a_fit_of_domains_with_findings_in_several_projects_is_the_same_in_worke
     sent = []
     real = executor.in_processes
     monkeypatch.setattr(executor, "in_processes", lambda fn, items, workers=None, **kw: sent.append(len(items)) or real(fn, items, workers, **kw))
-    here = exact_full.fit_exact_model(evidence, spec, workers=1)
+    here = exact_full.fit_exact_model(evidence, spec, workers=1, draws=(500, 7))
+    drawn_here = exact_full.exact_draws(evidence, spec, draws=500, seed=7)["posterior"]
     assert sent == []
-    exact_full._RESULTS.clear()
-    elsewhere = exact_full.fit_exact_model(evidence, spec, workers=2)
+    for kept in (exact_full._POSTERIORS, exact_full._RESULTS, exact_full._DRAWS):
+        kept.clear()
+    computed = []
+    monkeypatch.setattr(exact_full, "block_posterior", lambda block: computed.append(block))
+    elsewhere = exact_full.fit_exact_model(evidence, spec, workers=2, draws=(500, 7))
+    drawn_elsewhere = exact_full.exact_draws(evidence, spec, draws=500, seed=7)["posterior"]
     assert sent == [len(elsewhere.domains)] and elsewhere == here
+    assert computed == []  # result and draws both made in the workers
+    for name in ("mu", "tau", "omega", "theta_project", "bias"):
+        np.testing.assert_array_equal(drawn_elsewhere[name].values, drawn_here[name].values)
