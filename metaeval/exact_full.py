@@ -589,7 +589,7 @@ def with_cross_check(result: Result, posterior, evidence, spec: ModelSpec) -> Re
     """``result`` (MCMC) with ``diagnostics.cross_check``: its posterior means and SDs of mu, tau and the project
     effects against the exact engine's for the same model, where it has one (else ``diagnostics.cross_check_skipped``
     says why). A discrepancy beyond Monte Carlo error (:data:`CROSS_CHECK_Z`) fails the gate, naming the quantity."""
-    import arviz as az
+    from arviz_stats import mcse as monte_carlo_se  # ArviZ's own (arviz.mcse is this), without arviz's plots and matplotlib
 
     from metaeval.result import CrossCheck
 
@@ -601,7 +601,7 @@ def with_cross_check(result: Result, posterior, evidence, spec: ModelSpec) -> Re
         reason = str(err) if isinstance(err, NoExactForm) else f"the exact engine cannot integrate this evidence in double precision: {err}"
         return result.model_copy(update={"diagnostics": result.diagnostics.model_copy(update={"cross_check_skipped": reason})})
     names = ["mu", "tau", "theta_project"]
-    mcse = {method: az.mcse(posterior, var_names=names, method=method) for method in ("mean", "sd")}
+    mcse = {method: monte_carlo_se(posterior, var_names=names, method=method) for method in ("mean", "sd")}
     worst, worst_z = (0.0, ""), (0.0, "")
     for d, dom in result.domains.items():
         ref = exact[d]
