@@ -294,10 +294,11 @@ def _compute(item: tuple[str | tuple[int, int], DomainPart]):
 
 
 class _Kept:
-    """Computed domains by their :class:`DomainPart` (and arguments), the least recently used dropped beyond
-    ``size``: sensitivity grids and leave-one-out refits leave most domains as they were, and these are then not
-    computed again. Filled by calls, or with results computed elsewhere (:func:`precompute`). Safe to share
-    between threads, as functools' cache it replaces (two threads may compute one domain twice, alike)."""
+    """Computed domains by their :class:`DomainPart` (and arguments; draws by their block's digest), the least recently
+    used dropped beyond ``size``: sensitivity grids and leave-one-out refits leave most domains as they were, and these
+    are then not computed again. Filled by calls, by :meth:`get` with a computation of its own, or with results
+    computed elsewhere (:func:`precompute`). Safe to share between threads, as functools' cache it replaces (two
+    threads may compute one domain twice, alike)."""
 
     def __init__(self, compute, size: int = 256):
         self.compute, self.size, self.items, self.lock = compute, size, {}, threading.Lock()
@@ -513,7 +514,7 @@ def summarise_exact(layout: Layout, spec: ModelSpec, evidence=None, *, draws: tu
     spec_dict = spec.to_dict()
     keys = _domain_parts(layout, spec_dict, spec.hdi_prob)
     if workers != 1 and sum(map(_in_cells, keys.values())) >= 2:
-        # bundled: fit 3.9 -> 2.7 s, run (its draws made there too) 5.2 -> 4.3 s; where all is numbers (10,000 and 100,000
+        # bundled: fit 3.9 -> 2.7 s, run (its draws made there too) 5.2 -> 4.1 s; where all is numbers (10,000 and 100,000
         # synthetic estimates) pickling the results cost what it saved
         precompute([], keys.values(), workers, draws=draws)
     with threadpool_limits(1):  # small linear algebra: BLAS threads only spin (twice the CPU time, measured)
