@@ -144,7 +144,7 @@ class Processes:
     ignores Ctrl-C, which this process answers, ending them. One worker (or one core) starts none: :meth:`map`
     then runs here."""
 
-    def __init__(self, workers: int | None = None, preload: Sequence[str] = ()):
+    def __init__(self, workers: int | None = None, preload: Sequence[str] = (), *, even_one: bool = False):
         import site
         import subprocess
         import tempfile
@@ -153,7 +153,7 @@ class Processes:
         self.procs: list = []
         self.logs: list = []
         workers = default_workers() if workers is None else workers
-        if workers <= 1:
+        if workers < 1 or (workers == 1 and not even_one):  # ``even_one``: one worker beside this process (:class:`Background`)
             return
         # The workers import this metaeval: a checkout's folder goes on their path (a site-packages folder is on it
         # already, and put ahead of the standard library it could shadow it); -P keeps the working folder off it (a
@@ -240,6 +240,52 @@ class Processes:
         for log in self.logs:
             log.close()
         self.procs, self.logs = [], []
+
+
+class Background:
+    """``fn(item)`` (a module-level function; the item and result must pickle) in a worker process started now, while
+    this process does other work on another core; :meth:`result` waits for it. With one core, or once
+    :meth:`cancel` ends it, nothing runs in the background and :meth:`result` computes it here."""
+
+    def __init__(self, fn: Callable[[Any], Any], item, preload: Sequence[str] = ()):
+        self.fn, self.item, self._box, self._cancelled = fn, item, {}, False
+        self._processes = Processes(1, preload, even_one=True) if default_workers() >= 2 else None
+        self._thread = None
+        if self._processes is not None:
+            self._thread = threading.Thread(target=self._run, name="metaeval-background", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._box["value"] = self._processes.map(self.fn, [self.item])[0]
+        except BaseException as error:  # noqa: BLE001 - given to the caller by result()
+            self._box["error"] = error
+        finally:
+            self._processes.close()
+
+    def result(self):
+        """``fn(item)``, or the error it raised; computed here where the worker could not (it ended early, or none ran)."""
+        if self._thread is not None:
+            while self._thread.is_alive():  # a Ctrl-C here is answered in this thread, as ever
+                self._thread.join(0.1)
+        if "value" in self._box:
+            return self._box["value"]
+        error = self._box.get("error")
+        if error is not None and not isinstance(error, WorkerLost) and not self._cancelled:
+            raise error
+        return self.fn(self.item)
+
+    def cancel(self) -> None:
+        """End the worker (what it computed is not needed); its thread then closes what it used."""
+        self._cancelled = True
+        for proc in self._processes.procs if self._processes is not None else ():
+            proc.kill()
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cancel()
 
 
 def _serve(preload: Sequence[str]) -> None:

@@ -393,16 +393,19 @@ def fit_and_summarise(evidence, spec: ModelSpec, *, out: str | Path, settings: S
     for the same model (:func:`metaeval.exact_full.with_cross_check`), once per fit: the check is kept in the
     fit folder's summary, so the fit's later uses read it.
     """
+    from contextlib import nullcontext
+
     from metaeval.certainty import judge
 
-    fitted = fit_cached(evidence, spec, out=out, settings=settings, refit=refit, progress=progress)
-    version = fitted.directory.resolve()  # one version throughout, whatever a concurrent run switches in
-    result = _summary_of(version, None if fitted.cached else fitted.posterior, fitted.diagnostics)
-    if cross_check and result.diagnostics is not None and not (result.diagnostics.cross_check or result.diagnostics.cross_check_skipped):
-        from metaeval.exact_full import with_cross_check
-
-        result = with_cross_check(result, fitted.posterior, evidence, spec)
-        _save_summary(version, result)
+    if cross_check:  # its exact side computed while the fit starts (ended unused where the fit was checked before)
+        from metaeval.exact_full import exact_moments_meanwhile, with_cross_check
+    with exact_moments_meanwhile(evidence, spec) if cross_check else nullcontext() as moments:
+        fitted = fit_cached(evidence, spec, out=out, settings=settings, refit=refit, progress=progress)
+        version = fitted.directory.resolve()  # one version throughout, whatever a concurrent run switches in
+        result = _summary_of(version, None if fitted.cached else fitted.posterior, fitted.diagnostics)
+        if cross_check and result.diagnostics is not None and not (result.diagnostics.cross_check or result.diagnostics.cross_check_skipped):
+            result = with_cross_check(result, fitted.posterior, evidence, spec, moments=moments)
+            _save_summary(version, result)
     result = judge(result, evidence)
     if publish_result:
         publish(out, result, key=fitted.key)

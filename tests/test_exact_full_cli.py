@@ -137,6 +137,27 @@ def test_cross_check_passes_a_sound_fit_and_reports_its_largest_discrepancy(mcmc
 
 
 @pytest.mark.mcmc
+@pytest.mark.subprocess
+def test_cross_check_with_the_exact_moments_computed_meanwhile_in_a_worker_is_the_same(mcmc_fit, monkeypatch):
+    """`run` computes the exact side in a worker process while the fit starts (exact_moments_meanwhile): the same
+    check as computed here, and a model without an exact form is said the same way."""
+    from dataclasses import replace
+
+    import metaeval.executor as executor
+    from metaeval.exact_full import exact_moments_meanwhile, with_cross_check
+
+    monkeypatch.setattr(executor, "default_workers", lambda: 2)
+    table, spec, result, fitted = mcmc_fit
+    with exact_moments_meanwhile(table, spec) as moments:
+        assert moments._processes.procs  # in a worker
+        assert with_cross_check(result, fitted.posterior, table, spec, moments=moments) == with_cross_check(result, fitted.posterior, table, spec)
+    hierarchical = replace(spec, bias_mode="hierarchical")
+    with exact_moments_meanwhile(table, hierarchical) as moments:
+        skipped = with_cross_check(result, fitted.posterior, table, hierarchical, moments=moments).diagnostics.cross_check_skipped
+    assert "hierarchical" in skipped
+
+
+@pytest.mark.mcmc
 def test_cross_check_fails_the_gate_on_a_discrepancy_beyond_monte_carlo_error(mcmc_fit):
     """A result whose pooled mean is off by half a posterior SD (a wrong model or a stuck sampler) fails."""
     from metaeval.exact_full import with_cross_check

@@ -182,6 +182,31 @@ def test_processes_started_early_serve_several_maps_and_end_when_closed(monkeypa
 
 
 @pytest.mark.subprocess
+def test_background_work_runs_in_a_worker_meanwhile_and_is_done_here_where_it_cannot_be(monkeypatch):
+    """Background: the result from one worker process started at once (its error raised here); a worker that ends
+    early, a cancelled one, or one core leaves the work to this process."""
+    import metaeval.executor as executor
+    from metaeval.executor import Background
+
+    monkeypatch.setattr(executor, "default_workers", lambda: 2)
+    monkeypatch.setenv("PYTHONPATH", os.path.dirname(__file__))
+    with Background(square_slowly, 4) as job:
+        worker = job._processes.procs[0]
+        assert job.result()[:2] == (16, worker.pid) != os.getpid()
+    assert worker.poll() is not None  # ended and reaped
+    with Background(square_slowly, 13) as failing, pytest.raises(ValueError, match="item 13"):
+        failing.result()
+    lost = Background(square_slowly, 5, preload=["metaeval_has_no_such_module"])
+    assert lost.result()[:2] == (25, os.getpid())  # the worker could not start: computed here
+    cancelled = Background(square_slowly, 0)
+    cancelled.cancel()
+    assert cancelled.result()[:2] == (0, os.getpid())
+    monkeypatch.setattr(executor, "default_workers", lambda: 1)
+    alone = Background(square_slowly, 6)
+    assert alone._processes is None and alone.result()[:2] == (36, os.getpid())
+
+
+@pytest.mark.subprocess
 def test_a_worker_that_cannot_start_is_said_as_lost_with_its_reason():
     from metaeval.executor import Processes, WorkerLost
 
