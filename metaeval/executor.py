@@ -249,8 +249,12 @@ class Background:
 
     def __init__(self, fn: Callable[[Any], Any], item, preload: Sequence[str] = ()):
         self.fn, self.item, self._box, self._cancelled = fn, item, {}, False
-        self._processes = Processes(1, preload, even_one=True) if default_workers() >= 2 else None
-        self._thread = None
+        self._processes, self._thread = None, None
+        if default_workers() >= 2:
+            try:
+                self._processes = Processes(1, preload, even_one=True)
+            except OSError:  # no process to be had (a limit on processes, say): done here when asked for
+                pass
         if self._processes is not None:
             self._thread = threading.Thread(target=self._run, name="metaeval-background", daemon=True)
             self._thread.start()
