@@ -366,8 +366,14 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
         sys.stdout.write(safe_csv(table))
     else:
-        shown = table[["scenario", "domain", "metric", "mu_mean", "mu_hdi_low", "mu_hdi_high", "p_beneficial", "tau_mean", "gate_passed", "error"]]
+        failed = table["error"].notna()  # said below the table, where their sentences do not widen every row
+        shown = table.loc[~failed, ["scenario", "domain", "metric", "mu_mean", "mu_hdi_low", "mu_hdi_high", "p_beneficial", "tau_mean",
+                                    "gate_passed"]]
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep=""))
+        if failed.any():
+            print("\nnot computed:")
+            for scenario, error in table.loc[failed, ["scenario", "error"]].itertuples(index=False):
+                print(f"  {scenario}: {error}")
         print("\nverdicts:")
         for d, v in result.verdicts().items():
             print(f"  {d}: {v}")

@@ -198,6 +198,15 @@ def _import_what_follows() -> None:
     import netCDF4  # noqa: F401
 
 
+def _import_quietly() -> None:
+    """:func:`_import_what_follows` in a thread of its own: an import that fails there is tried again where it is
+    needed, and fails there with its message, not with a thread's traceback."""
+    try:
+        _import_what_follows()
+    except BaseException:  # noqa: BLE001, S110 - see the docstring
+        pass
+
+
 def _sample_nutpie(model, settings: SamplerSettings, progress: bool):
     """Sample with nutpie, compiling the model once per structure in this process (and loading it from disk).
 
@@ -235,7 +244,7 @@ def _sample_nutpie(model, settings: SamplerSettings, progress: bool):
         for name, value in values.items():
             template[name].set_value(value)
         try:
-            importing = threading.Thread(target=_import_what_follows, name="metaeval-imports", daemon=True)
+            importing = threading.Thread(target=_import_quietly, name="metaeval-imports", daemon=True)
             importing.start()  # while the chains run (a compile-cache hit imported nothing meanwhile)
             start = time.time()
             log.info("sampling: %d chains of %d + %d draws", settings.chains, max(settings.tune, 1), settings.draws)

@@ -381,6 +381,19 @@ def test_sensitivity_grid_with_the_exact_engine(monkeypatch):
                 assert dom == by_name["baseline"]["value"]["domains"][d], (item["project"], d)
 
 
+def test_the_sensitivity_table_says_a_scenario_it_could_not_compute_below_it(tmp_path):
+    """A scenario without an exact form is one sentence under the table (exit 1), not an error column that widened
+    every row of it; each row says its domain's metric."""
+    rc, out, err = _cli("sensitivity", "--engine", "exact", "--bias", "design_hierarchy", "--tau", "--inclusion", "--estimand",
+                        "--direction-only", "--no-loo", "--no-power-scaling", "--no-report", "--scheduler", "serial", "--out", tmp_path)
+    assert rc == 1, err
+    table, below = out.split("\nnot computed:\n")
+    header, *rows = table.strip().splitlines()
+    assert header.split()[:3] == ["scenario", "domain", "metric"] and "error" not in header
+    assert rows and all(len(row) <= len(header) for row in rows) and "NoExactForm" not in table
+    assert below.startswith("  bias=design_hierarchy: NoExactForm: model 'design_hierarchy' learns a design-bias level")
+
+
 def test_exact_sensitivity_files_hold_the_report_s_figures(tmp_path):
     """Each specification curve is drawn once: its PNG file is the figure the report embeds, byte for byte, and
     carries no matplotlib version (the same file from every version)."""
