@@ -100,8 +100,6 @@ def sampler_settings(args: argparse.Namespace):
 
 #: --engine: exact inference where the model has an exact form (metaeval.exact_full), MCMC otherwise.
 ENGINES = ("mcmc", "exact", "auto")
-#: Draws the commands take from the exact engine's posterior (the comparison, the plan, the leave-it-out shifts).
-DRAWS_EXACT = 4000
 #: The folder under --out where report and run keep their comparisons and planning simulations (:mod:`metaeval.kept`).
 KEPT = "kept"
 
@@ -116,10 +114,10 @@ def exact_summary(args: argparse.Namespace, evidence, spec, *, for_draws: bool =
     """
     from metaeval.certainty import judge
     from metaeval.exact_block import NoExactForm
-    from metaeval.exact_full import fit_exact_model
+    from metaeval.exact_full import DRAWS, fit_exact_model
 
     try:
-        result = fit_exact_model(evidence, spec, draws=(DRAWS_EXACT, args.seed) if for_draws else None)
+        result = fit_exact_model(evidence, spec, draws=(DRAWS, args.seed) if for_draws else None)
     except NoExactForm as err:  # a model this engine has no exact form for: said why
         raise InputError(Problem("command line", "", "--engine exact", str(err))) from None
     except (ValueError, OverflowError) as err:  # a number the engine cannot use: said why
@@ -509,7 +507,7 @@ def exact_draws_for(args: argparse.Namespace, evidence, spec):
     from metaeval.exact_full import exact_draws
 
     try:
-        return exact_draws(evidence, spec, draws=DRAWS_EXACT, seed=args.seed)
+        return exact_draws(evidence, spec, seed=args.seed)
     except NoExactForm as err:
         raise InputError(Problem("command line", "", "--engine exact", str(err))) from None
 

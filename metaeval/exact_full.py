@@ -46,6 +46,8 @@ from metaeval.spec import ModelSpec
 if TYPE_CHECKING:
     from metaeval.executor import Background, Processes
 
+#: Draws :func:`exact_draws` makes by default: those the commands take (the comparison, the plan, the leave-it-out shifts).
+DRAWS = 4000
 #: Pairwise probabilities are reported for domains with at most this many projects (a square table).
 PAIRWISE_MAX_PROJECTS = 200
 
@@ -643,7 +645,7 @@ def with_cross_check(result: Result, posterior, evidence, spec: ModelSpec, *, mo
     return result.model_copy(update={"diagnostics": diagnostics.model_copy(update=update)})
 
 
-def exact_draws(evidence, spec: ModelSpec, *, draws: int = 4000, seed: int = 0):
+def exact_draws(evidence, spec: ModelSpec, *, draws: int = DRAWS, seed: int = 0):
     """Independent draws from the exact posterior of ``spec`` on ``evidence``, as an ``xarray.DataTree``
     shaped like an MCMC fit's (one chain; ``mu``, ``tau``, ``omega``, ``theta_project``, ``bias`` on the same
     dims and coords, and the same attributes), so that whatever reads draws reads these too
