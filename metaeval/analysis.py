@@ -71,7 +71,7 @@ def analyse(evidence, result: Result, *, source=None, reference=None, reference_
         missing["shifts"] = f"No leave-it-out shift for a project with direction-only findings: {SE_NOT_DRAWN}."
     return Analysis(
         profiles=profiles(evidence, result, draws=draws, shifts=shifts),
-        comparison=comparison(evidence, draws, reference=reference, reference_label=reference_label, cache=cache),
+        comparison=comparison(evidence, draws, reference=reference, reference_label=reference_label, cache=cache, integrated=result),
         costs=tuple(costs),
         cost_effectiveness=cost_effectiveness(costs, draws, wtp=wtp) if any(f.per_person for f in costs) else None,
         plan=plan(draws, evidence=evidence, n=n, sims=sims, cache=cache),
@@ -79,12 +79,14 @@ def analyse(evidence, result: Result, *, source=None, reference=None, reference_
     )
 
 
-def comparison(evidence, source, *, reference=None, reference_label: str = "no_bias", cache=None) -> Comparison:
-    """The report's comparison of the projects (:func:`metaeval.ranking.compare`, kept in ``cache``): in one place, so
-    that ``metaeval fit`` keeps the very comparison a report of its fit looks for."""
+def comparison(evidence, source, *, reference=None, reference_label: str = "no_bias", cache=None, integrated: Result | None = None) -> Comparison:
+    """The report's comparison of the projects (:func:`metaeval.ranking.compare`, kept in ``cache``; ``integrated``: the
+    result the draws come from): in one place, so that ``metaeval fit`` keeps the very comparison a report of its fit
+    looks for."""
     from metaeval.ranking import compare
 
-    return compare(source, reference=reference, reference_label=reference_label, names=project_names(evidence), cache=cache)
+    return compare(source, reference=reference, reference_label=reference_label, names=project_names(evidence), cache=cache,
+                   integrated=integrated)
 
 
 def project_names(evidence) -> dict[str, str]:

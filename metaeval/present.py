@@ -197,7 +197,8 @@ def comparison_table(comparison, names=None) -> str:
     name = lambda p: names.get(p, p)  # noqa: E731
     lines = []
     for d, dc in comparison.domains.items():
-        lines.append(f"{d}: {dc.label} ({dc.beneficial} is beneficial; {dc.n_draws} draws)")
+        source = f"ranks from {dc.n_draws} draws, P(best) and P(better) integrated" if dc.integrated else f"{dc.n_draws} draws"
+        lines.append(f"{d}: {dc.label} ({dc.beneficial} is beneficial; {source})")
         lines += [f"  {s}" for s in dc.sentences]
         ref = dc.reference is not None
         lines.append(f"  {'project':<28} {'design':<18} {'P(best)':>8} {'E[rank]':>8} {'range':>6}" + (f" {'P(best) ' + dc.reference:>18}" if ref else ""))

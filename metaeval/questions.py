@@ -68,7 +68,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from metaeval.analysis import project_names
 
     names = project_names(evidence)
-    comparison = compare(posterior, domain=args.domain, projects=projects, reference=reference, names=names)
+    comparison = compare(posterior, domain=args.domain, projects=projects, reference=reference, names=names, integrated=result)
     from metaeval.present import comparison_table
 
     return _emit(args, result, json_text=comparison.to_json, frame=comparison.to_frame, table=lambda: comparison_table(comparison, names))

@@ -12,6 +12,11 @@ domain, on the bias-adjusted project effects (the model's ``theta_project``):
   order rests on the design-bias assumptions: given draws of the same evidence under another
   bias model (``reference``, e.g. ``no_bias``), a pair whose order flips there is named as such.
 
+Given the exact engine's result for the same draws (``integrated``), P(best) and P(A better than B) are the
+engine's, integrated rather than counted in draws, wherever it has them: a report then shows one number for each
+(the draws' count differed from it by Monte Carlo error, 55% beside 54%). Ranks and differences still come from
+the draws.
+
 The numerical core (``pairwise_probabilities``, ``rank_draws``) knows nothing of domains.
 """
 
@@ -28,7 +33,7 @@ from metaeval import words
 from metaeval.draws import DomainDraws, domain_draws
 from metaeval.errors import InputError, Problem
 from metaeval.kept import kept, key_of
-from metaeval.result import Frozen
+from metaeval.result import DomainResult, Frozen, Result
 
 #: How many of the largest differences per domain get a sentence.
 N_SENTENCES = 3
@@ -96,7 +101,8 @@ class Rank(Frozen):
     rank_sd: float
     rank_low: int = Field(description="lower end of the central interval of the rank (hdi_prob)")
     rank_high: int
-    p_rank: tuple[float, ...] = Field(description="P(rank = 1), P(rank = 2), ...")
+    p_rank: tuple[float, ...] = Field(description="P(rank = 1), P(rank = 2), ... in the draws (where P(best) is integrated, "
+                                                  "P(rank = 1) is the draws' estimate of it)")
     p_best_reference: float | None = None
 
 
@@ -116,6 +122,8 @@ class DomainComparison(Frozen):
     sentences: tuple[str, ...]
     reference: str | None = Field(None, description="the bias model the order was checked against")
     flips: tuple[tuple[str, str], ...] = Field((), description="pairs (a, b) whose order flips under the reference model")
+    integrated: bool = Field(False, description="P(best) and the pairwise probabilities are the exact engine's (integrated), not "
+                                                "counted in the draws; ranks and differences come from the draws")
 
 
 class Comparison(Frozen):
@@ -170,6 +178,7 @@ def compare(
     reference_label: str = "no_bias",
     names: Mapping[str, str] | None = None,
     cache: str | Path | None = None,
+    integrated: Result | None = None,
 ) -> Comparison:
     """Compare the projects of each domain on their bias-adjusted effects (see the module docstring).
 
@@ -179,7 +188,9 @@ def compare(
     the same evidence under another bias model (``reference_label``), to say where the order rests on
     the bias assumptions. ``names``: readable project names for the sentences (default: the ids). ``cache``: a
     folder where the comparison is kept under a hash of everything it is computed from and found again
-    (:func:`metaeval.kept.kept`; a report made again from the same fit needs the same comparison).
+    (:func:`metaeval.kept.kept`; a report made again from the same fit needs the same comparison). ``integrated``: the
+    result the draws come from; where it is the exact engine's, its P(best) and pairwise probabilities are used
+    (see the module docstring).
 
     Raises :class:`~metaeval.errors.InputError` for a domain or project the fit does not have.
     """
@@ -193,23 +204,27 @@ def compare(
         if unknown:
             raise InputError(Problem("command line", "", "--projects", f"no project {', '.join(map(repr, unknown))} in "
                                      f"{'the domain(s) compared' if domain else 'the fit'}; projects: {', '.join(known) or 'none'}"))
-    return kept(cache, lambda: comparison_key(draws, ref, wanted, projects, reference_label, names), Comparison,
-                lambda: _compare(draws, ref, wanted, projects, reference_label, names))
+    exact = {d: integrated.domains[d] for d in wanted if d in integrated.domains} if integrated is not None and integrated.engine == "exact" else {}
+    return kept(cache, lambda: comparison_key(draws, ref, wanted, projects, reference_label, names, exact), Comparison,
+                lambda: _compare(draws, ref, wanted, projects, reference_label, names, exact))
 
 
 def comparison_key(draws: Mapping[str, DomainDraws], reference: Mapping[str, DomainDraws], wanted: Sequence[str], projects,
-                   reference_label: str, names) -> str:
-    """A hash of what :func:`compare` computes a comparison from: the draws, the options, NumPy's and ArviZ's versions
-    and metaeval's own code."""
+                   reference_label: str, names, exact: Mapping[str, DomainResult] | None = None) -> str:
+    """A hash of what :func:`compare` computes a comparison from: the draws, the options, the exact engine's
+    probabilities, NumPy's and ArviZ's versions and metaeval's own code."""
     from importlib import metadata
 
-    return key_of(("comparison", list(wanted), projects, reference_label, sorted((names or {}).items()), np.__version__, metadata.version("arviz-stats")),
+    integrated = sorted((d, [(p.key, p.p_best) for p in r.projects], sorted((a, sorted(b.items())) for a, b in r.pairwise.items()))
+                        for d, r in (exact or {}).items())
+    return key_of(("comparison", list(wanted), projects, reference_label, sorted((names or {}).items()), integrated, np.__version__,
+                   metadata.version("arviz-stats")),
                (f"{label}:{name}".encode() + b"\0" + source[name].digest() for label, source in (("draws", draws), ("reference", reference))
                 for name in sorted(source)))
 
 
 def _compare(draws: Mapping[str, DomainDraws], ref: Mapping[str, DomainDraws], wanted: Sequence[str], projects, reference_label: str,
-             names) -> Comparison:
+             names, exact: Mapping[str, DomainResult]) -> Comparison:
     """:func:`compare`'s work, its options checked."""
     out, skipped = {}, {}
     for d in wanted:
@@ -223,7 +238,7 @@ def _compare(draws: Mapping[str, DomainDraws], ref: Mapping[str, DomainDraws], w
         if other is not None and not set(keep) <= set(other.projects):
             other = None
         out[d] = compare_domain(dd.subset(keep), other.subset(keep) if other is not None else None,
-                                reference_label if other is not None else None, names or {})
+                                reference_label if other is not None else None, names or {}, exact.get(d))
     return Comparison(domains=out, skipped=skipped, reference=reference_label if ref else None)
 
 
@@ -239,13 +254,17 @@ def _selected_domains(draws: Mapping[str, DomainDraws], domain) -> list[str]:
 
 
 def compare_domain(dd: DomainDraws, reference: DomainDraws | None = None, reference_label: str | None = None,
-                   names: Mapping[str, str] | None = None) -> DomainComparison:
-    """The comparison of one domain's projects (all of ``dd.projects``)."""
+                   names: Mapping[str, str] | None = None, integrated: DomainResult | None = None) -> DomainComparison:
+    """The comparison of one domain's projects (all of ``dd.projects``); ``integrated``: the exact engine's result for
+    the domain, whose P(best) (where it is among these projects) and pairwise probabilities are taken over."""
     from metaeval.result import round_significant
 
     names = names or {}
     good = dd.sign * dd.theta.reshape(len(dd.projects), -1)  # larger = more beneficial
     p = pairwise_probabilities(good)
+    p_exact, best_exact = _integrated(integrated, dd.projects)
+    if p_exact is not None:
+        p = p_exact
     p_ref = pairwise_probabilities(reference.sign * reference.theta.reshape(len(reference.projects), -1)) if reference is not None else None
     k = len(dd.projects)
     pairwise = {a: {b: round_significant(p[i, j]) for j, b in enumerate(dd.projects) if j != i} for i, a in enumerate(dd.projects)}
@@ -272,7 +291,8 @@ def compare_domain(dd: DomainDraws, reference: DomainDraws | None = None, refere
     for i, project in enumerate(dd.projects):
         r = ranks[i]
         counts = np.bincount(r, minlength=k + 1)[1:] / r.size
-        rank_rows.append(Rank(project=project, design=dd.designs[i], p_best=round_significant(counts[0]), expected_rank=round_significant(r.mean()),
+        p_best = counts[0] if best_exact is None else best_exact[i]
+        rank_rows.append(Rank(project=project, design=dd.designs[i], p_best=round_significant(p_best), expected_rank=round_significant(r.mean()),
                               rank_sd=round_significant(r.std(ddof=1)), rank_low=int(np.quantile(r, tail, method="inverted_cdf")),
                               rank_high=int(np.quantile(r, 1 - tail, method="inverted_cdf")),
                               p_rank=tuple(round_significant(c) for c in counts),
@@ -283,8 +303,23 @@ def compare_domain(dd: DomainDraws, reference: DomainDraws | None = None, refere
         domain=dd.domain, label=dd.label, metric=dd.metric, beneficial=dd.beneficial, hdi_prob=dd.hdi_prob, n_draws=dd.n_draws,
         projects=dd.projects, pairwise=pairwise, differences=tuple(differences), ranks=tuple(rank_rows),
         sentences=tuple(_sentences(dd, differences, rank_rows, reference_label, names)),
-        reference=reference_label, flips=flips,
+        reference=reference_label, flips=flips, integrated=p_exact is not None or best_exact is not None,
     )
+
+
+def _integrated(result: DomainResult | None, projects: Sequence[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The exact engine's pairwise probabilities among ``projects`` (P[i, j] = P(i better than j)) and their P(best), each
+    None where it does not have them: pairwise beyond its limit of projects; P(best) when it is among other projects
+    (``compare --projects``, or an effect per estimate)."""
+    if result is None:
+        return None, None
+    table = result.pairwise
+    pairs = None
+    if all(b in table.get(a, {}) for a in projects for b in projects if a != b):
+        pairs = np.array([[table[a][b] if a != b else 0.0 for b in projects] for a in projects])
+    best = {p.key: p.p_best for p in result.projects}
+    same = set(best) == set(projects) and None not in best.values()
+    return pairs, np.array([best[p] for p in projects]) if same else None
 
 
 def flipped(p: float, q: float) -> bool:

@@ -741,6 +741,37 @@ def test_draws_reproduce_the_posterior(case):
     assert sample["tau"].mean() == pytest.approx(post.fine.axis_summary(0, 0.95)[0], rel=0.01)
 
 
+def test_the_comparison_of_an_exact_result_shows_the_engines_probabilities(evidence, bundled):
+    """One number per quantity: given the exact result its draws come from, the comparison's P(best) and P(A better)
+    are the engine's (the draws' counts differ from them by Monte Carlo error, in some project here), its ranks and
+    differences still the draws'. Among some of the projects only, P(best) is counted in the draws (the engine's is
+    among all of them) while the pairwise probabilities stay the engine's; an MCMC result changes nothing."""
+    import metaeval
+    from metaeval.exact_full import exact_draws
+    from metaeval.ranking import compare
+
+    tree = exact_draws(evidence, metaeval.load_spec("default"), seed=3)
+    counted, integrated = compare(tree), compare(tree, integrated=bundled)
+    assert integrated.domains.keys() == counted.domains.keys() and integrated.domains
+    moved = 0
+    for d, dc in integrated.domains.items():
+        dom, plain = bundled.domain(d), counted.domains[d]
+        assert dc.integrated and not plain.integrated
+        assert {r.project: r.p_best for r in dc.ranks} == {p.project: p.p_best for p in dom.projects}
+        assert dc.pairwise == dom.pairwise and all(x.p_a_better == dom.pairwise[x.a][x.b] for x in dc.differences)
+        assert [(r.project, r.expected_rank, r.p_rank) for r in dc.ranks] == [(r.project, r.expected_rank, r.p_rank) for r in plain.ranks]
+        assert [(x.a, x.b, x.mean, x.hdi_low) for x in dc.differences] == [(x.a, x.b, x.mean, x.hdi_low) for x in plain.differences]
+        moved += sum(r.p_best != {p.project: p.p_best for p in dom.projects}[r.project] for r in plain.ranks)
+    assert moved  # the draws alone would have shown other numbers
+
+    d = max(integrated.domains, key=lambda d: len(integrated.domains[d].projects))
+    some = list(integrated.domains[d].projects[:2])
+    part, part_counted = compare(tree, domain=d, projects=some, integrated=bundled), compare(tree, domain=d, projects=some)
+    assert [r.p_best for r in part.domains[d].ranks] == [r.p_best for r in part_counted.domains[d].ranks]
+    assert part.domains[d].pairwise == {a: {b: bundled.domain(d).pairwise[a][b] for b in some if b != a} for a in some}
+    assert compare(tree, integrated=bundled.model_copy(update={"engine": "mcmc"})) == counted
+
+
 def test_exact_draws_are_read_like_an_mcmc_posterior(evidence):
     """summarise() of the exact engine's draws gives the exact result, up to Monte Carlo error."""
     import metaeval
