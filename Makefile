@@ -15,6 +15,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	"$(PYTHON)" -m venv $(VENV)
 	$(BIN)/python -m pip install --progress-bar off -r requirements.lock  # its lines are the progress
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m compileall -q metaeval  # the bytecode pip writes for an installed wheel; where PYTHONDONTWRITEBYTECODE is set, each command compiled every module again
 	$(BIN)/python -c "import metaeval, pymc, arviz"
 	@touch $@
 
