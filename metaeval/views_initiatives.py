@@ -182,7 +182,7 @@ def comparison_view(analysis, names: Names) -> dict:
     """Which initiative does more, per domain: ranks, P(row better than column), and the sentences."""
     comp = analysis.comparison
     if comp is None:
-        return {"domains": [], "missing": analysis.missing.get("comparison"), "reference": None, "skipped": [], "integrated": None}
+        return {"domains": [], "missing": analysis.missing.get("comparison"), "reference": None, "skipped": [], "integrated": False, "n_draws": None}
     out = []
     for d, dc in comp.domains.items():
         hdi = f"{100 * dc.hdi_prob:g}%"
@@ -200,7 +200,7 @@ def comparison_view(analysis, names: Names) -> dict:
         })
     integrated = [dc for dc in comp.domains.values() if dc.integrated]
     return {"domains": out, "missing": None, "reference": comp.reference or analysis.missing.get("reference"),
-            "checked": comp.reference is not None, "integrated": integrated[0].n_draws if integrated else None,
+            "checked": comp.reference is not None, "integrated": bool(integrated), "n_draws": integrated[0].n_draws if integrated else None,
             "skipped": [f"{names.domain(d)['label']}: {why}" for d, why in comp.skipped.items()]}
 
 

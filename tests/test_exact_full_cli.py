@@ -242,6 +242,8 @@ def test_run_with_the_exact_engine_reports_the_comparison_and_the_plan_from_its_
     from metaeval.cli import build_parser
     from metaeval.commands import analysis_for, exact_summary, read_evidence
     from metaeval.spec import load_spec
+    from metaeval.views import Names
+    from metaeval.views_initiatives import comparison_view
 
     csv = tmp_path / "five.csv"
     csv.write_text(FIVE)
@@ -251,6 +253,11 @@ def test_run_with_the_exact_engine_reports_the_comparison_and_the_plan_from_its_
         summary = exact_summary(args, evidence, load_spec("default"))
         analysis = analysis_for(args, evidence, summary)
         assert analysis.comparison is not None
+        view = comparison_view(analysis, Names(evidence.to_dict("records"), summary))  # the page says where its numbers come from
+        compared = bool(analysis.comparison.domains)  # the mini evidence has one project a domain: nothing compared
+        assert view["integrated"] == compared and view["n_draws"] == (4000 if compared else None) and (compared or source[0] == "--data")
+        for d, dc in analysis.comparison.domains.items():  # the comparison's P(best) is the outcome section's
+            assert {r.project: r.p_best for r in dc.ranks} == {p.project: p.p_best for p in summary.domains[d].projects}
         if source[0] == "--csv":  # no finding: nothing missing, the no_bias check included (its exact form is fast here)
             assert analysis.missing == {} and analysis.comparison.reference == "no_bias"
             assert any(e.shift is not None for profile in analysis.profiles.profiles for e in profile.effects)
