@@ -35,7 +35,7 @@ test: $(VENV)/.installed browser
 	$(BIN)/python -m pytest -n 2
 
 # The developer's fast loop: the unit tests, without MCMC fits, other processes, notebooks, Chromium or the
-# long statistical checks (each test's cost marker is registered in pyproject.toml). Under a minute on two cores.
+# long statistical checks (each test's cost marker is registered in pyproject.toml). One to two minutes on two cores.
 FAST := not slow and not mcmc and not subprocess and not notebook and not browser
 test-fast: $(VENV)/.installed
 	$(BIN)/python -m pytest -n 2 -q -m "$(FAST)"
