@@ -261,10 +261,8 @@ def compare_domain(dd: DomainDraws, reference: DomainDraws | None = None, refere
 
     names = names or {}
     good = dd.sign * dd.theta.reshape(len(dd.projects), -1)  # larger = more beneficial
-    p = pairwise_probabilities(good)
     p_exact, best_exact = _integrated(integrated, dd.projects)
-    if p_exact is not None:
-        p = p_exact
+    p = p_exact if p_exact is not None else pairwise_probabilities(good)  # the draws' count only where the engine has none
     p_ref = pairwise_probabilities(reference.sign * reference.theta.reshape(len(reference.projects), -1)) if reference is not None else None
     k = len(dd.projects)
     pairwise = {a: {b: round_significant(p[i, j]) for j, b in enumerate(dd.projects) if j != i} for i, a in enumerate(dd.projects)}
